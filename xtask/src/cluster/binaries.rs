@@ -1,0 +1,275 @@
+//! Upstream Kubernetes and etcd binaries, built from source through the Go module proxy into a
+//! cache outside the repository, once per pinned version.
+//!
+//! `k8s.io/kubernetes` cannot be `go install`ed (its go.mod replaces the staging modules with
+//! local paths), so a throwaway module requires it and replaces every staging module by its
+//! published `v0.<minor>.<patch>` release. All five programs are built by one `go build` so shared
+//! packages compile once; Go's module and build caches live beside the binaries and survive.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The pinned Kubernetes release (1.34: from 1.35 client-go prefers watch-list streaming).
+pub const KUBERNETES_VERSION: &str = "1.34.4";
+/// The etcd release, within the 3.6 line that Kubernetes 1.34 is tested with.
+pub const ETCD_VERSION: &str = "3.6.5";
+/// kwok, which fakes nodes and marks pods Running and Ready without kubelets.
+pub const KWOK_VERSION: &str = "0.7.0";
+
+/// Programs built from `k8s.io/kubernetes`.
+const KUBERNETES_PROGRAMS: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+];
+
+/// Staging modules that `k8s.io/kubernetes` replaces with local paths.
+const STAGING_MODULES: [&str; 31] = [
+    "api",
+    "apiextensions-apiserver",
+    "apimachinery",
+    "apiserver",
+    "cli-runtime",
+    "client-go",
+    "cloud-provider",
+    "cluster-bootstrap",
+    "code-generator",
+    "component-base",
+    "component-helpers",
+    "controller-manager",
+    "cri-api",
+    "cri-client",
+    "csi-translation-lib",
+    "dynamic-resource-allocation",
+    "endpointslice",
+    "externaljwt",
+    "kms",
+    "kube-aggregator",
+    "kube-controller-manager",
+    "kube-proxy",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "metrics",
+    "mount-utils",
+    "pod-security-admission",
+    "sample-apiserver",
+    "sample-cli-plugin",
+    "sample-controller",
+];
+
+/// Where the binaries of one pinned version live: `<cache>/k8s-v<version>/bin`.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// Directory holding every program.
+    pub bin: PathBuf,
+}
+
+impl Binaries {
+    /// Path of one program.
+    pub fn path(&self, program: &str) -> PathBuf {
+        self.bin.join(program)
+    }
+}
+
+/// The cache root: `$EBB_CACHE_DIR`, else `$XDG_CACHE_HOME/ebb`, else `~/.cache/ebb`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EBB_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("ebb");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/ebb")
+}
+
+/// Returns the cached binaries, building whichever are missing.
+pub fn ensure() -> Result<Binaries> {
+    let root = cache_root();
+    let dir = root.join(format!("k8s-v{KUBERNETES_VERSION}"));
+    let binaries = Binaries {
+        bin: dir.join("bin"),
+    };
+    let mut programs: Vec<&str> = KUBERNETES_PROGRAMS.to_vec();
+    programs.push("etcd");
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| !binaries.path(p).exists())
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "  Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION}: cached in {}",
+            binaries.bin.display()
+        );
+    } else {
+        println!(
+            "  building {} (Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}) from the Go module proxy into {}",
+            missing.join(", "),
+            binaries.bin.display()
+        );
+        println!("  a cold build takes 15-25 minutes on two cores; it is cached afterwards");
+        build_kubernetes(&root, &dir)?;
+    }
+    if !binaries.path("kwok").exists() {
+        println!(
+            "  building kwok v{KWOK_VERSION} (fake nodes) into {}",
+            binaries.bin.display()
+        );
+        build_kwok(&root, &binaries.bin)?;
+    }
+    Ok(binaries)
+}
+
+fn go_command(root: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.env("GOWORK", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0")
+        .env("GOMODCACHE", root.join("go/mod"))
+        .env("GOCACHE", root.join("go/build"));
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: is Go installed and on PATH?"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_kubernetes(root: &Path, dir: &Path) -> Result<()> {
+    let src = dir.join("src");
+    let bin = dir.join("bin");
+    fs::create_dir_all(&src)?;
+    fs::create_dir_all(&bin)?;
+    let _ = fs::remove_file(src.join("go.mod"));
+    let _ = fs::remove_file(src.join("go.sum"));
+
+    let minor_patch = KUBERNETES_VERSION
+        .split_once('.')
+        .map(|(_, rest)| rest)
+        .context("malformed KUBERNETES_VERSION")?;
+    let mut init = go_command(root);
+    init.current_dir(&src)
+        .args(["mod", "init", "ebb.local/k8s-build"]);
+    run(init, "go mod init")?;
+    let mut edit = go_command(root);
+    edit.current_dir(&src).arg("mod").arg("edit");
+    edit.arg(format!("-require=k8s.io/kubernetes@v{KUBERNETES_VERSION}"));
+    edit.arg(format!(
+        "-require=go.etcd.io/etcd/server/v3@v{ETCD_VERSION}"
+    ));
+    for module in STAGING_MODULES {
+        edit.arg(format!(
+            "-replace=k8s.io/{module}=k8s.io/{module}@v0.{minor_patch}"
+        ));
+    }
+    run(edit, "go mod edit")?;
+    // Importing the mains keeps `go mod tidy` from dropping the requirements.
+    fs::write(
+        src.join("tools.go"),
+        "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"go.etcd.io/etcd/server/v3\"\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n\t_ \"k8s.io/kubernetes/cmd/kubectl\"\n)\n",
+    )?;
+    println!("  resolving modules (go mod tidy)");
+    let mut tidy = go_command(root);
+    tidy.current_dir(&src).args(["mod", "tidy", "-e"]);
+    run(tidy, "go mod tidy")?;
+
+    let minor = minor_patch.split('.').next().unwrap_or_default();
+    let mut ldflags = String::from("-s -w");
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
+        ldflags.push_str(&format!(
+            " -X {pkg}.gitVersion=v{KUBERNETES_VERSION} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"
+        ));
+    }
+    let mut build = go_command(root);
+    build
+        .current_dir(&src)
+        .args(["build", "-v", "-trimpath", "-tags=selinux,notest"])
+        .arg(format!("-ldflags={ldflags}"))
+        .arg("-o")
+        .arg(format!("{}/", bin.display()))
+        .args(KUBERNETES_PROGRAMS.map(|p| format!("k8s.io/kubernetes/cmd/{p}")))
+        .arg("go.etcd.io/etcd/server/v3");
+    go_build_with_progress(build, "go build (Kubernetes, etcd)")?;
+    // `go build` names the etcd main after its import path (`server`, the `/v3` suffix dropped).
+    for built in ["server", "v3"] {
+        if bin.join(built).exists() {
+            fs::rename(bin.join(built), bin.join("etcd"))?;
+        }
+    }
+    for program in KUBERNETES_PROGRAMS.iter().chain(&["etcd"]) {
+        if !bin.join(program).exists() {
+            bail!(
+                "go build finished but {} is missing",
+                bin.join(program).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// kwok's module has no replace directives, so `go install` works.
+fn build_kwok(root: &Path, bin: &Path) -> Result<()> {
+    fs::create_dir_all(bin)?;
+    let mut install = go_command(root);
+    install
+        .env("GOBIN", bin)
+        .args(["install", "-v", "-trimpath"])
+        .arg(format!("sigs.k8s.io/kwok/cmd/kwok@v{KWOK_VERSION}"));
+    go_build_with_progress(install, "go install kwok")
+}
+
+/// Runs a `go build -v`, printing a progress line every 200 compiled packages.
+fn go_build_with_progress(mut cmd: Command, what: &str) -> Result<()> {
+    let started = Instant::now();
+    cmd.stdout(Stdio::inherit()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("{what}: is Go installed?"))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let mut compiled = 0usize;
+    let mut errors = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        // `-v` prints one bare import path per package; anything else is a diagnostic.
+        if line.contains(' ') || line.starts_with('#') {
+            errors.push(line);
+            continue;
+        }
+        compiled += 1;
+        if compiled % 200 == 0 {
+            println!(
+                "    {what}: {compiled} packages compiled, {}s",
+                started.elapsed().as_secs()
+            );
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        for line in errors.iter().rev().take(40).rev() {
+            eprintln!("    {line}");
+        }
+        bail!("{what} failed ({status})");
+    }
+    println!(
+        "    {what}: done, {compiled} packages in {}s",
+        started.elapsed().as_secs()
+    );
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The local development cluster: upstream Kubernetes, etcd, kwok, Redis and RabbitMQ as plain
+//! processes on loopback, each under its own pid file and log in `target/dev-cluster/`.
+
+pub mod binaries;
+pub mod certs;
+pub mod packages;
+pub mod process;
+pub mod services;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::workspace_root;
+
+/// Loopback ports, kept below the kernel's ephemeral range and away from the services' defaults
+/// so the dev cluster never collides with a Redis or RabbitMQ already on the machine.
+pub mod ports {
+    /// etcd client port.
+    pub const ETCD_CLIENT: u16 = 32379;
+    /// etcd peer port.
+    pub const ETCD_PEER: u16 = 32380;
+    /// kube-apiserver secure port.
+    pub const APISERVER: u16 = 32443;
+    /// kube-controller-manager health port.
+    pub const CONTROLLER_MANAGER: u16 = 32257;
+    /// kube-scheduler health port.
+    pub const SCHEDULER: u16 = 32259;
+    /// kwok health/metrics port.
+    pub const KWOK: u16 = 32247;
+    /// redis-server.
+    pub const REDIS: u16 = 32637;
+    /// RabbitMQ AMQP listener.
+    pub const RABBITMQ_AMQP: u16 = 32672;
+    /// RabbitMQ management API (HTTP).
+    pub const RABBITMQ_MANAGEMENT: u16 = 32673;
+    /// RabbitMQ's Erlang distribution port.
+    pub const RABBITMQ_DIST: u16 = 32674;
+    /// Erlang port mapper used by RabbitMQ.
+    pub const EPMD: u16 = 32369;
+}
+
+/// Files and directories of the running cluster, under `target/dev-cluster/`.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The root directory.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of this checkout's dev cluster.
+    pub fn for_workspace() -> Self {
+        Self {
+            root: workspace_root().join("target/dev-cluster"),
+        }
+    }
+
+    /// Log file of a service.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Pid file of a service.
+    pub fn pid_file(&self, name: &str) -> PathBuf {
+        self.root.join("pids").join(format!("{name}.pid"))
+    }
+
+    /// Certificates and keys.
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    /// Data directory of a service (wiped when the service starts fresh).
+    pub fn data(&self, name: &str) -> PathBuf {
+        self.root.join("data").join(name)
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.root.join("kubeconfig")
+    }
+
+    /// Kubeconfig of an internal component (controller-manager, scheduler, kwok).
+    pub fn component_kubeconfig(&self, name: &str) -> PathBuf {
+        self.root.join(format!("{name}.kubeconfig"))
+    }
+
+    /// The machine-readable description of the running cluster, for tests and tools.
+    pub fn info_file(&self) -> PathBuf {
+        self.root.join("cluster.json")
+    }
+
+    fn create_dirs(&self) -> Result<()> {
+        for dir in ["logs", "pids", "pki", "data"] {
+            fs::create_dir_all(self.root.join(dir))
+                .with_context(|| format!("creating {}", self.root.join(dir).display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a test or tool needs to reach the running cluster; written to `cluster.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterInfo {
+    /// Admin kubeconfig path.
+    pub kubeconfig: PathBuf,
+    /// kubectl built for this cluster.
+    pub kubectl: PathBuf,
+    /// The apiserver URL.
+    pub apiserver: String,
+    /// Kubernetes version of the control plane.
+    pub kubernetes_version: String,
+    /// `redis://` URL of the standalone Redis.
+    pub redis_url: String,
+    /// `amqp://` URL of RabbitMQ (default vhost).
+    pub rabbitmq_amqp_url: String,
+    /// `http://` URL of RabbitMQ's management API, credentials included.
+    pub rabbitmq_management_url: String,
+    /// The fake node that kwok keeps Ready.
+    pub node_name: String,
+}
+
+impl ClusterInfo {
+    /// Reads `cluster.json` of a running cluster.
+    pub fn load(layout: &Layout) -> Result<Self> {
+        let path = layout.info_file();
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("reading {}: is the cluster up?", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// `cargo xtask cluster up`: installs, builds and starts whatever is missing; idempotent.
+pub fn up() -> Result<ClusterInfo> {
+    let layout = Layout::for_workspace();
+    layout.create_dirs()?;
+    let _lock = lock(&layout)?;
+    println!("==> ebb dev cluster: checking Debian packages");
+    packages::ensure()?;
+    println!("==> ebb dev cluster: Kubernetes binaries");
+    let binaries = binaries::ensure()?;
+    println!("==> ebb dev cluster: certificates and kubeconfigs");
+    certs::ensure(&layout)?;
+    services::write_kubeconfigs(&layout)?;
+    println!(
+        "==> ebb dev cluster: starting services (logs in {})",
+        layout.root.join("logs").display()
+    );
+    services::start_all(&layout, &binaries)?;
+    let info = ClusterInfo {
+        kubeconfig: layout.kubeconfig(),
+        kubectl: binaries.path("kubectl"),
+        apiserver: services::apiserver_url(),
+        kubernetes_version: format!("v{}", binaries::KUBERNETES_VERSION),
+        redis_url: format!("redis://127.0.0.1:{}", ports::REDIS),
+        rabbitmq_amqp_url: format!("amqp://guest:guest@127.0.0.1:{}/%2f", ports::RABBITMQ_AMQP),
+        rabbitmq_management_url: format!(
+            "http://guest:guest@127.0.0.1:{}",
+            ports::RABBITMQ_MANAGEMENT
+        ),
+        node_name: services::KWOK_NODE.to_string(),
+    };
+    fs::write(layout.info_file(), serde_json::to_string_pretty(&info)?)?;
+    println!("==> ebb dev cluster is up");
+    println!("  kubeconfig: {}", info.kubeconfig.display());
+    println!("  export KUBECONFIG={}", info.kubeconfig.display());
+    println!("  kubectl:    {}", info.kubectl.display());
+    println!("  redis:      {}", info.redis_url);
+    println!(
+        "  rabbitmq:   amqp://127.0.0.1:{} (management http://127.0.0.1:{})",
+        ports::RABBITMQ_AMQP,
+        ports::RABBITMQ_MANAGEMENT
+    );
+    Ok(info)
+}
+
+/// `cargo xtask cluster down`: stops, by pid, every process `up` started.
+pub fn down() -> Result<()> {
+    let layout = Layout::for_workspace();
+    if !layout.root.exists() {
+        println!("ebb dev cluster: nothing to stop");
+        return Ok(());
+    }
+    let _lock = lock(&layout)?;
+    services::stop_all(&layout)?;
+    let _ = fs::remove_file(layout.info_file());
+    println!("ebb dev cluster: stopped");
+    Ok(())
+}
+
+/// `cargo xtask cluster status`: one line per service.
+pub fn status() -> Result<bool> {
+    let layout = Layout::for_workspace();
+    let mut all = true;
+    for (name, healthy) in services::status(&layout) {
+        let state = match healthy {
+            Some(true) => "running, healthy",
+            Some(false) => "running, NOT healthy",
+            None => "stopped",
+        };
+        all &= healthy == Some(true);
+        println!("  {name:<24} {state}");
+    }
+    if all {
+        println!("  kubeconfig: {}", layout.kubeconfig().display());
+    }
+    Ok(all)
+}
+
+/// Serialises `up` and `down` between concurrent callers (two test binaries, a shell).
+fn lock(layout: &Layout) -> Result<nix::fcntl::Flock<fs::File>> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(layout.root.join("lock"))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", layout.root.join("lock").display()))
+}
+
+/// Reads a file relative to the layout, for messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,62 @@
+//! Debian packages the dev cluster runs: Redis, RabbitMQ (management plugin included), openssl and
+//! protoc. Installed with apt when a program is missing; their system services are not started.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// (program that must exist, Debian package providing it).
+const REQUIRED: [(&str, &str); 6] = [
+    ("/usr/bin/redis-server", "redis-server"),
+    ("/usr/bin/redis-cli", "redis-tools"),
+    ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
+    ("/usr/bin/epmd", "erlang-base"),
+    ("/usr/bin/openssl", "openssl"),
+    ("/usr/bin/protoc", "protobuf-compiler"),
+];
+
+/// Installs the packages whose programs are missing.
+pub fn ensure() -> Result<()> {
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .filter(|(program, _)| !Path::new(program).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("  redis-server, rabbitmq-server, openssl, protoc: installed");
+        return Ok(());
+    }
+    println!("  installing {} with apt-get", missing.join(" "));
+    let sudo = !nix::unistd::geteuid().is_root();
+    apt(sudo, &["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter());
+    apt(sudo, &args)?;
+    for (program, package) in REQUIRED {
+        if !Path::new(program).exists() {
+            bail!("{package} was installed but {program} is still missing");
+        }
+    }
+    Ok(())
+}
+
+fn apt(sudo: bool, args: &[&str]) -> Result<()> {
+    let mut cmd = if sudo {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    } else {
+        Command::new("apt-get")
+    };
+    // Debian's maintainer scripts would start the system services; the dev cluster runs its
+    // own instances on other ports, so a policy-rc.d refusal from the container is harmless.
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    let status = cmd
+        .status()
+        .with_context(|| format!("running apt-get {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("apt-get {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

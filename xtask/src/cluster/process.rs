@@ -1,0 +1,130 @@
+//! Starting, finding and stopping the cluster's processes by pid file.
+//!
+//! Each service runs in a process group of its own whose leader's pid is written to
+//! `pids/<name>.pid`. Stopping signals the whole group, so wrapper scripts (RabbitMQ's) and their
+//! children go together, and nothing that `up` did not start is ever touched.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::Layout;
+
+/// Starts `cmd` as service `name`: own process group, output appended to its log, pid recorded.
+pub fn spawn(layout: &Layout, name: &str, mut cmd: Command) -> Result<u32> {
+    let log_path = layout.log(name);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {name}: {cmd:?}"))?;
+    let pid = child.id();
+    fs::write(layout.pid_file(name), format!("{pid}\n"))?;
+    // The child is deliberately not waited for: it outlives this command, and `down` stops it.
+    drop(child);
+    Ok(pid)
+}
+
+/// The recorded process group of `name`, if any of its processes is still alive.
+pub fn running(layout: &Layout, name: &str) -> Option<u32> {
+    let pgid = recorded_pid(layout, name)?;
+    (!live_members(pgid).is_empty()).then_some(pgid)
+}
+
+fn recorded_pid(layout: &Layout, name: &str) -> Option<u32> {
+    fs::read_to_string(layout.pid_file(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Stops service `name` (SIGTERM to its group, SIGKILL after `grace`). Returns whether it ran.
+pub fn stop(layout: &Layout, name: &str, grace: Duration) -> Result<bool> {
+    let Some(pgid) = recorded_pid(layout, name) else {
+        return Ok(false);
+    };
+    let was_running = !live_members(pgid).is_empty();
+    if was_running {
+        signal_group(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while !live_members(pgid).is_empty() && Instant::now() < deadline {
+            sleep(Duration::from_millis(100));
+        }
+        if !live_members(pgid).is_empty() {
+            signal_group(pgid, Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !live_members(pgid).is_empty() {
+                if Instant::now() > deadline {
+                    bail!("{name} (process group {pgid}) survived SIGKILL");
+                }
+                sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let _ = fs::remove_file(layout.pid_file(name));
+    Ok(was_running)
+}
+
+fn signal_group(pgid: u32, signal: Signal) {
+    // ESRCH only means the group is already gone.
+    let _ = killpg(Pid::from_raw(pgid as i32), signal);
+}
+
+/// Live (not zombie) processes whose process group is `pgid`, read from /proc.
+///
+/// Zombies are skipped because an orphaned child may never be reaped in a container whose init
+/// does not reap, yet it holds no resources.
+pub fn live_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            proc_stat(*pid)
+                .is_some_and(|(state, group)| group == pgid && state != 'Z' && state != 'X')
+        })
+        .collect()
+}
+
+/// (state, process group) of a process from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Polls `check` until it returns true or `timeout` passes; the error names `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} was not ready within {}s", timeout.as_secs());
+        }
+        sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,514 @@
+//! The dev cluster's services: how each is started, how its health is read, and in which order
+//! they start and stop.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::binaries::Binaries;
+use super::certs::FRONT_PROXY_CLIENT_NAME;
+use super::process::{self, wait_until};
+use super::{Layout, ports, tail};
+
+/// The fake node kwok keeps Ready, so pods are scheduled, Running and Ready without kubelets.
+pub const KWOK_NODE: &str = "kwok-node-0";
+/// How often the HPA controller re-evaluates every HPA (production default 15s).
+pub const HPA_SYNC_PERIOD: &str = "2s";
+/// How long the HPA waits before scaling down (production default 5m).
+pub const HPA_DOWNSCALE_STABILIZATION: &str = "10s";
+
+/// Every service, in start order; `down` stops them in reverse.
+const SERVICES: [&str; 9] = [
+    "epmd",
+    "rabbitmq",
+    "redis",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    // Not a process of its own: listed so `status` reports the fake node.
+    "kwok-node",
+];
+
+/// Services whose state lives in etcd through the apiserver: restarted whenever etcd is.
+const CONTROL_PLANE: [&str; 5] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kwok-node",
+];
+
+/// The apiserver's URL.
+pub fn apiserver_url() -> String {
+    format!("https://127.0.0.1:{}", ports::APISERVER)
+}
+
+/// Starts every service that is not running, then waits for all to be healthy.
+pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
+    // A fresh etcd means an empty cluster: anything still running against the old one restarts.
+    if process::running(layout, "etcd").is_none() {
+        for name in CONTROL_PLANE.iter().rev() {
+            if *name != "kwok-node" {
+                process::stop(layout, name, Duration::from_secs(10))?;
+            }
+        }
+    }
+    // RabbitMQ boots slowest; start it first and check on it last.
+    ensure_started(layout, "epmd", || epmd(layout))?;
+    wait_healthy(layout, "epmd", Duration::from_secs(10))?;
+    ensure_started(layout, "rabbitmq", || rabbitmq(layout))?;
+    ensure_started(layout, "redis", || redis(layout))?;
+    ensure_started(layout, "etcd", || etcd(layout, bin))?;
+    wait_healthy(layout, "etcd", Duration::from_secs(30))?;
+    ensure_started(layout, "kube-apiserver", || apiserver(layout, bin))?;
+    wait_healthy(layout, "kube-apiserver", Duration::from_secs(120))?;
+    ensure_started(layout, "kube-controller-manager", || {
+        controller_manager(layout, bin)
+    })?;
+    ensure_started(layout, "kube-scheduler", || scheduler(layout, bin))?;
+    ensure_started(layout, "kwok", || kwok(layout, bin))?;
+    if !healthy(layout, "kwok-node") {
+        create_kwok_node(layout, bin)?;
+    }
+    for name in [
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "kwok-node",
+        "redis",
+    ] {
+        wait_healthy(layout, name, Duration::from_secs(60))?;
+    }
+    wait_healthy(layout, "rabbitmq", Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// Stops every service `up` started, newest first.
+pub fn stop_all(layout: &Layout) -> Result<()> {
+    for name in SERVICES.iter().rev() {
+        if *name == "kwok-node" {
+            continue;
+        }
+        // RabbitMQ flushes its state on SIGTERM and needs a few seconds.
+        let grace = if *name == "rabbitmq" { 30 } else { 10 };
+        if process::stop(layout, name, Duration::from_secs(grace))? {
+            println!("  stopped {name}");
+        }
+    }
+    Ok(())
+}
+
+/// (service, None when stopped / Some(healthy) when running).
+pub fn status(layout: &Layout) -> Vec<(&'static str, Option<bool>)> {
+    SERVICES
+        .iter()
+        .map(|name| {
+            let running = if *name == "kwok-node" {
+                process::running(layout, "kube-apiserver").is_some()
+            } else {
+                process::running(layout, name).is_some()
+            };
+            (*name, running.then(|| healthy(layout, name)))
+        })
+        .collect()
+}
+
+fn ensure_started(
+    layout: &Layout,
+    name: &str,
+    command: impl FnOnce() -> Result<Command>,
+) -> Result<()> {
+    if let Some(pid) = process::running(layout, name) {
+        println!("  {name}: already running (pid {pid})");
+        return Ok(());
+    }
+    let cmd = command()?;
+    let pid = process::spawn(layout, name, cmd)?;
+    println!(
+        "  {name}: started (pid {pid}, log {})",
+        layout.log(name).display()
+    );
+    Ok(())
+}
+
+fn wait_healthy(layout: &Layout, name: &str, timeout: Duration) -> Result<()> {
+    wait_until(name, timeout, || {
+        if name != "kwok-node" && process::running(layout, name).is_none() {
+            // Exited: no point waiting for the deadline.
+            return true;
+        }
+        healthy(layout, name)
+    })?;
+    if !healthy(layout, name) {
+        bail!(
+            "{name} exited or is unhealthy; last lines of {}:\n{}",
+            layout.log(name).display(),
+            tail(&layout.log(name), 25)
+        );
+    }
+    Ok(())
+}
+
+/// Whether a service answers as it should.
+fn healthy(layout: &Layout, name: &str) -> bool {
+    match name {
+        "epmd" => tcp_open(ports::EPMD),
+        "etcd" => http_get(ports::ETCD_CLIENT, "/health", None)
+            .is_some_and(|(code, body)| code == 200 && body.contains("\"health\":\"true\"")),
+        "kube-apiserver" => kubectl_raw(layout, "/readyz").is_some_and(|b| b.trim() == "ok"),
+        "kube-controller-manager" => tcp_open(ports::CONTROLLER_MANAGER),
+        "kube-scheduler" => tcp_open(ports::SCHEDULER),
+        "kwok" => tcp_open(ports::KWOK),
+        "kwok-node" => kubectl_raw(layout, &format!("/api/v1/nodes/{KWOK_NODE}"))
+            .is_some_and(|body| node_ready(&body)),
+        "redis" => redis_ping(),
+        "rabbitmq" => {
+            tcp_open(ports::RABBITMQ_AMQP)
+                && http_get(
+                    ports::RABBITMQ_MANAGEMENT,
+                    "/api/overview",
+                    Some(("guest", "guest")),
+                )
+                .is_some_and(|(code, _)| code == 200)
+        }
+        _ => false,
+    }
+}
+
+fn node_ready(body: &str) -> bool {
+    let Ok(node) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    node["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conds| {
+            conds
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+fn epmd(_layout: &Layout) -> Result<Command> {
+    let mut cmd = Command::new("/usr/bin/epmd");
+    cmd.args(["-port", &ports::EPMD.to_string(), "-address", "127.0.0.1"]);
+    Ok(cmd)
+}
+
+fn rabbitmq(layout: &Layout) -> Result<Command> {
+    let data = fresh_dir(&layout.data("rabbitmq"))?;
+    let home = data.join("home");
+    fs::create_dir_all(&home)?;
+    fs::create_dir_all(data.join("log"))?;
+    let conf = data.join("rabbitmq.conf");
+    fs::write(
+        &conf,
+        format!(
+            "listeners.tcp.default = 127.0.0.1:{}\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {}\n",
+            ports::RABBITMQ_AMQP,
+            ports::RABBITMQ_MANAGEMENT
+        ),
+    )?;
+    let plugins = data.join("enabled_plugins");
+    fs::write(&plugins, "[rabbitmq_management].\n")?;
+    // The Debian wrapper in /usr/sbin switches to the rabbitmq user and its fixed paths; the
+    // script it wraps takes every location from the environment.
+    let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    cmd.current_dir(&data)
+        .env("HOME", &home)
+        .env("RABBITMQ_NODENAME", "ebb-dev@localhost")
+        .env("RABBITMQ_MNESIA_BASE", data.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", data.join("log"))
+        .env("RABBITMQ_LOGS", "-")
+        .env("RABBITMQ_CONFIG_FILE", &conf)
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+        .env("RABBITMQ_PID_FILE", data.join("beam.pid"))
+        .env("RABBITMQ_DIST_PORT", ports::RABBITMQ_DIST.to_string())
+        .env("ERL_EPMD_PORT", ports::EPMD.to_string());
+    Ok(cmd)
+}
+
+fn redis(layout: &Layout) -> Result<Command> {
+    let data = fresh_dir(&layout.data("redis"))?;
+    let mut cmd = Command::new("/usr/bin/redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &ports::REDIS.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&data);
+    Ok(cmd)
+}
+
+fn etcd(layout: &Layout, bin: &Binaries) -> Result<Command> {
+    let data = fresh_dir(&layout.data("etcd"))?;
+    let client = format!("http://127.0.0.1:{}", ports::ETCD_CLIENT);
+    let peer = format!("http://127.0.0.1:{}", ports::ETCD_PEER);
+    let mut cmd = Command::new(bin.path("etcd"));
+    cmd.arg("--name=ebb-dev")
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=ebb-dev={peer}"))
+        // A throwaway cluster: durability is not worth an fsync per write.
+        .arg("--unsafe-no-fsync")
+        .arg("--log-level=warn");
+    Ok(cmd)
+}
+
+fn apiserver(layout: &Layout, bin: &Binaries) -> Result<Command> {
+    let pki = layout.pki();
+    let p = |f: &str| pki.join(f).display().to_string();
+    let mut cmd = Command::new(bin.path("kube-apiserver"));
+    cmd.arg(format!(
+        "--etcd-servers=http://127.0.0.1:{}",
+        ports::ETCD_CLIENT
+    ))
+    .arg("--bind-address=127.0.0.1")
+    .arg(format!("--secure-port={}", ports::APISERVER))
+    .arg("--advertise-address=127.0.0.1")
+    .arg("--endpoint-reconciler-type=none")
+    .arg(format!(
+        "--cert-dir={}",
+        layout.data("kube-apiserver").display()
+    ))
+    .arg(format!("--tls-cert-file={}", p("apiserver.crt")))
+    .arg(format!("--tls-private-key-file={}", p("apiserver.key")))
+    .arg(format!("--client-ca-file={}", p("ca.crt")))
+    .arg("--service-cluster-ip-range=10.0.0.0/24")
+    .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+    .arg(format!("--service-account-key-file={}", p("sa.pub")))
+    .arg(format!(
+        "--service-account-signing-key-file={}",
+        p("sa.key")
+    ))
+    .arg("--authorization-mode=RBAC")
+    // No token controller runs, so pods must not be required to mount a token; and no
+    // node-lifecycle controller runs to lift the not-ready taint this plugin puts on new
+    // nodes, so kwok's node would never take pods.
+    .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
+    .arg("--allow-privileged=true")
+    .arg("--profiling=false")
+    // Aggregation layer, for ebb's external metrics API.
+    .arg(format!(
+        "--requestheader-client-ca-file={}",
+        p("front-proxy-ca.crt")
+    ))
+    .arg(format!(
+        "--requestheader-allowed-names={FRONT_PROXY_CLIENT_NAME}"
+    ))
+    .arg("--requestheader-username-headers=X-Remote-User")
+    .arg("--requestheader-group-headers=X-Remote-Group")
+    .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
+    .arg(format!(
+        "--proxy-client-cert-file={}",
+        p("front-proxy-client.crt")
+    ))
+    .arg(format!(
+        "--proxy-client-key-file={}",
+        p("front-proxy-client.key")
+    ));
+    fs::create_dir_all(layout.data("kube-apiserver"))?;
+    Ok(cmd)
+}
+
+fn controller_manager(layout: &Layout, bin: &Binaries) -> Result<Command> {
+    let mut cmd = Command::new(bin.path("kube-controller-manager"));
+    cmd.arg(format!(
+        "--kubeconfig={}",
+        layout.component_kubeconfig("controller-manager").display()
+    ))
+    .arg("--leader-elect=false")
+    .arg("--bind-address=127.0.0.1")
+    .arg(format!("--secure-port={}", ports::CONTROLLER_MANAGER))
+    .arg(format!(
+        "--cert-dir={}",
+        layout.data("kube-controller-manager").display()
+    ))
+    .arg(format!(
+        "--root-ca-file={}",
+        layout.pki().join("ca.crt").display()
+    ))
+    .arg("--use-service-account-credentials=false")
+    .arg(concat!(
+        "--controllers=horizontal-pod-autoscaler-controller,deployment-controller,",
+        "replicaset-controller,statefulset-controller,job-controller,",
+        "garbage-collector-controller,namespace-controller"
+    ))
+    .arg(format!(
+        "--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}"
+    ))
+    .arg(format!(
+        "--horizontal-pod-autoscaler-downscale-stabilization={HPA_DOWNSCALE_STABILIZATION}"
+    ));
+    fs::create_dir_all(layout.data("kube-controller-manager"))?;
+    Ok(cmd)
+}
+
+fn scheduler(layout: &Layout, bin: &Binaries) -> Result<Command> {
+    let mut cmd = Command::new(bin.path("kube-scheduler"));
+    cmd.arg(format!(
+        "--kubeconfig={}",
+        layout.component_kubeconfig("scheduler").display()
+    ))
+    .arg("--leader-elect=false")
+    .arg("--bind-address=127.0.0.1")
+    .arg(format!("--secure-port={}", ports::SCHEDULER))
+    .arg(format!(
+        "--cert-dir={}",
+        layout.data("kube-scheduler").display()
+    ));
+    fs::create_dir_all(layout.data("kube-scheduler"))?;
+    Ok(cmd)
+}
+
+fn kwok(layout: &Layout, bin: &Binaries) -> Result<Command> {
+    let mut cmd = Command::new(bin.path("kwok"));
+    cmd.arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+        .arg("--manage-all-nodes=false")
+        .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+        .arg("--cidr=10.244.0.1/16")
+        .arg("--node-ip=127.0.0.1")
+        .arg(format!("--server-address=127.0.0.1:{}", ports::KWOK));
+    Ok(cmd)
+}
+
+fn create_kwok_node(layout: &Layout, bin: &Binaries) -> Result<()> {
+    let manifest = format!(
+        r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{KWOK_NODE}",
+"annotations":{{"kwok.x-k8s.io/node":"fake","node.alpha.kubernetes.io/ttl":"0"}},
+"labels":{{"kubernetes.io/hostname":"{KWOK_NODE}","kubernetes.io/os":"linux","kubernetes.io/arch":"amd64","type":"kwok"}}}},
+"status":{{"allocatable":{{"cpu":"1000","memory":"1Ti","pods":"100000"}},
+"capacity":{{"cpu":"1000","memory":"1Ti","pods":"100000"}}}}}}"#
+    );
+    let path = layout.root.join("kwok-node.json");
+    fs::write(&path, manifest)?;
+    let out = Command::new(bin.path("kubectl"))
+        .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+        .args(["apply", "-f"])
+        .arg(&path)
+        .output()
+        .context("running kubectl apply for the kwok node")?;
+    if !out.status.success() {
+        bail!(
+            "creating node {KWOK_NODE} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("  kwok-node: created node {KWOK_NODE}");
+    Ok(())
+}
+
+/// Writes the admin kubeconfig and the components' kubeconfigs.
+pub fn write_kubeconfigs(layout: &Layout) -> Result<()> {
+    for (file, cert) in [
+        (layout.kubeconfig(), "admin"),
+        (
+            layout.component_kubeconfig("controller-manager"),
+            "controller-manager",
+        ),
+        (layout.component_kubeconfig("scheduler"), "scheduler"),
+    ] {
+        let pki = layout.pki();
+        let read = |f: String| -> Result<String> {
+            Ok(BASE64.encode(fs::read(pki.join(&f)).with_context(|| format!("reading {f}"))?))
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: ebb-dev\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: ebb-dev\n  context:\n    cluster: ebb-dev\n    user: {cert}\n    namespace: default\ncurrent-context: ebb-dev\nusers:\n- name: {cert}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            apiserver_url(),
+            read("ca.crt".into())?,
+            read(format!("{cert}.crt"))?,
+            read(format!("{cert}.key"))?,
+        );
+        write_private(&file, &text)?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Removes and recreates a data directory: every fresh start begins empty.
+fn fresh_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir)?;
+    Ok(dir.to_path_buf())
+}
+
+fn kubectl_raw(layout: &Layout, path: &str) -> Option<String> {
+    let kubectl = super::binaries::cache_root()
+        .join(format!("k8s-v{}", super::binaries::KUBERNETES_VERSION))
+        .join("bin/kubectl");
+    let out = Command::new(kubectl)
+        .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+        .args(["get", "--raw", path, "--request-timeout=5s"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn connect(port: u16) -> Option<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
+    Some(stream)
+}
+
+fn tcp_open(port: u16) -> bool {
+    connect(port).is_some()
+}
+
+fn redis_ping() -> bool {
+    let Some(mut s) = connect(ports::REDIS) else {
+        return false;
+    };
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A minimal HTTP/1.0 GET on loopback, for health checks only.
+fn http_get(port: u16, path: &str, basic: Option<(&str, &str)>) -> Option<(u16, String)> {
+    let mut s = connect(port)?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    if let Some((user, pass)) = basic {
+        request.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            BASE64.encode(format!("{user}:{pass}"))
+        ));
+    }
+    request.push_str("\r\n");
+    s.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}

@@ -1,0 +1,103 @@
+//! `cargo xtask test`: every check CI runs, in order, each step announced and timed.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use xtask::cluster;
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Leave the dev cluster running afterwards even if this run started it.
+    #[arg(long)]
+    keep_cluster: bool,
+    /// Skip the integration tests (no cluster needed).
+    #[arg(long)]
+    unit_only: bool,
+}
+
+struct Step {
+    name: &'static str,
+    seconds: u64,
+}
+
+/// Runs fmt, clippy, the unit tests, then the integration tests on the dev cluster.
+pub fn run(args: TestArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    println!("==> cargo xtask test: fmt check, clippy (warnings denied), unit tests, then");
+    println!("    integration tests against a real local Kubernetes, Redis and RabbitMQ");
+
+    step(&mut steps, "rustfmt --check", || {
+        cargo(&["fmt", "--all", "--", "--check"])
+    })?;
+    step(&mut steps, "clippy -D warnings", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step(&mut steps, "unit tests", || {
+        cargo(&[
+            "test",
+            "--workspace",
+            "--locked",
+            "--exclude",
+            "integration-tests",
+        ])
+    })?;
+
+    if !args.unit_only {
+        let layout = cluster::Layout::for_workspace();
+        let was_running = cluster::process::running(&layout, "kube-apiserver").is_some();
+        step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
+        let result = step(&mut steps, "integration tests", || {
+            cargo(&["test", "--locked", "--package", "integration-tests"])
+        });
+        if !was_running && !args.keep_cluster {
+            step(&mut steps, "dev cluster down", cluster::down)?;
+        } else {
+            println!("==> leaving the dev cluster running (`cargo xtask cluster down` stops it)");
+        }
+        result?;
+    }
+
+    println!("==> summary");
+    for s in &steps {
+        println!("    {:<24} {:>5}s", s.name, s.seconds);
+    }
+    println!("    {:<24} {:>5}s", "total", started.elapsed().as_secs());
+    Ok(())
+}
+
+fn step(steps: &mut Vec<Step>, name: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f();
+    steps.push(Step {
+        name,
+        seconds: started.elapsed().as_secs(),
+    });
+    if let Err(e) = &result {
+        println!("==> {name} FAILED: {e:#}");
+    }
+    result
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(xtask::workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
