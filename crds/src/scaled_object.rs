@@ -5,6 +5,10 @@
 //! schema (the apiserver would then add them to stored objects and a manifest would no longer read
 //! back as written); the accessors on [`ScaledObjectSpec`] apply them instead.
 
+// clippy reads the repeated `type_ = ...` keys of separate `printcolumn(...)` entries in one
+// `#[kube(...)]` as duplicated attributes; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
@@ -414,6 +418,13 @@ pub struct HealthStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TriggerActivityStatus {
     /// True when the trigger's value passed its activation threshold.
+    // Lenient on read, but declared without a schema default: KEDA's has none.
     #[serde(default)]
+    #[schemars(transform = without_default)]
     pub is_active: bool,
+}
+
+/// Drops the `default` schemars derives from `#[serde(default)]`.
+fn without_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }

@@ -5,6 +5,10 @@
 //! Every provider in KEDA's schema is accepted so that existing objects are stored intact; the
 //! ones ebb does not implement are reported as unsupported by the controller.
 
+// clippy reads the repeated `type_ = ...` keys of separate `printcolumn(...)` entries in one
+// `#[kube(...)]` as duplicated attributes; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;

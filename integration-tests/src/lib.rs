@@ -1,1 +1,259 @@
-//! Placeholder
+//! The integration-test harness.
+//!
+//! Every test talks to real components: the dev cluster's kube-apiserver, controller-manager,
+//! scheduler and kwok, and its Redis and RabbitMQ. The cluster is brought up once per test
+//! binary with the same code as `cargo xtask cluster up` (a no-op when it already runs); ebb's
+//! CRDs are installed from the committed `crds/manifests/`; each test gets a namespace of its
+//! own, deleted when its [`TestEnv`] is dropped.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+use tokio::sync::OnceCell;
+use xtask::cluster::ClusterInfo;
+
+pub use xtask::workspace_root;
+
+/// Label put on every test namespace, so leftovers can be found.
+pub const TEST_NAMESPACE_LABEL: &str = "ebb.dev/test";
+
+static CLUSTER: OnceLock<Result<ClusterInfo, String>> = OnceLock::new();
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// One test's view of the cluster: a client, the cluster's addresses and a namespace of its own.
+pub struct TestEnv {
+    /// Admin client of the dev cluster.
+    pub client: Client,
+    /// Addresses of the apiserver, Redis and RabbitMQ.
+    pub cluster: ClusterInfo,
+    /// This test's namespace.
+    pub namespace: String,
+}
+
+/// Brings the cluster up (once per process), installs the CRDs and creates a namespace.
+pub async fn setup(test: &str) -> TestEnv {
+    match try_setup(test).await {
+        Ok(env) => env,
+        Err(e) => panic!("test environment for {test}: {e:#}"),
+    }
+}
+
+async fn try_setup(test: &str) -> Result<TestEnv> {
+    let cluster = tokio::task::spawn_blocking(|| {
+        CLUSTER
+            .get_or_init(|| xtask::cluster::up().map_err(|e| format!("{e:#}")))
+            .clone()
+    })
+    .await?
+    .map_err(anyhow::Error::msg)
+    .context("bringing the dev cluster up")?;
+    let client = client(&cluster).await?;
+    CRDS.get_or_try_init(|| install_crds(client.clone()))
+        .await
+        .context("installing ebb's CRDs")?;
+    let namespace = unique_name(test);
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.clone()),
+            labels: Some([(TEST_NAMESPACE_LABEL.to_string(), "true".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {namespace}"))?;
+    Ok(TestEnv {
+        client,
+        cluster,
+        namespace,
+    })
+}
+
+/// A client for the dev cluster's admin kubeconfig.
+pub async fn client(cluster: &ClusterInfo) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Applies the committed CRD manifests (server-side) and waits until each is Established.
+async fn install_crds(client: Client) -> Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(client);
+    for path in crd_manifest_paths()? {
+        let text = std::fs::read_to_string(&path)?;
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("ebb-integration-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying {}", path.display()))?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not Established within 30s"))??;
+    }
+    Ok(())
+}
+
+/// The files in `crds/manifests/`, sorted.
+pub fn crd_manifest_paths() -> Result<Vec<PathBuf>> {
+    let dir = workspace_root().join("crds/manifests");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// A DNS-1123 name from a test name plus a suffix unique to this run and call.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let suffix = format!("{:x}", (nanos ^ std::process::id().rotate_left(16)) + n);
+    let mut base: String = prefix
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    base.truncate(50);
+    format!("{}-{suffix}", base.trim_matches('-'))
+}
+
+impl TestEnv {
+    /// Runs the dev cluster's kubectl with the admin kubeconfig in this test's namespace.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin` fed to it (for `-f -`).
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(&self.cluster.kubectl);
+        cmd.arg(format!(
+            "--kubeconfig={}",
+            self.cluster.kubeconfig.display()
+        ))
+        .arg(format!("--namespace={}", self.namespace))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("running kubectl {args:?}: {e}"),
+        };
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        match child.wait_with_output() {
+            Ok(out) => out,
+            Err(e) => panic!("waiting for kubectl {args:?}: {e}"),
+        }
+    }
+
+    /// An API handle for a namespaced resource in this test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Asynchronous deletion: the namespace controller removes the contents in the background.
+        let _ = Command::new(&self.cluster.kubectl)
+            .arg(format!(
+                "--kubeconfig={}",
+                self.cluster.kubeconfig.display()
+            ))
+            .args(["delete", "namespace", &self.namespace, "--wait=false"])
+            .output();
+    }
+}
+
+/// Polls `check` until it yields a value or `timeout` passes; the panic names `what` and the
+/// last observation.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(observed) => observed,
+        };
+        if Instant::now() > deadline {
+            panic!(
+                "{what}: not reached within {}s; last seen: {last}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// stdout of a successful command, or a panic with its stderr.
+pub fn expect_success(out: &Output, what: &str) -> String {
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a command that must fail.
+pub fn expect_failure(out: &Output, what: &str) -> String {
+    if out.status.success() {
+        panic!(
+            "{what} succeeded but should have been refused:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails unless `value` holds; for use inside [`eventually`] checks.
+pub fn ensure(cond: bool, observed: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(observed()) }
+}
+
+/// Reads a fixture under `crds/tests/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    let path = workspace_root().join("crds/tests/fixtures").join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    }
+}

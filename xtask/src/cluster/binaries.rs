@@ -115,7 +115,7 @@ pub fn ensure() -> Result<Binaries> {
             missing.join(", "),
             binaries.bin.display()
         );
-        println!("  a cold build takes 15-25 minutes on two cores; it is cached afterwards");
+        println!("  a cold build takes about 10 minutes on two cores; it is cached afterwards");
         build_kubernetes(&root, &dir)?;
     }
     if !binaries.path("kwok").exists() {
@@ -139,12 +139,18 @@ fn go_command(root: &Path) -> Command {
     cmd
 }
 
+/// Runs a Go command quietly; its output is shown only when it fails.
 fn run(mut cmd: Command, what: &str) -> Result<()> {
-    let status = cmd
-        .status()
+    let out = cmd
+        .output()
         .with_context(|| format!("{what}: is Go installed and on PATH?"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -182,7 +188,7 @@ fn build_kubernetes(root: &Path, dir: &Path) -> Result<()> {
         src.join("tools.go"),
         "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"go.etcd.io/etcd/server/v3\"\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n\t_ \"k8s.io/kubernetes/cmd/kube-scheduler\"\n\t_ \"k8s.io/kubernetes/cmd/kubectl\"\n)\n",
     )?;
-    println!("  resolving modules (go mod tidy)");
+    println!("  downloading and resolving modules (go mod tidy)");
     let mut tidy = go_command(root);
     tidy.current_dir(&src).args(["mod", "tidy", "-e"]);
     run(tidy, "go mod tidy")?;
@@ -253,7 +259,7 @@ fn go_build_with_progress(mut cmd: Command, what: &str) -> Result<()> {
             continue;
         }
         compiled += 1;
-        if compiled % 200 == 0 {
+        if compiled.is_multiple_of(200) {
             println!(
                 "    {what}: {compiled} packages compiled, {}s",
                 started.elapsed().as_secs()

@@ -131,6 +131,12 @@ fn ensure_started(
         println!("  {name}: already running (pid {pid})");
         return Ok(());
     }
+    if let Some(port) = service_port(name).filter(|p| tcp_open(*p)) {
+        bail!(
+            "{name} cannot start: 127.0.0.1:{port} is already taken by a process this checkout did \
+             not start (a dev cluster of another checkout? stop it with `cargo xtask cluster down` there)"
+        );
+    }
     let cmd = command()?;
     let pid = process::spawn(layout, name, cmd)?;
     println!(
@@ -156,6 +162,21 @@ fn wait_healthy(layout: &Layout, name: &str, timeout: Duration) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The port a service listens on, to detect a foreign process holding it.
+fn service_port(name: &str) -> Option<u16> {
+    match name {
+        "epmd" => Some(ports::EPMD),
+        "rabbitmq" => Some(ports::RABBITMQ_AMQP),
+        "redis" => Some(ports::REDIS),
+        "etcd" => Some(ports::ETCD_CLIENT),
+        "kube-apiserver" => Some(ports::APISERVER),
+        "kube-controller-manager" => Some(ports::CONTROLLER_MANAGER),
+        "kube-scheduler" => Some(ports::SCHEDULER),
+        "kwok" => Some(ports::KWOK),
+        _ => None,
+    }
 }
 
 /// Whether a service answers as it should.
