@@ -104,6 +104,18 @@ pub fn stop_all(layout: &Layout) -> Result<()> {
             println!("  stopped {name}");
         }
     }
+    // Every port must be free again: nothing `up` started may linger.
+    let still_open: Vec<String> = SERVICES
+        .iter()
+        .filter_map(|name| {
+            service_port(name)
+                .filter(|p| tcp_open(*p))
+                .map(|p| format!("{name} ({p})"))
+        })
+        .collect();
+    if !still_open.is_empty() {
+        bail!("still listening after stop: {}", still_open.join(", "));
+    }
     Ok(())
 }
 
