@@ -1,0 +1,443 @@
+//! What a scaler is built from: one trigger of a ScaledObject with its resolved authentication
+//! and environment, and typed access to its metadata with precise errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::ConfigError;
+
+/// How the HPA compares a metric with its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricTargetType {
+    /// The metric divided by the replica count is compared with the target (KEDA's default).
+    #[default]
+    AverageValue,
+    /// The metric itself is compared with the target.
+    Value,
+    /// Percent of the pods' resource requests (cpu and memory only).
+    Utilization,
+}
+
+impl MetricTargetType {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricTargetType::AverageValue => "AverageValue",
+            MetricTargetType::Value => "Value",
+            MetricTargetType::Utilization => "Utilization",
+        }
+    }
+}
+
+impl fmt::Display for MetricTargetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One trigger, ready for a scaler constructor.
+#[derive(Clone, Default)]
+pub struct Trigger {
+    /// Position in `spec.triggers`; prefixes metric names (`s0-...`).
+    pub index: usize,
+    /// The trigger's `type`, e.g. `redis`.
+    pub trigger_type: String,
+    /// The trigger's optional `name`.
+    pub name: Option<String>,
+    /// The trigger's `metadata`.
+    pub metadata: BTreeMap<String, String>,
+    /// `metricType` as written (`None`: the scaler's default).
+    pub metric_type: Option<String>,
+    /// Parameters from the TriggerAuthentication; treated as secrets.
+    pub auth_params: BTreeMap<String, String>,
+    /// Environment of the scale target's container, for `*FromEnv` keys; treated as secrets.
+    pub resolved_env: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Trigger {
+    // Auth parameters and environment values may be credentials: only their keys are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trigger")
+            .field("index", &self.index)
+            .field("trigger_type", &self.trigger_type)
+            .field("name", &self.name)
+            .field("metadata", &self.metadata)
+            .field("metric_type", &self.metric_type)
+            .field("auth_params", &self.auth_params.keys().collect::<Vec<_>>())
+            .field(
+                "resolved_env",
+                &self.resolved_env.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Where a configuration value may come from, in the order a key lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `metadata[key]`.
+    Metadata,
+    /// The target container's env var named by `metadata[keyFromEnv]`.
+    Env,
+    /// The TriggerAuthentication's parameter `key`.
+    Auth,
+}
+
+/// Metadata first, then `*FromEnv`, then authentication: the order for ordinary keys.
+pub const ANY_SOURCE: &[Source] = &[Source::Metadata, Source::Env, Source::Auth];
+
+/// A value found for a key, and whether it may be shown in an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The value.
+    pub value: String,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl Trigger {
+    /// A config error for `key` of this trigger.
+    pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            index: self.index,
+            trigger_type: self.trigger_type.clone(),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The first non-empty value of `key` among `sources`.
+    ///
+    /// A `keyFromEnv` naming a variable the container does not define is an error, not a
+    /// silent fall-through: the user asked for that variable.
+    pub fn lookup(&self, key: &str, sources: &[Source]) -> Result<Option<Found>, ConfigError> {
+        for source in sources {
+            let value = match source {
+                Source::Metadata => self.metadata.get(key).cloned(),
+                Source::Auth => self.auth_params.get(key).cloned(),
+                Source::Env => {
+                    let env_key = format!("{key}FromEnv");
+                    match self.metadata.get(&env_key).filter(|v| !v.is_empty()) {
+                        None => None,
+                        Some(var) => match self.resolved_env.get(var) {
+                            Some(v) => Some(v.clone()),
+                            None => {
+                                return Err(self.error(
+                                    &env_key,
+                                    format!(
+                                        "environment variable {var:?} is not set in the scale target's container"
+                                    ),
+                                ));
+                            }
+                        },
+                    }
+                }
+            };
+            if let Some(value) = value.filter(|v| !v.trim().is_empty()) {
+                return Ok(Some(Found {
+                    value,
+                    source: *source,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `key` from any source, or an error saying it is required.
+    pub fn required(&self, key: &str, sources: &[Source]) -> Result<Found, ConfigError> {
+        self.lookup(key, sources)?.ok_or_else(|| {
+            let places: Vec<String> = sources
+                .iter()
+                .map(|s| match s {
+                    Source::Metadata => format!("metadata {key:?}"),
+                    Source::Env => format!("metadata \"{key}FromEnv\""),
+                    Source::Auth => format!("authentication parameter {key:?}"),
+                })
+                .collect();
+            self.error(key, format!("required; set {}", places.join(" or ")))
+        })
+    }
+
+    /// `key` parsed as `T`, or `default` when absent. The error shows the value only when it
+    /// came from the trigger's own metadata, never from a Secret or the environment.
+    pub fn parse_or<T>(
+        &self,
+        key: &str,
+        sources: &[Source],
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+    {
+        match self.lookup(key, sources)? {
+            None => Ok(default),
+            Some(found) => self.parse_found(key, &found, expected),
+        }
+    }
+
+    /// `key` parsed as `T`; required.
+    pub fn parse_required<T: FromStr>(
+        &self,
+        key: &str,
+        sources: &[Source],
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        let found = self.required(key, sources)?;
+        self.parse_found(key, &found, expected)
+    }
+
+    fn parse_found<T: FromStr>(
+        &self,
+        key: &str,
+        found: &Found,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        found.value.trim().parse().map_err(|_| {
+            let got = match found.source {
+                Source::Metadata => format!(", got {:?}", found.value),
+                Source::Env | Source::Auth => String::new(),
+            };
+            self.error(key, format!("expected {expected}{got}"))
+        })
+    }
+
+    /// A finite, non-negative number (targets and thresholds), or `default`.
+    pub fn threshold_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+        let value: f64 = self.parse_or(key, &[Source::Metadata], default, "a number")?;
+        if !value.is_finite() || value < 0.0 {
+            return Err(self.error(key, format!("expected a finite number >= 0, got {value}")));
+        }
+        Ok(value)
+    }
+
+    /// A boolean written as `true`/`false` (any case), or `default`.
+    pub fn bool_or(
+        &self,
+        key: &str,
+        sources: &[Source],
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match self.lookup(key, sources)? {
+            None => Ok(default),
+            Some(found) => match found.value.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(self.error(key, "expected true or false")),
+            },
+        }
+    }
+
+    /// One of `allowed` (matched without regard to case), or `default`; returns the canonical
+    /// spelling from `allowed`.
+    pub fn one_of(
+        &self,
+        key: &str,
+        allowed: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str, ConfigError> {
+        match self.lookup(key, &[Source::Metadata])? {
+            None => Ok(default),
+            Some(found) => allowed
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(found.value.trim()))
+                .copied()
+                .ok_or_else(|| {
+                    self.error(
+                        key,
+                        format!(
+                            "expected one of {}, got {:?}",
+                            allowed.join(", "),
+                            found.value
+                        ),
+                    )
+                }),
+        }
+    }
+
+    /// The trigger's `metricType`, checked against what this scaler supports.
+    pub fn metric_type(
+        &self,
+        allowed: &[MetricTargetType],
+        default: MetricTargetType,
+    ) -> Result<MetricTargetType, ConfigError> {
+        let Some(text) = self.metric_type.as_deref().filter(|t| !t.is_empty()) else {
+            return Ok(default);
+        };
+        allowed
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
+                self.error(
+                    "metricType",
+                    format!(
+                        "expected {} for a {} trigger, got {text:?}",
+                        names.join(" or "),
+                        self.trigger_type
+                    ),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(meta: &[(&str, &str)]) -> Trigger {
+        Trigger {
+            index: 2,
+            trigger_type: "redis".into(),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            auth_params: [("password".to_string(), "s3cret-from-secret".to_string())].into(),
+            resolved_env: [("REDIS_HOST".to_string(), "redis.prod:6379".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lookup_prefers_metadata_then_env_then_auth() {
+        let t = trigger(&[("address", "a:1"), ("addressFromEnv", "REDIS_HOST")]);
+        assert_eq!(
+            t.lookup("address", ANY_SOURCE).unwrap().unwrap().value,
+            "a:1"
+        );
+        let t = trigger(&[("addressFromEnv", "REDIS_HOST")]);
+        let found = t.lookup("address", ANY_SOURCE).unwrap().unwrap();
+        assert_eq!(
+            (found.value.as_str(), found.source),
+            ("redis.prod:6379", Source::Env)
+        );
+        let found = t.lookup("password", ANY_SOURCE).unwrap().unwrap();
+        assert_eq!(found.source, Source::Auth);
+        assert_eq!(t.lookup("password", &[Source::Metadata]).unwrap(), None);
+    }
+
+    #[test]
+    fn empty_values_count_as_absent() {
+        let t = trigger(&[("listName", "  ")]);
+        assert_eq!(t.lookup("listName", ANY_SOURCE).unwrap(), None);
+    }
+
+    #[test]
+    fn from_env_naming_a_missing_variable_is_an_error() {
+        let t = trigger(&[("addressFromEnv", "NOPE")]);
+        let err = t.lookup("address", ANY_SOURCE).unwrap_err();
+        assert_eq!(err.key, "addressFromEnv");
+        assert_eq!(
+            err.to_string(),
+            "trigger 2 (redis): addressFromEnv: environment variable \"NOPE\" is not set in the scale target's container"
+        );
+    }
+
+    #[test]
+    fn required_names_every_place_it_looked() {
+        let err = trigger(&[]).required("listName", ANY_SOURCE).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "trigger 2 (redis): listName: required; set metadata \"listName\" or metadata \"listNameFromEnv\" or authentication parameter \"listName\""
+        );
+    }
+
+    #[test]
+    fn parse_errors_show_metadata_values_but_never_secret_ones() {
+        let t = trigger(&[("listLength", "five")]);
+        let err = t
+            .parse_or::<f64>("listLength", ANY_SOURCE, 5.0, "a number")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "trigger 2 (redis): listLength: expected a number, got \"five\""
+        );
+        let err = t
+            .parse_required::<u16>("password", ANY_SOURCE, "a port")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "trigger 2 (redis): password: expected a port"
+        );
+        assert!(!err.to_string().contains("s3cret"));
+        assert!(
+            !format!("{t:?}").contains("s3cret"),
+            "Debug hides auth values"
+        );
+        assert!(
+            !format!("{t:?}").contains("redis.prod"),
+            "Debug hides env values"
+        );
+    }
+
+    #[test]
+    fn thresholds_must_be_finite_and_non_negative() {
+        for bad in ["-1", "NaN", "inf", "1e400"] {
+            let err = trigger(&[("listLength", bad)])
+                .threshold_or("listLength", 5.0)
+                .unwrap_err();
+            assert!(
+                err.problem.starts_with("expected a finite number >= 0"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            trigger(&[("listLength", " 7.5 ")])
+                .threshold_or("listLength", 5.0)
+                .unwrap(),
+            7.5
+        );
+        assert_eq!(trigger(&[]).threshold_or("listLength", 5.0).unwrap(), 5.0);
+    }
+
+    #[test]
+    fn booleans_enums_and_metric_types() {
+        let t = trigger(&[
+            ("enableTLS", "TRUE"),
+            ("mode", "queuelength"),
+            ("flag", "yes"),
+        ]);
+        assert!(t.bool_or("enableTLS", ANY_SOURCE, false).unwrap());
+        assert_eq!(
+            t.bool_or("flag", ANY_SOURCE, false).unwrap_err().problem,
+            "expected true or false"
+        );
+        assert_eq!(
+            t.one_of("mode", &["QueueLength", "MessageRate"], "QueueLength")
+                .unwrap(),
+            "QueueLength"
+        );
+        let err = trigger(&[("mode", "Rate")])
+            .one_of("mode", &["QueueLength", "MessageRate"], "QueueLength")
+            .unwrap_err();
+        assert_eq!(
+            err.problem,
+            "expected one of QueueLength, MessageRate, got \"Rate\""
+        );
+
+        let mut t = trigger(&[]);
+        let allowed = [MetricTargetType::AverageValue, MetricTargetType::Value];
+        assert_eq!(
+            t.metric_type(&allowed, MetricTargetType::AverageValue)
+                .unwrap(),
+            MetricTargetType::AverageValue
+        );
+        t.metric_type = Some("Value".into());
+        assert_eq!(
+            t.metric_type(&allowed, MetricTargetType::AverageValue)
+                .unwrap(),
+            MetricTargetType::Value
+        );
+        t.metric_type = Some("Utilization".into());
+        let err = t
+            .metric_type(&allowed, MetricTargetType::AverageValue)
+            .unwrap_err();
+        assert_eq!(
+            err.problem,
+            "expected AverageValue or Value for a redis trigger, got \"Utilization\""
+        );
+    }
+}
