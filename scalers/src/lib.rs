@@ -7,12 +7,14 @@
 pub mod builtin;
 pub mod error;
 pub mod metric;
+pub mod pool;
 pub mod registry;
 pub mod scaler;
 pub mod trigger;
 
 pub use error::{ConfigError, ScalerError};
 pub use metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
+pub use pool::{Lease, SharedPool};
 pub use registry::Registry;
 pub use scaler::{ActivityStream, PushScaler, Scaler};
 pub use trigger::{MetricTargetType, Source, Trigger};
