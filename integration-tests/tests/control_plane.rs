@@ -165,11 +165,15 @@ async fn writing_the_scale_subresource_takes_effect() {
                     .len() as i32;
                 ensure(ready == target && all == target, || {
                     format!("{ready} ready of {all} pods")
+                })?;
+                // The Deployment's status follows its pods; /scale reports it.
+                let scale = api.get_scale(name).await.map_err(|e| e.to_string())?;
+                let observed = scale.status.map(|s| s.replicas);
+                ensure(observed == Some(target), || {
+                    format!("/scale status.replicas {observed:?}")
                 })
             },
         )
         .await;
-        let scale = api.get_scale(name).await.expect("read /scale");
-        assert_eq!(scale.status.map(|s| s.replicas), Some(target));
     }
 }

@@ -114,8 +114,9 @@ where
         self.len() == 0
     }
 
-    /// Number of keys whose client is currently connected.
-    pub async fn connected(&self) -> usize {
+    /// Number of keys whose client is currently connected (a key whose connect is in flight
+    /// counts as not connected; this never waits).
+    pub fn connected(&self) -> usize {
         let entries: Vec<Arc<Entry<C>>> = self
             .entries
             .lock()
@@ -125,7 +126,11 @@ where
             .collect();
         let mut n = 0;
         for entry in entries {
-            if entry.state.lock().await.client.is_some() {
+            if entry
+                .state
+                .try_lock()
+                .is_ok_and(|state| state.client.is_some())
+            {
                 n += 1;
             }
         }
@@ -158,10 +163,16 @@ where
 {
     /// The shared client, connecting with `connect` if there is none.
     ///
-    /// Concurrent callers wait for one connect. After a failed connect, calls fail at once
+    /// Concurrent callers wait for one connect, which is abandoned after `timeout` (a hung
+    /// server must not hold every user of the key). After a failed connect, calls fail at once
     /// with the last error until the backoff delay has passed, so a dead server is not hammered
     /// by every trigger that points at it. `source_name` names the server in errors.
-    pub async fn client<F, Fut>(&self, source_name: &str, connect: F) -> Result<Arc<C>, ScalerError>
+    pub async fn client<F, Fut>(
+        &self,
+        source_name: &str,
+        timeout: Duration,
+        connect: F,
+    ) -> Result<Arc<C>, ScalerError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<C, ScalerError>>,
@@ -183,7 +194,14 @@ where
                 });
             }
         }
-        match connect().await {
+        let attempt = match tokio::time::timeout(timeout, connect()).await {
+            Ok(result) => result,
+            Err(_) => Err(ScalerError::Timeout {
+                source_name: source_name.to_string(),
+                timeout,
+            }),
+        };
+        match attempt {
             Ok(client) => {
                 let client = Arc::new(client);
                 state.client = Some(client.clone());
@@ -247,6 +265,8 @@ mod tests {
 
     use super::*;
 
+    const T: Duration = Duration::from_secs(1);
+
     /// A fake client that counts how many exist, to observe closing.
     #[derive(Debug)]
     struct Conn {
@@ -299,11 +319,11 @@ mod tests {
             .map(|_| pool.lease("redis://a".to_string()))
             .collect();
         let other = pool.lease("redis://b".to_string());
-        let handles = leases.iter().map(|l| l.client("a", || server.connect()));
+        let handles = leases.iter().map(|l| l.client("a", T, || server.connect()));
         let clients = futures::future::join_all(handles).await;
         assert!(clients.iter().all(Result::is_ok));
         other
-            .client("b", || server.connect())
+            .client("b", T, || server.connect())
             .await
             .expect("b connects");
         assert_eq!(
@@ -311,7 +331,7 @@ mod tests {
             2,
             "one connect per key"
         );
-        assert_eq!(pool.connected().await, 2);
+        assert_eq!(pool.connected(), 2);
         drop(clients);
 
         let mut leases = leases;
@@ -340,13 +360,13 @@ mod tests {
         let pool: SharedPool<&'static str, Conn> = SharedPool::new();
         let lease = pool.lease("k");
         let err = lease
-            .client("redis 127.0.0.1:1", || server.connect())
+            .client("redis 127.0.0.1:1", T, || server.connect())
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "test: connection refused");
         // Within the backoff: no new attempt, and the error says why.
         let err = lease
-            .client("redis 127.0.0.1:1", || server.connect())
+            .client("redis 127.0.0.1:1", T, || server.connect())
             .await
             .unwrap_err();
         assert!(
@@ -357,11 +377,11 @@ mod tests {
         assert_eq!(server.connects.load(Ordering::SeqCst), 1);
 
         tokio::time::advance(INITIAL_BACKOFF).await;
-        lease.client("x", || server.connect()).await.unwrap_err();
+        lease.client("x", T, || server.connect()).await.unwrap_err();
         assert_eq!(server.connects.load(Ordering::SeqCst), 2);
         // The second failure doubles the wait.
         tokio::time::advance(INITIAL_BACKOFF).await;
-        lease.client("x", || server.connect()).await.unwrap_err();
+        lease.client("x", T, || server.connect()).await.unwrap_err();
         assert_eq!(
             server.connects.load(Ordering::SeqCst),
             2,
@@ -371,7 +391,7 @@ mod tests {
         server.up.store(true, Ordering::SeqCst);
         tokio::time::advance(INITIAL_BACKOFF).await;
         lease
-            .client("x", || server.connect())
+            .client("x", T, || server.connect())
             .await
             .expect("recovers");
         assert_eq!(server.connects.load(Ordering::SeqCst), 3);
@@ -382,16 +402,19 @@ mod tests {
         let server = Server::new();
         let pool: SharedPool<&'static str, Conn> = SharedPool::new();
         let (a, b) = (pool.lease("k"), pool.lease("k"));
-        let first = a.client("x", || server.connect()).await.expect("connects");
+        let first = a
+            .client("x", T, || server.connect())
+            .await
+            .expect("connects");
         a.invalidate(&first).await;
         let second = b
-            .client("x", || server.connect())
+            .client("x", T, || server.connect())
             .await
             .expect("reconnects");
         assert!(!Arc::ptr_eq(&first, &second));
         // A late report about the old client does not discard the new one.
         b.invalidate(&first).await;
-        let third = a.client("x", || server.connect()).await.expect("same");
+        let third = a.client("x", T, || server.connect()).await.expect("same");
         assert!(Arc::ptr_eq(&second, &third));
         assert_eq!(server.connects.load(Ordering::SeqCst), 2);
         drop((first, second, third));
@@ -400,6 +423,27 @@ mod tests {
             1,
             "the replaced one closed"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_connect_times_out_and_frees_the_key() {
+        let pool: SharedPool<&'static str, ()> = SharedPool::new();
+        let lease = pool.lease("k");
+        let err = lease
+            .client("rabbitmq 10.9.9.9:5672", T, std::future::pending)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rabbitmq 10.9.9.9:5672 did not answer within 1s"
+        );
+        assert_eq!(pool.connected(), 0);
+        tokio::time::advance(INITIAL_BACKOFF).await;
+        lease
+            .client("x", T, || async { Ok(()) })
+            .await
+            .expect("next attempt runs");
+        assert_eq!(pool.connected(), 1);
     }
 
     #[test]

@@ -62,7 +62,8 @@ impl fmt::Debug for Trigger {
             .field("index", &self.index)
             .field("trigger_type", &self.trigger_type)
             .field("name", &self.name)
-            .field("metadata", &self.metadata)
+            // Metadata may carry credentials too (a URL with user info): keys only.
+            .field("metadata", &self.metadata.keys().collect::<Vec<_>>())
             .field("metric_type", &self.metric_type)
             .field("auth_params", &self.auth_params.keys().collect::<Vec<_>>())
             .field(
@@ -87,13 +88,28 @@ pub enum Source {
 /// Metadata first, then `*FromEnv`, then authentication: the order for ordinary keys.
 pub const ANY_SOURCE: &[Source] = &[Source::Metadata, Source::Env, Source::Auth];
 
-/// A value found for a key, and whether it may be shown in an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A value found for a key, and where it came from.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Found {
     /// The value.
     pub value: String,
     /// Where it came from.
     pub source: Source,
+}
+
+impl fmt::Debug for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Found")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A metadata value quoted for an error message, unless it may carry credentials (user info,
+/// a query string) or is too long to be a plain setting.
+fn quoted(value: &str) -> Option<String> {
+    let risky = value.contains('@') || value.contains("://") || value.contains('?');
+    (!risky && value.len() <= 64).then(|| format!("{value:?}"))
 }
 
 impl Trigger {
@@ -107,11 +123,13 @@ impl Trigger {
         }
     }
 
-    /// The first non-empty value of `key` among `sources`.
+    /// The first non-empty value of `key` among `sources`, in their order.
     ///
-    /// A `keyFromEnv` naming a variable the container does not define is an error, not a
-    /// silent fall-through: the user asked for that variable.
+    /// A `keyFromEnv` naming a variable the container does not define falls through to the
+    /// later sources; only when none supplies a value is it an error, since the user asked for
+    /// that variable.
     pub fn lookup(&self, key: &str, sources: &[Source]) -> Result<Option<Found>, ConfigError> {
+        let mut missing_env: Option<ConfigError> = None;
         for source in sources {
             let value = match source {
                 Source::Metadata => self.metadata.get(key).cloned(),
@@ -123,12 +141,13 @@ impl Trigger {
                         Some(var) => match self.resolved_env.get(var) {
                             Some(v) => Some(v.clone()),
                             None => {
-                                return Err(self.error(
+                                missing_env = Some(self.error(
                                     &env_key,
                                     format!(
                                         "environment variable {var:?} is not set in the scale target's container"
                                     ),
                                 ));
+                                None
                             }
                         },
                     }
@@ -141,7 +160,10 @@ impl Trigger {
                 }));
             }
         }
-        Ok(None)
+        match missing_env {
+            Some(err) => Err(err),
+            None => Ok(None),
+        }
     }
 
     /// `key` from any source, or an error saying it is required.
@@ -195,9 +217,9 @@ impl Trigger {
         expected: &str,
     ) -> Result<T, ConfigError> {
         found.value.trim().parse().map_err(|_| {
-            let got = match found.source {
-                Source::Metadata => format!(", got {:?}", found.value),
-                Source::Env | Source::Auth => String::new(),
+            let got = match (found.source, quoted(&found.value)) {
+                (Source::Metadata, Some(q)) => format!(", got {q}"),
+                _ => String::new(),
             };
             self.error(key, format!("expected {expected}{got}"))
         })
@@ -244,14 +266,10 @@ impl Trigger {
                 .find(|a| a.eq_ignore_ascii_case(found.value.trim()))
                 .copied()
                 .ok_or_else(|| {
-                    self.error(
-                        key,
-                        format!(
-                            "expected one of {}, got {:?}",
-                            allowed.join(", "),
-                            found.value
-                        ),
-                    )
+                    let got = quoted(&found.value)
+                        .map(|q| format!(", got {q}"))
+                        .unwrap_or_default();
+                    self.error(key, format!("expected one of {}{got}", allowed.join(", ")))
                 }),
         }
     }
@@ -334,6 +352,42 @@ mod tests {
             err.to_string(),
             "trigger 2 (redis): addressFromEnv: environment variable \"NOPE\" is not set in the scale target's container"
         );
+    }
+
+    #[test]
+    fn from_env_naming_a_missing_variable_falls_through_to_later_sources() {
+        let mut t = trigger(&[("hostFromEnv", "NOPE")]);
+        t.auth_params
+            .insert("host".into(), "amqp://u:p@rabbit/".into());
+        let found = t.lookup("host", ANY_SOURCE).unwrap().unwrap();
+        assert_eq!(found.source, Source::Auth);
+        // Per-key order: auth before env, as KEDA reads rabbitmq's host.
+        let t = trigger(&[("passwordFromEnv", "REDIS_HOST")]);
+        let order = [Source::Metadata, Source::Auth, Source::Env];
+        assert_eq!(
+            t.lookup("password", &order).unwrap().unwrap().source,
+            Source::Auth
+        );
+    }
+
+    #[test]
+    fn values_that_may_carry_credentials_are_never_quoted() {
+        let t = trigger(&[
+            ("listLength", "redis://user:hunter2@h:6379"),
+            ("mode", "https://x/?token=hunter2"),
+        ]);
+        let err = t
+            .parse_or::<f64>("listLength", ANY_SOURCE, 5.0, "a number")
+            .unwrap_err();
+        assert_eq!(err.problem, "expected a number");
+        let err = t
+            .one_of("mode", &["QueueLength"], "QueueLength")
+            .unwrap_err();
+        assert_eq!(err.problem, "expected one of QueueLength");
+        let found = t.lookup("listLength", ANY_SOURCE).unwrap().unwrap();
+        for shown in [format!("{found:?}"), format!("{t:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 
     #[test]

@@ -93,9 +93,10 @@ fn target_type(trigger: &Trigger) -> Result<MetricTargetType, ConfigError> {
     }
 }
 
-/// Whether `s` is a Kubernetes quantity: a decimal number with an optional SI, binary or
-/// exponent suffix.
+/// Whether `s` is a positive Kubernetes quantity: a decimal number with an optional SI, binary
+/// or exponent suffix.
 fn is_quantity(s: &str) -> bool {
+    let negative = s.starts_with('-');
     let s = s.strip_prefix(['+', '-']).unwrap_or(s);
     let digits_end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -113,7 +114,9 @@ fn is_quantity(s: &str) -> bool {
                 .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
         }
     };
-    valid_number && valid_suffix
+    // The HPA refuses a target that is not positive.
+    let positive = number.chars().any(|c| matches!(c, '1'..='9'));
+    valid_number && valid_suffix && positive && !negative
 }
 
 #[async_trait]
@@ -127,7 +130,8 @@ impl Scaler for ResourceScaler {
         }]
     }
 
-    /// Resource metrics are read by the HPA from the metrics server, never through ebb.
+    /// Resource metrics are read by the HPA from the metrics server, never through ebb; the
+    /// scale loop recognises these scalers by their specs and does not poll them.
     async fn metrics_and_activity(&self, metric: &str) -> Result<MetricsAndActivity, ScalerError> {
         Err(ScalerError::UnknownMetric(metric.to_string()))
     }
@@ -264,7 +268,9 @@ mod tests {
         ] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in ["", "m", "1.2.3", "12Mb", "1e", "five", "1 Gi"] {
+        for bad in [
+            "", "m", "1.2.3", "12Mb", "1e", "five", "1 Gi", "0", "0.0Mi", "-1", "-500m",
+        ] {
             assert!(!is_quantity(bad), "{bad}");
         }
     }

@@ -33,7 +33,10 @@ pub fn spawn(layout: &Layout, name: &str, mut cmd: Command) -> Result<u32> {
         .spawn()
         .with_context(|| format!("starting {name}: {cmd:?}"))?;
     let pid = child.id();
-    fs::write(layout.pid_file(name), format!("{pid}\n"))?;
+    // The start time pins the pid to this process: a later process reusing the number is
+    // never mistaken for the service (and never signalled).
+    let started = proc_stat(pid).map(|s| s.start_time).unwrap_or_default();
+    fs::write(layout.pid_file(name), format!("{pid} {started}\n"))?;
     // The child is deliberately not waited for: it outlives this command, and `down` stops it.
     drop(child);
     Ok(pid)
@@ -45,12 +48,24 @@ pub fn running(layout: &Layout, name: &str) -> Option<u32> {
     (!live_members(pgid).is_empty()).then_some(pgid)
 }
 
+/// The recorded group id, if the record still describes the process `spawn` started.
+///
+/// While the leader lives its start time must match. Once it has exited, Linux does not hand
+/// its number to a new process as long as the group still has members, so the group id alone
+/// identifies whatever is left of the service.
 fn recorded_pid(layout: &Layout, name: &str) -> Option<u32> {
-    fs::read_to_string(layout.pid_file(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let text = fs::read_to_string(layout.pid_file(name)).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let recorded_start: u64 = fields.next()?.parse().ok()?;
+    match proc_stat(pid) {
+        Some(stat) if stat.start_time != recorded_start => {
+            // The number now belongs to another process: the record is stale.
+            let _ = fs::remove_file(layout.pid_file(name));
+            None
+        }
+        _ => Some(pid),
+    }
 }
 
 /// Stops service `name` (SIGTERM to its group, SIGKILL after `grace`). Returns whether it ran.
@@ -97,22 +112,29 @@ pub fn live_members(pgid: u32) -> Vec<u32> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            proc_stat(*pid)
-                .is_some_and(|(state, group)| group == pgid && state != 'Z' && state != 'X')
+            proc_stat(*pid).is_some_and(|st| st.pgrp == pgid && st.state != 'Z' && st.state != 'X')
         })
         .collect()
 }
 
-/// (state, process group) of a process from `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u32)> {
+/// What `/proc/<pid>/stat` says about a process.
+struct ProcStat {
+    state: char,
+    pgrp: u32,
+    /// Clock ticks after boot at which the process started.
+    start_time: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
-    // The command name is in parentheses and may contain spaces; fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    // The command name is in parentheses and may contain spaces; fields follow the last ')',
+    // starting with field 3 (state); start time is field 22.
+    let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(ProcStat {
+        state: rest.first()?.chars().next()?,
+        pgrp: rest.get(2)?.parse().ok()?,
+        start_time: rest.get(19)?.parse().ok()?,
+    })
 }
 
 /// Polls `check` until it returns true or `timeout` passes; the error names `what`.
