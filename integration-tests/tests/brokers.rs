@@ -41,12 +41,24 @@ async fn redis_list_push_is_seen_by_another_connection() {
         .await
         .expect("TYPE");
     assert_eq!(kind, "list");
+    // The server itself lists the writer's connection under the name it gave itself.
+    let () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(&list)
+        .query_async(&mut writer)
+        .await
+        .expect("CLIENT SETNAME");
     let clients: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut reader)
         .await
         .expect("CLIENT LIST");
-    assert!(clients.lines().count() >= 2, "{clients}");
+    assert!(
+        clients
+            .lines()
+            .any(|l| l.contains(&format!("name={list} "))),
+        "{clients}"
+    );
     let _: i64 = redis::cmd("DEL")
         .arg(&list)
         .query_async(&mut reader)

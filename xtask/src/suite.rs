@@ -55,17 +55,23 @@ pub fn run(args: TestArgs) -> Result<()> {
 
     if !args.unit_only {
         let layout = cluster::Layout::for_workspace();
-        let was_running = cluster::process::running(&layout, "kube-apiserver").is_some();
+        // Anything already running belongs to someone (a developer's cluster): leave it up.
+        let was_running = cluster::services::status(&layout)
+            .iter()
+            .any(|(_, state)| state.is_some());
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
         let result = step(&mut steps, "integration tests", || {
             cargo(&["test", "--locked", "--package", "integration-tests"])
         });
         if !was_running && !args.keep_cluster {
-            step(&mut steps, "dev cluster down", cluster::down)?;
+            let down = step(&mut steps, "dev cluster down", cluster::down);
+            // A test failure is the news; a teardown problem is reported after it.
+            result?;
+            down?;
         } else {
             println!("==> leaving the dev cluster running (`cargo xtask cluster down` stops it)");
+            result?;
         }
-        result?;
     }
 
     println!("==> summary");

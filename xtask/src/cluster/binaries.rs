@@ -90,42 +90,108 @@ pub fn cache_root() -> PathBuf {
     PathBuf::from(home).join(".cache/ebb")
 }
 
-/// Returns the cached binaries, building whichever are missing.
+/// Returns the cached binaries, building them when missing or not of the pinned versions.
 pub fn ensure() -> Result<Binaries> {
     let root = cache_root();
     let dir = root.join(format!("k8s-v{KUBERNETES_VERSION}"));
+    fs::create_dir_all(&dir)?;
+    // Two checkouts (a developer's and CI's) must not build into one cache at the same time.
+    let lock_file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("build.lock"))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking the build cache: {e}"))?;
+
     let binaries = Binaries {
         bin: dir.join("bin"),
     };
-    let mut programs: Vec<&str> = KUBERNETES_PROGRAMS.to_vec();
-    programs.push("etcd");
-    let missing: Vec<&str> = programs
-        .iter()
-        .copied()
-        .filter(|p| !binaries.path(p).exists())
-        .collect();
-    if missing.is_empty() {
+    let stamp = binaries.bin.join(".versions");
+    let wanted =
+        format!("kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION}\n");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION}: cached in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}: cached in {}",
             binaries.bin.display()
         );
-    } else {
+        return Ok(binaries);
+    }
+    let stale: Vec<&str> = programs()
+        .iter()
+        .filter(|(program, args, expected)| {
+            !reports_version(&binaries.path(program), args, expected)
+        })
+        .map(|(program, _, _)| *program)
+        .collect();
+    if stale.iter().any(|p| *p != "kwok") {
         println!(
-            "  building {} (Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}) from the Go module proxy into {}",
-            missing.join(", "),
+            "  building Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION} from the Go module proxy into {}",
             binaries.bin.display()
         );
         println!("  a cold build takes about 10 minutes on two cores; it is cached afterwards");
         build_kubernetes(&root, &dir)?;
     }
-    if !binaries.path("kwok").exists() {
+    if stale.contains(&"kwok") {
         println!(
             "  building kwok v{KWOK_VERSION} (fake nodes) into {}",
             binaries.bin.display()
         );
         build_kwok(&root, &binaries.bin)?;
     }
+    for (program, args, expected) in programs() {
+        if !reports_version(&binaries.path(program), args, &expected) {
+            bail!(
+                "{} does not report version {expected} after building",
+                binaries.path(program).display()
+            );
+        }
+    }
+    if stale.is_empty() {
+        println!(
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}: cached and verified in {}",
+            binaries.bin.display()
+        );
+    }
+    fs::write(&stamp, wanted)?;
     Ok(binaries)
+}
+
+/// Every program: (name, version arguments, text its version output must contain).
+fn programs() -> [(&'static str, &'static [&'static str], String); 6] {
+    let kubernetes = format!("Kubernetes v{KUBERNETES_VERSION}");
+    [
+        ("kube-apiserver", &["--version"], kubernetes.clone()),
+        (
+            "kube-controller-manager",
+            &["--version"],
+            kubernetes.clone(),
+        ),
+        ("kube-scheduler", &["--version"], kubernetes),
+        (
+            "kubectl",
+            &["version", "--client"],
+            format!("Client Version: v{KUBERNETES_VERSION}"),
+        ),
+        (
+            "etcd",
+            &["--version"],
+            format!("etcd Version: {ETCD_VERSION}"),
+        ),
+        (
+            "kwok",
+            &["--version"],
+            format!("kwok version v{KWOK_VERSION}"),
+        ),
+    ]
+}
+
+/// Whether the program at `path` runs and reports `expected` in its version output.
+fn reports_version(path: &Path, args: &[&str], expected: &str) -> bool {
+    Command::new(path)
+        .args(args)
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(expected))
 }
 
 fn go_command(root: &Path) -> Command {

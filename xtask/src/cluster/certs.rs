@@ -28,25 +28,22 @@ const ADMIN_SUBJECT: (&str, &str) = ("ebb-dev-admin", "system:masters");
 /// The name the apiserver's `--requestheader-allowed-names` accepts for the aggregator.
 pub const FRONT_PROXY_CLIENT_NAME: &str = "front-proxy-client";
 
-/// Writes the PKI under `layout.pki()` unless a complete one is already there.
-pub fn ensure(layout: &Layout) -> Result<()> {
-    let dir = layout.pki();
-    let expected = [
-        "ca.crt",
-        "apiserver.crt",
-        "admin.crt",
-        "controller-manager.crt",
-        "scheduler.crt",
-        "front-proxy-ca.crt",
-        "front-proxy-client.crt",
-        "sa.key",
-        "sa.pub",
-    ];
-    if expected.iter().all(|f| dir.join(f).exists()) {
-        return Ok(());
+/// Writes the PKI under `layout.pki()` unless a complete one is already there; returns whether
+/// it was (re)generated, in which case anything using the old one must restart.
+///
+/// The files are written to a scratch directory and renamed into place, so an interrupted run
+/// never leaves a mixture of old and new certificates.
+pub fn ensure(layout: &Layout) -> Result<bool> {
+    let final_dir = layout.pki();
+    if final_dir.join(COMPLETE_MARKER).exists() {
+        return Ok(false);
+    }
+    let dir = layout.root.join("pki.partial");
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
     }
     fs::create_dir_all(&dir)?;
-    println!("  generating certificates in {}", dir.display());
+    println!("  generating certificates in {}", final_dir.display());
 
     let ca = new_ca("ebb-dev-cluster-ca", &dir, "ca")?;
     let mut serving = leaf_params("kube-apiserver", "")?;
@@ -82,8 +79,17 @@ pub fn ensure(layout: &Layout) -> Result<()> {
     write_private(&dir.join("sa.key"), &sa.serialize_pem())?;
     // The verifying side reads public keys only (PKCS#8 private keys are not recognised there).
     fs::write(dir.join("sa.pub"), sa.public_key_pem())?;
-    Ok(())
+    fs::write(dir.join(COMPLETE_MARKER), "")?;
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir)?;
+    }
+    fs::rename(&dir, &final_dir)
+        .with_context(|| format!("moving certificates into {}", final_dir.display()))?;
+    Ok(true)
 }
+
+/// Written last: its presence means every file of the PKI is there.
+const COMPLETE_MARKER: &str = ".complete";
 
 fn new_ca(cn: &str, dir: &Path, file: &str) -> Result<Issuer<'static, KeyPair>> {
     let key = KeyPair::generate()?;

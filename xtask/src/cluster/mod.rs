@@ -142,7 +142,10 @@ pub fn up() -> Result<ClusterInfo> {
     println!("==> ebb dev cluster: Kubernetes binaries");
     let binaries = binaries::ensure()?;
     println!("==> ebb dev cluster: certificates and kubeconfigs");
-    certs::ensure(&layout)?;
+    if certs::ensure(&layout)? {
+        // Components still running on an older CA would refuse the new kubeconfigs.
+        services::stop_control_plane(&layout)?;
+    }
     services::write_kubeconfigs(&layout)?;
     println!(
         "==> ebb dev cluster: starting services (logs in {})",

@@ -43,8 +43,9 @@ pub fn ensure() -> Result<()> {
 
 fn apt(sudo: bool, args: &[&str]) -> Result<()> {
     let mut cmd = if sudo {
+        // -n: fail at once instead of waiting for a password nobody will type (CI).
         let mut c = Command::new("sudo");
-        c.arg("apt-get");
+        c.args(["-n", "apt-get"]);
         c
     } else {
         Command::new("apt-get")

@@ -150,3 +150,55 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
         sleep(Duration::from_millis(200));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_layout(name: &str) -> Layout {
+        let root =
+            std::env::temp_dir().join(format!("ebb-process-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("pids")).unwrap();
+        fs::create_dir_all(root.join("logs")).unwrap();
+        Layout { root }
+    }
+
+    #[test]
+    fn spawn_running_stop_round_trip() {
+        let layout = scratch_layout("round-trip");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("300");
+        let pid = spawn(&layout, "sleeper", cmd).unwrap();
+        assert_eq!(running(&layout, "sleeper"), Some(pid));
+        assert!(stop(&layout, "sleeper", Duration::from_secs(5)).unwrap());
+        assert_eq!(running(&layout, "sleeper"), None);
+        assert!(!layout.pid_file("sleeper").exists());
+        assert!(
+            !stop(&layout, "sleeper", Duration::from_secs(1)).unwrap(),
+            "nothing left to stop"
+        );
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_taken_for_the_service_or_signalled() {
+        let layout = scratch_layout("reuse");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("300");
+        let pid = spawn(&layout, "sleeper", cmd).unwrap();
+        // The same number, but a different start time: as if the service died and another
+        // process got its pid.
+        let start = proc_stat(pid).unwrap().start_time;
+        fs::write(layout.pid_file("sleeper"), format!("{pid} {}\n", start + 1)).unwrap();
+        assert_eq!(running(&layout, "sleeper"), None);
+        assert!(!stop(&layout, "sleeper", Duration::from_secs(1)).unwrap());
+        assert!(
+            !live_members(pid).is_empty(),
+            "the process behind a stale record must not be signalled"
+        );
+        // Clean up the real sleeper.
+        fs::write(layout.pid_file("sleeper"), format!("{pid} {start}\n")).unwrap();
+        assert!(stop(&layout, "sleeper", Duration::from_secs(5)).unwrap());
+        let _ = fs::remove_dir_all(&layout.root);
+    }
+}

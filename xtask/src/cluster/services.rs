@@ -56,11 +56,7 @@ pub fn apiserver_url() -> String {
 pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
     // A fresh etcd means an empty cluster: anything still running against the old one restarts.
     if process::running(layout, "etcd").is_none() {
-        for name in CONTROL_PLANE.iter().rev() {
-            if *name != "kwok-node" {
-                process::stop(layout, name, Duration::from_secs(10))?;
-            }
-        }
+        stop_control_plane(layout)?;
     }
     // RabbitMQ boots slowest; start it first and check on it last.
     ensure_started(layout, "epmd", || epmd(layout))?;
@@ -89,6 +85,16 @@ pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
         wait_healthy(layout, name, Duration::from_secs(60))?;
     }
     wait_healthy(layout, "rabbitmq", Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// Stops the apiserver and everything that talks to it, newest first.
+pub fn stop_control_plane(layout: &Layout) -> Result<()> {
+    for name in CONTROL_PLANE.iter().rev() {
+        if *name != "kwok-node" && process::stop(layout, name, Duration::from_secs(10))? {
+            println!("  stopped {name} (restarting on the new state)");
+        }
+    }
     Ok(())
 }
 
