@@ -300,7 +300,13 @@ mod tests {
 
     #[test]
     fn bad_input_gets_a_precise_error() {
-        let cases: [(&[(&str, &str)], &str, &str); 7] = [
+        /// (metadata, key at fault, problem)
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            &'static str,
+            &'static str,
+        );
+        let cases: [Case; 7] = [
             (
                 &[("listName", "l")],
                 "host",
