@@ -142,7 +142,8 @@ fn write_leaf(
     write_private(&dir.join(format!("{file}.key")), &key.serialize_pem())
 }
 
-fn write_private(path: &Path, pem: &str) -> Result<()> {
+/// Writes a file readable by its owner only (keys, kubeconfigs).
+pub(super) fn write_private(path: &Path, pem: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()

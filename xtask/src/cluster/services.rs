@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::binaries::Binaries;
-use super::certs::FRONT_PROXY_CLIENT_NAME;
+use super::certs::{FRONT_PROXY_CLIENT_NAME, write_private};
 use super::process::{self, wait_until};
 use super::{Layout, ports, tail};
 
@@ -469,19 +469,6 @@ pub fn write_kubeconfigs(layout: &Layout) -> Result<()> {
         );
         write_private(&file, &text)?;
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
     Ok(())
 }
 
