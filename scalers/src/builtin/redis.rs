@@ -15,7 +15,7 @@ use crate::error::{ConfigError, ScalerError};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::scaler::Scaler;
-use crate::trigger::{MetricTargetType, Source, Trigger};
+use crate::trigger::{ANY_SOURCE, MetricTargetType, Source, Trigger};
 
 /// Limit for connecting and for each query.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -56,23 +56,22 @@ struct RedisListConfig {
 
 impl RedisListConfig {
     fn parse(t: &Trigger) -> Result<Self, ConfigError> {
-        let any = [Source::Metadata, Source::Env, Source::Auth];
-        let address = match t.lookup("address", &any)? {
+        let address = match t.lookup("address", ANY_SOURCE)? {
             Some(found) => found.value.trim().to_string(),
             None => {
-                let host = t.required("host", &any)?.value;
-                let port: u16 = t.parse_required("port", &any, "a port number")?;
+                let host = t.required("host", ANY_SOURCE)?.value;
+                let port: u16 = t.parse_required("port", ANY_SOURCE, "a port number")?;
                 format!("{}:{port}", host.trim())
             }
         };
         if !address.contains(':') || address.contains('/') {
             return Err(t.error("address", "expected host:port"));
         }
-        if t.bool_or("enableTLS", &any, false)? {
+        if t.bool_or("enableTLS", ANY_SOURCE, false)? {
             return Err(t.error("enableTLS", "TLS to Redis is not implemented in ebb yet"));
         }
         let list_name = t.required("listName", &[Source::Metadata])?.value;
-        let database: i64 = t.parse_or("databaseIndex", &any, 0, "a database number")?;
+        let database: i64 = t.parse_or("databaseIndex", ANY_SOURCE, 0, "a database number")?;
         if database < 0 {
             return Err(t.error("databaseIndex", "expected a database number >= 0"));
         }
@@ -118,12 +117,8 @@ impl RedisListScaler {
         })
     }
 
-    fn source_name(&self) -> String {
-        format!("redis {}", self.config.key.address)
-    }
-
     async fn connect(key: RedisKey) -> Result<ConnectionManager, ScalerError> {
-        let source_name = format!("redis {}", key.address);
+        let source_name = source_name(&key);
         let client =
             redis::Client::open(connection_url(&key)).map_err(|e| ScalerError::Source {
                 source_name: source_name.clone(),
@@ -140,7 +135,7 @@ impl RedisListScaler {
     }
 
     async fn length(&self) -> Result<f64, ScalerError> {
-        let source_name = self.source_name();
+        let source_name = source_name(&self.config.key);
         let key = self.config.key.clone();
         let conn: Arc<ConnectionManager> = self
             .lease
@@ -176,6 +171,11 @@ impl RedisListScaler {
         }
         Ok(length as f64)
     }
+}
+
+/// How errors name the server.
+fn source_name(key: &RedisKey) -> String {
+    format!("redis {}", key.address)
 }
 
 /// An error message from Redis without the connection details (which may hold a password).

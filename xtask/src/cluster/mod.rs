@@ -122,16 +122,6 @@ pub struct ClusterInfo {
     pub node_name: String,
 }
 
-impl ClusterInfo {
-    /// Reads `cluster.json` of a running cluster.
-    pub fn load(layout: &Layout) -> Result<Self> {
-        let path = layout.info_file();
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("reading {}: is the cluster up?", path.display()))?;
-        Ok(serde_json::from_str(&text)?)
-    }
-}
-
 /// `cargo xtask cluster up`: installs, builds and starts whatever is missing; idempotent.
 pub fn up() -> Result<ClusterInfo> {
     let layout = Layout::for_workspace();

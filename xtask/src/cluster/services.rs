@@ -482,10 +482,7 @@ fn fresh_dir(dir: &Path) -> Result<std::path::PathBuf> {
 }
 
 fn kubectl_raw(layout: &Layout, path: &str) -> Option<String> {
-    let kubectl = super::binaries::cache_root()
-        .join(format!("k8s-v{}", super::binaries::KUBERNETES_VERSION))
-        .join("bin/kubectl");
-    let out = Command::new(kubectl)
+    let out = Command::new(Binaries::cached().path("kubectl"))
         .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
         .args(["get", "--raw", path, "--request-timeout=5s"])
         .output()
