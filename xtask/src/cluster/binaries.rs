@@ -139,7 +139,7 @@ pub fn ensure() -> Result<Binaries> {
             "  building Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION} from the Go module proxy into {}",
             binaries.bin.display()
         );
-        println!("  a cold build takes about 10 minutes on two cores; it is cached afterwards");
+        println!("  a cold build takes about 8 minutes on two cores; it is cached afterwards");
         build_kubernetes(&root, &dir)?;
     }
     if stale.contains(&"kwok") {
