@@ -1,5 +1,9 @@
 //! The built-in scalers, one file each.
 
+pub mod cron;
+pub mod external;
+pub mod metrics_api;
+pub mod rabbitmq;
 pub mod redis;
 pub mod resource;
 
@@ -7,16 +11,10 @@ use crate::registry::Registry;
 
 /// Registers every built-in scaler.
 pub fn register(registry: &mut Registry) {
-    // One pool per registry: every redis trigger built from it shares connections.
-    let redis_pool = self::redis::RedisPool::new();
-    registry
-        .register("redis", move |t| {
-            Ok(Box::new(self::redis::RedisListScaler::new(t, &redis_pool)?))
-        })
-        .register("cpu", |t| {
-            Ok(Box::new(resource::ResourceScaler::new(t, "cpu")?))
-        })
-        .register("memory", |t| {
-            Ok(Box::new(resource::ResourceScaler::new(t, "memory")?))
-        });
+    self::cron::register(registry);
+    self::external::register(registry);
+    self::metrics_api::register(registry);
+    self::rabbitmq::register(registry);
+    self::redis::register(registry);
+    self::resource::register(registry);
 }

@@ -43,6 +43,14 @@ pub struct RedisKey {
 /// The pool Redis triggers share.
 pub type RedisPool = SharedPool<RedisKey, ConnectionManager>;
 
+/// Registers `redis`. Every trigger built from one registry shares that registry's pool.
+pub fn register(registry: &mut crate::registry::Registry) {
+    let pool = RedisPool::new();
+    registry.register("redis", move |t| {
+        Ok(Box::new(RedisListScaler::new(t, &pool)?))
+    });
+}
+
 /// Parsed `redis` trigger metadata.
 #[derive(Clone, PartialEq)]
 struct RedisListConfig {

@@ -8,6 +8,15 @@ use crate::metric::{MetricSpec, MetricsAndActivity};
 use crate::scaler::Scaler;
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
+/// Registers `cpu` and `memory`.
+pub fn register(registry: &mut crate::registry::Registry) {
+    registry
+        .register("cpu", |t| Ok(Box::new(ResourceScaler::new(t, "cpu")?)))
+        .register("memory", |t| {
+            Ok(Box::new(ResourceScaler::new(t, "memory")?))
+        });
+}
+
 /// A cpu or memory trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceScaler {

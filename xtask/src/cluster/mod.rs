@@ -50,11 +50,15 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout of this checkout's dev cluster.
+    /// The layout of this checkout's dev cluster, or of the directory named by
+    /// `EBB_DEV_CLUSTER_DIR` (so a second worktree can share a running cluster; its ports are
+    /// fixed, so two clusters cannot run at once).
     pub fn for_workspace() -> Self {
-        Self {
-            root: workspace_root().join("target/dev-cluster"),
-        }
+        let root = std::env::var_os("EBB_DEV_CLUSTER_DIR")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target/dev-cluster"));
+        Self { root }
     }
 
     /// Log file of a service.
