@@ -79,6 +79,10 @@ fn any_text() -> impl Strategy<Value = String> {
         Just("NaN".to_string()),
         Just("-1".to_string()),
         Just("1e999".to_string()),
+        Just("Europe/Berlin".to_string()),
+        Just("0 6 * * 1-5".to_string()),
+        Just("*/15 22-23 L * SUN#2".to_string()),
+        Just("127.0.0.1:1".to_string()),
     ]
 }
 
