@@ -1,0 +1,6 @@
+//! ebb's operator: the ScaledObject controller, the scale loop and the external metrics API.
+//!
+//! Pure decision logic lives in modules that take values and return decisions (`scale::decision`),
+//! so it is tested without a cluster; the I/O around it is kept apart.
+
+pub mod scale;

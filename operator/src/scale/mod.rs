@@ -1,0 +1,3 @@
+//! The scale loop: per-ScaledObject polling and the decisions it takes.
+
+pub mod decision;
