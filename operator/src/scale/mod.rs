@@ -1,3 +1,4 @@
 //! The scale loop: per-ScaledObject polling and the decisions it takes.
 
 pub mod decision;
+pub mod fallback;
