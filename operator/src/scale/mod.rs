@@ -2,3 +2,4 @@
 
 pub mod decision;
 pub mod fallback;
+pub mod formula;
