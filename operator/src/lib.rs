@@ -5,3 +5,4 @@
 
 pub mod hpa;
 pub mod scale;
+pub mod validate;

@@ -1,0 +1,240 @@
+//! Checks of a ScaledObject's spec that its schema cannot express. Each error names the field
+//! and what was expected; the controller reports it as Ready=False plus an Event.
+
+use std::collections::BTreeSet;
+
+use ebb_crds::ScaledObjectSpec;
+
+/// A spec the controller will not act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ValidationError {
+    /// The field at fault, as a path: `spec.minReplicaCount`.
+    pub field: String,
+    /// What is wrong and what was expected.
+    pub problem: String,
+}
+
+fn error(field: impl Into<String>, problem: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Triggers that ebb does not poll: the HPA reads them from the metrics server.
+fn is_resource_trigger(trigger_type: &str) -> bool {
+    matches!(trigger_type, "cpu" | "memory")
+}
+
+/// Checks `spec`; the first problem found is returned.
+pub fn validate(spec: &ScaledObjectSpec) -> Result<(), ValidationError> {
+    let (min, max) = (spec.min_replicas(), spec.max_replicas());
+    if min > max {
+        return Err(error(
+            "spec.minReplicaCount",
+            format!(
+                "{min} is above maxReplicaCount {max}; expected minReplicaCount <= maxReplicaCount"
+            ),
+        ));
+    }
+    if let Some(idle) = spec.idle_replica_count
+        && idle >= min
+    {
+        return Err(error(
+            "spec.idleReplicaCount",
+            format!(
+                "{idle} is not below minReplicaCount {min}; expected idleReplicaCount < minReplicaCount"
+            ),
+        ));
+    }
+    if spec.triggers.is_empty() {
+        return Err(error("spec.triggers", "expected at least one trigger"));
+    }
+
+    let mut names = BTreeSet::new();
+    for (i, trigger) in spec.triggers.iter().enumerate() {
+        if trigger.type_.trim().is_empty() {
+            return Err(error(
+                format!("spec.triggers[{i}].type"),
+                "expected a trigger type",
+            ));
+        }
+        if let Some(name) = trigger.name.as_deref().filter(|n| !n.is_empty())
+            && !names.insert(name)
+        {
+            return Err(error(
+                format!("spec.triggers[{i}].name"),
+                format!("{name:?} is used by another trigger; expected unique trigger names"),
+            ));
+        }
+    }
+
+    if let Some(fallback) = &spec.fallback {
+        if let Err(unknown) = fallback.behavior() {
+            return Err(error(
+                "spec.fallback.behavior",
+                format!(
+                    "{unknown:?} is not a fallback behavior; expected static, currentReplicas, currentReplicasIfHigher, currentReplicasIfLower or scalingModifiers"
+                ),
+            ));
+        }
+        if spec.triggers.iter().all(|t| is_resource_trigger(&t.type_)) {
+            return Err(error(
+                "spec.fallback",
+                "fallback needs at least one trigger other than cpu or memory",
+            ));
+        }
+        for (i, trigger) in spec.triggers.iter().enumerate() {
+            if !is_resource_trigger(&trigger.type_)
+                && trigger.metric_type.as_deref() == Some("Value")
+            {
+                return Err(error(
+                    format!("spec.triggers[{i}].metricType"),
+                    "fallback works with AverageValue metrics only; expected metricType AverageValue (the default) or no fallback",
+                ));
+            }
+        }
+    }
+
+    if let Some(modifiers) = spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+    {
+        let formula = modifiers.formula.as_deref().unwrap_or("").trim();
+        if formula.is_empty() {
+            return Err(error(
+                "spec.advanced.scalingModifiers.formula",
+                "expected a formula over the triggers' names",
+            ));
+        }
+        let target = modifiers.target.as_deref().unwrap_or("").trim();
+        match target.parse::<f64>() {
+            Ok(t) if t.is_finite() && t > 0.0 => {}
+            _ => {
+                return Err(error(
+                    "spec.advanced.scalingModifiers.target",
+                    format!("expected a number above 0, got {:?}", short(target)),
+                ));
+            }
+        }
+        if let Some(activation) = modifiers.activation_target.as_deref() {
+            match activation.trim().parse::<f64>() {
+                Ok(a) if a.is_finite() && a >= 0.0 => {}
+                _ => {
+                    return Err(error(
+                        "spec.advanced.scalingModifiers.activationTarget",
+                        format!("expected a number >= 0, got {:?}", short(activation)),
+                    ));
+                }
+            }
+        }
+        if let Some(metric_type) = modifiers.metric_type.as_deref()
+            && !matches!(metric_type, "AverageValue" | "Value")
+        {
+            return Err(error(
+                "spec.advanced.scalingModifiers.metricType",
+                format!(
+                    "expected AverageValue or Value, got {:?}",
+                    short(metric_type)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> ScaledObjectSpec {
+        serde_yaml::from_str(yaml).expect("spec")
+    }
+
+    #[test]
+    fn accepts_valid_specs() {
+        for yaml in [
+            "{scaleTargetRef: {name: w}, triggers: [{type: redis, metadata: {}}]}",
+            "{scaleTargetRef: {name: w}, minReplicaCount: 3, maxReplicaCount: 3, idleReplicaCount: 0, triggers: [{type: redis, metadata: {}}]}",
+            "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5}, triggers: [{type: cpu, metadata: {}, metricType: Utilization}, {type: redis, metadata: {}}]}",
+            "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: 'a + b', target: '5', activationTarget: '0', metricType: Value}}, triggers: [{type: redis, name: a, metadata: {}}, {type: redis, name: b, metadata: {}}]}",
+        ] {
+            assert_eq!(validate(&spec(yaml)), Ok(()), "{yaml}");
+        }
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        let cases = [
+            (
+                "{scaleTargetRef: {name: w}, minReplicaCount: 5, maxReplicaCount: 2, triggers: [{type: redis, metadata: {}}]}",
+                "spec.minReplicaCount: 5 is above maxReplicaCount 2; expected minReplicaCount <= maxReplicaCount",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, minReplicaCount: 200, triggers: [{type: redis, metadata: {}}]}",
+                "spec.minReplicaCount: 200 is above maxReplicaCount 100; expected minReplicaCount <= maxReplicaCount",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, minReplicaCount: 1, idleReplicaCount: 1, triggers: [{type: redis, metadata: {}}]}",
+                "spec.idleReplicaCount: 1 is not below minReplicaCount 1; expected idleReplicaCount < minReplicaCount",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, idleReplicaCount: 0, triggers: [{type: redis, metadata: {}}]}",
+                "spec.idleReplicaCount: 0 is not below minReplicaCount 0; expected idleReplicaCount < minReplicaCount",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, triggers: []}",
+                "spec.triggers: expected at least one trigger",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, triggers: [{type: '', metadata: {}}]}",
+                "spec.triggers[0].type: expected a trigger type",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, triggers: [{type: redis, name: q, metadata: {}}, {type: redis, name: q, metadata: {}}]}",
+                "spec.triggers[1].name: \"q\" is used by another trigger; expected unique trigger names",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5, behavior: sometimes}, triggers: [{type: redis, metadata: {}}]}",
+                "spec.fallback.behavior: \"sometimes\" is not a fallback behavior; expected static, currentReplicas, currentReplicasIfHigher, currentReplicasIfLower or scalingModifiers",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5}, triggers: [{type: cpu, metadata: {}, metricType: Utilization}]}",
+                "spec.fallback: fallback needs at least one trigger other than cpu or memory",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5}, triggers: [{type: redis, metadata: {}}, {type: redis, metadata: {}, metricType: Value}]}",
+                "spec.triggers[1].metricType: fallback works with AverageValue metrics only; expected metricType AverageValue (the default) or no fallback",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {target: '5'}}, triggers: [{type: redis, metadata: {}}]}",
+                "spec.advanced.scalingModifiers.formula: expected a formula over the triggers' names",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: a, target: 'five'}}, triggers: [{type: redis, name: a, metadata: {}}]}",
+                "spec.advanced.scalingModifiers.target: expected a number above 0, got \"five\"",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: a, target: '0'}}, triggers: [{type: redis, name: a, metadata: {}}]}",
+                "spec.advanced.scalingModifiers.target: expected a number above 0, got \"0\"",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: a, target: '1', activationTarget: '-1'}}, triggers: [{type: redis, name: a, metadata: {}}]}",
+                "spec.advanced.scalingModifiers.activationTarget: expected a number >= 0, got \"-1\"",
+            ),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(
+                validate(&spec(yaml)).map_err(|e| e.to_string()),
+                Err(want.to_string()),
+                "{yaml}"
+            );
+        }
+    }
+}
