@@ -481,7 +481,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn status_error(source_name: &str, rpc: &str, status: &tonic::Status) -> ScalerError {
     let mut message = status.message().to_string();
     if let Some(source) = std::error::Error::source(status) {
-        message = format!("{message}: {}", error_chain(source));
+        let chain = error_chain(source);
+        message = if chain.starts_with(&message) {
+            chain
+        } else {
+            format!("{message}: {chain}")
+        };
     }
     if message.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
