@@ -377,17 +377,17 @@ struct Pki {
 
 fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
+        let key = KeyPair::generate().expect("key");
         let cert = CertificateParams::new(names)
-            .unwrap()
+            .expect("leaf params")
             .signed_by(&key, &issuer)
-            .unwrap();
+            .expect("signs");
         (cert.pem(), key.serialize_pem())
     };
     let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
