@@ -490,6 +490,107 @@ mod tests {
         }
     }
 
+    /// A scaler whose activity is pushed: true, then false.
+    struct Pushing;
+
+    #[async_trait::async_trait]
+    impl Scaler for Pushing {
+        fn metric_specs(&self) -> Vec<ScalerMetricSpec> {
+            vec![ScalerMetricSpec::External {
+                name: "s0-pushed".into(),
+                target: 2.5,
+                target_type: crate::MetricTargetType::AverageValue,
+            }]
+        }
+
+        async fn metrics_and_activity(
+            &self,
+            metric: &str,
+        ) -> Result<crate::MetricsAndActivity, ScalerError> {
+            Err(ScalerError::UnknownMetric(metric.to_string()))
+        }
+
+        fn as_push(&self) -> Option<&dyn crate::PushScaler> {
+            Some(self)
+        }
+    }
+
+    impl crate::PushScaler for Pushing {
+        fn activity(&self) -> crate::ActivityStream {
+            Box::pin(tokio_stream::iter([Ok(true), Ok(false)]))
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_a_push_scaler_on_a_listener_until_shutdown() {
+        use crate::externalscaler::external_scaler_client::ExternalScalerClient;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = built.clone();
+        let server = tokio::spawn(
+            PluginServer::new(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Box::new(Pushing))
+            })
+            .serve_with_listener(listener, async {
+                let _ = stopped.await;
+            }),
+        );
+
+        let mut client = ExternalScalerClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let object = ScaledObjectRef {
+            name: "worker".into(),
+            namespace: "shop".into(),
+            scaler_metadata: [("k".to_string(), "v".to_string())].into(),
+        };
+        let specs = client
+            .get_metric_spec(object.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .metric_specs;
+        assert_eq!(
+            specs,
+            vec![MetricSpec {
+                metric_name: "pushed".into(),
+                target_size: 3,
+                target_size_float: 2.5
+            }]
+        );
+        let mut stream = client
+            .stream_is_active(object.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = Vec::new();
+        while let Some(message) = stream.message().await.unwrap() {
+            seen.push(message.result);
+        }
+        assert_eq!(seen, vec![true, false]);
+        let err = client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(object),
+                metric_name: "other".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert_eq!(
+            built.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one scaler per ScaledObject and metadata"
+        );
+
+        drop(client);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
     #[test]
     fn wire_names_drop_the_index_zero_prefix_and_values_carry_both_forms() {
         assert_eq!(wire_name("s0-queue-depth"), "queue-depth");
