@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_core::Stream;
+use futures_util::StreamExt as _;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
@@ -95,6 +95,7 @@ impl PluginServer {
                 constructor: Arc::new(constructor),
                 scalers: Arc::new(Mutex::new(ScalerCache::default())),
                 poll_interval: DEFAULT_POLL_INTERVAL,
+                shutdown: tokio::sync::watch::Sender::new(false),
             },
             tls: None,
         }
@@ -145,6 +146,12 @@ impl PluginServer {
             builder = builder.tls_config(tls)?;
         }
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // A graceful shutdown waits for open calls: end the activity streams first.
+        let streams = self.service.shutdown.clone();
+        let shutdown = async move {
+            shutdown.await;
+            streams.send_replace(true);
+        };
         builder
             .add_service(ExternalScalerServer::new(self.service))
             .serve_with_incoming_shutdown(incoming, shutdown)
@@ -169,6 +176,8 @@ pub struct PluginService {
     constructor: Constructor,
     scalers: Arc<Mutex<ScalerCache>>,
     poll_interval: Duration,
+    /// Set when serving stops, so open `StreamIsActive` streams end and shutdown completes.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// The trigger a plugin's constructor sees for `object`.
@@ -320,12 +329,16 @@ impl ExternalScaler for PluginService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let scaler = self.scaler(request.get_ref())?;
+        let mut stopping = self.shutdown.subscribe();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
         if let Some(push) = scaler.as_push() {
             let stream = push.activity().map(|item| match item {
                 Ok(result) => Ok(IsActiveResponse { result }),
                 Err(e) => Err(status_of(&e)),
             });
-            return Ok(Response::new(Box::pin(stream)));
+            return Ok(Response::new(Box::pin(stream.take_until(stopped))));
         }
         if external_metrics(scaler.as_ref()).is_empty() {
             return Err(no_external_metric());
@@ -365,7 +378,7 @@ impl ExternalScaler for PluginService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(stream.take_until(stopped))))
     }
 
     async fn get_metric_spec(
@@ -517,7 +530,8 @@ mod tests {
 
     impl crate::PushScaler for Pushing {
         fn activity(&self) -> crate::ActivityStream {
-            Box::pin(tokio_stream::iter([Ok(true), Ok(false)]))
+            // Then silent, as a push source usually is: shutdown must still complete.
+            Box::pin(tokio_stream::iter([Ok(true), Ok(false)]).chain(tokio_stream::pending()))
         }
     }
 
@@ -568,8 +582,8 @@ mod tests {
             .unwrap()
             .into_inner();
         let mut seen = Vec::new();
-        while let Some(message) = stream.message().await.unwrap() {
-            seen.push(message.result);
+        for _ in 0..2 {
+            seen.push(stream.message().await.unwrap().unwrap().result);
         }
         assert_eq!(seen, vec![true, false]);
         let err = client
@@ -586,9 +600,15 @@ mod tests {
             "one scaler per ScaledObject and metadata"
         );
 
-        drop(client);
+        // Shutdown ends the open stream and the server, within a bound.
         stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+        assert!(matches!(end, Ok(Ok(None))), "{end:?}");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
     }
 
     #[test]
