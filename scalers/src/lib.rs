@@ -10,7 +10,30 @@ pub mod metric;
 pub mod pool;
 pub mod registry;
 pub mod scaler;
+pub mod sdk;
 pub mod trigger;
+
+/// The external scaler gRPC protocol (`externalscaler.ExternalScaler`), generated from
+/// `proto/externalscaler.proto`: the client `external` triggers use and the server the
+/// [`sdk`] serves.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod externalscaler {
+    tonic::include_proto!("externalscaler");
+
+    impl std::fmt::Debug for ScaledObjectRef {
+        // The metadata may carry credentials (a password, a URL with user info): keys only.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ScaledObjectRef")
+                .field("name", &self.name)
+                .field("namespace", &self.namespace)
+                .field(
+                    "scaler_metadata",
+                    &self.scaler_metadata.keys().collect::<Vec<_>>(),
+                )
+                .finish()
+        }
+    }
+}
 
 pub use error::{ConfigError, ScalerError};
 pub use metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};

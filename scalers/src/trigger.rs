@@ -53,6 +53,10 @@ pub struct Trigger {
     pub auth_params: BTreeMap<String, String>,
     /// Environment of the scale target's container, for `*FromEnv` keys; treated as secrets.
     pub resolved_env: BTreeMap<String, String>,
+    /// Name of the ScaledObject the trigger belongs to (sent to external scalers; may be empty).
+    pub scaled_object_name: String,
+    /// Namespace of that ScaledObject (sent to external scalers; may be empty).
+    pub scaled_object_namespace: String,
 }
 
 impl fmt::Debug for Trigger {
@@ -70,6 +74,8 @@ impl fmt::Debug for Trigger {
                 "resolved_env",
                 &self.resolved_env.keys().collect::<Vec<_>>(),
             )
+            .field("scaled_object_name", &self.scaled_object_name)
+            .field("scaled_object_namespace", &self.scaled_object_namespace)
             .finish()
     }
 }

@@ -145,6 +145,7 @@ proptest! {
             metric_type,
             auth_params: auth,
             resolved_env: env,
+            ..Default::default()
         };
         // Either a scaler or an error naming the trigger; never a panic.
         if let Err(e) = registry.build(&t) {
