@@ -89,7 +89,11 @@ fn spec(name: String, target: f64) -> Vec<MetricSpec> {
 #[tokio::test]
 async fn stream_length_without_a_consumer_group() {
     let env = setup("redis-streams-xlen").await;
-    let addr = env.cluster.redis_url.trim_start_matches("redis://").to_string();
+    let addr = env
+        .cluster
+        .redis_url
+        .trim_start_matches("redis://")
+        .to_string();
     let mut c = conn(&env.cluster.redis_url).await;
     let stream = unique_name("events");
     let scaler = Registry::with_builtins()
@@ -117,7 +121,11 @@ async fn stream_length_without_a_consumer_group() {
 #[tokio::test]
 async fn pending_entries_of_a_consumer_group() {
     let env = setup("redis-streams-pending").await;
-    let addr = env.cluster.redis_url.trim_start_matches("redis://").to_string();
+    let addr = env
+        .cluster
+        .redis_url
+        .trim_start_matches("redis://")
+        .to_string();
     let mut c = conn(&env.cluster.redis_url).await;
     let stream = unique_name("orders");
     let group = "workers";
@@ -160,7 +168,11 @@ async fn pending_entries_of_a_consumer_group() {
 #[tokio::test]
 async fn lag_of_a_consumer_group() {
     let env = setup("redis-streams-lag").await;
-    let addr = env.cluster.redis_url.trim_start_matches("redis://").to_string();
+    let addr = env
+        .cluster
+        .redis_url
+        .trim_start_matches("redis://")
+        .to_string();
     let mut c = conn(&env.cluster.redis_url).await;
     let stream = unique_name("jobs");
     let group = "workers";
