@@ -596,14 +596,21 @@ fn percent_encode(s: &str) -> String {
 
 /// A Redis error without connection details (which may hold a password).
 fn describe(e: &redis::RedisError) -> String {
+    let safe = |text: &str| !text.contains('@') && !text.contains("://");
+    if e.code().is_none() {
+        // Client-side errors (I/O, TLS): their text says what failed, e.g. an untrusted
+        // certificate; the crate does not put URLs in it, but check anyway.
+        let text = e.to_string();
+        if safe(&text) {
+            return text;
+        }
+    }
     let kind = match e.code() {
         Some(code) => code.to_string(),
         None => format!("{:?}", e.kind()),
     };
     match e.detail() {
-        Some(detail) if !detail.contains('@') && !detail.contains("://") => {
-            format!("{kind}: {detail}")
-        }
+        Some(detail) if safe(detail) => format!("{kind}: {detail}"),
         _ => kind,
     }
 }
