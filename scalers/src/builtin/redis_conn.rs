@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, TlsCertificates, Value};
 use rustls::pki_types::pem::PemObject;
@@ -284,8 +284,12 @@ fn parse_tls(t: &Trigger) -> Result<Option<TlsSettings>, ConfigError> {
 /// A connection to any of the topologies; cheap to clone (clones share the connection).
 #[derive(Clone)]
 pub enum RedisConnection {
-    /// A standalone server or a Sentinel-resolved master, reconnecting by itself.
+    /// A standalone server, reconnecting by itself.
     Single(ConnectionManager),
+    /// A Sentinel-resolved master. It does not reconnect by itself: when it breaks (a sentinel
+    /// demoting the master kills its clients), the pool drops it and the next poll asks the
+    /// sentinels again, instead of silently reading a demoted master.
+    Master(MultiplexedConnection),
     /// A Redis Cluster: commands go to the node owning their key.
     Cluster(ClusterConnection),
 }
@@ -294,6 +298,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConnection::Single(c) => c.req_packed_command(cmd),
+            RedisConnection::Master(c) => c.req_packed_command(cmd),
             RedisConnection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -306,6 +311,7 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Master(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -313,6 +319,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match self {
             RedisConnection::Single(c) => c.get_db(),
+            RedisConnection::Master(c) => c.get_db(),
             RedisConnection::Cluster(c) => c.get_db(),
         }
     }
@@ -436,8 +443,11 @@ pub async fn connect(target: RedisTarget) -> Result<RedisConnection, ScalerError
                 target.tls.as_ref(),
             )
             .map_err(fail)?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT));
             let mut manager = client
-                .get_connection_manager_with_config(manager_config())
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(fail)?;
             // During a failover the sentinels may still name the old master: check its role.
@@ -456,7 +466,7 @@ pub async fn connect(target: RedisTarget) -> Result<RedisConnection, ScalerError
                     });
                 }
             }
-            Ok(RedisConnection::Single(manager))
+            Ok(RedisConnection::Master(manager))
         }
     }
 }

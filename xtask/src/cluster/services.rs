@@ -274,11 +274,14 @@ fn healthy(layout: &Layout, name: &str) -> bool {
             .is_some_and(|body| node_ready(&body)),
         "redis" => redis_ping(),
         "redis-tls" => redis_cli_tls(layout, &["PING"]).is_some_and(|out| out.trim() == "PONG"),
-        "redis-sentinel-master" => redis_cli(ports::REDIS_SENTINEL_MASTER, &["PING"])
-            .is_some_and(|out| out.trim() == "PONG"),
-        "redis-sentinel-replica" => {
-            redis_cli(ports::REDIS_SENTINEL_REPLICA, &["INFO", "replication"])
-                .is_some_and(|out| out.contains("master_link_status:up"))
+        // After a failover the two swap roles: either is healthy as a master or as a replica
+        // whose link to its master is up.
+        "redis-sentinel-master" | "redis-sentinel-replica" => {
+            service_port(name).is_some_and(|port| {
+                redis_cli(port, &["INFO", "replication"]).is_some_and(|out| {
+                    out.contains("role:master") || out.contains("master_link_status:up")
+                })
+            })
         }
         name if name.starts_with("redis-cluster-") => service_port(name).is_some_and(|port| {
             redis_cli(port, &["CLUSTER", "INFO"])
