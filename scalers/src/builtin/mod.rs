@@ -5,6 +5,8 @@ pub mod external;
 pub mod metrics_api;
 pub mod rabbitmq;
 pub mod redis;
+pub mod redis_conn;
+pub mod redis_streams;
 pub mod resource;
 
 use crate::registry::Registry;

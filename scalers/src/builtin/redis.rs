@@ -1,24 +1,21 @@
-//! `redis`: the length of a list (or set, sorted set, hash) on a standalone Redis.
+//! `redis`, `redis-cluster`, `redis-sentinel`: the length of a list (or set, sorted set, hash).
 //!
-//! Triggers on the same server, database and credentials share one auto-reconnecting
-//! connection through a [`SharedPool`]. The length is read with one script call that checks the
-//! key's type, so a poll is a single round trip.
-
-use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
+//! Triggers on the same deployment, database, credentials and TLS settings share one
+//! connection through a [`SharedPool`](crate::pool::SharedPool) (every Redis trigger type of a
+//! registry, streams included, uses one pool). The length is read with one script call that
+//! checks the key's type, so a poll is a single round trip; on a cluster the script runs on the
+//! node that owns the key.
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
+use super::redis_conn::{RedisLease, RedisPool, RedisTarget, Topology};
+use super::redis_streams::RedisStreamsScaler;
 use crate::error::{ConfigError, ScalerError};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
-use crate::pool::{Lease, SharedPool};
 use crate::scaler::Scaler;
-use crate::trigger::{ANY_SOURCE, MetricTargetType, Source, Trigger};
+use crate::trigger::{MetricTargetType, Source, Trigger};
 
-/// Limit for connecting and for each query.
-pub const TIMEOUT: Duration = Duration::from_secs(3);
+pub use super::redis_conn::TIMEOUT;
 
 /// Returns the length of KEYS[1] by its type; 0 when missing, -1 for an unsupported type.
 const LENGTH_SCRIPT: &str = r"
@@ -31,30 +28,40 @@ elseif t == 'none' then return 0
 else return -1 end
 ";
 
-/// Identity of a shared Redis connection. Holds credentials: never printed.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RedisKey {
-    address: String,
-    database: i64,
-    username: Option<String>,
-    password: Option<String>,
-}
+/// The trigger types and the topology each reaches.
+const LIST_TYPES: [(&str, Topology); 3] = [
+    ("redis", Topology::Standalone),
+    ("redis-cluster", Topology::Cluster),
+    ("redis-sentinel", Topology::Sentinel),
+];
+const STREAM_TYPES: [(&str, Topology); 3] = [
+    ("redis-streams", Topology::Standalone),
+    ("redis-cluster-streams", Topology::Cluster),
+    ("redis-sentinel-streams", Topology::Sentinel),
+];
 
-/// The pool Redis triggers share.
-pub type RedisPool = SharedPool<RedisKey, ConnectionManager>;
-
-/// Registers `redis`. Every trigger built from one registry shares that registry's pool.
+/// Registers the six Redis types. Every trigger built from one registry shares that registry's
+/// pool.
 pub fn register(registry: &mut crate::registry::Registry) {
     let pool = RedisPool::new();
-    registry.register("redis", move |t| {
-        Ok(Box::new(RedisListScaler::new(t, &pool)?))
-    });
+    for (name, topology) in LIST_TYPES {
+        let pool = pool.clone();
+        registry.register(name, move |t| {
+            Ok(Box::new(RedisListScaler::new(t, topology, &pool)?))
+        });
+    }
+    for (name, topology) in STREAM_TYPES {
+        let pool = pool.clone();
+        registry.register(name, move |t| {
+            Ok(Box::new(RedisStreamsScaler::new(t, topology, &pool)?))
+        });
+    }
 }
 
-/// Parsed `redis` trigger metadata.
-#[derive(Clone, PartialEq)]
+/// Parsed list-trigger metadata.
+#[derive(Debug, Clone, PartialEq)]
 struct RedisListConfig {
-    key: RedisKey,
+    target: RedisTarget,
     list_name: String,
     list_length: f64,
     activation_list_length: f64,
@@ -63,38 +70,15 @@ struct RedisListConfig {
 }
 
 impl RedisListConfig {
-    fn parse(t: &Trigger) -> Result<Self, ConfigError> {
-        let address = match t.lookup("address", ANY_SOURCE)? {
-            Some(found) => found.value.trim().to_string(),
-            None => {
-                let host = t.required("host", ANY_SOURCE)?.value;
-                let port: u16 = t.parse_required("port", ANY_SOURCE, "a port number")?;
-                format!("{}:{port}", host.trim())
-            }
-        };
-        if !address.contains(':') || address.contains('/') {
-            return Err(t.error("address", "expected host:port"));
-        }
-        if t.bool_or("enableTLS", ANY_SOURCE, false)? {
-            return Err(t.error("enableTLS", "TLS to Redis is not implemented in ebb yet"));
-        }
+    fn parse(t: &Trigger, topology: Topology) -> Result<Self, ConfigError> {
+        let target = RedisTarget::parse(t, topology)?;
         let list_name = t.required("listName", &[Source::Metadata])?.value;
-        let database: i64 = t.parse_or("databaseIndex", ANY_SOURCE, 0, "a database number")?;
-        if database < 0 {
-            return Err(t.error("databaseIndex", "expected a database number >= 0"));
-        }
         let list_length = t.threshold_or("listLength", 5.0)?;
         if list_length == 0.0 {
             return Err(t.error("listLength", "expected a number above 0"));
         }
-        let secrets = [Source::Auth, Source::Env];
         Ok(Self {
-            key: RedisKey {
-                address,
-                database,
-                username: t.lookup("username", &secrets)?.map(|f| f.value),
-                password: t.lookup("password", &secrets)?.map(|f| f.value),
-            },
+            target,
             activation_list_length: t.threshold_or("activationListLength", 0.0)?,
             metric_type: t.metric_type(
                 &[MetricTargetType::AverageValue, MetricTargetType::Value],
@@ -107,70 +91,37 @@ impl RedisListConfig {
     }
 }
 
-/// A `redis` trigger.
+/// A `redis`, `redis-cluster` or `redis-sentinel` trigger.
 pub struct RedisListScaler {
     config: RedisListConfig,
-    lease: Lease<RedisKey, ConnectionManager>,
+    lease: RedisLease,
     script: redis::Script,
 }
 
 impl RedisListScaler {
-    /// Parses the trigger and takes a lease on its server's shared connection.
-    pub fn new(trigger: &Trigger, pool: &RedisPool) -> Result<Self, ConfigError> {
-        let config = RedisListConfig::parse(trigger)?;
+    /// Parses the trigger and takes a lease on its deployment's shared connection.
+    pub fn new(
+        trigger: &Trigger,
+        topology: Topology,
+        pool: &RedisPool,
+    ) -> Result<Self, ConfigError> {
+        let config = RedisListConfig::parse(trigger, topology)?;
         Ok(Self {
-            lease: pool.lease(config.key.clone()),
+            lease: RedisLease::new(pool, config.target.clone()),
             config,
             script: redis::Script::new(LENGTH_SCRIPT),
         })
     }
 
-    async fn connect(key: RedisKey) -> Result<ConnectionManager, ScalerError> {
-        let source_name = source_name(&key);
-        let client =
-            redis::Client::open(connection_url(&key)).map_err(|e| ScalerError::Source {
-                source_name: source_name.clone(),
-                message: format!("invalid address: {:?}", e.kind()),
-            })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| redis_error(&source_name, &e))
-    }
-
     async fn length(&self) -> Result<f64, ScalerError> {
-        let source_name = source_name(&self.config.key);
-        let key = self.config.key.clone();
-        let conn: Arc<ConnectionManager> = self
-            .lease
-            .client(&source_name, TIMEOUT, || Self::connect(key))
-            .await?;
-        let mut c = (*conn).clone();
         let invocation = self.script.key(&self.config.list_name);
-        let query = invocation.invoke_async::<i64>(&mut c);
-        let length = match tokio::time::timeout(TIMEOUT, query).await {
-            Err(_) => {
-                self.lease.invalidate(&conn).await;
-                return Err(ScalerError::Timeout {
-                    source_name,
-                    timeout: TIMEOUT,
-                });
-            }
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() {
-                    self.lease.invalidate(&conn).await;
-                }
-                return Err(redis_error(&source_name, &e));
-            }
-            Ok(Ok(n)) => n,
-        };
+        let length: i64 = self
+            .lease
+            .run(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await?;
         if length < 0 {
             return Err(ScalerError::Source {
-                source_name,
+                source_name: self.lease.source_name(),
                 message: format!(
                     "key {:?} is not a list, set, sorted set or hash",
                     self.config.list_name
@@ -179,50 +130,6 @@ impl RedisListScaler {
         }
         Ok(length as f64)
     }
-}
-
-/// How errors name the server.
-fn source_name(key: &RedisKey) -> String {
-    format!("redis {}", key.address)
-}
-
-/// An error message from Redis without the connection details (which may hold a password).
-fn redis_error(source_name: &str, e: &redis::RedisError) -> ScalerError {
-    let message = match e.detail() {
-        Some(detail) if !detail.contains('@') => format!("{:?}: {detail}", e.kind()),
-        _ => format!("{:?}", e.kind()),
-    };
-    ScalerError::Source {
-        source_name: source_name.to_string(),
-        message,
-    }
-}
-
-/// `redis://[user:password@]host:port/db`, with the credentials percent-encoded.
-fn connection_url(key: &RedisKey) -> String {
-    let mut url = String::from("redis://");
-    if key.username.is_some() || key.password.is_some() {
-        url.push_str(&percent_encode(key.username.as_deref().unwrap_or("")));
-        if let Some(password) = &key.password {
-            url.push(':');
-            url.push_str(&percent_encode(password));
-        }
-        url.push('@');
-    }
-    let _ = write!(url, "{}/{}", key.address, key.database);
-    url
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 #[async_trait]
@@ -254,10 +161,10 @@ impl Scaler for RedisListScaler {
 mod tests {
     use super::*;
 
-    fn trigger(meta: &[(&str, &str)]) -> Trigger {
+    fn trigger(trigger_type: &str, meta: &[(&str, &str)]) -> Trigger {
         Trigger {
             index: 0,
-            trigger_type: "redis".into(),
+            trigger_type: trigger_type.into(),
             metadata: meta
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -270,40 +177,76 @@ mod tests {
 
     #[test]
     fn defaults_and_every_documented_key() {
-        let c = RedisListConfig::parse(&trigger(&[("address", "r:6379"), ("listName", "mylist")]))
-            .unwrap();
+        let c = RedisListConfig::parse(
+            &trigger("redis", &[("address", "r:6379"), ("listName", "mylist")]),
+            Topology::Standalone,
+        )
+        .unwrap();
         assert_eq!(c.metric_name, "s0-redis-mylist");
         assert_eq!((c.list_length, c.activation_list_length), (5.0, 0.0));
-        assert_eq!(c.key.database, 0);
+        assert_eq!(c.target.database, 0);
         assert_eq!(c.metric_type, MetricTargetType::AverageValue);
-        assert_eq!(
-            c.key.password.as_deref(),
-            Some("p@ss:w/rd"),
-            "from the TriggerAuthentication"
-        );
+        assert_eq!(c.target.addresses, ["r:6379"]);
 
-        let c = RedisListConfig::parse(&trigger(&[
-            ("host", "r"),
-            ("port", "6380"),
-            ("listName", "jobs.high"),
-            ("listLength", "10"),
-            ("activationListLength", "2"),
-            ("databaseIndex", "3"),
-        ]))
+        let c = RedisListConfig::parse(
+            &trigger(
+                "redis",
+                &[
+                    ("host", "r"),
+                    ("port", "6380"),
+                    ("listName", "jobs.high"),
+                    ("listLength", "10"),
+                    ("activationListLength", "2"),
+                    ("databaseIndex", "3"),
+                ],
+            ),
+            Topology::Standalone,
+        )
         .unwrap();
-        assert_eq!(c.key.address, "r:6380");
+        assert_eq!(c.target.addresses, ["r:6380"]);
         assert_eq!(c.metric_name, "s0-redis-jobs-high");
         assert_eq!(
-            (c.list_length, c.activation_list_length, c.key.database),
+            (c.list_length, c.activation_list_length, c.target.database),
             (10.0, 2.0, 3)
         );
 
-        let c = RedisListConfig::parse(&trigger(&[
-            ("addressFromEnv", "REDIS_ADDR"),
-            ("listName", "l"),
-        ]))
+        let c = RedisListConfig::parse(
+            &trigger(
+                "redis",
+                &[("addressFromEnv", "REDIS_ADDR"), ("listName", "l")],
+            ),
+            Topology::Standalone,
+        )
         .unwrap();
-        assert_eq!(c.key.address, "redis.prod:6380");
+        assert_eq!(c.target.addresses, ["redis.prod:6380"]);
+
+        // Cluster and sentinel: same list keys, metric named the same way.
+        let c = RedisListConfig::parse(
+            &trigger(
+                "redis-cluster",
+                &[("addresses", "a:1, b:2,c:3"), ("listName", "l")],
+            ),
+            Topology::Cluster,
+        )
+        .unwrap();
+        assert_eq!(c.target.addresses, ["a:1", "b:2", "c:3"]);
+        assert_eq!(c.metric_name, "s0-redis-l");
+        let c = RedisListConfig::parse(
+            &trigger(
+                "redis-sentinel",
+                &[
+                    ("hosts", "a,b"),
+                    ("ports", "26379,26380"),
+                    ("sentinelMaster", "mymaster"),
+                    ("listName", "l"),
+                    ("databaseIndex", "2"),
+                ],
+            ),
+            Topology::Sentinel,
+        )
+        .unwrap();
+        assert_eq!(c.target.addresses, ["a:26379", "b:26380"]);
+        assert_eq!(c.target.database, 2);
     }
 
     #[test]
@@ -314,7 +257,7 @@ mod tests {
             &'static str,
             &'static str,
         );
-        let cases: [Case; 7] = [
+        let cases: [Case; 6] = [
             (
                 &[("listName", "l")],
                 "host",
@@ -349,16 +292,10 @@ mod tests {
                 "databaseIndex",
                 "expected a database number >= 0",
             ),
-            (
-                &[("address", "r:1"), ("listName", "l"), ("enableTLS", "true")],
-                "enableTLS",
-                "TLS to Redis is not implemented in ebb yet",
-            ),
         ];
         for (meta, key, problem) in cases {
-            let err = RedisListConfig::parse(&trigger(meta))
-                .err()
-                .expect("refused");
+            let err = RedisListConfig::parse(&trigger("redis", meta), Topology::Standalone)
+                .expect_err("refused");
             assert_eq!(
                 (err.key.as_str(), err.problem.as_str()),
                 (key, problem),
@@ -368,13 +305,46 @@ mod tests {
     }
 
     #[test]
-    fn credentials_are_encoded_in_the_url() {
-        let key = RedisKey {
-            address: "r:6379".into(),
-            database: 2,
-            username: Some("app".into()),
-            password: Some("p@ss:w/rd".into()),
-        };
-        assert_eq!(connection_url(&key), "redis://app:p%40ss%3Aw%2Frd@r:6379/2");
+    fn every_type_is_registered_and_debug_hides_the_password() {
+        let registry = crate::registry::Registry::with_builtins();
+        for (name, meta) in [
+            ("redis", vec![("address", "r:1"), ("listName", "l")]),
+            (
+                "redis-cluster",
+                vec![("addresses", "r:1"), ("listName", "l")],
+            ),
+            (
+                "redis-sentinel",
+                vec![
+                    ("addresses", "r:1"),
+                    ("sentinelMaster", "m"),
+                    ("listName", "l"),
+                ],
+            ),
+            ("redis-streams", vec![("address", "r:1"), ("stream", "s")]),
+            (
+                "redis-cluster-streams",
+                vec![("addresses", "r:1"), ("stream", "s")],
+            ),
+            (
+                "redis-sentinel-streams",
+                vec![
+                    ("addresses", "r:1"),
+                    ("sentinelMaster", "m"),
+                    ("stream", "s"),
+                ],
+            ),
+        ] {
+            let t = trigger(name, &meta);
+            let scaler = registry.build(&t).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(scaler.metric_specs().len(), 1, "{name}");
+        }
+        let c = RedisListConfig::parse(
+            &trigger("redis", &[("address", "r:1"), ("listName", "l")]),
+            Topology::Standalone,
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("p@ss"), "{shown}");
     }
 }

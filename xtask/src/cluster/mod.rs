@@ -1,5 +1,6 @@
-//! The local development cluster: upstream Kubernetes, etcd, kwok, Redis and RabbitMQ as plain
-//! processes on loopback, each under its own pid file and log in `target/dev-cluster/`.
+//! The local development cluster: upstream Kubernetes, etcd, kwok, Redis (standalone, TLS,
+//! Cluster, Sentinel) and RabbitMQ as plain processes on loopback, each under its own pid file
+//! and log in `target/dev-cluster/`.
 
 pub mod binaries;
 pub mod certs;
@@ -32,6 +33,19 @@ pub mod ports {
     pub const KWOK: u16 = 32247;
     /// redis-server.
     pub const REDIS: u16 = 32637;
+    /// redis-server speaking TLS only.
+    pub const REDIS_TLS: u16 = 32639;
+    /// The three masters of the Redis Cluster.
+    pub const REDIS_CLUSTER: [u16; 3] = [32640, 32641, 32642];
+    /// Their cluster bus ports (set explicitly: the default, port + 10000, is in the
+    /// ephemeral range).
+    pub const REDIS_CLUSTER_BUS: [u16; 3] = [32650, 32651, 32652];
+    /// The replica of the Sentinel-monitored master.
+    pub const REDIS_SENTINEL_REPLICA: u16 = 32644;
+    /// The master the sentinels monitor (as `mymaster`).
+    pub const REDIS_SENTINEL_MASTER: u16 = 32645;
+    /// The three sentinels.
+    pub const REDIS_SENTINELS: [u16; 3] = [32646, 32647, 32648];
     /// RabbitMQ AMQP listener.
     pub const RABBITMQ_AMQP: u16 = 32672;
     /// RabbitMQ management API (HTTP).
@@ -118,6 +132,20 @@ pub struct ClusterInfo {
     pub kubernetes_version: String,
     /// `redis://` URL of the standalone Redis.
     pub redis_url: String,
+    /// `host:port` of the TLS-only Redis (`tls-auth-clients optional`).
+    pub redis_tls_address: String,
+    /// PEM CA certificate that signed the TLS Redis's server and client certificates.
+    pub redis_tls_ca: PathBuf,
+    /// PEM client certificate the TLS Redis accepts.
+    pub redis_tls_client_cert: PathBuf,
+    /// PEM (PKCS#8) key of that client certificate.
+    pub redis_tls_client_key: PathBuf,
+    /// `host:port` of each master of the Redis Cluster.
+    pub redis_cluster_addresses: Vec<String>,
+    /// `host:port` of each Redis Sentinel.
+    pub redis_sentinel_addresses: Vec<String>,
+    /// The name the sentinels know the monitored master by.
+    pub redis_sentinel_master: String,
     /// `amqp://` URL of RabbitMQ (default vhost).
     pub rabbitmq_amqp_url: String,
     /// `http://` URL of RabbitMQ's management API, credentials included.
@@ -152,6 +180,19 @@ pub fn up() -> Result<ClusterInfo> {
         apiserver: services::apiserver_url(),
         kubernetes_version: format!("v{}", binaries::KUBERNETES_VERSION),
         redis_url: format!("redis://127.0.0.1:{}", ports::REDIS),
+        redis_tls_address: format!("127.0.0.1:{}", ports::REDIS_TLS),
+        redis_tls_ca: services::redis_tls_file(&layout, "ca.crt"),
+        redis_tls_client_cert: services::redis_tls_file(&layout, "client.crt"),
+        redis_tls_client_key: services::redis_tls_file(&layout, "client.key"),
+        redis_cluster_addresses: ports::REDIS_CLUSTER
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
+        redis_sentinel_addresses: ports::REDIS_SENTINELS
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
+        redis_sentinel_master: services::SENTINEL_MASTER_NAME.to_string(),
         rabbitmq_amqp_url: format!("amqp://guest:guest@127.0.0.1:{}/%2f", ports::RABBITMQ_AMQP),
         rabbitmq_management_url: format!(
             "http://guest:guest@127.0.0.1:{}",
@@ -165,6 +206,20 @@ pub fn up() -> Result<ClusterInfo> {
     println!("  export KUBECONFIG={}", info.kubeconfig.display());
     println!("  kubectl:    {}", info.kubectl.display());
     println!("  redis:      {}", info.redis_url);
+    println!(
+        "  redis tls:  {} (CA {})",
+        info.redis_tls_address,
+        info.redis_tls_ca.display()
+    );
+    println!(
+        "  redis cluster: {}",
+        info.redis_cluster_addresses.join(",")
+    );
+    println!(
+        "  redis sentinels: {} (master {})",
+        info.redis_sentinel_addresses.join(","),
+        info.redis_sentinel_master
+    );
     println!(
         "  rabbitmq:   amqp://127.0.0.1:{} (management http://127.0.0.1:{})",
         ports::RABBITMQ_AMQP,

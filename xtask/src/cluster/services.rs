@@ -3,14 +3,18 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 use super::binaries::Binaries;
 use super::certs::{FRONT_PROXY_CLIENT_NAME, write_private};
@@ -24,11 +28,34 @@ pub const HPA_SYNC_PERIOD: &str = "2s";
 /// How long the HPA waits before scaling down (production default 5m).
 pub const HPA_DOWNSCALE_STABILIZATION: &str = "10s";
 
+/// The name the sentinels know their master by.
+pub const SENTINEL_MASTER_NAME: &str = "mymaster";
+
+/// The Redis Cluster's three masters: one cluster, so they start (and are created) together.
+const REDIS_CLUSTER: [&str; 3] = ["redis-cluster-0", "redis-cluster-1", "redis-cluster-2"];
+/// The Sentinel set: a master, its replica and three sentinels, started together.
+const REDIS_SENTINEL: [&str; 5] = [
+    "redis-sentinel-master",
+    "redis-sentinel-replica",
+    "redis-sentinel-0",
+    "redis-sentinel-1",
+    "redis-sentinel-2",
+];
+
 /// Every service, in start order; `down` stops them in reverse.
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 18] = [
     "epmd",
     "rabbitmq",
     "redis",
+    "redis-tls",
+    "redis-cluster-0",
+    "redis-cluster-1",
+    "redis-cluster-2",
+    "redis-sentinel-master",
+    "redis-sentinel-replica",
+    "redis-sentinel-0",
+    "redis-sentinel-1",
+    "redis-sentinel-2",
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -63,6 +90,18 @@ pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
     wait_healthy(layout, "epmd", Duration::from_secs(10))?;
     ensure_started(layout, "rabbitmq", || rabbitmq(layout))?;
     ensure_started(layout, "redis", || redis(layout))?;
+    if ensure_redis_tls_certs(layout)?
+        && process::stop(layout, "redis-tls", Duration::from_secs(10))?
+    {
+        println!("  stopped redis-tls (restarting on new certificates)");
+    }
+    ensure_started(layout, "redis-tls", || redis_tls(layout))?;
+    ensure_group(layout, &REDIS_CLUSTER, |name| {
+        redis_cluster_node(layout, name)
+    })?;
+    ensure_group(layout, &REDIS_SENTINEL, |name| {
+        redis_sentinel_member(layout, name)
+    })?;
     ensure_started(layout, "etcd", || etcd(layout, bin))?;
     wait_healthy(layout, "etcd", Duration::from_secs(30))?;
     ensure_started(layout, "kube-apiserver", || apiserver(layout, bin))?;
@@ -75,13 +114,20 @@ pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
     if !healthy(layout, "kwok-node") {
         create_kwok_node(layout, bin)?;
     }
+    create_redis_cluster(layout)?;
+    let redis_services = ["redis", "redis-tls"]
+        .into_iter()
+        .chain(REDIS_CLUSTER)
+        .chain(REDIS_SENTINEL);
     for name in [
         "kube-controller-manager",
         "kube-scheduler",
         "kwok",
         "kwok-node",
-        "redis",
-    ] {
+    ]
+    .into_iter()
+    .chain(redis_services)
+    {
         wait_healthy(layout, name, Duration::from_secs(60))?;
     }
     wait_healthy(layout, "rabbitmq", Duration::from_secs(120))?;
@@ -115,7 +161,9 @@ pub fn stop_all(layout: &Layout) -> Result<()> {
         .iter()
         .filter_map(|name| {
             service_port(name)
-                .filter(|p| tcp_open(*p))
+                .into_iter()
+                .chain(cluster_bus_port(name))
+                .find(|p| tcp_open(*p))
                 .map(|p| format!("{name} ({p})"))
         })
         .collect();
@@ -188,13 +236,28 @@ fn service_port(name: &str) -> Option<u16> {
         "epmd" => Some(ports::EPMD),
         "rabbitmq" => Some(ports::RABBITMQ_AMQP),
         "redis" => Some(ports::REDIS),
+        "redis-tls" => Some(ports::REDIS_TLS),
+        "redis-sentinel-master" => Some(ports::REDIS_SENTINEL_MASTER),
+        "redis-sentinel-replica" => Some(ports::REDIS_SENTINEL_REPLICA),
         "etcd" => Some(ports::ETCD_CLIENT),
         "kube-apiserver" => Some(ports::APISERVER),
         "kube-controller-manager" => Some(ports::CONTROLLER_MANAGER),
         "kube-scheduler" => Some(ports::SCHEDULER),
         "kwok" => Some(ports::KWOK),
-        _ => None,
+        _ => indexed(name, "redis-cluster-", &ports::REDIS_CLUSTER)
+            .or_else(|| indexed(name, "redis-sentinel-", &ports::REDIS_SENTINELS)),
     }
+}
+
+/// The cluster bus port of a Redis Cluster node.
+fn cluster_bus_port(name: &str) -> Option<u16> {
+    indexed(name, "redis-cluster-", &ports::REDIS_CLUSTER_BUS)
+}
+
+/// `ports[i]` for a service named `<prefix><i>`.
+fn indexed(name: &str, prefix: &str, ports: &[u16]) -> Option<u16> {
+    let i: usize = name.strip_prefix(prefix)?.parse().ok()?;
+    ports.get(i).copied()
 }
 
 /// Whether a service answers as it should.
@@ -210,6 +273,25 @@ fn healthy(layout: &Layout, name: &str) -> bool {
         "kwok-node" => kubectl_raw(layout, &format!("/api/v1/nodes/{KWOK_NODE}"))
             .is_some_and(|body| node_ready(&body)),
         "redis" => redis_ping(),
+        "redis-tls" => redis_cli_tls(layout, &["PING"]).is_some_and(|out| out.trim() == "PONG"),
+        // After a failover the two swap roles: either is healthy as a master or as a replica
+        // whose link to its master is up.
+        "redis-sentinel-master" | "redis-sentinel-replica" => {
+            service_port(name).is_some_and(|port| {
+                redis_cli(port, &["INFO", "replication"]).is_some_and(|out| {
+                    out.contains("role:master") || out.contains("master_link_status:up")
+                })
+            })
+        }
+        name if name.starts_with("redis-cluster-") => service_port(name).is_some_and(|port| {
+            redis_cli(port, &["CLUSTER", "INFO"])
+                .is_some_and(|out| out.contains("cluster_state:ok"))
+        }),
+        name if name.starts_with("redis-sentinel-") => service_port(name).is_some_and(|port| {
+            // OK once the sentinels see each other and could authorise a failover.
+            redis_cli(port, &["SENTINEL", "CKQUORUM", SENTINEL_MASTER_NAME])
+                .is_some_and(|out| out.starts_with("OK"))
+        }),
         "rabbitmq" => {
             tcp_open(ports::RABBITMQ_AMQP)
                 && http_get(
@@ -282,6 +364,206 @@ fn redis(layout: &Layout) -> Result<Command> {
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
         .arg(&data);
+    Ok(cmd)
+}
+
+/// Where the TLS Redis's certificates live (outside `pki/`, which is regenerated as a whole).
+pub fn redis_tls_file(layout: &Layout, name: &str) -> PathBuf {
+    layout.root.join("redis-tls").join(name)
+}
+
+/// Writes a CA, a server certificate for 127.0.0.1/localhost and a client certificate for the
+/// TLS Redis unless they exist; returns whether they were (re)generated.
+fn ensure_redis_tls_certs(layout: &Layout) -> Result<bool> {
+    let marker = redis_tls_file(layout, ".complete");
+    if marker.exists() {
+        return Ok(false);
+    }
+    let dir = redis_tls_file(layout, "");
+    fs::create_dir_all(&dir)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "ebb-dev-redis-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    fs::write(
+        redis_tls_file(layout, "ca.crt"),
+        ca.self_signed(&ca_key)?.pem(),
+    )?;
+    let issuer = Issuer::new(ca, ca_key);
+    for (file, purpose, sans) in [
+        (
+            "server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![
+                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                SanType::DnsName("localhost".try_into()?),
+            ],
+        ),
+        ("client", ExtendedKeyUsagePurpose::ClientAuth, vec![]),
+    ] {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("ebb-dev-redis-{file}"));
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![purpose];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &issuer)?;
+        fs::write(redis_tls_file(layout, &format!("{file}.crt")), cert.pem())?;
+        write_private(
+            &redis_tls_file(layout, &format!("{file}.key")),
+            &key.serialize_pem(),
+        )?;
+    }
+    fs::write(&marker, "")?;
+    println!(
+        "  generated the TLS Redis's certificates in {}",
+        dir.display()
+    );
+    Ok(true)
+}
+
+fn redis_tls(layout: &Layout) -> Result<Command> {
+    let data = fresh_dir(&layout.data("redis-tls"))?;
+    let mut cmd = Command::new("/usr/bin/redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(["--tls-port", &ports::REDIS_TLS.to_string()])
+        .arg("--tls-cert-file")
+        .arg(redis_tls_file(layout, "server.crt"))
+        .arg("--tls-key-file")
+        .arg(redis_tls_file(layout, "server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(redis_tls_file(layout, "ca.crt"))
+        // Client certificates are checked when presented, not required: tests cover both.
+        .args(["--tls-auth-clients", "optional"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&data);
+    Ok(cmd)
+}
+
+/// Starts every member of a group that must start together (a Redis Cluster, a Sentinel set);
+/// returns whether it was started fresh. If only some members run, they are stopped first:
+/// a half-restarted group would hold stale cluster or replication state.
+fn ensure_group(
+    layout: &Layout,
+    members: &[&str],
+    command: impl Fn(&str) -> Result<Command>,
+) -> Result<bool> {
+    let running: Vec<&str> = members
+        .iter()
+        .copied()
+        .filter(|m| process::running(layout, m).is_some())
+        .collect();
+    if running.len() == members.len() {
+        for m in members {
+            ensure_started(layout, m, || command(m))?;
+        }
+        return Ok(false);
+    }
+    for m in running {
+        process::stop(layout, m, Duration::from_secs(10))?;
+        println!("  stopped {m} (its group restarts as a whole)");
+    }
+    for m in members {
+        ensure_started(layout, m, || command(m))?;
+    }
+    Ok(true)
+}
+
+fn redis_cluster_node(layout: &Layout, name: &str) -> Result<Command> {
+    let (Some(port), Some(bus)) = (service_port(name), cluster_bus_port(name)) else {
+        bail!("no ports for {name}");
+    };
+    let data = fresh_dir(&layout.data(name))?;
+    let mut cmd = Command::new("/usr/bin/redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+        ])
+        .arg("--cluster-config-file")
+        .arg(data.join("nodes.conf"))
+        .args(["--cluster-node-timeout", "5000"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&data);
+    Ok(cmd)
+}
+
+/// Joins the nodes into one cluster of three masters unless they already form one (a node that
+/// knows only itself has never joined), then waits for `cluster_state:ok`.
+fn create_redis_cluster(layout: &Layout) -> Result<()> {
+    let mut fresh = true;
+    for (name, port) in REDIS_CLUSTER.iter().zip(ports::REDIS_CLUSTER) {
+        wait_until(name, Duration::from_secs(30), || {
+            redis_cli(port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
+        })?;
+        fresh &= redis_cli(port, &["CLUSTER", "INFO"])
+            .is_some_and(|out| out.contains("cluster_known_nodes:1\r"));
+    }
+    if !fresh {
+        return Ok(());
+    }
+    let out = Command::new("/usr/bin/redis-cli")
+        .args(["--cluster", "create"])
+        .args(ports::REDIS_CLUSTER.map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .context("running redis-cli --cluster create")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for name in REDIS_CLUSTER {
+        wait_healthy(layout, name, Duration::from_secs(60))?;
+    }
+    println!("  redis-cluster: created (3 masters)");
+    Ok(())
+}
+
+fn redis_sentinel_member(layout: &Layout, name: &str) -> Result<Command> {
+    let data = fresh_dir(&layout.data(name))?;
+    let master = ports::REDIS_SENTINEL_MASTER.to_string();
+    let mut cmd = Command::new("/usr/bin/redis-server");
+    match name {
+        "redis-sentinel-master" | "redis-sentinel-replica" => {
+            let port = service_port(name).unwrap_or_default();
+            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&data);
+            if name == "redis-sentinel-replica" {
+                cmd.args(["--replicaof", "127.0.0.1", &master]);
+            }
+        }
+        _ => {
+            let Some(port) = service_port(name) else {
+                bail!("no port for {name}");
+            };
+            // A sentinel rewrites its configuration file as it learns the topology.
+            let conf = data.join("sentinel.conf");
+            fs::write(
+                &conf,
+                format!(
+                    "bind 127.0.0.1\nport {port}\ndir {}\n\
+                     sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} 3000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER_NAME} 10000\n",
+                    data.display()
+                ),
+            )?;
+            cmd.arg(&conf).arg("--sentinel");
+        }
+    }
     Ok(cmd)
 }
 
@@ -512,6 +794,40 @@ fn redis_ping() -> bool {
     };
     let mut buf = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// stdout of `redis-cli` against a loopback port, if it succeeded and did not print an error.
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    run_redis_cli(&["-p".to_string(), port.to_string()], args)
+}
+
+/// [`redis_cli`] against the TLS Redis, with the client certificate.
+fn redis_cli_tls(layout: &Layout, args: &[&str]) -> Option<String> {
+    let file = |f: &str| redis_tls_file(layout, f).display().to_string();
+    let options = [
+        "-p".to_string(),
+        ports::REDIS_TLS.to_string(),
+        "--tls".to_string(),
+        "--cacert".to_string(),
+        file("ca.crt"),
+        "--cert".to_string(),
+        file("client.crt"),
+        "--key".to_string(),
+        file("client.key"),
+    ];
+    run_redis_cli(&options, args)
+}
+
+fn run_redis_cli(options: &[String], args: &[&str]) -> Option<String> {
+    // redis-cli has no overall timeout: coreutils' bounds a server that hangs.
+    let out = Command::new("timeout")
+        .args(["5", "/usr/bin/redis-cli", "-h", "127.0.0.1"])
+        .args(options)
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && !text.is_empty() && !text.starts_with("ERR")).then_some(text)
 }
 
 /// A minimal HTTP/1.0 GET on loopback, for health checks only.
