@@ -245,6 +245,17 @@ impl MetricsApiConfig {
             ms => Duration::from_millis(ms),
         };
 
+        if t.bool_or(
+            "aggregateFromKubeServiceEndpoints",
+            &[Source::Metadata],
+            false,
+        )? {
+            return Err(t.error(
+                "aggregateFromKubeServiceEndpoints",
+                "aggregating over a Service's endpoints is not implemented in ebb yet",
+            ));
+        }
+
         let modes = parse_modes(t)?;
         let mut tls = TlsKey {
             unsafe_ssl: t.bool_or("unsafeSsl", &[Source::Metadata], false)?,
@@ -847,6 +858,12 @@ mod tests {
                 &[],
                 "activationTargetValue",
                 "expected a number, got \"x\"",
+            ),
+            (
+                with(&[("aggregateFromKubeServiceEndpoints", "true")]),
+                &[],
+                "aggregateFromKubeServiceEndpoints",
+                "aggregating over a Service's endpoints is not implemented in ebb yet",
             ),
             (
                 with(&[("unsafeSsl", "maybe")]),
