@@ -31,6 +31,8 @@ struct Reply {
     status: u16,
     body: String,
     delay: Duration,
+    /// A request for this path is answered `302 Found` with this `Location`.
+    redirect: Option<(String, String)>,
 }
 
 /// What the server demands of each request before answering.
@@ -46,6 +48,7 @@ struct Shared {
     check: Check,
     accepted: AtomicUsize,
     open: AtomicUsize,
+    requests: AtomicUsize,
 }
 
 /// A local API server, stopped when dropped.
@@ -71,10 +74,12 @@ impl Api {
                 status: 200,
                 body: String::new(),
                 delay: Duration::ZERO,
+                redirect: None,
             }),
             check,
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
         });
         let state = shared.clone();
         let task = tokio::spawn(async move {
@@ -119,6 +124,11 @@ impl Api {
         self.shared.reply.lock().expect("lock").delay = delay;
     }
 
+    fn redirect(&self, path: &str, location: &str) {
+        self.shared.reply.lock().expect("lock").redirect =
+            Some((path.to_string(), location.to_string()));
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -149,10 +159,26 @@ async fn answer(state: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == pair)),
     };
-    let (status, body, delay) = {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let (status, body, delay, redirect) = {
         let reply = state.reply.lock().expect("lock");
-        (reply.status, reply.body.clone(), reply.delay)
+        (
+            reply.status,
+            reply.body.clone(),
+            reply.delay,
+            reply.redirect.clone(),
+        )
     };
+    if let Some((from, location)) = redirect
+        && req.uri().path() == from
+    {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::FOUND;
+        response
+            .headers_mut()
+            .insert(hyper::header::LOCATION, location.parse().expect("location"));
+        return response;
+    }
     if !allowed {
         let mut response = Response::new(Full::new(Bytes::from_static(b"unauthorized")));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -702,4 +728,33 @@ async fn triggers_share_one_client_released_with_the_last() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn redirects_stay_on_the_same_server() {
+    let registry = Registry::with_builtins();
+    let key = "k3y-redirect";
+    let api = Api::start(Check::Header("x-api-key", key.into()), None).await;
+    api.set(200, r#"{"n": 5}"#);
+    api.redirect("/old", "/v");
+    let url = api.url("/old");
+    let scaler = build(
+        &registry,
+        &meta(&url, &[("authMode", "apiKey")]),
+        &[("apiKey", key)],
+    );
+    assert_eq!(
+        value(scaler.as_ref()).await,
+        5.0,
+        "same-origin redirect followed"
+    );
+
+    // Another server (another origin: `localhost`, not `127.0.0.1`) never sees the key.
+    let elsewhere = Api::start(Check::Nothing, None).await;
+    elsewhere.set(200, r#"{"n": 1}"#);
+    let port = elsewhere.base.rsplit(':').next().expect("port").to_string();
+    api.redirect("/old", &format!("http://localhost:{port}/v"));
+    let err = error(scaler.as_ref()).await;
+    assert_eq!(err, format!("metrics-api {url}: answered HTTP 302 Found"));
+    assert_eq!(elsewhere.shared.requests.load(Ordering::SeqCst), 0);
 }

@@ -484,8 +484,31 @@ fn build_client(key: &TlsKey) -> Result<reqwest::Client, String> {
     };
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
+        .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
         .build()
         .map_err(|e| format!("HTTP client setup: {}", error_chain(&e.without_url())))
+}
+
+/// Follows redirects within the first URL's origin (at most 10). A redirect elsewhere is not
+/// followed, so an API key or custom header is never sent to another server; the caller sees
+/// the 3xx status.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let origin = |u: &reqwest::Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_string),
+            u.port_or_known_default(),
+        )
+    };
+    let same = attempt
+        .previous()
+        .first()
+        .is_some_and(|first| origin(first) == origin(attempt.url()));
+    if !same || attempt.previous().len() > 10 {
+        attempt.stop()
+    } else {
+        attempt.follow()
+    }
 }
 
 /// An error and its causes on one line.

@@ -515,13 +515,16 @@ fn prometheus_value(body: &[u8], selector: &Selector) -> Result<f64, ExtractErro
         if cursor.rest.len() == before {
             return Err(malformed());
         }
-        let mut fields = cursor.rest.split_whitespace();
+        // OpenMetrics may follow the sample with `# {labels} value` (an exemplar).
+        let sample = cursor.rest.split_once(" #").map_or(cursor.rest, |(s, _)| s);
+        let mut fields = sample.split_whitespace();
         let value: f64 = fields
             .next()
             .and_then(|v| v.parse().ok())
             .ok_or_else(malformed)?;
+        // A timestamp: milliseconds in the Prometheus format, fractional seconds in OpenMetrics.
         if let Some(ts) = fields.next()
-            && ts.parse::<i64>().is_err()
+            && ts.parse::<f64>().is_err()
         {
             return Err(malformed());
         }
@@ -824,6 +827,7 @@ mod tests {
                     \n\
                     broken_gauge NaN\n\
                     up_inf +Inf\n\
+                    om_total{a=\"1\"} 8 1520879607.789 # {trace_id=\"x\"} 1\n\
                     # EOF\n";
         let cases: &[(&str, Result<f64, &str>)] = &[
             ("queue_depth", Ok(42.0)),
@@ -839,6 +843,7 @@ mod tests {
             ("missing_metric", Err("no sample matches")),
             ("broken_gauge", Err("the value NaN is not a finite number")),
             ("up_inf", Err("the value inf is not a finite number")),
+            ("om_total", Ok(8.0)),
         ];
         for (location, expected) in cases {
             let expected = expected.map_err(String::from);
