@@ -544,3 +544,85 @@ async fn two_hundred_triggers_share_one_connection_released_on_close() {
         )
         .await;
 }
+
+/// A `rabbitmq` trigger whose TriggerAuthentication enables TLS with `auth`.
+fn tls_trigger(host: &str, queue: &str, auth: &[(&str, String)]) -> Trigger {
+    let mut t = trigger(host, queue, &[]);
+    t.auth_params = auth
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    t
+}
+
+#[tokio::test]
+async fn tls_over_amqps_and_https_with_the_ca_and_a_client_certificate() {
+    let env = setup("rabbitmq-scaler-tls").await;
+    let broker = Broker::new(&env);
+    let (_conn, channel) = broker.channel(None).await;
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).expect("PEM");
+    let ca = read(&env.cluster.tls_ca);
+    let cert = read(&env.cluster.tls_client_cert);
+    let key = read(&env.cluster.tls_client_key);
+    let with_ca = vec![("tls", "enable".to_string()), ("ca", ca.clone())];
+    let with_client_cert = vec![
+        ("tls", "enable".to_string()),
+        ("ca", ca.clone()),
+        ("cert", cert),
+        ("key", key.clone()),
+    ];
+    let https = format!("{}/", env.cluster.rabbitmq_management_https_url);
+
+    let queue = unique_name("orders-tls");
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 3).await;
+    for (what, host, auth) in [
+        ("amqps, CA", &env.cluster.rabbitmq_amqps_url, &with_ca),
+        (
+            "amqps, client certificate",
+            &env.cluster.rabbitmq_amqps_url,
+            &with_client_cert,
+        ),
+        ("https, CA", &https, &with_ca),
+        ("https, client certificate", &https, &with_client_cert),
+    ] {
+        let scaler = Registry::with_builtins()
+            .build(&tls_trigger(host, &queue, auth))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let got = until_value(scaler.as_ref(), 3.0).await;
+        assert!(got.active, "{what}: 3 messages are past activation 2");
+    }
+
+    // Without the dev CA the server is not trusted: an error naming the certificate problem,
+    // within the timeout, and no key material in it.
+    for host in [&env.cluster.rabbitmq_amqps_url, &https] {
+        let scaler = Registry::with_builtins()
+            .build(&tls_trigger(host, &queue, &[("tls", "enable".to_string())]))
+            .expect("builds");
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(15),
+            scaler.metrics_and_activity(&name_of(scaler.as_ref())),
+        )
+        .await
+        .expect("answers, never hangs");
+        let text = outcome
+            .expect_err("an untrusted server is an error")
+            .to_string();
+        eprintln!("untrusted {host}: {text}");
+        assert!(
+            text.to_lowercase().contains("certificate") || text.contains("UnknownIssuer"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("guest:guest") && !text.contains(&key[..40]),
+            "{text}"
+        );
+    }
+
+    // unsafeSsl skips verification over https.
+    let mut t = trigger(&https, &queue, &[("unsafeSsl", "true")]);
+    t.auth_params = [("tls".to_string(), "enable".to_string())].into();
+    let scaler = Registry::with_builtins().build(&t).expect("builds");
+    assert_eq!(until_value(scaler.as_ref(), 3.0).await.values[0].value, 3.0);
+    delete(&channel, &queue).await;
+}

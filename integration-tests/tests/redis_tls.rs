@@ -50,7 +50,7 @@ async fn poll_error(scaler: &dyn Scaler) -> String {
 async fn lists_over_tls_with_the_ca_from_the_trigger_authentication() {
     let env = setup("redis-tls-lists").await;
     let addr = env.cluster.redis_tls_address.clone();
-    let ca = std::fs::read_to_string(&env.cluster.redis_tls_ca).expect("CA");
+    let ca = std::fs::read_to_string(&env.cluster.tls_ca).expect("CA");
     let mut c = redis::Client::build_with_tls(
         format!("rediss://{addr}/0"),
         redis::TlsCertificates {
@@ -99,8 +99,8 @@ async fn lists_over_tls_with_the_ca_from_the_trigger_authentication() {
     assert_eq!(read(&*scaler).await, (6.0, true));
 
     // With a client certificate (metadata enableTLS), and with unsafeSsl and no CA at all.
-    let cert = std::fs::read_to_string(&env.cluster.redis_tls_client_cert).expect("cert");
-    let key = std::fs::read_to_string(&env.cluster.redis_tls_client_key).expect("key");
+    let cert = std::fs::read_to_string(&env.cluster.tls_client_cert).expect("cert");
+    let key = std::fs::read_to_string(&env.cluster.tls_client_key).expect("key");
     let mtls = Registry::with_builtins()
         .build(&trigger(
             "redis-streams",
@@ -134,7 +134,7 @@ async fn tls_mismatches_and_untrusted_certificates_are_errors() {
         .redis_url
         .trim_start_matches("redis://")
         .to_string();
-    let ca = std::fs::read_to_string(&env.cluster.redis_tls_ca).expect("CA");
+    let ca = std::fs::read_to_string(&env.cluster.tls_ca).expect("CA");
     let registry = Registry::with_builtins();
     let cases = [
         // TLS to a server that speaks plain RESP.

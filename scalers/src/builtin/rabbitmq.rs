@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::options::QueueDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties, ErrorKind};
@@ -52,6 +53,8 @@ pub struct AmqpKey {
     vhost: String,
     username: Option<String>,
     password: Option<String>,
+    /// TLS (`amqps://`): the CA and client certificate, if given.
+    tls: Option<TlsSettings>,
 }
 
 /// Identity of a shared management API client. Holds credentials: never printed.
@@ -435,19 +438,25 @@ impl RabbitMqConfig {
                 vhost,
             }
         } else {
-            if url.scheme == "amqps" || tls.is_some() {
-                let key = if url.scheme == "amqps" { "host" } else { "tls" };
-                return Err(t.error(
-                    key,
-                    "AMQP over TLS is not implemented in ebb yet; use the management API over https",
-                ));
-            }
+            // As with https, the scheme decides: `tls` settings apply to `amqps://` only.
+            let tls = if url.scheme == "amqps" {
+                if t.bool_or("unsafeSsl", &[Source::Metadata], false)? {
+                    return Err(t.error(
+                        "unsafeSsl",
+                        "not supported over AMQP; give the server's CA as the authentication parameter \"ca\", or use the management API over https",
+                    ));
+                }
+                Some(tls.unwrap_or_default())
+            } else {
+                None
+            };
             Endpoint::Amqp(AmqpKey {
                 host: url.host,
                 port: url.port,
                 vhost,
                 username,
                 password,
+                tls,
             })
         };
 
@@ -785,7 +794,11 @@ async fn connect_amqp(
 ) -> Result<Connection, ScalerError> {
     let defaults = AMQPUserInfo::default();
     let uri = AMQPUri {
-        scheme: AMQPScheme::AMQP,
+        scheme: if key.tls.is_some() {
+            AMQPScheme::AMQPS
+        } else {
+            AMQPScheme::AMQP
+        },
         authority: AMQPAuthority {
             userinfo: AMQPUserInfo {
                 username: key.username.unwrap_or(defaults.username),
@@ -801,14 +814,30 @@ async fn connect_amqp(
             ..Default::default()
         },
     };
+    // The system's roots plus the `ca` given, and the client certificate if any.
+    let tls = key.tls.unwrap_or_default();
+    let tls_config = OwnedTLSConfig {
+        identity: match (tls.cert, tls.key) {
+            (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+                pem: cert.into_bytes(),
+                key: key.into_bytes(),
+            }),
+            _ => None,
+        },
+        cert_chain: tls.ca,
+    };
+    let source_error = |message: String| ScalerError::Source {
+        source_name: source_name.clone(),
+        message,
+    };
+    let runtime =
+        lapin::runtime::default_runtime().map_err(|e| source_error(format!("connecting: {e}")))?;
     let properties = ConnectionProperties::default().with_connection_name(CONNECTION_NAME.into());
-    Connection::connect_uri(uri, properties)
+    // lapin's errors name the failure (refused, ACCESS_REFUSED, a certificate problem), never
+    // the password.
+    Connection::connect_uri_with_config(uri, properties, tls_config, runtime)
         .await
-        .map_err(|e| ScalerError::Source {
-            source_name,
-            // lapin's errors name the failure (refused, ACCESS_REFUSED, ...), never the password.
-            message: format!("connecting: {e}"),
-        })
+        .map_err(|e| source_error(format!("connecting: {e}")))
 }
 
 /// A reqwest error's message and causes, without the URL.
@@ -1213,6 +1242,32 @@ mod tests {
             &[("tls", "disable"), ("ca", "junk")],
         );
         assert!(http(&c).0.tls.ca.is_none());
+
+        // AMQP: TLS is on for amqps:// (with the system's roots when no CA is given), off for
+        // amqp:// whatever `tls` says, as the scheme decides for https.
+        let amqp_tls = |host: &str, auth: &[(&str, &str)]| match parse(
+            &[("host", host), ("queueName", "q")],
+            auth,
+        )
+        .endpoint
+        {
+            Endpoint::Amqp(key) => key.tls,
+            Endpoint::Http { .. } => panic!("an AMQP endpoint"),
+        };
+        let tls = amqp_tls(
+            "amqps://r/",
+            &[
+                ("tls", "enable"),
+                ("ca", ca),
+                ("cert", ca),
+                ("key", test_pem::KEY),
+            ],
+        )
+        .expect("TLS");
+        assert_eq!(tls.ca.as_deref(), Some(ca));
+        assert!(tls.cert.is_some() && tls.key.is_some());
+        assert!(amqp_tls("amqps://r/", &[]) == Some(TlsSettings::default()));
+        assert!(amqp_tls("amqp://r/", &[("tls", "enable"), ("ca", ca)]).is_none());
     }
 
     #[test]
@@ -1388,16 +1443,10 @@ mod tests {
                 "required when password is set",
             ),
             (
-                &[Q, ("host", "amqps://u:hunter2@r/")],
+                &[Q, ("host", "amqps://u:hunter2@r/"), ("unsafeSsl", "true")],
                 &[],
-                "host",
-                "AMQP over TLS is not implemented in ebb yet; use the management API over https",
-            ),
-            (
-                &[Q, H],
-                &[("tls", "enable")],
-                "tls",
-                "AMQP over TLS is not implemented in ebb yet; use the management API over https",
+                "unsafeSsl",
+                "not supported over AMQP; give the server's CA as the authentication parameter \"ca\", or use the management API over https",
             ),
             (
                 &[Q, W],

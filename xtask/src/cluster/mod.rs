@@ -50,6 +50,10 @@ pub mod ports {
     pub const RABBITMQ_AMQP: u16 = 32672;
     /// RabbitMQ management API (HTTP).
     pub const RABBITMQ_MANAGEMENT: u16 = 32673;
+    /// RabbitMQ AMQP over TLS.
+    pub const RABBITMQ_AMQPS: u16 = 32675;
+    /// RabbitMQ management API over HTTPS.
+    pub const RABBITMQ_MANAGEMENT_TLS: u16 = 32676;
     /// RabbitMQ's Erlang distribution port.
     pub const RABBITMQ_DIST: u16 = 32674;
     /// Erlang port mapper used by RabbitMQ.
@@ -134,12 +138,13 @@ pub struct ClusterInfo {
     pub redis_url: String,
     /// `host:port` of the TLS-only Redis (`tls-auth-clients optional`).
     pub redis_tls_address: String,
-    /// PEM CA certificate that signed the TLS Redis's server and client certificates.
-    pub redis_tls_ca: PathBuf,
-    /// PEM client certificate the TLS Redis accepts.
-    pub redis_tls_client_cert: PathBuf,
+    /// PEM CA certificate that signed the TLS services' (Redis, RabbitMQ) server certificates
+    /// and the client certificate.
+    pub tls_ca: PathBuf,
+    /// PEM client certificate the TLS services accept.
+    pub tls_client_cert: PathBuf,
     /// PEM (PKCS#8) key of that client certificate.
-    pub redis_tls_client_key: PathBuf,
+    pub tls_client_key: PathBuf,
     /// `host:port` of each master of the Redis Cluster.
     pub redis_cluster_addresses: Vec<String>,
     /// `host:port` of each Redis Sentinel.
@@ -150,6 +155,10 @@ pub struct ClusterInfo {
     pub rabbitmq_amqp_url: String,
     /// `http://` URL of RabbitMQ's management API, credentials included.
     pub rabbitmq_management_url: String,
+    /// `amqps://` URL of RabbitMQ's TLS listener (server certificate from [`Self::tls_ca`]).
+    pub rabbitmq_amqps_url: String,
+    /// `https://` URL of RabbitMQ's management API over TLS, credentials included.
+    pub rabbitmq_management_https_url: String,
     /// The fake node that kwok keeps Ready.
     pub node_name: String,
 }
@@ -181,9 +190,9 @@ pub fn up() -> Result<ClusterInfo> {
         kubernetes_version: format!("v{}", binaries::KUBERNETES_VERSION),
         redis_url: format!("redis://127.0.0.1:{}", ports::REDIS),
         redis_tls_address: format!("127.0.0.1:{}", ports::REDIS_TLS),
-        redis_tls_ca: services::redis_tls_file(&layout, "ca.crt"),
-        redis_tls_client_cert: services::redis_tls_file(&layout, "client.crt"),
-        redis_tls_client_key: services::redis_tls_file(&layout, "client.key"),
+        tls_ca: services::service_tls_file(&layout, "ca.crt"),
+        tls_client_cert: services::service_tls_file(&layout, "client.crt"),
+        tls_client_key: services::service_tls_file(&layout, "client.key"),
         redis_cluster_addresses: ports::REDIS_CLUSTER
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
@@ -198,6 +207,14 @@ pub fn up() -> Result<ClusterInfo> {
             "http://guest:guest@127.0.0.1:{}",
             ports::RABBITMQ_MANAGEMENT
         ),
+        rabbitmq_amqps_url: format!(
+            "amqps://guest:guest@127.0.0.1:{}/%2f",
+            ports::RABBITMQ_AMQPS
+        ),
+        rabbitmq_management_https_url: format!(
+            "https://guest:guest@127.0.0.1:{}",
+            ports::RABBITMQ_MANAGEMENT_TLS
+        ),
         node_name: services::KWOK_NODE.to_string(),
     };
     fs::write(layout.info_file(), serde_json::to_string_pretty(&info)?)?;
@@ -209,7 +226,7 @@ pub fn up() -> Result<ClusterInfo> {
     println!(
         "  redis tls:  {} (CA {})",
         info.redis_tls_address,
-        info.redis_tls_ca.display()
+        info.tls_ca.display()
     );
     println!(
         "  redis cluster: {}",
@@ -224,6 +241,11 @@ pub fn up() -> Result<ClusterInfo> {
         "  rabbitmq:   amqp://127.0.0.1:{} (management http://127.0.0.1:{})",
         ports::RABBITMQ_AMQP,
         ports::RABBITMQ_MANAGEMENT
+    );
+    println!(
+        "  rabbitmq tls: amqps://127.0.0.1:{} (management https://127.0.0.1:{})",
+        ports::RABBITMQ_AMQPS,
+        ports::RABBITMQ_MANAGEMENT_TLS
     );
     Ok(info)
 }

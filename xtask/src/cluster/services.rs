@@ -88,13 +88,15 @@ pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
     // RabbitMQ boots slowest; start it first and check on it last.
     ensure_started(layout, "epmd", || epmd(layout))?;
     wait_healthy(layout, "epmd", Duration::from_secs(10))?;
+    if ensure_service_tls_certs(layout)? {
+        for name in ["rabbitmq", "redis-tls"] {
+            if process::stop(layout, name, Duration::from_secs(30))? {
+                println!("  stopped {name} (restarting on new certificates)");
+            }
+        }
+    }
     ensure_started(layout, "rabbitmq", || rabbitmq(layout))?;
     ensure_started(layout, "redis", || redis(layout))?;
-    if ensure_redis_tls_certs(layout)?
-        && process::stop(layout, "redis-tls", Duration::from_secs(10))?
-    {
-        println!("  stopped redis-tls (restarting on new certificates)");
-    }
     ensure_started(layout, "redis-tls", || redis_tls(layout))?;
     ensure_group(layout, &REDIS_CLUSTER, |name| {
         redis_cluster_node(layout, name)
@@ -162,7 +164,7 @@ pub fn stop_all(layout: &Layout) -> Result<()> {
         .filter_map(|name| {
             service_port(name)
                 .into_iter()
-                .chain(cluster_bus_port(name))
+                .chain(extra_ports(name))
                 .find(|p| tcp_open(*p))
                 .map(|p| format!("{name} ({p})"))
         })
@@ -254,6 +256,18 @@ fn cluster_bus_port(name: &str) -> Option<u16> {
     indexed(name, "redis-cluster-", &ports::REDIS_CLUSTER_BUS)
 }
 
+/// Ports a service holds besides its main one.
+fn extra_ports(name: &str) -> Vec<u16> {
+    match name {
+        "rabbitmq" => vec![
+            ports::RABBITMQ_MANAGEMENT,
+            ports::RABBITMQ_AMQPS,
+            ports::RABBITMQ_MANAGEMENT_TLS,
+        ],
+        _ => cluster_bus_port(name).into_iter().collect(),
+    }
+}
+
 /// `ports[i]` for a service named `<prefix><i>`.
 fn indexed(name: &str, prefix: &str, ports: &[u16]) -> Option<u16> {
     let i: usize = name.strip_prefix(prefix)?.parse().ok()?;
@@ -294,6 +308,8 @@ fn healthy(layout: &Layout, name: &str) -> bool {
         }),
         "rabbitmq" => {
             tcp_open(ports::RABBITMQ_AMQP)
+                && tcp_open(ports::RABBITMQ_AMQPS)
+                && tcp_open(ports::RABBITMQ_MANAGEMENT_TLS)
                 && http_get(
                     ports::RABBITMQ_MANAGEMENT,
                     "/api/overview",
@@ -330,12 +346,36 @@ fn rabbitmq(layout: &Layout) -> Result<Command> {
     fs::create_dir_all(&home)?;
     fs::create_dir_all(data.join("log"))?;
     let conf = data.join("rabbitmq.conf");
+    let file = |f: &str| service_tls_file(layout, f).display().to_string();
+    // Plain and TLS listeners for AMQP and the management API. TLS clients may present a
+    // certificate signed by the dev CA (verified when they do), or none.
+    let tls = |prefix: &str| {
+        format!(
+            "{prefix}.cacertfile = {}\n{prefix}.certfile = {}\n{prefix}.keyfile = {}\n",
+            file("ca.crt"),
+            file("server.crt"),
+            file("server.key")
+        )
+    };
     fs::write(
         &conf,
         format!(
-            "listeners.tcp.default = 127.0.0.1:{}\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {}\n",
-            ports::RABBITMQ_AMQP,
-            ports::RABBITMQ_MANAGEMENT
+            "listeners.tcp.default = 127.0.0.1:{amqp}\n\
+             listeners.ssl.default = 127.0.0.1:{amqps}\n\
+             {ssl_options}\
+             ssl_options.verify = verify_peer\n\
+             ssl_options.fail_if_no_peer_cert = false\n\
+             management.tcp.ip = 127.0.0.1\n\
+             management.tcp.port = {management}\n\
+             management.ssl.ip = 127.0.0.1\n\
+             management.ssl.port = {management_tls}\n\
+             {management_ssl}",
+            amqp = ports::RABBITMQ_AMQP,
+            amqps = ports::RABBITMQ_AMQPS,
+            management = ports::RABBITMQ_MANAGEMENT,
+            management_tls = ports::RABBITMQ_MANAGEMENT_TLS,
+            ssl_options = tls("ssl_options"),
+            management_ssl = tls("management.ssl"),
         ),
     )?;
     let plugins = data.join("enabled_plugins");
@@ -368,27 +408,27 @@ fn redis(layout: &Layout) -> Result<Command> {
 }
 
 /// Where the TLS Redis's certificates live (outside `pki/`, which is regenerated as a whole).
-pub fn redis_tls_file(layout: &Layout, name: &str) -> PathBuf {
-    layout.root.join("redis-tls").join(name)
+pub fn service_tls_file(layout: &Layout, name: &str) -> PathBuf {
+    layout.root.join("service-tls").join(name)
 }
 
 /// Writes a CA, a server certificate for 127.0.0.1/localhost and a client certificate for the
 /// TLS Redis unless they exist; returns whether they were (re)generated.
-fn ensure_redis_tls_certs(layout: &Layout) -> Result<bool> {
-    let marker = redis_tls_file(layout, ".complete");
+fn ensure_service_tls_certs(layout: &Layout) -> Result<bool> {
+    let marker = service_tls_file(layout, ".complete");
     if marker.exists() {
         return Ok(false);
     }
-    let dir = redis_tls_file(layout, "");
+    let dir = service_tls_file(layout, "");
     fs::create_dir_all(&dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
-        .push(DnType::CommonName, "ebb-dev-redis-ca");
+        .push(DnType::CommonName, "ebb-dev-tls-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     fs::write(
-        redis_tls_file(layout, "ca.crt"),
+        service_tls_file(layout, "ca.crt"),
         ca.self_signed(&ca_key)?.pem(),
     )?;
     let issuer = Issuer::new(ca, ca_key);
@@ -407,14 +447,14 @@ fn ensure_redis_tls_certs(layout: &Layout) -> Result<bool> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
             .distinguished_name
-            .push(DnType::CommonName, format!("ebb-dev-redis-{file}"));
+            .push(DnType::CommonName, format!("ebb-dev-tls-{file}"));
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![purpose];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params.signed_by(&key, &issuer)?;
-        fs::write(redis_tls_file(layout, &format!("{file}.crt")), cert.pem())?;
+        fs::write(service_tls_file(layout, &format!("{file}.crt")), cert.pem())?;
         write_private(
-            &redis_tls_file(layout, &format!("{file}.key")),
+            &service_tls_file(layout, &format!("{file}.key")),
             &key.serialize_pem(),
         )?;
     }
@@ -432,11 +472,11 @@ fn redis_tls(layout: &Layout) -> Result<Command> {
     cmd.args(["--bind", "127.0.0.1", "--port", "0"])
         .args(["--tls-port", &ports::REDIS_TLS.to_string()])
         .arg("--tls-cert-file")
-        .arg(redis_tls_file(layout, "server.crt"))
+        .arg(service_tls_file(layout, "server.crt"))
         .arg("--tls-key-file")
-        .arg(redis_tls_file(layout, "server.key"))
+        .arg(service_tls_file(layout, "server.key"))
         .arg("--tls-ca-cert-file")
-        .arg(redis_tls_file(layout, "ca.crt"))
+        .arg(service_tls_file(layout, "ca.crt"))
         // Client certificates are checked when presented, not required: tests cover both.
         .args(["--tls-auth-clients", "optional"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -803,7 +843,7 @@ fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
 
 /// [`redis_cli`] against the TLS Redis, with the client certificate.
 fn redis_cli_tls(layout: &Layout, args: &[&str]) -> Option<String> {
-    let file = |f: &str| redis_tls_file(layout, f).display().to_string();
+    let file = |f: &str| service_tls_file(layout, f).display().to_string();
     let options = [
         "-p".to_string(),
         ports::REDIS_TLS.to_string(),
