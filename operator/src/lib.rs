@@ -6,4 +6,5 @@
 pub mod auth;
 pub mod hpa;
 pub mod scale;
+pub mod status;
 pub mod validate;
