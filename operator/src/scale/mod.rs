@@ -4,3 +4,4 @@ pub mod decision;
 pub mod fallback;
 pub mod formula;
 pub mod poll;
+pub mod schedule;
