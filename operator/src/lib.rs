@@ -4,7 +4,10 @@
 //! so it is tested without a cluster; the I/O around it is kept apart.
 
 pub mod auth;
+pub mod controller;
 pub mod hpa;
 pub mod scale;
 pub mod status;
+pub mod target;
+pub mod triggers;
 pub mod validate;

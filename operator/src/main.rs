@@ -1,9 +1,13 @@
 //! The `ebb` binary.
 //!
-//! The controller, scale loop and metrics API arrive with issues 4 and 5; today the binary
-//! reports its version and prints the CRDs it serves.
+//! `ebb run` runs the ScaledObject controller and its scale loops against the cluster of the
+//! current kubeconfig (or the in-cluster service account). The metrics API, leader election
+//! and the health endpoints are still to come.
 
-use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ebb_operator::controller::{self, Context};
 
 /// ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's API.
 #[derive(Parser)]
@@ -19,10 +23,48 @@ enum Command {
     Version,
     /// Print the CustomResourceDefinitions ebb serves, as YAML.
     Crds,
+    /// Run the controller until SIGTERM or Ctrl-C.
+    Run {
+        /// ebb's own namespace: where ClusterTriggerAuthentications read their Secrets.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "ebb-system")]
+        namespace: String,
+        /// Log format.
+        #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+        log_format: LogFormat,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+/// How logs are written.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run {
+            namespace,
+            log_format,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt().with_env_filter(filter);
+            match log_format {
+                LogFormat::Plain => logs.init(),
+                LogFormat::Json => logs.json().init(),
+            }
+            let client = kube::Client::try_default().await?;
+            let ctx = Arc::new(Context::new(
+                client,
+                ebb_scalers::Registry::with_builtins(),
+                namespace,
+            ));
+            controller::run(ctx, shutdown_signal()).await;
+        }
         Command::Version => println!("ebb {}", env!("CARGO_PKG_VERSION")),
         Command::Crds => {
             for (_, yaml) in ebb_crds::manifests()? {
@@ -31,4 +73,27 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

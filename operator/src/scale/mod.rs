@@ -5,3 +5,4 @@ pub mod fallback;
 pub mod formula;
 pub mod poll;
 pub mod schedule;
+pub mod task;
