@@ -174,6 +174,22 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         Some("jobs")
     );
 
+    // An HPA deleted by hand is put back.
+    let first_uid = hpa.metadata.uid.clone();
+    env.api::<HorizontalPodAutoscaler>()
+        .delete("keda-hpa-worker", &Default::default())
+        .await
+        .expect("delete HPA");
+    eventually("the HPA recreated", DEADLINE, || async {
+        let hpa = env
+            .api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-worker")
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(hpa.metadata.uid != first_uid, || "the old HPA".into())
+    })
+    .await;
+
     // Ready, with the status KEDA fills in.
     let ready = eventually("worker Ready=True", DEADLINE, || async {
         let so = api.get("worker").await.map_err(|e| e.to_string())?;

@@ -50,6 +50,8 @@ pub enum Error {
 struct LoopEntry {
     /// What the loop was started from: generation and the annotations it reads.
     signature: String,
+    /// The HPA applied for it, put back in shape if someone changes or deletes it.
+    hpa: HorizontalPodAutoscaler,
     handle: JoinHandle<()>,
 }
 
@@ -117,12 +119,12 @@ impl Context {
         }
     }
 
-    fn loop_signature(&self, key: &str) -> Option<String> {
+    fn running_loop(&self, key: &str) -> Option<(String, HorizontalPodAutoscaler)> {
         self.loops
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map(|e| e.signature.clone())
+            .map(|e| (e.signature.clone(), e.hpa.clone()))
     }
 
     /// Number of running scale loops.
@@ -362,9 +364,19 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     };
 
     let signature = signature(&so);
-    let running = ctx.loop_signature(&key);
-    if running.as_deref() == Some(signature.as_str()) {
-        // Nothing the loop depends on changed; only the HPA may need putting back in shape.
+    let running = ctx.running_loop(&key);
+    if let Some((running_signature, hpa)) = &running
+        && *running_signature == signature
+    {
+        // Nothing the loop depends on changed; the HPA is put back in shape (a no-op for the
+        // apiserver when nobody touched it).
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
+        hpas.patch(
+            &hpa_name(&so),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(hpa),
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
@@ -413,7 +425,14 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     ctx.loops
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(key.clone(), LoopEntry { signature, handle });
+        .insert(
+            key.clone(),
+            LoopEntry {
+                signature,
+                hpa,
+                handle,
+            },
+        );
     info!(scaledobject = %key, hpa = %name, "scale loop started");
     if running.is_none() {
         event(
