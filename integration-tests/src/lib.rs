@@ -175,6 +175,49 @@ impl TestEnv {
         }
     }
 
+    /// Starts ebb's controller in this process, watching this test's namespace only (so tests
+    /// running side by side do not share objects). It stops when the guard drops; delete the
+    /// test's ScaledObjects first ([`TestEnv::delete_scaled_objects`]) so their finalizers go.
+    pub fn start_ebb(&self) -> EbbGuard {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut ctx = ebb_operator::controller::Context::new(
+            self.client.clone(),
+            ebb_scalers::Registry::with_builtins(),
+            self.namespace.clone(),
+        );
+        ctx.watch_namespace = Some(self.namespace.clone());
+        tokio::spawn(ebb_operator::controller::run(
+            std::sync::Arc::new(ctx),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        EbbGuard { _stop: stop }
+    }
+
+    /// Deletes every ScaledObject of this test's namespace and waits until they are gone (ebb
+    /// must be running to release its finalizer).
+    pub async fn delete_scaled_objects(&self) {
+        let api = self.api::<ebb_crds::ScaledObject>();
+        let _ = api
+            .delete_collection(&Default::default(), &Default::default())
+            .await;
+        eventually(
+            "the ScaledObjects deleted",
+            Duration::from_secs(60),
+            || async {
+                let left = api
+                    .list(&Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ensure(left.items.is_empty(), || {
+                    format!("{} left", left.items.len())
+                })
+            },
+        )
+        .await;
+    }
+
     /// An API handle for a namespaced resource in this test's namespace.
     pub fn api<K>(&self) -> Api<K>
     where
@@ -182,6 +225,44 @@ impl TestEnv {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// Keeps an in-process ebb running; dropping it stops the controller.
+pub struct EbbGuard {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A Deployment of `replicas` whose pods kwok runs; its container defines `env`.
+pub fn deployment(
+    name: &str,
+    replicas: i32,
+    env: &[(&str, &str)],
+) -> k8s_openapi::api::apps::v1::Deployment {
+    let env: Vec<serde_json::Value> = env
+        .iter()
+        .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
+        .collect();
+    let value = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": "worker",
+                    "image": "example.invalid/worker:1",
+                    "env": env
+                }]}
+            }
+        }
+    });
+    match serde_json::from_value(value) {
+        Ok(d) => d,
+        Err(e) => panic!("a valid Deployment: {e}"),
     }
 }
 

@@ -3,12 +3,10 @@
 //! and back to 0 after the cooldown, gets an HPA in KEDA's shape, and a bad ScaledObject beside
 //! it ends in Ready=False with an Event while the healthy one keeps scaling.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ebb_crds::ScaledObject;
-use ebb_operator::controller::{self, Context};
-use integration_tests::{TestEnv, ensure, eventually, setup, unique_name};
+use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Event;
@@ -16,41 +14,6 @@ use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{
-                    "name": "worker",
-                    "image": "example.invalid/worker:1",
-                    "env": [{"name": "REDIS_ADDRESS", "value": "placeholder"}]
-                }]}
-            }
-        }
-    }))
-    .expect("valid Deployment")
-}
-
-/// Starts ebb's controller in this process; it stops when the returned sender is dropped.
-fn start_ebb(env: &TestEnv) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ctx = Arc::new(Context::new(
-        env.client.clone(),
-        ebb_scalers::Registry::with_builtins(),
-        env.namespace.clone(),
-    ));
-    tokio::spawn(controller::run(ctx, async move {
-        let _ = stopped.await;
-    }));
-    stop
-}
 
 async fn replicas(env: &TestEnv, name: &str) -> Result<i32, String> {
     let d = env
@@ -82,7 +45,7 @@ fn ready_condition(so: &ScaledObject) -> Option<(String, String)> {
 #[tokio::test]
 async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     let env = setup("operator-redis").await;
-    let _ebb = start_ebb(&env);
+    let _ebb = env.start_ebb();
     let address = env
         .cluster
         .redis_url
@@ -97,7 +60,10 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         .expect("DEL");
 
     env.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("worker", 0))
+        .create(
+            &PostParams::default(),
+            &deployment("worker", 0, &[("REDIS_ADDRESS", "placeholder")]),
+        )
         .await
         .expect("create Deployment");
     let so: ScaledObject = serde_json::from_value(json!({
@@ -309,20 +275,5 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     })
     .await;
 
-    // Deleting lets the finalizer go while ebb runs, so the namespace can be removed.
-    for name in ["worker", "broken"] {
-        api.delete(name, &Default::default())
-            .await
-            .expect("delete ScaledObject");
-    }
-    eventually("the ScaledObjects gone", DEADLINE, || async {
-        let left = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure(left.items.is_empty(), || {
-            format!("{} left", left.items.len())
-        })
-    })
-    .await;
+    env.delete_scaled_objects().await;
 }

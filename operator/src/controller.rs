@@ -65,6 +65,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Where ClusterTriggerAuthentications read their Secrets.
     pub namespace: String,
+    /// Watch ScaledObjects in this namespace only (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
     loops: Mutex<HashMap<String, LoopEntry>>,
     conditions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Vec<Condition>>>>>,
 }
@@ -81,6 +83,7 @@ impl Context {
             client,
             registry,
             namespace,
+            watch_namespace: None,
             loops: Mutex::new(HashMap::new()),
             conditions: Mutex::new(HashMap::new()),
         }
@@ -165,8 +168,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let objects: Api<ScaledObject> = Api::all(client.clone());
-    let hpas: Api<HorizontalPodAutoscaler> = Api::all(client);
+    let (objects, hpas): (Api<ScaledObject>, Api<HorizontalPodAutoscaler>) =
+        match &ctx.watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
     Controller::new(objects, watcher::Config::default())
         .owns(
             hpas,

@@ -28,6 +28,9 @@ enum Command {
         /// ebb's own namespace: where ClusterTriggerAuthentications read their Secrets.
         #[arg(long, env = "POD_NAMESPACE", default_value = "ebb-system")]
         namespace: String,
+        /// Watch ScaledObjects in this namespace only (default: every namespace).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
         /// Log format.
         #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
         log_format: LogFormat,
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run {
             namespace,
+            watch_namespace,
             log_format,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -58,11 +62,9 @@ async fn main() -> anyhow::Result<()> {
                 LogFormat::Json => logs.json().init(),
             }
             let client = kube::Client::try_default().await?;
-            let ctx = Arc::new(Context::new(
-                client,
-                ebb_scalers::Registry::with_builtins(),
-                namespace,
-            ));
+            let mut ctx = Context::new(client, ebb_scalers::Registry::with_builtins(), namespace);
+            ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
+            let ctx = Arc::new(ctx);
             controller::run(ctx, shutdown_signal()).await;
         }
         Command::Version => println!("ebb {}", env!("CARGO_PKG_VERSION")),

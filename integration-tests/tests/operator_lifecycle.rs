@@ -1,0 +1,322 @@
+//! ebb's replica handling over time, each case on the real apiserver, HPA controller and Redis
+//! with ebb in process: restoreToOriginalReplicaCount, minReplicaCount >= 1, idleReplicaCount,
+//! and the paused, paused-replicas and paused-scale-in annotations.
+
+use std::time::Duration;
+
+use ebb_crds::ScaledObject;
+use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+/// How long a count is watched to show it does not change.
+const OBSERVATION: Duration = Duration::from_secs(5);
+/// The Redis database these tests' lists live in.
+const DB: i64 = 10;
+
+/// A Redis list for one test, emptied, and a connection to fill it.
+struct List {
+    name: String,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl List {
+    async fn new(env: &TestEnv) -> Self {
+        let conn = redis::Client::open(format!("{}/{DB}", env.cluster.redis_url))
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        Self {
+            name: unique_name("jobs"),
+            conn,
+        }
+    }
+
+    async fn push(&mut self, n: usize) {
+        let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let _: () = redis::cmd("RPUSH")
+            .arg(&self.name)
+            .arg(items)
+            .query_async(&mut self.conn)
+            .await
+            .expect("RPUSH");
+    }
+}
+
+/// A ScaledObject `name` on Deployment `worker` with a redis trigger on `list` (target 5,
+/// activation 2), polled every second, with `spec` merged in and `annotations` set.
+fn scaled_object(
+    env: &TestEnv,
+    name: &str,
+    list: &List,
+    spec: Value,
+    annotations: Value,
+) -> ScaledObject {
+    let mut base = json!({
+        "scaleTargetRef": {"name": "worker"},
+        "pollingInterval": 1,
+        "cooldownPeriod": 1,
+        "triggers": [{
+            "type": "redis",
+            "metadata": {
+                "address": env.cluster.redis_url.trim_start_matches("redis://"),
+                "listName": list.name,
+                "listLength": "5",
+                "activationListLength": "2",
+                "databaseIndex": DB.to_string()
+            }
+        }]
+    });
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), spec.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": base
+    }))
+    .expect("ScaledObject")
+}
+
+async fn create(env: &TestEnv, replicas: i32, so: &ScaledObject) {
+    env.api::<Deployment>()
+        .create(&PostParams::default(), &deployment("worker", replicas, &[]))
+        .await
+        .expect("create Deployment");
+    env.api::<ScaledObject>()
+        .create(&PostParams::default(), so)
+        .await
+        .expect("create ScaledObject");
+}
+
+async fn replicas(env: &TestEnv) -> Result<i32, String> {
+    let d = env
+        .api::<Deployment>()
+        .get("worker")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+}
+
+async fn until_replicas(env: &TestEnv, want: i32, what: &str) {
+    eventually(what, DEADLINE, || async {
+        let n = replicas(env).await?;
+        ensure(n == want, || format!("replicas {n}, want {want}"))
+    })
+    .await;
+}
+
+/// Asserts the count stays `want` for the observation period.
+async fn stays(env: &TestEnv, want: i32, what: &str) {
+    let end = tokio::time::Instant::now() + OBSERVATION;
+    while tokio::time::Instant::now() < end {
+        assert_eq!(replicas(env).await, Ok(want), "{what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn annotate(env: &TestEnv, name: &str, annotations: Value) {
+    env.api::<ScaledObject>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .expect("annotate");
+}
+
+async fn condition(env: &TestEnv, name: &str, type_: &str) -> Result<String, String> {
+    let so = env
+        .api::<ScaledObject>()
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(so
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.type_ == type_))
+        .map(|c| c.status)
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn restore_to_original_replica_count_on_delete() {
+    let env = setup("operator-restore").await;
+    let _ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({"advanced": {"restoreToOriginalReplicaCount": true}}),
+        json!({}),
+    );
+    create(&env, 2, &so).await;
+    // Never active, initial cooldown 0: straight to zero.
+    until_replicas(&env, 0, "scaled to zero while inactive").await;
+    env.delete_scaled_objects().await;
+    until_replicas(&env, 2, "the original 2 restored on delete").await;
+}
+
+#[tokio::test]
+async fn min_replica_count_raises_a_target_at_zero() {
+    let env = setup("operator-min").await;
+    let _ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({"minReplicaCount": 2}),
+        json!({}),
+    );
+    create(&env, 0, &so).await;
+    until_replicas(&env, 2, "raised to minReplicaCount").await;
+    stays(&env, 2, "held at min while inactive").await;
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test]
+async fn idle_replica_count_rests_and_activation_goes_to_min() {
+    let env = setup("operator-idle").await;
+    let _ebb = env.start_ebb();
+    let mut list = List::new(&env).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({"idleReplicaCount": 0, "minReplicaCount": 2, "maxReplicaCount": 4}),
+        json!({}),
+    );
+    create(&env, 0, &so).await;
+    stays(&env, 0, "resting at the idle count while inactive").await;
+    list.push(3).await;
+    until_replicas(&env, 2, "activated to minReplicaCount").await;
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test]
+async fn paused_replicas_hold_the_target_without_an_hpa() {
+    let env = setup("operator-paused-replicas").await;
+    let _ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({}),
+        json!({"autoscaling.keda.sh/paused-replicas": "3"}),
+    );
+    create(&env, 1, &so).await;
+    until_replicas(&env, 3, "held at the paused count").await;
+    eventually("Paused=True and pausedReplicaCount 3", DEADLINE, || async {
+        let so = env
+            .api::<ScaledObject>()
+            .get("worker")
+            .await
+            .map_err(|e| e.to_string())?;
+        let paused = condition(&env, "worker", "Paused").await?;
+        let count = so.status.and_then(|s| s.paused_replica_count);
+        ensure(paused == "True" && count == Some(3), || {
+            format!("Paused={paused} pausedReplicaCount={count:?}")
+        })
+    })
+    .await;
+    assert!(
+        env.api::<HorizontalPodAutoscaler>()
+            .get_opt("keda-hpa-worker")
+            .await
+            .expect("get")
+            .is_none(),
+        "no HPA while paused"
+    );
+    stays(&env, 3, "inactive, but paused at 3").await;
+
+    // Unpaused: the HPA appears and the object scales again (inactive: to zero).
+    annotate(
+        &env,
+        "worker",
+        json!({"autoscaling.keda.sh/paused-replicas": null}),
+    )
+    .await;
+    until_replicas(&env, 0, "scaled to zero once unpaused").await;
+    eventually("the HPA once unpaused", DEADLINE, || async {
+        env.api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-worker")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test]
+async fn paused_leaves_replicas_alone() {
+    let env = setup("operator-paused").await;
+    let _ebb = env.start_ebb();
+    let mut list = List::new(&env).await;
+    list.push(10).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({}),
+        json!({"autoscaling.keda.sh/paused": "true"}),
+    );
+    create(&env, 0, &so).await;
+    eventually("Paused=True", DEADLINE, || async {
+        let paused = condition(&env, "worker", "Paused").await?;
+        ensure(paused == "True", || format!("Paused={paused}"))
+    })
+    .await;
+    stays(&env, 0, "active, but paused").await;
+    annotate(&env, "worker", json!({"autoscaling.keda.sh/paused": null})).await;
+    until_replicas(&env, 1, "activated once unpaused").await;
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test]
+async fn paused_scale_in_blocks_the_step_to_zero() {
+    let env = setup("operator-paused-scale-in").await;
+    let _ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({}),
+        json!({"autoscaling.keda.sh/paused-scale-in": "true"}),
+    );
+    create(&env, 3, &so).await;
+    let hpa = eventually("the HPA", DEADLINE, || async {
+        env.api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-worker")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let behavior = serde_json::to_value(hpa.spec.and_then(|s| s.behavior)).expect("json");
+    assert_eq!(behavior["scaleDown"]["selectPolicy"], "Disabled");
+    stays(
+        &env,
+        3,
+        "inactive past the cooldown, but scale-in is paused",
+    )
+    .await;
+    annotate(
+        &env,
+        "worker",
+        json!({"autoscaling.keda.sh/paused-scale-in": null}),
+    )
+    .await;
+    until_replicas(&env, 0, "scaled in once resumed").await;
+    env.delete_scaled_objects().await;
+}
