@@ -277,3 +277,164 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
 
     env.delete_scaled_objects().await;
 }
+
+#[tokio::test]
+async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_one_scales() {
+    let env = setup("operator-bad-objects").await;
+    let _ebb = env.start_ebb();
+    let address = env
+        .cluster
+        .redis_url
+        .trim_start_matches("redis://")
+        .to_string();
+    let list = unique_name("jobs");
+    let mut redis = redis_conn(&env.cluster.redis_url).await;
+    env.api::<Deployment>()
+        .create(&PostParams::default(), &deployment("worker", 0, &[]))
+        .await
+        .expect("create Deployment");
+    let ta: ebb_crds::TriggerAuthentication = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "redis-auth"},
+        "spec": {"secretTargetRef": [{"parameter": "password", "name": "missing-secret", "key": "password"}]}
+    }))
+    .expect("TriggerAuthentication");
+    env.api::<ebb_crds::TriggerAuthentication>()
+        .create(&PostParams::default(), &ta)
+        .await
+        .expect("create TriggerAuthentication");
+
+    let redis_trigger = |extra: serde_json::Value| {
+        let mut metadata = json!({
+            "address": address,
+            "listName": list,
+            "activationListLength": "0",
+            "databaseIndex": "9"
+        });
+        if let (Some(m), Some(e)) = (metadata.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        metadata
+    };
+    // (name, spec, what the Ready message must say)
+    let cases = [
+        (
+            "unknown-type",
+            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "kafka-ish", "metadata": {}}]}),
+            "trigger 0: unknown trigger type \"kafka-ish\"",
+        ),
+        (
+            "bad-metadata",
+            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({"listLength": "five"}))}]}),
+            "trigger 0 (redis): listLength: expected a number, got \"five\"",
+        ),
+        (
+            "missing-target",
+            json!({"scaleTargetRef": {"name": "nope"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]}),
+            "spec.scaleTargetRef: Deployment \"nope\" not found",
+        ),
+        (
+            "min-above-max",
+            json!({"scaleTargetRef": {"name": "worker"}, "minReplicaCount": 3, "maxReplicaCount": 1, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]}),
+            "spec.minReplicaCount: 3 is above maxReplicaCount 1",
+        ),
+        (
+            "missing-secret",
+            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({})), "authenticationRef": {"name": "redis-auth"}}]}),
+            "spec.secretTargetRef[0]: Secret \"missing-secret\" not found",
+        ),
+        (
+            "missing-authentication",
+            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({})), "authenticationRef": {"name": "nope"}}]}),
+            "spec.triggers[0].authenticationRef: TriggerAuthentication \"nope\" not found",
+        ),
+    ];
+    let api = env.api::<ScaledObject>();
+    let create = |name: &str, spec: serde_json::Value| {
+        serde_json::from_value::<ScaledObject>(json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {"name": name},
+            "spec": spec
+        }))
+        .expect("ScaledObject")
+    };
+    for (name, spec, _) in &cases {
+        api.create(&PostParams::default(), &create(name, spec.clone()))
+            .await
+            .expect("create");
+    }
+    api.create(
+        &PostParams::default(),
+        &create(
+            "good",
+            json!({
+                "scaleTargetRef": {"name": "worker"},
+                "pollingInterval": 1,
+                "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]
+            }),
+        ),
+    )
+    .await
+    .expect("create good");
+
+    for (name, _, message) in &cases {
+        eventually(&format!("{name}: Ready=False"), DEADLINE, || async {
+            let so = api.get(name).await.map_err(|e| e.to_string())?;
+            let ready = ready_condition(&so);
+            ensure(
+                ready
+                    .as_ref()
+                    .is_some_and(|(s, m)| s == "False" && m.contains(message)),
+                || format!("{ready:?}"),
+            )
+        })
+        .await;
+        eventually(&format!("{name}: a Warning Event"), DEADLINE, || async {
+            let events = env
+                .api::<Event>()
+                .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            ensure(
+                events.items.iter().any(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.message.as_deref().is_some_and(|m| m.contains(message))
+                }),
+                || {
+                    format!(
+                        "{:?}",
+                        events.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+                    )
+                },
+            )
+        })
+        .await;
+    }
+
+    // The good one scales regardless of its broken neighbours.
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["a"])
+        .query_async(&mut redis)
+        .await
+        .expect("RPUSH");
+    eventually(
+        "worker scaled up by the good ScaledObject",
+        DEADLINE,
+        || async {
+            let n = replicas(&env, "worker").await?;
+            ensure(n >= 1, || format!("replicas {n}"))
+        },
+    )
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    env.delete_scaled_objects().await;
+}
