@@ -320,3 +320,37 @@ async fn paused_scale_in_blocks_the_step_to_zero() {
     until_replicas(&env, 0, "scaled in once resumed").await;
     env.delete_scaled_objects().await;
 }
+
+#[tokio::test]
+async fn paused_scale_out_blocks_the_step_from_zero() {
+    let env = setup("operator-paused-scale-out").await;
+    let _ebb = env.start_ebb();
+    let mut list = List::new(&env).await;
+    list.push(10).await;
+    let so = scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({}),
+        json!({"autoscaling.keda.sh/paused-scale-out": "true"}),
+    );
+    create(&env, 0, &so).await;
+    let hpa = eventually("the HPA", DEADLINE, || async {
+        env.api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-worker")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let behavior = serde_json::to_value(hpa.spec.and_then(|s| s.behavior)).expect("json");
+    assert_eq!(behavior["scaleUp"]["selectPolicy"], "Disabled");
+    stays(&env, 0, "active, but scale-out is paused").await;
+    annotate(
+        &env,
+        "worker",
+        json!({"autoscaling.keda.sh/paused-scale-out": null}),
+    )
+    .await;
+    until_replicas(&env, 1, "activated once resumed").await;
+    env.delete_scaled_objects().await;
+}
