@@ -1,0 +1,207 @@
+//! A Redis outage while targets run three replicas, with ebb in process against the real
+//! apiserver and a real redis-server this test starts, stops and restarts on its own port:
+//! without fallback nothing is scaled down and Ready turns False naming the server; with
+//! fallback the Fallback condition turns True after failureThreshold failures; when Redis is
+//! back, both recover.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ebb_crds::ScaledObject;
+use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::PostParams;
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A redis-server of this test's own, killed on drop.
+struct OwnRedis {
+    port: u16,
+    child: Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        Self { port, child }
+    }
+
+    async fn connect(&self) -> redis::aio::MultiplexedConnection {
+        let url = format!("redis://127.0.0.1:{}/0", self.port);
+        eventually("the test's redis-server answers", DEADLINE, || async {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+async fn replicas(env: &TestEnv, name: &str) -> Result<i32, String> {
+    let d = env
+        .api::<Deployment>()
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+}
+
+async fn condition(env: &TestEnv, name: &str, type_: &str) -> Result<(String, String), String> {
+    let so = env
+        .api::<ScaledObject>()
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    so.status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status, c.message.unwrap_or_default()))
+        .ok_or_else(|| format!("no {type_} condition"))
+}
+
+#[tokio::test]
+async fn an_outage_never_scales_down_and_fallback_takes_over() {
+    let env = setup("operator-outage").await;
+    let _ebb = env.start_ebb();
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    let mut conn = redis.connect().await;
+    let list = unique_name("jobs");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"])
+        .query_async(&mut conn)
+        .await
+        .expect("RPUSH");
+
+    for (name, fallback) in [
+        ("plain", None),
+        (
+            "with-fallback",
+            Some(json!({"failureThreshold": 2, "replicas": 4})),
+        ),
+    ] {
+        env.api::<Deployment>()
+            .create(&PostParams::default(), &deployment(name, 3, &[]))
+            .await
+            .expect("create Deployment");
+        let mut spec = json!({
+            "scaleTargetRef": {"name": name},
+            "pollingInterval": 1,
+            "cooldownPeriod": 1,
+            "triggers": [{"type": "redis", "metadata": {
+                "address": format!("127.0.0.1:{port}"),
+                "listName": list,
+                "activationListLength": "2"
+            }}]
+        });
+        if let (Some(spec), Some(fallback)) = (spec.as_object_mut(), fallback) {
+            spec.insert("fallback".into(), fallback);
+        }
+        let so: ScaledObject = serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {"name": name},
+            "spec": spec
+        }))
+        .expect("ScaledObject");
+        env.api::<ScaledObject>()
+            .create(&PostParams::default(), &so)
+            .await
+            .expect("create ScaledObject");
+    }
+    for name in ["plain", "with-fallback"] {
+        eventually(&format!("{name}: Active=True"), DEADLINE, || async {
+            let (status, message) = condition(&env, name, "Active").await?;
+            ensure(status == "True", || format!("Active={status}: {message}"))
+        })
+        .await;
+    }
+
+    // Redis goes away.
+    redis.stop();
+    eventually("plain: Ready=False naming the server", DEADLINE, || async {
+        let (status, message) = condition(&env, "plain", "Ready").await?;
+        ensure(
+            status == "False" && message.contains(&format!("redis 127.0.0.1:{port}")),
+            || format!("Ready={status}: {message}"),
+        )
+    })
+    .await;
+    eventually("with-fallback: Fallback=True", DEADLINE, || async {
+        let (status, message) = condition(&env, "with-fallback", "Fallback").await?;
+        ensure(status == "True", || format!("Fallback={status}: {message}"))
+    })
+    .await;
+    // Well past the cooldown: nothing was scaled down by the outage.
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < end {
+        for name in ["plain", "with-fallback"] {
+            assert_eq!(
+                replicas(&env, name).await,
+                Ok(3),
+                "{name} during the outage"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let so = env
+        .api::<ScaledObject>()
+        .get("with-fallback")
+        .await
+        .expect("get");
+    let health = so.status.and_then(|s| s.health).unwrap_or_default();
+    let failing = health
+        .get(&format!("s0-redis-{list}"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failing.status.as_deref(), Some("Failing"), "{health:?}");
+    assert!(failing.number_of_failures.unwrap_or(0) > 2, "{health:?}");
+
+    // Redis is back (empty: it keeps nothing), with work in the list again.
+    let redis = OwnRedis::start(port);
+    let mut conn = redis.connect().await;
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["1", "2", "3"])
+        .query_async(&mut conn)
+        .await
+        .expect("RPUSH");
+    for name in ["plain", "with-fallback"] {
+        eventually(&format!("{name}: recovered"), DEADLINE, || async {
+            let (ready, message) = condition(&env, name, "Ready").await?;
+            let (fallback, _) = condition(&env, name, "Fallback").await?;
+            ensure(ready == "True" && fallback == "False", || {
+                format!("Ready={ready} ({message}) Fallback={fallback}")
+            })
+        })
+        .await;
+    }
+    env.delete_scaled_objects().await;
+}
