@@ -195,6 +195,48 @@ impl TestEnv {
         EbbGuard { _stop: stop }
     }
 
+    /// Starts an ebb that runs its controller only while it holds the Lease `lease` in this
+    /// test's namespace (4 s duration, renewed every second), as replica `identity`.
+    pub fn start_elected_ebb(&self, lease: &str, identity: &str) -> ElectedEbb {
+        let mut ctx = ebb_operator::controller::Context::new(
+            self.client.clone(),
+            ebb_scalers::Registry::with_builtins(),
+            self.namespace.clone(),
+        );
+        ctx.watch_namespace = Some(self.namespace.clone());
+        let ctx = std::sync::Arc::new(ctx);
+        let cfg = ebb_operator::leader::LeaseConfig {
+            name: lease.to_string(),
+            namespace: self.namespace.clone(),
+            identity: identity.to_string(),
+            duration: Duration::from_secs(4),
+            retry: Duration::from_secs(1),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let work_ctx = ctx.clone();
+        let task = tokio::spawn(ebb_operator::leader::run_as_leader(
+            self.client.clone(),
+            cfg,
+            move |mut lost| {
+                let ctx = work_ctx.clone();
+                async move {
+                    ebb_operator::controller::run(ctx, async move {
+                        let _ = lost.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        ElectedEbb {
+            ctx,
+            task,
+            _stop: stop,
+        }
+    }
+
     /// Deletes every ScaledObject of this test's namespace and waits until they are gone (ebb
     /// must be running to release its finalizer).
     pub async fn delete_scaled_objects(&self) {
@@ -231,6 +273,21 @@ impl TestEnv {
 /// Keeps an in-process ebb running; dropping it stops the controller.
 pub struct EbbGuard {
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// An in-process ebb under leader election.
+pub struct ElectedEbb {
+    /// Its controller's state (how many scale loops it runs).
+    pub ctx: std::sync::Arc<ebb_operator::controller::Context>,
+    task: tokio::task::JoinHandle<()>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ElectedEbb {
+    /// Ends it abruptly, as a killed process would: no lease release, no goodbye.
+    pub fn kill(self) {
+        self.task.abort();
+    }
 }
 
 /// A Deployment of `replicas` whose pods kwok runs; its container defines `env`.

@@ -130,6 +130,20 @@ impl Context {
             .map(|e| (e.signature.clone(), e.hpa.clone()))
     }
 
+    /// Stops every scale loop (when the controller ends, or is cut off).
+    pub fn stop_all_loops(&self) {
+        let keys: Vec<String> = self
+            .loops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for key in keys {
+            self.stop_loop(&key);
+        }
+    }
+
     /// Number of running scale loops.
     pub fn running_loops(&self) -> usize {
         self.loops
@@ -167,6 +181,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let loops_guard = StopLoopsOnDrop(ctx.clone());
     let client = ctx.client.clone();
     let (objects, hpas): (Api<ScaledObject>, Api<HorizontalPodAutoscaler>) =
         match &ctx.watch_namespace {
@@ -189,16 +204,16 @@ pub async fn run(
             }
         })
         .await;
-    // Stop every loop on the way out.
-    let keys: Vec<String> = ctx
-        .loops
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .keys()
-        .cloned()
-        .collect();
-    for key in keys {
-        ctx.stop_loop(&key);
+    drop(loops_guard);
+}
+
+/// Stops every scale loop when the controller's future ends or is dropped (aborted), so no
+/// loop outlives the controller that owns it.
+struct StopLoopsOnDrop(Arc<Context>);
+
+impl Drop for StopLoopsOnDrop {
+    fn drop(&mut self) {
+        self.0.stop_all_loops();
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod controller;
 pub mod hpa;
+pub mod leader;
 pub mod scale;
 pub mod status;
 pub mod target;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ebb_operator::controller::{self, Context};
+use ebb_operator::leader;
 
 /// ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's API.
 #[derive(Parser)]
@@ -31,6 +32,16 @@ enum Command {
         /// Watch ScaledObjects in this namespace only (default: every namespace).
         #[arg(long, env = "WATCH_NAMESPACE")]
         watch_namespace: Option<String>,
+        /// Elect a leader through a Lease so that several replicas can run and exactly one
+        /// writes.
+        #[arg(long, env = "EBB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
+        /// The Lease's name (in `--namespace`).
+        #[arg(long, env = "EBB_LEASE_NAME", default_value = "ebb-operator")]
+        lease_name: String,
+        /// This replica's identity in the Lease (default: the pod name, else host and pid).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
         /// Log format.
         #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
         log_format: LogFormat,
@@ -52,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             namespace,
             watch_namespace,
+            leader_elect,
+            lease_name,
+            identity,
             log_format,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -62,10 +76,45 @@ async fn main() -> anyhow::Result<()> {
                 LogFormat::Json => logs.json().init(),
             }
             let client = kube::Client::try_default().await?;
-            let mut ctx = Context::new(client, ebb_scalers::Registry::with_builtins(), namespace);
+            let mut ctx = Context::new(
+                client.clone(),
+                ebb_scalers::Registry::with_builtins(),
+                namespace.clone(),
+            );
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             let ctx = Arc::new(ctx);
-            controller::run(ctx, shutdown_signal()).await;
+            if leader_elect {
+                let identity = identity.unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "ebb".into());
+                    format!("{host}-{}", std::process::id())
+                });
+                let cfg = leader::LeaseConfig {
+                    name: lease_name,
+                    namespace,
+                    identity,
+                    duration: std::time::Duration::from_secs(15),
+                    retry: std::time::Duration::from_secs(5),
+                };
+                leader::run_as_leader(
+                    client,
+                    cfg,
+                    move |mut stopped| {
+                        let ctx = ctx.clone();
+                        async move {
+                            controller::run(ctx, async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            })
+                            .await;
+                        }
+                    },
+                    shutdown_signal(),
+                )
+                .await;
+            } else {
+                controller::run(ctx, shutdown_signal()).await;
+            }
         }
         Command::Version => println!("ebb {}", env!("CARGO_PKG_VERSION")),
         Command::Crds => {

@@ -1,0 +1,142 @@
+//! Two ebb replicas against one cluster: exactly one holds the Lease and runs scale loops; when
+//! it dies without a word, the other takes over within the lease duration and scaling goes on.
+
+use std::time::Duration;
+
+use ebb_crds::ScaledObject;
+use integration_tests::{ElectedEbb, TestEnv, deployment, ensure, eventually, setup, unique_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::PostParams;
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn replicas(env: &TestEnv) -> Result<i32, String> {
+    let d = env
+        .api::<Deployment>()
+        .get("worker")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+}
+
+async fn holder(env: &TestEnv, lease: &str) -> Result<String, String> {
+    let lease = env
+        .api::<Lease>()
+        .get(lease)
+        .await
+        .map_err(|e| e.to_string())?;
+    lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| "no holder".to_string())
+}
+
+#[tokio::test]
+async fn exactly_one_replica_writes_and_a_standby_takes_over() {
+    let env = setup("operator-leader").await;
+    let lease = unique_name("ebb-lease");
+    let mut replicas_by_name = vec![
+        ("ebb-a", env.start_elected_ebb(&lease, "ebb-a")),
+        ("ebb-b", env.start_elected_ebb(&lease, "ebb-b")),
+    ];
+
+    let mut redis = redis::Client::open(format!("{}/9", env.cluster.redis_url))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let list = unique_name("jobs");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["1", "2", "3"])
+        .query_async(&mut redis)
+        .await
+        .expect("RPUSH");
+    env.api::<Deployment>()
+        .create(&PostParams::default(), &deployment("worker", 0, &[]))
+        .await
+        .expect("create Deployment");
+    let so: ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "worker"},
+        "spec": {
+            "scaleTargetRef": {"name": "worker"},
+            "pollingInterval": 1,
+            "cooldownPeriod": 1,
+            "triggers": [{"type": "redis", "metadata": {
+                "address": env.cluster.redis_url.trim_start_matches("redis://"),
+                "listName": list,
+                "databaseIndex": "9"
+            }}]
+        }
+    }))
+    .expect("ScaledObject");
+    env.api::<ScaledObject>()
+        .create(&PostParams::default(), &so)
+        .await
+        .expect("create ScaledObject");
+
+    eventually("scaled up from zero", DEADLINE, || async {
+        let n = replicas(&env).await?;
+        ensure(n >= 1, || format!("replicas {n}"))
+    })
+    .await;
+    let leader = holder(&env, &lease).await.expect("a holder");
+    // Exactly one replica runs the scale loop: the holder.
+    for (name, ebb) in &replicas_by_name {
+        let loops = ebb.ctx.running_loops();
+        let want = usize::from(*name == leader);
+        assert_eq!(
+            loops, want,
+            "{name} runs {loops} loops; the leader is {leader}"
+        );
+    }
+
+    // The leader dies without releasing the lease.
+    let position = replicas_by_name
+        .iter()
+        .position(|(name, _)| *name == leader)
+        .expect("the leader is one of ours");
+    let (_, dead): (&str, ElectedEbb) = replicas_by_name.remove(position);
+    let dead_ctx = dead.ctx.clone();
+    dead.kill();
+    eventually("the dead replica's loops stopped", DEADLINE, || async {
+        let loops = dead_ctx.running_loops();
+        ensure(loops == 0, || format!("{loops} loops"))
+    })
+    .await;
+    let (standby_name, standby) = &replicas_by_name[0];
+    eventually(
+        "the standby holds the lease and runs the loop",
+        DEADLINE,
+        || async {
+            let now = holder(&env, &lease).await?;
+            let loops = standby.ctx.running_loops();
+            ensure(now == *standby_name && loops == 1, || {
+                format!("holder {now}, standby loops {loops}")
+            })
+        },
+    )
+    .await;
+
+    // Scaling goes on under the new leader: empty list, back to zero.
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    eventually(
+        "scaled back to zero by the new leader",
+        DEADLINE,
+        || async {
+            let n = replicas(&env).await?;
+            ensure(n == 0, || format!("replicas {n}"))
+        },
+    )
+    .await;
+    env.delete_scaled_objects().await;
+}
