@@ -88,6 +88,17 @@ pub async fn client(cluster: &ClusterInfo) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// A client that acts as `user` (impersonated by the admin), e.g.
+/// `system:serviceaccount:ebb-system:ebb`, to run code under exactly that user's RBAC.
+pub async fn client_as(cluster: &ClusterInfo, user: &str, groups: &[&str]) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)?;
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Ok(Client::try_from(config)?)
+}
+
 /// Applies the committed CRD manifests (server-side) and waits until each is Established.
 async fn install_crds(client: Client) -> Result<()> {
     let api = Api::<CustomResourceDefinition>::all(client);
