@@ -18,16 +18,24 @@ use serde_json::json;
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ebb-system:ebb";
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn apply_rbac(env: &TestEnv) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-    let out = env.kubectl(&[
-        "apply",
-        "-n",
-        "ebb-system",
-        "-f",
-        &path.display().to_string(),
-    ]);
-    expect_success(&out, "kubectl apply -f deploy/rbac.yaml");
+/// Applies deploy/rbac.yaml once per test binary (the tests run side by side, and two
+/// concurrent creates of the same objects would race).
+async fn apply_rbac(env: &TestEnv) {
+    static APPLIED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    APPLIED
+        .get_or_init(|| async {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+            let out = env.kubectl(&[
+                "apply",
+                "--server-side",
+                "-n",
+                "ebb-system",
+                "-f",
+                &path.display().to_string(),
+            ]);
+            expect_success(&out, "kubectl apply -f deploy/rbac.yaml");
+        })
+        .await;
 }
 
 /// `kubectl auth can-i <args> --as <service account>`: true for "yes".
@@ -42,7 +50,7 @@ fn can_i(env: &TestEnv, args: &[&str]) -> bool {
 #[tokio::test]
 async fn the_service_account_has_what_ebb_needs_and_no_more() {
     let env = setup("rbac-can-i").await;
-    apply_rbac(&env);
+    apply_rbac(&env).await;
     let ns = env.namespace.as_str();
     let allowed: &[&[&str]] = &[
         &["watch", "scaledobjects.keda.sh", "--all-namespaces"],
@@ -101,7 +109,7 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
 #[tokio::test]
 async fn ebb_runs_under_exactly_these_rights() {
     let env = setup("rbac-run").await;
-    apply_rbac(&env);
+    apply_rbac(&env).await;
     let client = client_as(
         &env.cluster,
         SERVICE_ACCOUNT,
