@@ -197,13 +197,11 @@ impl TestEnv {
             self.namespace.clone(),
         );
         ctx.watch_namespace = Some(self.namespace.clone());
-        tokio::spawn(ebb_operator::controller::run(
-            std::sync::Arc::new(ctx),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        EbbGuard { _stop: stop }
+        let ctx = std::sync::Arc::new(ctx);
+        tokio::spawn(ebb_operator::controller::run(ctx.clone(), async move {
+            let _ = stopped.await;
+        }));
+        EbbGuard { ctx, _stop: stop }
     }
 
     /// Starts an ebb that runs its controller only while it holds the Lease `lease` in this
@@ -283,6 +281,8 @@ impl TestEnv {
 
 /// Keeps an in-process ebb running; dropping it stops the controller.
 pub struct EbbGuard {
+    /// Its controller's state (scale loops, metrics).
+    pub ctx: std::sync::Arc<ebb_operator::controller::Context>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 

@@ -45,7 +45,29 @@ fn ready_condition(so: &ScaledObject) -> Option<(String, String)> {
 #[tokio::test]
 async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     let env = setup("operator-redis").await;
-    let _ebb = env.start_ebb();
+    let ebb = env.start_ebb();
+    // The admin endpoints, on a port of their own.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(ebb_operator::admin::serve(
+        listener,
+        ebb.ctx.metrics.clone(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{admin}{path}");
+        async move {
+            let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            Ok::<(u16, String), String>((status, body))
+        }
+    };
+    assert_eq!(get("/healthz").await, Ok((200, "ok".to_string())));
     let address = env
         .cluster
         .redis_url
@@ -240,6 +262,16 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         ensure(n >= 1, || format!("replicas {n}"))
     })
     .await;
+    // The reading is on /metrics under KEDA's name.
+    let series = format!(
+        "keda_scaler_metrics_value{{namespace=\"{}\",scaledObject=\"worker\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-{list}\",type=\"scaledobject\"}} 3",
+        env.namespace
+    );
+    eventually("the reading on /metrics", DEADLINE, || async {
+        let (status, body) = get("/metrics").await?;
+        ensure(status == 200 && body.contains(&series), || body.clone())
+    })
+    .await;
 
     // Empty: back to 0 after the cooldown.
     let _: () = redis::cmd("DEL")
@@ -276,6 +308,9 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     .await;
 
     env.delete_scaled_objects().await;
+    // Deleted objects leave no series behind.
+    let (_, body) = get("/metrics").await.expect("/metrics");
+    assert!(!body.contains("scaledObject=\"worker\""), "{body}");
 }
 
 #[tokio::test]

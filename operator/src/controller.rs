@@ -24,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admin::Metrics;
 use crate::hpa::{PausedDirections, desired_hpa, hpa_name};
 use crate::scale::task::{ScaleLoop, short};
 use crate::status::{self, Status};
@@ -67,6 +68,8 @@ pub struct Context {
     pub namespace: String,
     /// Watch ScaledObjects in this namespace only (all namespaces when `None`).
     pub watch_namespace: Option<String>,
+    /// Metrics and readiness, served by the admin endpoints.
+    pub metrics: Arc<Metrics>,
     loops: Mutex<HashMap<String, LoopEntry>>,
     conditions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Vec<Condition>>>>>,
 }
@@ -84,6 +87,7 @@ impl Context {
             registry,
             namespace,
             watch_namespace: None,
+            metrics: Arc::new(Metrics::default()),
             loops: Mutex::new(HashMap::new()),
             conditions: Mutex::new(HashMap::new()),
         }
@@ -356,6 +360,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
             }
             fields = serde_json::json!({ "pausedReplicaCount": replicas });
         }
+        ctx.metrics.set_paused(&namespace, &so.name_any(), true);
         write_status(
             ctx,
             &so,
@@ -434,8 +439,10 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
 
-    // (Re)start the loop for this generation.
+    // (Re)start the loop for this generation; its series start afresh.
     ctx.stop_loop(&key);
+    ctx.metrics.forget(&namespace, &so.name_any());
+    ctx.metrics.set_paused(&namespace, &so.name_any(), false);
     let conditions = ctx.conditions_of(&key, &so);
     let scale_loop = ScaleLoop {
         so: so.clone(),
@@ -444,6 +451,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         api: Api::namespaced(ctx.client.clone(), &namespace),
         recorder: ctx.recorder.clone(),
         conditions,
+        metrics: ctx.metrics.clone(),
     };
     let handle = tokio::spawn(scale_loop.run());
     ctx.loops
@@ -522,6 +530,7 @@ async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> 
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&key);
     let namespace = so.namespace().unwrap_or_default();
+    ctx.metrics.forget(&namespace, &so.name_any());
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
         && let Ok(target) =

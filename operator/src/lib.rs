@@ -3,6 +3,7 @@
 //! Pure decision logic lives in modules that take values and return decisions (`scale::decision`),
 //! so it is tested without a cluster; the I/O around it is kept apart.
 
+pub mod admin;
 pub mod auth;
 pub mod controller;
 pub mod hpa;

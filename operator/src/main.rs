@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ebb_operator::controller::{self, Context};
-use ebb_operator::leader;
+use ebb_operator::{admin, leader};
 
 /// ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's API.
 #[derive(Parser)]
@@ -42,6 +42,9 @@ enum Command {
         /// This replica's identity in the Lease (default: the pod name, else host and pid).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Where `/healthz`, `/readyz` and `/metrics` are served.
+        #[arg(long, env = "EBB_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+        admin_addr: std::net::SocketAddr,
         /// Log format.
         #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
         log_format: LogFormat,
@@ -66,11 +69,16 @@ async fn main() -> anyhow::Result<()> {
             leader_elect,
             lease_name,
             identity,
+            admin_addr,
             log_format,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            let logs = tracing_subscriber::fmt().with_env_filter(filter);
+            // Colours only for a terminal, never in a log file or a collector.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi);
             match log_format {
                 LogFormat::Plain => logs.init(),
                 LogFormat::Json => logs.json().init(),
@@ -83,6 +91,21 @@ async fn main() -> anyhow::Result<()> {
             );
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             let ctx = Arc::new(ctx);
+            let listener = tokio::net::TcpListener::bind(admin_addr).await?;
+            tokio::spawn(admin::serve(
+                listener,
+                ctx.metrics.clone(),
+                shutdown_signal(),
+            ));
+            // Ready once the apiserver serves the ScaledObject API to this identity.
+            let objects: kube::Api<ebb_crds::ScaledObject> = match &ctx.watch_namespace {
+                Some(ns) => kube::Api::namespaced(client.clone(), ns),
+                None => kube::Api::all(client.clone()),
+            };
+            objects
+                .list(&kube::api::ListParams::default().limit(1))
+                .await?;
+            ctx.metrics.set_ready(true);
             if leader_elect {
                 let identity = identity.unwrap_or_else(|| {
                     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -18,6 +18,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::admin::{Metrics, SeriesKey};
 use crate::scale::decision::{self, Activity, Decision, Observation, Settings, TriggerOutcome};
 use crate::scale::fallback;
 use crate::scale::poll::{self, PolledTrigger};
@@ -42,6 +43,8 @@ pub struct ScaleLoop {
     pub recorder: Recorder,
     /// The conditions ebb last wrote for this object, shared with the controller.
     pub conditions: Arc<tokio::sync::Mutex<Vec<ebb_crds::Condition>>>,
+    /// Where readings are published for `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 fn annotation(so: &ScaledObject, key: &str) -> bool {
@@ -105,6 +108,27 @@ impl ScaleLoop {
         loop {
             ticks.tick().await;
             let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
+            let namespace = so.namespace().unwrap_or_default();
+            for result in &results {
+                let scaler = spec
+                    .triggers
+                    .get(result.index)
+                    .map(|t| t.type_.clone())
+                    .unwrap_or_default();
+                for reading in &result.readings {
+                    self.metrics.record(
+                        SeriesKey {
+                            namespace: namespace.clone(),
+                            scaled_object: so.name_any(),
+                            trigger_index: result.index,
+                            scaler: scaler.clone(),
+                            metric: reading.name.clone(),
+                        },
+                        reading.value.as_ref().ok().copied(),
+                        reading.active,
+                    );
+                }
+            }
 
             // Failure counts, and fallback for triggers past their threshold.
             let mut outcomes = Vec::with_capacity(results.len());
@@ -166,6 +190,7 @@ impl ScaleLoop {
             {
                 match self.target.set_replicas(replicas).await {
                     Ok(()) => {
+                        self.metrics.count_scale_write();
                         let (reason, verb) = match decided {
                             Decision::Deactivate { .. } => {
                                 ("KEDAScaleTargetDeactivated", "Deactivated")

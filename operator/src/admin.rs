@@ -1,0 +1,250 @@
+//! The admin endpoints: `/healthz`, `/readyz` and `/metrics` (Prometheus text, with KEDA's
+//! metric names where they exist so existing dashboards keep working).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// One scaler metric's series key: namespace, ScaledObject, trigger index, trigger type, metric.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// Namespace.
+    pub namespace: String,
+    /// ScaledObject name.
+    pub scaled_object: String,
+    /// Trigger index.
+    pub trigger_index: usize,
+    /// Trigger type (`redis`, `rabbitmq`, ...).
+    pub scaler: String,
+    /// Metric name (`s0-redis-jobs`).
+    pub metric: String,
+}
+
+#[derive(Default)]
+struct Series {
+    values: BTreeMap<SeriesKey, f64>,
+    active: BTreeMap<SeriesKey, bool>,
+    errors: BTreeMap<SeriesKey, u64>,
+    paused: BTreeMap<(String, String), bool>,
+    scale_writes: u64,
+}
+
+/// ebb's metrics and readiness, shared by the controller, the scale loops and the server.
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<Series>,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    fn series(&self) -> std::sync::MutexGuard<'_, Series> {
+        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one reading: its value (if read) and activity, or an error.
+    pub fn record(&self, key: SeriesKey, value: Option<f64>, active: bool) {
+        let mut s = self.series();
+        match value {
+            Some(v) => {
+                s.values.insert(key.clone(), v);
+            }
+            None => *s.errors.entry(key.clone()).or_insert(0) += 1,
+        }
+        s.active.insert(key, active);
+    }
+
+    /// Records whether a ScaledObject is paused.
+    pub fn set_paused(&self, namespace: &str, scaled_object: &str, paused: bool) {
+        self.series()
+            .paused
+            .insert((namespace.to_string(), scaled_object.to_string()), paused);
+    }
+
+    /// Counts a write to a target's `/scale`.
+    pub fn count_scale_write(&self) {
+        self.series().scale_writes += 1;
+    }
+
+    /// Forgets every series of a ScaledObject (deleted, or rebuilt with other triggers).
+    pub fn forget(&self, namespace: &str, scaled_object: &str) {
+        let mut s = self.series();
+        let mine = |k: &SeriesKey| k.namespace == namespace && k.scaled_object == scaled_object;
+        s.values.retain(|k, _| !mine(k));
+        s.active.retain(|k, _| !mine(k));
+        s.errors.retain(|k, _| !mine(k));
+        s.paused
+            .remove(&(namespace.to_string(), scaled_object.to_string()));
+    }
+
+    /// Marks ebb ready (its watches are up) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether ebb is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let s = self.series();
+        let mut out = String::new();
+        let labels = |k: &SeriesKey| {
+            format!(
+                "namespace=\"{}\",scaledObject=\"{}\",scaler=\"{}\",triggerIndex=\"{}\",metric=\"{}\",type=\"scaledobject\"",
+                escape(&k.namespace),
+                escape(&k.scaled_object),
+                escape(&k.scaler),
+                k.trigger_index,
+                escape(&k.metric)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "# HELP keda_scaler_metrics_value The last value read for a trigger's metric.\n# TYPE keda_scaler_metrics_value gauge"
+        );
+        for (k, v) in &s.values {
+            let _ = writeln!(out, "keda_scaler_metrics_value{{{}}} {v}", labels(k));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keda_scaler_active Whether a trigger is active (1) or not (0).\n# TYPE keda_scaler_active gauge"
+        );
+        for (k, v) in &s.active {
+            let _ = writeln!(out, "keda_scaler_active{{{}}} {}", labels(k), u8::from(*v));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keda_scaler_errors_total Failed reads of a trigger's metric.\n# TYPE keda_scaler_errors_total counter"
+        );
+        for (k, v) in &s.errors {
+            let _ = writeln!(out, "keda_scaler_errors_total{{{}}} {v}", labels(k));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keda_scaled_object_paused Whether a ScaledObject is paused (1) or not (0).\n# TYPE keda_scaled_object_paused gauge"
+        );
+        for ((namespace, name), paused) in &s.paused {
+            let _ = writeln!(
+                out,
+                "keda_scaled_object_paused{{namespace=\"{}\",scaledObject=\"{}\",type=\"scaledobject\"}} {}",
+                escape(namespace),
+                escape(name),
+                u8::from(*paused)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ebb_scale_writes_total Writes to scale targets' /scale by ebb.\n# TYPE ebb_scale_writes_total counter\nebb_scale_writes_total {}",
+            s.scale_writes
+        );
+        out
+    }
+}
+
+/// A label value escaped for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The admin router.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics)
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    if metrics.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(so: &str, metric: &str) -> SeriesKey {
+        SeriesKey {
+            namespace: "shop".into(),
+            scaled_object: so.into(),
+            trigger_index: 0,
+            scaler: "redis".into(),
+            metric: metric.into(),
+        }
+    }
+
+    #[test]
+    fn renders_keda_names_and_forgets_deleted_objects() {
+        let m = Metrics::default();
+        m.record(key("orders", "s0-redis-jobs"), Some(7.0), true);
+        m.record(key("orders", "s0-redis-jobs"), None, false);
+        m.record(key("quo\"te", "s0-redis-x"), Some(0.5), false);
+        m.set_paused("shop", "orders", false);
+        m.count_scale_write();
+        let text = m.render();
+        let labels = "namespace=\"shop\",scaledObject=\"orders\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-jobs\",type=\"scaledobject\"";
+        assert!(
+            text.contains(&format!("keda_scaler_metrics_value{{{labels}}} 7\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("keda_scaler_active{{{labels}}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("keda_scaler_errors_total{{{labels}}} 1\n")),
+            "{text}"
+        );
+        assert!(text.contains("scaledObject=\"quo\\\"te\""), "{text}");
+        assert!(text.contains("keda_scaled_object_paused{namespace=\"shop\",scaledObject=\"orders\",type=\"scaledobject\"} 0\n"));
+        assert!(text.contains("ebb_scale_writes_total 1\n"));
+        assert!(text.contains("# TYPE keda_scaler_errors_total counter"));
+
+        m.forget("shop", "orders");
+        let text = m.render();
+        assert!(!text.contains("scaledObject=\"orders\""), "{text}");
+        assert!(text.contains("scaledObject=\"quo\\\"te\""));
+    }
+
+    #[test]
+    fn ready_only_when_marked() {
+        let m = Metrics::default();
+        assert!(!m.is_ready());
+        m.set_ready(true);
+        assert!(m.is_ready());
+    }
+}
