@@ -34,6 +34,42 @@ struct Series {
     errors: BTreeMap<SeriesKey, u64>,
     paused: BTreeMap<(String, String), bool>,
     scale_writes: u64,
+    writes: BTreeMap<&'static str, u64>,
+    poll_lag: Histogram,
+    poll_duration: Histogram,
+}
+
+/// Upper bounds (seconds) of the histogram buckets.
+const BUCKETS: [f64; 9] = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A Prometheus histogram with [`BUCKETS`].
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
 }
 
 /// ebb's metrics and readiness, shared by the controller, the scale loops and the server.
@@ -41,6 +77,7 @@ struct Series {
 pub struct Metrics {
     series: Mutex<Series>,
     ready: AtomicBool,
+    syncing: AtomicBool,
 }
 
 impl Metrics {
@@ -69,7 +106,25 @@ impl Metrics {
 
     /// Counts a write to a target's `/scale`.
     pub fn count_scale_write(&self) {
-        self.series().scale_writes += 1;
+        let mut s = self.series();
+        s.scale_writes += 1;
+        *s.writes.entry("scale").or_insert(0) += 1;
+    }
+
+    /// Counts a successful write to the apiserver, by what was written (`status`, `hpa`,
+    /// `event`; `/scale` writes are counted by [`Metrics::count_scale_write`]).
+    pub fn count_write(&self, resource: &'static str) {
+        *self.series().writes.entry(resource).or_insert(0) += 1;
+    }
+
+    /// Records how late a poll started after its scheduled tick.
+    pub fn observe_poll_lag(&self, lag: std::time::Duration) {
+        self.series().poll_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Records how long one poll of a ScaledObject's triggers took.
+    pub fn observe_poll_duration(&self, took: std::time::Duration) {
+        self.series().poll_duration.observe(took.as_secs_f64());
     }
 
     /// Forgets every series of a ScaledObject (deleted, or rebuilt with other triggers).
@@ -88,9 +143,16 @@ impl Metrics {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Marks the controller's watches as starting (true) or synced or stopped (false). A
+    /// standby, which runs no controller, is ready once it reaches the apiserver; the leader only
+    /// once its watches have listed everything.
+    pub fn set_syncing(&self, syncing: bool) {
+        self.syncing.store(syncing, Ordering::SeqCst);
+    }
+
     /// Whether ebb is ready.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && !self.syncing.load(Ordering::SeqCst)
     }
 
     /// The Prometheus text exposition of every series.
@@ -145,6 +207,26 @@ impl Metrics {
             out,
             "# HELP ebb_scale_writes_total Writes to scale targets' /scale by ebb.\n# TYPE ebb_scale_writes_total counter\nebb_scale_writes_total {}",
             s.scale_writes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ebb_apiserver_writes_total Successful writes to the apiserver by ebb, by what was written.\n# TYPE ebb_apiserver_writes_total counter"
+        );
+        for (resource, n) in &s.writes {
+            let _ = writeln!(
+                out,
+                "ebb_apiserver_writes_total{{resource=\"{resource}\"}} {n}"
+            );
+        }
+        s.poll_lag.render(
+            &mut out,
+            "ebb_poll_lag_seconds",
+            "How late a scale loop's poll started after its scheduled tick.",
+        );
+        s.poll_duration.render(
+            &mut out,
+            "ebb_poll_duration_seconds",
+            "How long one poll of a ScaledObject's triggers took.",
         );
         out
     }
@@ -232,6 +314,7 @@ mod tests {
         assert!(text.contains("scaledObject=\"quo\\\"te\""), "{text}");
         assert!(text.contains("keda_scaled_object_paused{namespace=\"shop\",scaledObject=\"orders\",type=\"scaledobject\"} 0\n"));
         assert!(text.contains("ebb_scale_writes_total 1\n"));
+        assert!(text.contains("ebb_apiserver_writes_total{resource=\"scale\"} 1\n"));
         assert!(text.contains("# TYPE keda_scaler_errors_total counter"));
 
         m.forget("shop", "orders");
@@ -241,10 +324,36 @@ mod tests {
     }
 
     #[test]
+    fn histograms_count_into_cumulative_buckets() {
+        let m = Metrics::default();
+        m.observe_poll_lag(std::time::Duration::from_millis(3));
+        m.observe_poll_lag(std::time::Duration::from_millis(300));
+        m.observe_poll_lag(std::time::Duration::from_secs(9));
+        m.count_write("status");
+        let text = m.render();
+        for line in [
+            "ebb_poll_lag_seconds_bucket{le=\"0.005\"} 1\n",
+            "ebb_poll_lag_seconds_bucket{le=\"0.25\"} 1\n",
+            "ebb_poll_lag_seconds_bucket{le=\"0.5\"} 2\n",
+            "ebb_poll_lag_seconds_bucket{le=\"5\"} 2\n",
+            "ebb_poll_lag_seconds_bucket{le=\"+Inf\"} 3\n",
+            "ebb_poll_lag_seconds_count 3\n",
+            "ebb_poll_duration_seconds_count 0\n",
+            "ebb_apiserver_writes_total{resource=\"status\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn ready_only_when_marked() {
         let m = Metrics::default();
         assert!(!m.is_ready());
         m.set_ready(true);
+        assert!(m.is_ready());
+        m.set_syncing(true);
+        assert!(!m.is_ready());
+        m.set_syncing(false);
         assert!(m.is_ready());
     }
 }

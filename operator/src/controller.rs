@@ -2,30 +2,35 @@
 //! keeps its HPA in shape and runs its scale loop. A bad object ends in Ready=False and an
 //! Event; it never stops the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ebb_crds::condition::{CONDITION_PAUSED, CONDITION_READY};
+use ebb_crds::condition::{CONDITION_HPA_ACTIVE, CONDITION_PAUSED, CONDITION_READY};
 use ebb_crds::scaled_object::{
     ANNOTATION_FORCE_ACTIVATION, ANNOTATION_PAUSED, ANNOTATION_PAUSED_REPLICAS,
     ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT, FINALIZER,
 };
-use ebb_crds::{Condition, ScaledObject};
+use ebb_crds::{ClusterTriggerAuthentication, Condition, ScaledObject, TriggerAuthentication};
 use ebb_scalers::{MetricSpec, Registry};
 use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::Metrics;
-use crate::hpa::{PausedDirections, desired_hpa, hpa_name};
+use crate::hpa::{PausedDirections, desired_hpa, hpa_active, hpa_name};
+use crate::metric_store::MetricStore;
+use crate::scale::composite::{Composite, hpa_metrics};
+use crate::scale::poll::PolledTrigger;
 use crate::scale::task::{ScaleLoop, short};
 use crate::status::{self, Status};
 use crate::target::{Target, pod_spec};
@@ -45,15 +50,47 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Writing the scale target failed.
+    #[error(transparent)]
+    Target(#[from] crate::target::TargetError),
 }
 
 /// A running scale loop.
 struct LoopEntry {
-    /// What the loop was started from: generation and the annotations it reads.
+    /// What the loop was started from: generation, the annotations it reads and the versions of
+    /// the authentication objects its scalers were built with.
     signature: String,
-    /// The HPA applied for it, put back in shape if someone changes or deletes it.
-    hpa: HorizontalPodAutoscaler,
+    /// Its scalers, whose metric specs shape the HPA (an external plugin's arrive late).
+    triggers: Vec<PolledTrigger>,
     handle: JoinHandle<()>,
+}
+
+/// A scale loop's way to ask the controller for attention: reconcile its object now (its
+/// metrics changed, so the HPA must be reshaped), or rebuild its scalers first.
+#[derive(Clone)]
+pub struct Nudge {
+    object: ObjectRef<ScaledObject>,
+    key: String,
+    requests: Option<UnboundedSender<ObjectRef<ScaledObject>>>,
+    rebuilds: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Nudge {
+    /// Asks for a reconcile of the loop's object.
+    pub fn reconcile(&self) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.unbounded_send(self.object.clone());
+        }
+    }
+
+    /// Asks for the object's scalers to be built again (authentication read afresh).
+    pub fn rebuild(&self) {
+        self.rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.key.clone());
+        self.reconcile();
+    }
 }
 
 /// Shared by every reconcile.
@@ -70,8 +107,23 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Metrics and readiness, served by the admin endpoints.
     pub metrics: Arc<Metrics>,
+    /// The latest answer of every metric, for the external metrics API.
+    pub store: Arc<MetricStore>,
     loops: Mutex<HashMap<String, LoopEntry>>,
     conditions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Vec<Condition>>>>>,
+    /// Reconcile requests from the scale loops, while a controller runs.
+    requests: Mutex<Option<UnboundedSender<ObjectRef<ScaledObject>>>>,
+    /// Objects whose scalers are to be rebuilt at their next reconcile.
+    rebuilds: Arc<Mutex<HashSet<String>>>,
+    /// TriggerAuthentications and ClusterTriggerAuthentications, while a controller runs.
+    authentications: Mutex<Option<AuthStores>>,
+}
+
+/// Caches of the authentication objects, for the loops' signatures.
+#[derive(Clone)]
+struct AuthStores {
+    namespaced: Store<TriggerAuthentication>,
+    cluster: Store<ClusterTriggerAuthentication>,
 }
 
 impl Context {
@@ -88,9 +140,67 @@ impl Context {
             namespace,
             watch_namespace: None,
             metrics: Arc::new(Metrics::default()),
+            store: Arc::new(MetricStore::default()),
             loops: Mutex::new(HashMap::new()),
             conditions: Mutex::new(HashMap::new()),
+            requests: Mutex::new(None),
+            rebuilds: Arc::new(Mutex::new(HashSet::new())),
+            authentications: Mutex::new(None),
         }
+    }
+
+    fn nudge(&self, so: &ScaledObject) -> Nudge {
+        Nudge {
+            object: ObjectRef::from_obj(so),
+            key: key_of(so),
+            requests: self
+                .requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            rebuilds: self.rebuilds.clone(),
+        }
+    }
+
+    /// Whether a rebuild was asked for `key` (and clears the request).
+    fn take_rebuild(&self, key: &str) -> bool {
+        self.rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key)
+    }
+
+    /// The resourceVersions of the authentication objects `so` references, as known now.
+    fn authentication_versions(&self, so: &ScaledObject) -> String {
+        let stores = self
+            .authentications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(stores) = stores else {
+            return String::new();
+        };
+        let namespace = so.namespace().unwrap_or_default();
+        so.spec
+            .triggers
+            .iter()
+            .filter_map(|t| t.authentication_ref.as_ref())
+            .map(|r| {
+                let version = if r.kind.as_deref() == Some("ClusterTriggerAuthentication") {
+                    stores
+                        .cluster
+                        .get(&ObjectRef::new(&r.name))
+                        .and_then(|a| a.resource_version())
+                } else {
+                    stores
+                        .namespaced
+                        .get(&ObjectRef::new(&r.name).within(&namespace))
+                        .and_then(|a| a.resource_version())
+                };
+                version.unwrap_or_else(|| "-".into())
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn conditions_of(
@@ -126,12 +236,20 @@ impl Context {
         }
     }
 
-    fn running_loop(&self, key: &str) -> Option<(String, HorizontalPodAutoscaler)> {
+    /// A running loop's signature and the metrics its HPA should have now.
+    fn running_loop(&self, key: &str) -> Option<(String, Vec<MetricSpec>)> {
         self.loops
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map(|e| (e.signature.clone(), e.hpa.clone()))
+            .map(|e| {
+                let specs: Vec<MetricSpec> = e
+                    .triggers
+                    .iter()
+                    .flat_map(|t| t.scaler.metric_specs())
+                    .collect();
+                (e.signature.clone(), specs)
+            })
     }
 
     /// Stops every scale loop (when the controller ends, or is cut off).
@@ -170,9 +288,9 @@ fn is_true(so: &ScaledObject, key: &str) -> bool {
 }
 
 /// What a running loop depends on besides the spec.
-fn signature(so: &ScaledObject) -> String {
+fn signature(so: &ScaledObject, authentication_versions: &str) -> String {
     format!(
-        "{}|{}|{}|{}",
+        "{}|{}|{}|{}|{authentication_versions}",
         so.metadata.generation.unwrap_or_default(),
         is_true(so, ANNOTATION_PAUSED_SCALE_IN),
         is_true(so, ANNOTATION_PAUSED_SCALE_OUT),
@@ -180,26 +298,139 @@ fn signature(so: &ScaledObject) -> String {
     )
 }
 
+/// The ScaledObjects in `objects` that reference an authentication object.
+fn referencing(
+    objects: &Store<ScaledObject>,
+    kind: &str,
+    name: &str,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<ScaledObject>> {
+    objects
+        .state()
+        .iter()
+        .filter(|so| namespace.is_none() || so.namespace().as_deref() == namespace)
+        .filter(|so| {
+            so.spec.triggers.iter().any(|t| {
+                t.authentication_ref.as_ref().is_some_and(|r| {
+                    r.name == name && r.kind.as_deref().unwrap_or("TriggerAuthentication") == kind
+                })
+            })
+        })
+        .map(|so| ObjectRef::from_obj(&**so))
+        .collect()
+}
+
+/// Watches one kind of authentication object into a cache; after the first sync, each change
+/// asks for a reconcile of the ScaledObjects that reference the object.
+async fn watch_authentications<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    objects: Store<ScaledObject>,
+    requests: UnboundedSender<ObjectRef<ScaledObject>>,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let mut events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                let namespace = object.namespace();
+                for so in referencing(&objects, &kind, &object.name_any(), namespace.as_deref()) {
+                    let _ = requests.unbounded_send(so);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(kind = %kind, error = %e, "watching authentication objects"),
+        }
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    ctx.metrics.set_syncing(true);
     let loops_guard = StopLoopsOnDrop(ctx.clone());
     let client = ctx.client.clone();
-    let (objects, hpas): (Api<ScaledObject>, Api<HorizontalPodAutoscaler>) =
-        match &ctx.watch_namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
-    Controller::new(objects, watcher::Config::default())
+    let (objects, hpas, authentications): (
+        Api<ScaledObject>,
+        Api<HorizontalPodAutoscaler>,
+        Api<TriggerAuthentication>,
+    ) = match &ctx.watch_namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let (requests, requested) = unbounded();
+    *ctx.requests.lock().unwrap_or_else(PoisonError::into_inner) = Some(requests.clone());
+    let controller = Controller::new(objects, watcher::Config::default())
         .owns(
             hpas,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
         )
+        .reconcile_on(requested);
+
+    // Authentication objects are cached first, so the loops' signatures are right from the start.
+    let (namespaced, namespaced_writer) = reflector::store();
+    let (cluster, cluster_writer) = reflector::store();
+    let watches = [
+        tokio::spawn(watch_authentications(
+            authentications,
+            namespaced_writer,
+            controller.store(),
+            requests.clone(),
+        )),
+        tokio::spawn(watch_authentications(
+            Api::<ClusterTriggerAuthentication>::all(client),
+            cluster_writer,
+            controller.store(),
+            requests,
+        )),
+    ];
+    let _watches_guard = AbortOnDrop(watches);
+    let mut shutdown = Box::pin(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return,
+        synced = async { (namespaced.wait_until_ready().await, cluster.wait_until_ready().await) } => {
+            if synced.0.is_err() || synced.1.is_err() {
+                warn!("the authentication watches ended before their first sync");
+                return;
+            }
+        }
+    }
+    *ctx.authentications
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(AuthStores {
+        namespaced,
+        cluster,
+    });
+
+    let objects = controller.store();
+    let metrics = ctx.metrics.clone();
+    let synced = tokio::spawn(async move {
+        if objects.wait_until_ready().await.is_ok() {
+            metrics.set_syncing(false);
+        }
+    });
+    let _synced_guard = AbortOnDrop([synced]);
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -211,6 +442,17 @@ pub async fn run(
     drop(loops_guard);
 }
 
+/// Aborts background tasks when their owner ends.
+struct AbortOnDrop<const N: usize>([JoinHandle<()>; N]);
+
+impl<const N: usize> Drop for AbortOnDrop<N> {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
 /// Stops every scale loop when the controller's future ends or is dropped (aborted), so no
 /// loop outlives the controller that owns it.
 struct StopLoopsOnDrop(Arc<Context>);
@@ -218,6 +460,17 @@ struct StopLoopsOnDrop(Arc<Context>);
 impl Drop for StopLoopsOnDrop {
     fn drop(&mut self) {
         self.0.stop_all_loops();
+        *self
+            .0
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .0
+            .authentications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.0.metrics.set_syncing(false);
     }
 }
 
@@ -276,6 +529,7 @@ async fn write_status(
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
+    ctx.metrics.count_write("status");
     Ok(())
 }
 
@@ -331,6 +585,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     let paused_replicas = annotation(&so, ANNOTATION_PAUSED_REPLICAS);
     if is_true(&so, ANNOTATION_PAUSED) || paused_replicas.is_some() {
         ctx.stop_loop(&key);
+        ctx.store.forget(&namespace, &so.name_any());
         let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
         match hpas.delete(&hpa_name(&so), &DeleteParams::default()).await {
             Ok(_) | Err(kube::Error::Api(_)) => {}
@@ -350,10 +605,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
             match Target::resolve(&ctx.client, &so.spec.scale_target_ref, &namespace).await {
                 Ok(target) => {
                     if target.replicas().await.ok() != Some(replicas) {
-                        target.set_replicas(replicas).await.map_err(|e| match e {
-                            crate::target::TargetError::Api(e) => Error::Api(e),
-                            other => Error::Finalizer(other.to_string()),
-                        })?;
+                        target.set_replicas(replicas).await?;
                     }
                 }
                 Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
@@ -392,18 +644,29 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         None => target.replicas().await.ok(),
     };
 
-    let signature = signature(&so);
+    let composite = match Composite::of(&so.spec) {
+        Ok(c) => c,
+        Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
+    };
+    let paused = PausedDirections {
+        scale_in: is_true(&so, ANNOTATION_PAUSED_SCALE_IN),
+        scale_out: is_true(&so, ANNOTATION_PAUSED_SCALE_OUT),
+    };
+    let signature = signature(&so, &ctx.authentication_versions(&so));
+    let rebuild = ctx.take_rebuild(&key);
     let running = ctx.running_loop(&key);
-    if let Some((running_signature, hpa)) = &running
+    if let Some((running_signature, specs)) = &running
         && *running_signature == signature
+        && !rebuild
     {
-        // Nothing the loop depends on changed; the HPA is put back in shape (a no-op for the
-        // apiserver when nobody touched it).
-        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
-        hpas.patch(
-            &hpa_name(&so),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(hpa),
+        // Nothing the loop depends on changed. The HPA is put back in shape (a no-op for the
+        // apiserver when nobody touched it), from the scalers' specs as they are now.
+        apply_hpa(ctx, &so, specs, composite.as_ref(), paused).await?;
+        write_status(
+            ctx,
+            &so,
+            &[],
+            serde_json::json!({ "externalMetricNames": external_names(specs) }),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
@@ -422,36 +685,28 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         Ok(b) => b,
         Err(e) => return refuse(ctx, &so, "KEDAScalerFailed", e.to_string()).await,
     };
-    let paused = PausedDirections {
-        scale_in: is_true(&so, ANNOTATION_PAUSED_SCALE_IN),
-        scale_out: is_true(&so, ANNOTATION_PAUSED_SCALE_OUT),
-    };
-    let hpa = match desired_hpa(&so, &built.specs, paused) {
-        Ok(h) => h,
-        Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
-    };
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
-    let name = hpa_name(&so);
-    hpas.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&hpa),
-    )
-    .await?;
+    if let Err(e) = desired_hpa(&so, &hpa_metrics(&built.specs, composite.as_ref()), paused) {
+        return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await;
+    }
+    apply_hpa(ctx, &so, &built.specs, composite.as_ref(), paused).await?;
 
     // (Re)start the loop for this generation; its series start afresh.
     ctx.stop_loop(&key);
     ctx.metrics.forget(&namespace, &so.name_any());
+    ctx.store.forget(&namespace, &so.name_any());
     ctx.metrics.set_paused(&namespace, &so.name_any(), false);
     let conditions = ctx.conditions_of(&key, &so);
     let scale_loop = ScaleLoop {
         so: so.clone(),
         target: target.clone(),
-        triggers: built.triggers,
+        triggers: built.triggers.clone(),
+        composite: composite.clone(),
         api: Api::namespaced(ctx.client.clone(), &namespace),
         recorder: ctx.recorder.clone(),
         conditions,
         metrics: ctx.metrics.clone(),
+        store: ctx.store.clone(),
+        nudge: ctx.nudge(&so),
     };
     let handle = tokio::spawn(scale_loop.run());
     ctx.loops
@@ -461,11 +716,11 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
             key.clone(),
             LoopEntry {
                 signature,
-                hpa,
+                triggers: built.triggers,
                 handle,
             },
         );
-    info!(scaledobject = %key, hpa = %name, "scale loop started");
+    info!(scaledobject = %key, hpa = %hpa_name(&so), rebuild, "scale loop started");
     if running.is_none() {
         event(
             ctx,
@@ -485,11 +740,6 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
 
-    let external: Vec<&str> = built
-        .specs
-        .iter()
-        .filter_map(MetricSpec::external_name)
-        .collect();
     let resources: Vec<&str> = built
         .specs
         .iter()
@@ -499,19 +749,35 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         })
         .collect();
     let types: Vec<&str> = so.spec.triggers.iter().map(|t| t.type_.as_str()).collect();
+    // Once a loop runs, Ready is the loop's to say (a trigger may be failing); a new loop
+    // starts Ready until its first poll says otherwise.
+    let unpaused = (
+        CONDITION_PAUSED,
+        Status::False,
+        "ScaledObjectUnpaused",
+        "ScaledObject is not paused".to_string(),
+    );
+    let ready = (
+        CONDITION_READY,
+        Status::True,
+        "ScaledObjectReady",
+        "ScaledObject is defined correctly and is ready for scaling".to_string(),
+    );
+    let wanted = if running.is_none() {
+        vec![ready, unpaused]
+    } else {
+        vec![unpaused]
+    };
     write_status(
         ctx,
         &so,
-        &[
-            (CONDITION_READY, Status::True, "ScaledObjectReady", "ScaledObject is defined correctly and is ready for scaling".into()),
-            (CONDITION_PAUSED, Status::False, "ScaledObjectUnpaused", "ScaledObject is not paused".into()),
-        ],
+        &wanted,
         serde_json::json!({
             "scaleTargetKind": target.kind_label,
             "scaleTargetGVKR": target.gvkr,
             "originalReplicaCount": original,
-            "hpaName": name,
-            "externalMetricNames": external,
+            "hpaName": hpa_name(&so),
+            "externalMetricNames": external_names(&built.specs),
             "resourceMetricNames": if resources.is_empty() { None } else { Some(resources) },
             "triggersTypes": types.join(","),
             "authenticationsTypes": if built.authentication_names.is_empty() { None } else { Some(built.authentication_names.join(",")) },
@@ -520,6 +786,51 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The External metrics' names, for `status.externalMetricNames`.
+fn external_names(specs: &[MetricSpec]) -> Vec<&str> {
+    specs.iter().filter_map(MetricSpec::external_name).collect()
+}
+
+/// Applies the HPA for `specs` server-side and mirrors its ScalingActive condition into
+/// HPAActive.
+async fn apply_hpa(
+    ctx: &Context,
+    so: &ScaledObject,
+    specs: &[MetricSpec],
+    composite: Option<&Composite>,
+    paused: PausedDirections,
+) -> Result<(), Error> {
+    let desired = match desired_hpa(so, &hpa_metrics(specs, composite), paused) {
+        Ok(h) => h,
+        // Checked before the loop started; a late spec (an external plugin's) that cannot be
+        // written leaves the HPA as it was.
+        Err(e) => {
+            warn!(scaledobject = %key_of(so), error = %e, "the HPA cannot take the scalers' metrics");
+            return Ok(());
+        }
+    };
+    let hpas: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
+    let applied = hpas
+        .patch(
+            &hpa_name(so),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+    ctx.metrics.count_write("hpa");
+    let (status, reason, message) = hpa_active(&applied);
+    let cell = ctx.conditions_of(&key_of(so), so);
+    status::set_condition(
+        &mut *cell.lock().await,
+        CONDITION_HPA_ACTIVE,
+        status,
+        &reason,
+        short(&message),
+    );
+    Ok(())
 }
 
 async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
@@ -531,6 +842,7 @@ async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> 
         .remove(&key);
     let namespace = so.namespace().unwrap_or_default();
     ctx.metrics.forget(&namespace, &so.name_any());
+    ctx.store.forget(&namespace, &so.name_any());
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
         && let Ok(target) =

@@ -16,6 +16,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use crate::status::Status;
+
 /// Why no HPA could be shaped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HpaError {
@@ -246,6 +248,32 @@ fn hpa_metric(metric: &MetricSpec, so_name: &str) -> Result<HpaMetricSpec, HpaEr
                 },
             })
         }
+    }
+}
+
+/// The `HPAActive` condition mirrored from the HPA's `ScalingActive` condition: status, reason
+/// and message as the HPA controller wrote them, Unknown until it has written one.
+pub fn hpa_active(hpa: &HorizontalPodAutoscaler) -> (Status, String, String) {
+    let scaling_active = hpa
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "ScalingActive"));
+    match scaling_active {
+        Some(c) => (
+            match c.status.as_str() {
+                "True" => Status::True,
+                "False" => Status::False,
+                _ => Status::Unknown,
+            },
+            c.reason.clone().unwrap_or_else(|| "ScalingActive".into()),
+            c.message.clone().unwrap_or_default(),
+        ),
+        None => (
+            Status::Unknown,
+            "HPAPending".into(),
+            "The HPA controller has not reported on the HPA yet".into(),
+        ),
     }
 }
 
@@ -492,5 +520,28 @@ triggers: [{type: redis, metadata: {}}]
             desired_hpa(&unstored, &[], PausedDirections::default()).unwrap_err(),
             HpaError::NotStored
         );
+    }
+
+    #[test]
+    fn hpa_active_mirrors_scaling_active() {
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "h"},
+            "status": {"desiredReplicas": 1, "conditions": [
+                {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"},
+                {"type": "ScalingActive", "status": "False", "reason": "FailedGetExternalMetric",
+                 "message": "the HPA was unable to compute the replica count"}
+            ]}
+        }))
+        .expect("hpa");
+        assert_eq!(
+            hpa_active(&hpa),
+            (
+                Status::False,
+                "FailedGetExternalMetric".to_string(),
+                "the HPA was unable to compute the replica count".to_string()
+            )
+        );
+        let pending = HorizontalPodAutoscaler::default();
+        assert_eq!(hpa_active(&pending).0, Status::Unknown);
     }
 }

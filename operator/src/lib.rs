@@ -8,6 +8,7 @@ pub mod auth;
 pub mod controller;
 pub mod hpa;
 pub mod leader;
+pub mod metric_store;
 pub mod scale;
 pub mod status;
 pub mod target;

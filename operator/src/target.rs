@@ -54,6 +54,8 @@ pub struct Target {
     pub api: Api<DynamicObject>,
     /// Its name.
     pub name: String,
+    /// Its namespace (the ScaledObject's).
+    pub namespace: String,
     /// `group/version.Kind` as KEDA writes `status.scaleTargetKind` (`apps/v1.Deployment`).
     pub kind_label: String,
     /// `status.scaleTargetGVKR`.
@@ -108,6 +110,7 @@ impl Target {
         Ok(Self {
             api: Api::namespaced_with(client.clone(), namespace, &resource),
             name: target.name.clone(),
+            namespace: namespace.to_string(),
             kind_label: format!("{api_version}.{kind}"),
             gvkr,
         })
@@ -121,19 +124,8 @@ impl Target {
             .ok_or_else(|| TargetError::NotFound {
                 kind: self.gvkr.kind.clone(),
                 name: self.name.clone(),
-                namespace: self.api_namespace(),
+                namespace: self.namespace.clone(),
             })
-    }
-
-    fn api_namespace(&self) -> String {
-        // The Api was built namespaced; its URL carries the namespace.
-        self.api
-            .resource_url()
-            .split("/namespaces/")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default()
-            .to_string()
     }
 
     /// The replica count in `/scale`'s spec.
@@ -142,7 +134,7 @@ impl Target {
             kube::Error::Api(ref s) if s.code == 404 => TargetError::NotFound {
                 kind: self.gvkr.kind.clone(),
                 name: self.name.clone(),
-                namespace: self.api_namespace(),
+                namespace: self.namespace.clone(),
             },
             other => TargetError::Api(other),
         })?;

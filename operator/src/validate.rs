@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 
 use ebb_crds::ScaledObjectSpec;
 
+use crate::scale::composite::Composite;
+
 /// A spec the controller will not act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -15,7 +17,7 @@ pub struct ValidationError {
     pub problem: String,
 }
 
-fn error(field: impl Into<String>, problem: impl Into<String>) -> ValidationError {
+pub(crate) fn error(field: impl Into<String>, problem: impl Into<String>) -> ValidationError {
     ValidationError {
         field: field.into(),
         problem: problem.into(),
@@ -97,56 +99,8 @@ pub fn validate(spec: &ScaledObjectSpec) -> Result<(), ValidationError> {
         }
     }
 
-    if let Some(modifiers) = spec
-        .advanced
-        .as_ref()
-        .and_then(|a| a.scaling_modifiers.as_ref())
-    {
-        let formula = modifiers.formula.as_deref().unwrap_or("").trim();
-        if formula.is_empty() {
-            return Err(error(
-                "spec.advanced.scalingModifiers.formula",
-                "expected a formula over the triggers' names",
-            ));
-        }
-        let target = modifiers.target.as_deref().unwrap_or("").trim();
-        match target.parse::<f64>() {
-            Ok(t) if t.is_finite() && t > 0.0 => {}
-            _ => {
-                return Err(error(
-                    "spec.advanced.scalingModifiers.target",
-                    format!("expected a number above 0, got {:?}", short(target)),
-                ));
-            }
-        }
-        if let Some(activation) = modifiers.activation_target.as_deref() {
-            match activation.trim().parse::<f64>() {
-                Ok(a) if a.is_finite() && a >= 0.0 => {}
-                _ => {
-                    return Err(error(
-                        "spec.advanced.scalingModifiers.activationTarget",
-                        format!("expected a number >= 0, got {:?}", short(activation)),
-                    ));
-                }
-            }
-        }
-        if let Some(metric_type) = modifiers.metric_type.as_deref()
-            && !matches!(metric_type, "AverageValue" | "Value")
-        {
-            return Err(error(
-                "spec.advanced.scalingModifiers.metricType",
-                format!(
-                    "expected AverageValue or Value, got {:?}",
-                    short(metric_type)
-                ),
-            ));
-        }
-    }
+    Composite::of(spec)?;
     Ok(())
-}
-
-fn short(text: &str) -> String {
-    text.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The scale loop: per-ScaledObject polling and the decisions it takes.
 
+pub mod composite;
 pub mod decision;
+pub mod evaluate;
 pub mod fallback;
 pub mod formula;
 pub mod poll;

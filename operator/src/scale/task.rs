@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
 use ebb_crds::condition::{CONDITION_ACTIVE, CONDITION_FALLBACK, CONDITION_READY};
 use ebb_crds::scaled_object::{
     ANNOTATION_FORCE_ACTIVATION, ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT,
-    HealthStatus,
+    HealthStatus, TriggerActivityStatus,
 };
+use ebb_scalers::MetricSpec;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -19,15 +20,23 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::admin::{Metrics, SeriesKey};
-use crate::scale::decision::{self, Activity, Decision, Observation, Settings, TriggerOutcome};
+use crate::controller::Nudge;
+use crate::metric_store::{MetricStore, Published};
+use crate::scale::composite::Composite;
+use crate::scale::decision::{self, Activity, Decision, Observation, Settings};
+use crate::scale::evaluate::{self, Evaluation, Inputs};
 use crate::scale::fallback;
-use crate::scale::poll::{self, PolledTrigger};
+use crate::scale::poll::{self, PolledTrigger, TriggerResult};
 use crate::scale::schedule::first_poll_delay;
 use crate::status::{self, Status};
 use crate::target::Target;
 
 /// Longest a metric read may take.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// While a trigger keeps failing, its scalers are rebuilt (authentication read again, so a
+/// rotated Secret takes effect) at most this often.
+pub const REBUILD_AFTER: Duration = Duration::from_secs(30);
 
 /// Everything a scale loop needs, fixed for one generation of the object.
 pub struct ScaleLoop {
@@ -37,6 +46,8 @@ pub struct ScaleLoop {
     pub target: Target,
     /// Its scalers.
     pub triggers: Vec<PolledTrigger>,
+    /// Its compiled `scalingModifiers`.
+    pub composite: Option<Composite>,
     /// Where status is written.
     pub api: Api<ScaledObject>,
     /// Events.
@@ -45,6 +56,10 @@ pub struct ScaleLoop {
     pub conditions: Arc<tokio::sync::Mutex<Vec<ebb_crds::Condition>>>,
     /// Where readings are published for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Where answers are published for the external metrics API.
+    pub store: Arc<MetricStore>,
+    /// Asks the controller to reshape the HPA or rebuild the scalers.
+    pub nudge: Nudge,
 }
 
 fn annotation(so: &ScaledObject, key: &str) -> bool {
@@ -59,6 +74,21 @@ fn annotation(so: &ScaledObject, key: &str) -> bool {
 pub fn last_active_refresh(cooldown: SignedDuration, interval: SignedDuration) -> SignedDuration {
     let tenth = SignedDuration::from_secs(cooldown.as_secs() / 10);
     tenth.min(SignedDuration::from_secs(60)).max(interval)
+}
+
+/// The scalers' metric specs, in trigger order.
+fn specs_of(triggers: &[PolledTrigger]) -> Vec<MetricSpec> {
+    triggers
+        .iter()
+        .flat_map(|t| t.scaler.metric_specs())
+        .collect()
+}
+
+/// What was last written to the status by this loop.
+struct Stored {
+    last_active: Option<Timestamp>,
+    failures: BTreeMap<String, i32>,
+    activity: BTreeMap<String, bool>,
 }
 
 impl ScaleLoop {
@@ -92,75 +122,51 @@ impl ScaleLoop {
             .unwrap_or_else(Timestamp::now);
         let status = so.status.clone().unwrap_or_default();
         let mut last_active = status.last_active_time.as_ref().map(|t| t.0);
-        let mut stored_last_active = last_active;
         let mut failures: BTreeMap<String, i32> = status
             .health
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.number_of_failures.unwrap_or(0)))
             .collect();
-        let mut stored_failures = failures.clone();
+        let mut stored = Stored {
+            last_active,
+            failures: failures.clone(),
+            activity: status
+                .triggers_activity
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.is_active))
+                .collect(),
+        };
+        let namespace = so.namespace().unwrap_or_default();
+        let name = so.name_any();
+        let started = Instant::now();
+        let mut rebuild_requested = false;
+        let mut specs = specs_of(&self.triggers);
 
         let uid = so.uid().unwrap_or_default();
         tokio::time::sleep(first_poll_delay(&uid, interval)).await;
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            let scheduled = ticks.tick().await;
+            self.metrics.observe_poll_lag(scheduled.elapsed());
+            let poll_started = Instant::now();
             let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
-            let namespace = so.namespace().unwrap_or_default();
-            for result in &results {
-                let scaler = spec
-                    .triggers
-                    .get(result.index)
-                    .map(|t| t.type_.clone())
-                    .unwrap_or_default();
-                for reading in &result.readings {
-                    self.metrics.record(
-                        SeriesKey {
-                            namespace: namespace.clone(),
-                            scaled_object: so.name_any(),
-                            trigger_index: result.index,
-                            scaler: scaler.clone(),
-                            metric: reading.name.clone(),
-                        },
-                        reading.value.as_ref().ok().copied(),
-                        reading.active,
-                    );
-                }
-            }
+            self.metrics.observe_poll_duration(poll_started.elapsed());
+            self.record_series(&results);
 
-            // Failure counts, and fallback for triggers past their threshold.
-            let mut outcomes = Vec::with_capacity(results.len());
-            let mut in_fallback = false;
-            let mut errors = Vec::new();
-            for result in &results {
-                let mut all_failed_in_fallback = !result.readings.is_empty();
-                for reading in &result.readings {
-                    let count = failures.entry(reading.name.clone()).or_insert(0);
-                    *count = fallback::next_failures(*count, reading.value.is_ok());
-                    if let Err(e) = &reading.value {
-                        errors.push(format!("trigger {}: {e}", result.index));
-                        if !fallback::in_fallback(spec.fallback.as_ref(), *count) {
-                            all_failed_in_fallback = false;
-                        }
-                    }
-                }
-                let outcome = if result.outcome == TriggerOutcome::Failed && all_failed_in_fallback
-                {
-                    in_fallback = true;
-                    TriggerOutcome::Active
-                } else {
-                    result.outcome
-                };
-                outcomes.push(outcome);
+            // A scaler that learns its metrics late (an external plugin) reshapes the HPA.
+            let now_specs = specs_of(&self.triggers);
+            if now_specs != specs {
+                specs = now_specs;
+                self.nudge.reconcile();
             }
-            let activity = decision::activity(&outcomes, force_activation);
 
             let current = match self.target.replicas().await {
                 Ok(n) => n,
                 Err(e) => {
-                    warn!(scaledobject = %so.name_any(), error = %e, "reading the scale target");
+                    warn!(scaledobject = %name, error = %e, "reading the scale target");
                     self.set_conditions(&[(
                         CONDITION_READY,
                         Status::False,
@@ -171,12 +177,39 @@ impl ScaleLoop {
                     continue;
                 }
             };
+            let targets: BTreeMap<String, f64> = specs
+                .iter()
+                .filter_map(|s| match s {
+                    MetricSpec::External { name, target, .. } => Some((name.clone(), *target)),
+                    MetricSpec::Resource { .. } => None,
+                })
+                .collect();
+            let evaluation = evaluate::evaluate(
+                &Inputs {
+                    results: &results,
+                    targets: &targets,
+                    fallback: spec.fallback.as_ref(),
+                    composite: self.composite.as_ref(),
+                    current_replicas: current,
+                    force_activation,
+                },
+                &mut failures,
+            );
+            self.store.publish(
+                &namespace,
+                &name,
+                Published {
+                    at: Instant::now(),
+                    answers: evaluation.answers.clone(),
+                },
+            );
+
             let now = Timestamp::now();
             let decided = decision::decide(
                 &settings,
                 &Observation {
                     current_replicas: current,
-                    activity,
+                    activity: evaluation.activity,
                     last_active,
                     created,
                     now,
@@ -188,147 +221,153 @@ impl ScaleLoop {
             if let Some(replicas) = decided.write()
                 && replicas != current
             {
-                match self.target.set_replicas(replicas).await {
-                    Ok(()) => {
-                        self.metrics.count_scale_write();
-                        let (reason, verb) = match decided {
-                            Decision::Deactivate { .. } => {
-                                ("KEDAScaleTargetDeactivated", "Deactivated")
-                            }
-                            Decision::Activate { .. } => ("KEDAScaleTargetActivated", "Activated"),
-                            _ => ("KEDAScaleTargetScaled", "Scaled"),
-                        };
-                        info!(scaledobject = %so.name_any(), from = current, to = replicas, "{verb} scale target");
-                        self.event(
-                            EventType::Normal,
-                            reason,
-                            format!(
-                                "{verb} {} {} from {current} to {replicas}",
-                                self.target.kind_label, self.target.name
-                            ),
-                        )
-                        .await;
-                    }
-                    Err(e) => {
-                        warn!(scaledobject = %so.name_any(), error = %e, "scaling the target");
-                        let reason = match decided {
-                            Decision::Deactivate { .. } => "KEDAScaleTargetDeactivationFailed",
-                            _ => "KEDAScaleTargetActivationFailed",
-                        };
-                        self.event(EventType::Warning, reason, e.to_string()).await;
-                    }
-                }
+                self.scale(decided, current, replicas).await;
             }
 
-            // Conditions.
-            let ready = if activity == Activity::Unknown && spec.fallback.is_none() {
-                (
-                    CONDITION_READY,
-                    Status::False,
-                    "TriggerError",
-                    short(&errors.join("; ")),
-                )
-            } else {
-                (
-                    CONDITION_READY,
-                    Status::True,
-                    "ScaledObjectReady",
-                    "ScaledObject is defined correctly and is ready for scaling".to_string(),
-                )
-            };
-            let active = match (activity, decided) {
-                (Activity::Active, _) => (
-                    CONDITION_ACTIVE,
-                    Status::True,
-                    "ScalerActive",
-                    "Scaling is performed because triggers are active".to_string(),
-                ),
-                (_, Decision::CoolingDown { until }) => (
-                    CONDITION_ACTIVE,
-                    Status::False,
-                    "ScalerCooldown",
-                    format!("Scaler is inactive; the cooldown ends at {until}"),
-                ),
-                (Activity::Unknown, _) => (
-                    CONDITION_ACTIVE,
-                    Status::Unknown,
-                    "TriggerError",
-                    "Activity is unknown while a trigger fails".to_string(),
-                ),
-                (Activity::Inactive, _) => (
-                    CONDITION_ACTIVE,
-                    Status::False,
-                    "ScalerNotActive",
-                    "Scaling is not performed because triggers are not active".to_string(),
-                ),
-            };
-            let fallback_condition = if in_fallback {
-                (
-                    CONDITION_FALLBACK,
-                    Status::True,
-                    "FallbackExists",
-                    "At least one trigger is falling back on this scaled object".to_string(),
-                )
-            } else {
-                (
-                    CONDITION_FALLBACK,
-                    Status::False,
-                    "NoFallbackFound",
-                    "No fallbacks are active on this scaled object".to_string(),
-                )
-            };
             let conditions_changed = self
-                .set_conditions(&[ready, active, fallback_condition])
+                .set_conditions(&conditions(spec.fallback.is_some(), &evaluation, decided))
                 .await;
-
-            let stale = match (last_active, stored_last_active) {
-                (Some(now_active), Some(stored)) => now_active.duration_since(stored) >= refresh,
+            let stale = match (last_active, stored.last_active) {
+                (Some(now_active), Some(at)) => now_active.duration_since(at) >= refresh,
                 (Some(_), None) => true,
                 _ => false,
             };
-            if conditions_changed || stale || failures != stored_failures {
-                let health: BTreeMap<String, HealthStatus> = failures
-                    .iter()
-                    .map(|(name, n)| {
-                        (
-                            name.clone(),
-                            HealthStatus {
-                                number_of_failures: Some(*n),
-                                status: Some(
-                                    if *n == 0 {
-                                        fallback::HAPPY
-                                    } else {
-                                        fallback::FAILING
-                                    }
-                                    .to_string(),
-                                ),
-                            },
-                        )
-                    })
-                    .collect();
-                let conditions = self.conditions.lock().await.clone();
-                let patch = serde_json::json!({
-                    "status": {
-                        "conditions": conditions,
-                        "health": health,
-                        "lastActiveTime": last_active.map(Time),
-                    }
-                });
-                match self
-                    .api
-                    .patch_status(
-                        &so.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        stored_last_active = last_active;
-                        stored_failures = failures.clone();
-                    }
-                    Err(e) => warn!(scaledobject = %so.name_any(), error = %e, "writing status"),
-                }
+            let wanted = Stored {
+                last_active,
+                failures: failures.clone(),
+                activity: evaluation.triggers_activity.clone(),
+            };
+            if (conditions_changed
+                || stale
+                || wanted.failures != stored.failures
+                || wanted.activity != stored.activity)
+                && self.write_status(&wanted).await
+            {
+                stored = wanted;
+            }
+
+            // A trigger that keeps failing may have stale credentials: build its scalers again
+            // (this restarts the loop from the status just written).
+            if !evaluation.errors.is_empty()
+                && !rebuild_requested
+                && started.elapsed() >= REBUILD_AFTER
+            {
+                rebuild_requested = true;
+                info!(scaledobject = %name, "a trigger keeps failing; rebuilding its scalers");
+                self.nudge.rebuild();
+            }
+        }
+    }
+
+    /// Publishes the readings for `/metrics`.
+    fn record_series(&self, results: &[TriggerResult]) {
+        let so = &self.so;
+        for result in results {
+            let scaler = so
+                .spec
+                .triggers
+                .get(result.index)
+                .map(|t| t.type_.clone())
+                .unwrap_or_default();
+            for reading in &result.readings {
+                self.metrics.record(
+                    SeriesKey {
+                        namespace: so.namespace().unwrap_or_default(),
+                        scaled_object: so.name_any(),
+                        trigger_index: result.index,
+                        scaler: scaler.clone(),
+                        metric: reading.name.clone(),
+                    },
+                    reading.value.as_ref().ok().copied(),
+                    reading.active,
+                );
+            }
+        }
+    }
+
+    /// Writes `/scale` and reports it.
+    async fn scale(&self, decided: Decision, current: i32, replicas: i32) {
+        let name = self.so.name_any();
+        match self.target.set_replicas(replicas).await {
+            Ok(()) => {
+                self.metrics.count_scale_write();
+                let (reason, verb) = match decided {
+                    Decision::Deactivate { .. } => ("KEDAScaleTargetDeactivated", "Deactivated"),
+                    Decision::Activate { .. } => ("KEDAScaleTargetActivated", "Activated"),
+                    _ => ("KEDAScaleTargetScaled", "Scaled"),
+                };
+                info!(scaledobject = %name, from = current, to = replicas, "{verb} scale target");
+                self.event(
+                    EventType::Normal,
+                    reason,
+                    format!(
+                        "{verb} {} {} from {current} to {replicas}",
+                        self.target.kind_label, self.target.name
+                    ),
+                )
+                .await;
+            }
+            Err(e) => {
+                warn!(scaledobject = %name, error = %e, "scaling the target");
+                let reason = match decided {
+                    Decision::Deactivate { .. } => "KEDAScaleTargetDeactivationFailed",
+                    _ => "KEDAScaleTargetActivationFailed",
+                };
+                self.event(EventType::Warning, reason, e.to_string()).await;
+            }
+        }
+    }
+
+    /// Merge-patches conditions, health, triggersActivity and lastActiveTime; true on success.
+    async fn write_status(&self, wanted: &Stored) -> bool {
+        let health: BTreeMap<String, HealthStatus> = wanted
+            .failures
+            .iter()
+            .map(|(name, n)| {
+                let status = if *n == 0 {
+                    fallback::HAPPY
+                } else {
+                    fallback::FAILING
+                };
+                (
+                    name.clone(),
+                    HealthStatus {
+                        number_of_failures: Some(*n),
+                        status: Some(status.to_string()),
+                    },
+                )
+            })
+            .collect();
+        let activity: BTreeMap<&String, TriggerActivityStatus> = wanted
+            .activity
+            .iter()
+            .map(|(name, active)| (name, TriggerActivityStatus { is_active: *active }))
+            .collect();
+        let conditions = self.conditions.lock().await.clone();
+        let patch = serde_json::json!({
+            "status": {
+                "conditions": conditions,
+                "health": health,
+                "triggersActivity": activity,
+                "lastActiveTime": wanted.last_active.map(Time),
+            }
+        });
+        match self
+            .api
+            .patch_status(
+                &self.so.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.metrics.count_write("status");
+                true
+            }
+            Err(e) => {
+                warn!(scaledobject = %self.so.name_any(), error = %e, "writing status");
+                false
             }
         }
     }
@@ -358,8 +397,75 @@ impl ScaleLoop {
             .await
         {
             warn!(scaledobject = %self.so.name_any(), error = %e, "publishing an event");
+        } else {
+            self.metrics.count_write("event");
         }
     }
+}
+
+/// Ready, Active and Fallback after one poll.
+fn conditions(
+    has_fallback: bool,
+    evaluation: &Evaluation,
+    decided: Decision,
+) -> [(&'static str, Status, &'static str, String); 3] {
+    let ready = if evaluation.activity == Activity::Unknown && !has_fallback {
+        (
+            CONDITION_READY,
+            Status::False,
+            "TriggerError",
+            short(&evaluation.errors.join("; ")),
+        )
+    } else {
+        (
+            CONDITION_READY,
+            Status::True,
+            "ScaledObjectReady",
+            "ScaledObject is defined correctly and is ready for scaling".to_string(),
+        )
+    };
+    let active = match (evaluation.activity, decided) {
+        (Activity::Active, _) => (
+            CONDITION_ACTIVE,
+            Status::True,
+            "ScalerActive",
+            "Scaling is performed because triggers are active".to_string(),
+        ),
+        (_, Decision::CoolingDown { until }) => (
+            CONDITION_ACTIVE,
+            Status::False,
+            "ScalerCooldown",
+            format!("Scaler is inactive; the cooldown ends at {until}"),
+        ),
+        (Activity::Unknown, _) => (
+            CONDITION_ACTIVE,
+            Status::Unknown,
+            "TriggerError",
+            "Activity is unknown while a trigger fails".to_string(),
+        ),
+        (Activity::Inactive, _) => (
+            CONDITION_ACTIVE,
+            Status::False,
+            "ScalerNotActive",
+            "Scaling is not performed because triggers are not active".to_string(),
+        ),
+    };
+    let fallback = if evaluation.in_fallback {
+        (
+            CONDITION_FALLBACK,
+            Status::True,
+            "FallbackExists",
+            "At least one trigger is falling back on this scaled object".to_string(),
+        )
+    } else {
+        (
+            CONDITION_FALLBACK,
+            Status::False,
+            "NoFallbackFound",
+            "No fallbacks are active on this scaled object".to_string(),
+        )
+    };
+    [ready, active, fallback]
 }
 
 /// A message cut to what a condition should carry.

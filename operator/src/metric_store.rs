@@ -1,0 +1,99 @@
+//! The latest answer for every ScaledObject's metrics: written by the scale loops after each
+//! poll, read by the external metrics API. Values from fallback and the composite metric of
+//! `scalingModifiers` are stored here as the HPA should see them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
+use std::time::Instant;
+
+use crate::scale::evaluate::Answer;
+
+/// One ScaledObject's answers from one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// When the poll finished.
+    pub at: Instant,
+    /// By metric name.
+    pub answers: BTreeMap<String, Answer>,
+}
+
+/// Answers by namespace and ScaledObject name.
+#[derive(Default)]
+pub struct MetricStore {
+    objects: RwLock<HashMap<(String, String), Published>>,
+}
+
+impl MetricStore {
+    /// Replaces a ScaledObject's answers with a new poll's.
+    pub fn publish(&self, namespace: &str, scaled_object: &str, published: Published) {
+        self.objects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                (namespace.to_string(), scaled_object.to_string()),
+                published,
+            );
+    }
+
+    /// Forgets a ScaledObject (deleted, paused, or rebuilt).
+    pub fn forget(&self, namespace: &str, scaled_object: &str) {
+        self.objects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(namespace.to_string(), scaled_object.to_string()));
+    }
+
+    /// The latest answer for one metric, with the time it was read.
+    pub fn get(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        metric: &str,
+    ) -> Option<(Answer, Instant)> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let published = objects.get(&(namespace.to_string(), scaled_object.to_string()))?;
+        published
+            .answers
+            .get(metric)
+            .map(|answer| (answer.clone(), published.at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_replaced_per_poll_and_forgotten_with_their_object() {
+        let store = MetricStore::default();
+        let at = Instant::now();
+        store.publish(
+            "shop",
+            "orders",
+            Published {
+                at,
+                answers: BTreeMap::from([("s0-redis-jobs".into(), Answer::Value(7.0))]),
+            },
+        );
+        assert_eq!(
+            store.get("shop", "orders", "s0-redis-jobs"),
+            Some((Answer::Value(7.0), at))
+        );
+        assert_eq!(store.get("shop", "orders", "s1-other"), None);
+        assert_eq!(store.get("other", "orders", "s0-redis-jobs"), None);
+        store.publish(
+            "shop",
+            "orders",
+            Published {
+                at,
+                answers: BTreeMap::from([("s0-redis-jobs".into(), Answer::Error("down".into()))]),
+            },
+        );
+        assert_eq!(
+            store.get("shop", "orders", "s0-redis-jobs"),
+            Some((Answer::Error("down".into()), at))
+        );
+        store.forget("shop", "orders");
+        assert_eq!(store.get("shop", "orders", "s0-redis-jobs"), None);
+    }
+}
