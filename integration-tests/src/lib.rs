@@ -269,6 +269,64 @@ impl TestEnv {
         .await;
     }
 
+    /// A Deployment's `spec.replicas` (-1 when unset).
+    pub async fn replicas(&self, deployment: &str) -> Result<i32, String> {
+        let d = self
+            .api::<k8s_openapi::api::apps::v1::Deployment>()
+            .get(deployment)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+    }
+
+    /// A ScaledObject's condition of `type_`: its status, reason and message.
+    pub async fn condition(
+        &self,
+        scaled_object: &str,
+        type_: &str,
+    ) -> Result<(String, String, String), String> {
+        let so = self
+            .api::<ebb_crds::ScaledObject>()
+            .get(scaled_object)
+            .await
+            .map_err(|e| e.to_string())?;
+        so.status
+            .and_then(|s| s.conditions)
+            .and_then(|c| c.into_iter().find(|c| c.type_ == type_))
+            .map(|c| {
+                (
+                    c.status,
+                    c.reason.unwrap_or_default(),
+                    c.message.unwrap_or_default(),
+                )
+            })
+            .ok_or_else(|| format!("{scaled_object} has no {type_} condition"))
+    }
+
+    /// Creates a namespaced object in this test's namespace from its JSON manifest.
+    pub async fn create<K>(&self, manifest: serde_json::Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let object: K = match serde_json::from_value(manifest) {
+            Ok(o) => o,
+            Err(e) => panic!("a {} manifest: {e}", K::kind(&Default::default())),
+        };
+        match self
+            .api::<K>()
+            .create(&kube::api::PostParams::default(), &object)
+            .await
+        {
+            Ok(created) => created,
+            Err(e) => panic!("creating a {}: {e}", K::kind(&Default::default())),
+        }
+    }
+
     /// An API handle for a namespaced resource in this test's namespace.
     pub fn api<K>(&self) -> Api<K>
     where

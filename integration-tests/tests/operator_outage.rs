@@ -1,13 +1,14 @@
 //! A Redis outage while targets run three replicas, with ebb in process against the real
 //! apiserver and a real redis-server this test starts, stops and restarts on its own port:
 //! without fallback nothing is scaled down and Ready turns False naming the server; with
-//! fallback the Fallback condition turns True after failureThreshold failures; when Redis is
-//! back, both recover.
+//! fallback the Fallback condition turns True after failureThreshold failures and the metric
+//! answers the fallback value (without, an error, never 0); when Redis is back, both recover.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ebb_crds::ScaledObject;
+use ebb_operator::scale::evaluate::Answer;
 use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
@@ -88,7 +89,7 @@ async fn condition(env: &TestEnv, name: &str, type_: &str) -> Result<(String, St
 #[tokio::test]
 async fn an_outage_never_scales_down_and_fallback_takes_over() {
     let env = setup("operator-outage").await;
-    let _ebb = env.start_ebb();
+    let ebb = env.start_ebb();
     let port = free_port();
     let mut redis = OwnRedis::start(port);
     let mut conn = redis.connect().await;
@@ -159,6 +160,27 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
         ensure(status == "True", || format!("Fallback={status}: {message}"))
     })
     .await;
+    // What the HPA will be answered: an error without fallback, never 0; with fallback, the
+    // value that holds fallback.replicas (listLength 5 x 4 replicas).
+    let metric = format!("s0-redis-{list}");
+    eventually(
+        "the metric answers the fallback value",
+        DEADLINE,
+        || async {
+            let plain = ebb.ctx.store.get(&env.namespace, "plain", &metric);
+            let with_fallback = ebb.ctx.store.get(&env.namespace, "with-fallback", &metric);
+            match (&plain, &with_fallback) {
+                (Some((Answer::Error(e), _)), Some((Answer::Value(v), _)))
+                    if e.contains(&format!("redis 127.0.0.1:{port}")) && *v == 20.0 =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("plain {plain:?}, with-fallback {with_fallback:?}")),
+            }
+        },
+    )
+    .await;
+
     // Well past the cooldown: nothing was scaled down by the outage.
     let end = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < end {
@@ -201,6 +223,18 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
                 format!("Ready={ready} ({message}) Fallback={fallback}")
             })
         })
+        .await;
+        eventually(
+            &format!("{name}: answers the list length again"),
+            DEADLINE,
+            || async {
+                let answer = ebb.ctx.store.get(&env.namespace, name, &metric);
+                ensure(
+                    matches!(answer, Some((Answer::Value(v), _)) if v == 3.0),
+                    || format!("{answer:?}"),
+                )
+            },
+        )
         .await;
     }
     env.delete_scaled_objects().await;

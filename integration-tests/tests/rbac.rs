@@ -69,7 +69,11 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
             ns,
         ],
         &["get", "triggerauthentications.keda.sh", "-n", ns],
-        &["watch", "triggerauthentications.keda.sh", "--all-namespaces"],
+        &[
+            "watch",
+            "triggerauthentications.keda.sh",
+            "--all-namespaces",
+        ],
         &["watch", "clustertriggerauthentications.keda.sh"],
         &["create", "horizontalpodautoscalers.autoscaling", "-n", ns],
         &["patch", "deployments.apps", "--subresource=scale", "-n", ns],
