@@ -7,7 +7,7 @@
 //! own, deleted when its [`TestEnv`] is dropped.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -335,6 +335,24 @@ impl TestEnv {
     {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+}
+
+/// The `ebb` binary of this build (`target/<profile>/ebb`, next to the test executables'
+/// `deps/`). `cargo xtask test` builds it before the integration tests.
+pub fn ebb_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let binary = profile_dir.join("ebb");
+    assert!(
+        binary.exists(),
+        "{} is missing; build it with `cargo build -p ebb-operator --bin ebb` (cargo xtask test does)",
+        binary.display()
+    );
+    binary
 }
 
 /// Keeps an in-process ebb running; dropping it stops the controller.

@@ -140,3 +140,152 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
     .await;
     env.delete_scaled_objects().await;
 }
+
+/// One `ebb run` process of the real binary, killed (SIGKILL) on drop.
+struct EbbProcess {
+    child: std::process::Child,
+    admin: String,
+}
+
+impl EbbProcess {
+    fn start(env: &TestEnv, lease: &str, identity: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(integration_tests::ebb_binary())
+            .env("KUBECONFIG", &env.cluster.kubeconfig)
+            .env("POD_NAME", identity)
+            .env("RUST_LOG", "warn")
+            .args(["run", "--namespace", &env.namespace])
+            .args(["--watch-namespace", &env.namespace])
+            .args(["--lease-name", lease, "--identity", identity])
+            .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+            .args(["--log-format", "json"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start ebb");
+        Self {
+            child,
+            admin: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String), String> {
+        let response = reqwest::get(format!("{}{path}", self.admin))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.map_err(|e| e.to_string())?))
+    }
+
+    /// Writes to `/scale` this process made, from its `/metrics`.
+    async fn scale_writes(&self) -> Result<u64, String> {
+        let (_, text) = self.get("/metrics").await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("ebb_scale_writes_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+impl Drop for EbbProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
+    let env = setup("operator-leader-processes").await;
+    let lease = unique_name("ebb-lease");
+    let mut processes = vec![
+        ("ebb-a", EbbProcess::start(&env, &lease, "ebb-a")),
+        ("ebb-b", EbbProcess::start(&env, &lease, "ebb-b")),
+    ];
+    // Both ready: the standby once it reaches the apiserver, the leader once its watches synced.
+    for (name, process) in &processes {
+        eventually(&format!("{name} ready"), DEADLINE, || async {
+            let (status, body) = process.get("/readyz").await?;
+            ensure(status == 200, || format!("{status} {body}"))
+        })
+        .await;
+    }
+
+    let mut redis = redis::Client::open(format!("{}/9", env.cluster.redis_url))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let list = unique_name("jobs");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["1", "2", "3"])
+        .query_async(&mut redis)
+        .await
+        .expect("RPUSH");
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "worker"},
+        "spec": {
+            "scaleTargetRef": {"name": "worker"},
+            "pollingInterval": 1,
+            "cooldownPeriod": 1,
+            "triggers": [{"type": "redis", "metadata": {
+                "address": env.cluster.redis_url.trim_start_matches("redis://"),
+                "listName": list,
+                "databaseIndex": "9"
+            }}]
+        }
+    }))
+    .await;
+    eventually("scaled up from zero", DEADLINE, || async {
+        let n = env.replicas("worker").await?;
+        ensure(n >= 1, || format!("replicas {n}"))
+    })
+    .await;
+
+    // Exactly one process wrote: the holder.
+    let leader = holder(&env, &lease).await.expect("a holder");
+    for (name, process) in &processes {
+        let writes = process.scale_writes().await.expect("metrics");
+        if *name == leader {
+            assert!(writes >= 1, "the leader {name} made no /scale write");
+        } else {
+            assert_eq!(writes, 0, "the standby {name} wrote /scale");
+        }
+    }
+
+    // SIGKILL the leader: no release. The standby takes the lease when it expires (15 s) and
+    // scales the drained list back to zero.
+    let position = processes
+        .iter()
+        .position(|(name, _)| *name == leader)
+        .expect("the leader is one of ours");
+    drop(processes.remove(position));
+    let (standby_name, standby) = &processes[0];
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    eventually(
+        "the standby holds the lease and scales to zero",
+        DEADLINE,
+        || async {
+            let now = holder(&env, &lease).await?;
+            let n = env.replicas("worker").await?;
+            let writes = standby.scale_writes().await?;
+            ensure(now == *standby_name && n == 0 && writes >= 1, || {
+                format!("holder {now}, replicas {n}, standby writes {writes}")
+            })
+        },
+    )
+    .await;
+    env.delete_scaled_objects().await;
+}

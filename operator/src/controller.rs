@@ -380,7 +380,19 @@ pub async fn run(
     };
     let (requests, requested) = unbounded();
     *ctx.requests.lock().unwrap_or_else(PoisonError::into_inner) = Some(requests.clone());
-    let controller = Controller::new(objects, watcher::Config::default())
+    // The ScaledObject watch is ours, so that its first full list marks ebb ready (the store's
+    // own readiness future wakes only one waiter, the controller).
+    let (reader, writer) = reflector::store();
+    let metrics = ctx.metrics.clone();
+    let scaled_objects = reflector::reflector(writer, watcher(objects, watcher::Config::default()))
+        .default_backoff()
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                metrics.set_syncing(false);
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(scaled_objects, reader)
         .owns(
             hpas,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
@@ -422,14 +434,6 @@ pub async fn run(
         cluster,
     });
 
-    let objects = controller.store();
-    let metrics = ctx.metrics.clone();
-    let synced = tokio::spawn(async move {
-        if objects.wait_until_ready().await.is_ok() {
-            metrics.set_syncing(false);
-        }
-    });
-    let _synced_guard = AbortOnDrop([synced]);
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())

@@ -59,6 +59,17 @@ pub fn run(args: TestArgs) -> Result<()> {
         let was_running = cluster::services::status(&layout)
             .iter()
             .any(|(_, state)| state.is_some());
+        // Some integration tests run the real `ebb` binary as separate processes.
+        step(&mut steps, "build the ebb binary", || {
+            cargo(&[
+                "build",
+                "--locked",
+                "--package",
+                "ebb-operator",
+                "--bin",
+                "ebb",
+            ])
+        })?;
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
         let result = step(&mut steps, "integration tests", || {
             cargo(&["test", "--locked", "--package", "integration-tests"])
