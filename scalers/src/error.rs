@@ -63,3 +63,19 @@ impl ScalerError {
         }
     }
 }
+
+/// An error and its causes on one line; a cause whose text is already there is left out
+/// (tonic's and hyper's top-level text often repeats or hides the useful one).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
+}

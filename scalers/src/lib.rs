@@ -6,11 +6,13 @@
 
 pub mod builtin;
 pub mod error;
+mod http;
 pub mod metric;
 pub mod pool;
 pub mod registry;
 pub mod scaler;
 pub mod sdk;
+mod tls;
 pub mod trigger;
 
 /// The external scaler gRPC protocol (`externalscaler.ExternalScaler`), generated from

@@ -23,13 +23,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::error::{ConfigError, ScalerError};
+use crate::error::{ConfigError, ScalerError, error_chain};
 use crate::externalscaler::external_scaler_client::ExternalScalerClient;
 use crate::externalscaler::{self as pb, GetMetricsRequest, ScaledObjectRef};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::{ActivityStream, PushScaler, Scaler};
+use crate::tls::AnyServerCertificate;
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 /// Limit for connecting and for each call.
@@ -444,7 +445,7 @@ async fn connect(key: ChannelKey, source_name: String) -> Result<Channel, Scaler
             config = config.identity(Identity::from_pem(cert, key));
         }
         endpoint = if tls.unsafe_ssl {
-            endpoint.tls_config_with_verifier(config, Arc::new(unsafe_tls::AcceptAnyServer::new()))
+            endpoint.tls_config_with_verifier(config, Arc::new(AnyServerCertificate::new()))
         } else {
             config = match &tls.ca_cert {
                 Some(ca) => {
@@ -460,21 +461,6 @@ async fn connect(key: ChannelKey, source_name: String) -> Result<Channel, Scaler
         .connect()
         .await
         .map_err(|e| error(format!("cannot connect: {}", error_chain(&e))))
-}
-
-/// An error and its sources, one after the other (tonic's top-level text is often generic).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let s = inner.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 /// A failed call as a [`ScalerError`]: the gRPC code and the plugin's message, shortened.
@@ -649,66 +635,6 @@ impl PushScaler for ExternalPushScaler {
                 Some((item, state))
             },
         ))
-    }
-}
-
-/// `unsafeSsl: true`: TLS without checking the server's certificate, as the user asked.
-mod unsafe_tls {
-    use rustls::DigitallySignedStruct;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{
-        WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
-    };
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-
-    /// Accepts any server certificate; handshake signatures are still checked.
-    #[derive(Debug)]
-    pub struct AcceptAnyServer {
-        algorithms: WebPkiSupportedAlgorithms,
-    }
-
-    impl AcceptAnyServer {
-        pub fn new() -> Self {
-            Self {
-                algorithms: rustls::crypto::ring::default_provider()
-                    .signature_verification_algorithms,
-            }
-        }
-    }
-
-    impl ServerCertVerifier for AcceptAnyServer {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(message, cert, dss, &self.algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.algorithms.supported_schemes()
-        }
     }
 }
 

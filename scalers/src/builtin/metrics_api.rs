@@ -9,20 +9,19 @@
 mod extract;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use self::extract::{Format, Location};
 use crate::error::{ConfigError, ScalerError};
+use crate::http;
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::Scaler;
+use crate::tls::{ClientTls, pem_certificates, pem_private_key};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 /// Limit for a request (connect, headers and body) when `timeout` is not set.
@@ -36,13 +35,7 @@ const AUTH_ONLY: &[Source] = &[Source::Auth];
 const METADATA_OR_AUTH: &[Source] = &[Source::Metadata, Source::Auth];
 
 /// The TLS settings of a shared HTTP client. Holds a private key: never printed.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct TlsKey {
-    unsafe_ssl: bool,
-    ca: Option<String>,
-    cert: Option<String>,
-    key: Option<String>,
-}
+pub type TlsKey = ClientTls;
 
 /// The pool `metrics-api` triggers share.
 pub type HttpPool = SharedPool<TlsKey, reqwest::Client>;
@@ -202,12 +195,9 @@ fn header_name(t: &Trigger, key: &str, value: &str) -> Result<HeaderName, Config
 }
 
 fn pem_certs(t: &Trigger, key: &str, pem: &str) -> Result<(), ConfigError> {
-    let certs: Result<Vec<CertificateDer<'static>>, _> =
-        CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-    match certs {
-        Ok(certs) if !certs.is_empty() => Ok(()),
-        _ => Err(t.error(key, "expected one or more PEM certificates")),
-    }
+    pem_certificates(pem)
+        .map(drop)
+        .map_err(|_| t.error(key, "expected one or more PEM certificates"))
 }
 
 impl MetricsApiConfig {
@@ -329,7 +319,7 @@ impl MetricsApiConfig {
                     let cert = t.required("cert", AUTH_ONLY)?.value;
                     let key = t.required("key", AUTH_ONLY)?.value;
                     pem_certs(t, "cert", &cert)?;
-                    if PrivateKeyDer::from_pem_slice(key.as_bytes()).is_err() {
+                    if pem_private_key(&key).is_err() {
                         return Err(t.error("key", "expected a PEM private key"));
                     }
                     let ca = t.lookup("ca", AUTH_ONLY)?.map(|f| f.value);
@@ -394,99 +384,11 @@ impl MetricsApiConfig {
     }
 }
 
-/// Accepts any server certificate (`unsafeSsl: true`) while still checking the handshake
-/// signatures, so the connection is encrypted to whoever answers.
-#[derive(Debug)]
-struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// An HTTP client for `key`'s TLS settings (ring provider, system roots plus `ca`).
+/// An HTTP client for `key`'s TLS settings that follows same-origin redirects only.
 fn build_client(key: &TlsKey) -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let builder = if key.unsafe_ssl {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        // Unreadable system certificates are skipped: a `ca` may still make the server trusted.
-        let _ = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(ca) = &key.ca {
-            for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                let cert = cert.map_err(|_| "ca: expected PEM certificates".to_string())?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca: unusable certificate: {e}"))?;
-            }
-        }
-        builder.with_root_certificates(roots)
-    };
-    let config = match (&key.cert, &key.key) {
-        (Some(cert), Some(private_key)) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| "cert: expected PEM certificates".to_string())?;
-            let private_key = PrivateKeyDer::from_pem_slice(private_key.as_bytes())
-                .map_err(|_| "key: expected a PEM private key".to_string())?;
-            builder
-                .with_client_auth_cert(chain, private_key)
-                .map_err(|e| format!("cert/key: unusable client certificate: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
-        .build()
-        .map_err(|e| format!("HTTP client setup: {}", error_chain(&e.without_url())))
+    http::client(key, |builder| {
+        builder.redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
+    })
 }
 
 /// Follows redirects within the first URL's origin (at most 10). A redirect elsewhere is not
@@ -509,21 +411,6 @@ fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::re
     } else {
         attempt.follow()
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = c.source();
-    }
-    message
 }
 
 /// A `metrics-api` trigger.
@@ -553,7 +440,7 @@ impl MetricsApiScaler {
     /// The body of one GET, at most [`MAX_BODY_BYTES`].
     async fn fetch(&self, client: &reqwest::Client) -> Result<Vec<u8>, ScalerError> {
         let c = &self.config;
-        let http_error = |e: reqwest::Error| c.source_error(error_chain(&e.without_url()));
+        let http_error = |e: reqwest::Error| c.source_error(http::error_message(e));
         let mut request = client.get(c.url.clone()).headers(c.headers.clone());
         if let Some((username, password)) = &c.basic {
             request = request.basic_auth(username, password.as_ref());

@@ -19,18 +19,15 @@ use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 use reqwest::Url;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 
 use crate::error::{ConfigError, ScalerError};
+use crate::http;
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::Scaler;
+use crate::tls::{ClientTls, pem_certificates, pem_private_key};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 /// Limit for connecting and for each query, unless the trigger sets `timeout`.
@@ -54,7 +51,7 @@ pub struct AmqpKey {
     username: Option<String>,
     password: Option<String>,
     /// TLS (`amqps://`): the CA and client certificate, if given.
-    tls: Option<TlsSettings>,
+    tls: Option<ClientTls>,
 }
 
 /// Identity of a shared management API client. Holds credentials: never printed.
@@ -64,16 +61,7 @@ pub struct HttpKey {
     origin: String,
     username: Option<String>,
     password: Option<String>,
-    tls: TlsSettings,
-}
-
-/// TLS settings of an `https://` management API. PEM strings; the key is a secret.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-struct TlsSettings {
-    ca: Option<String>,
-    cert: Option<String>,
-    key: Option<String>,
-    unsafe_ssl: bool,
+    tls: ClientTls,
 }
 
 /// The pool AMQP triggers share.
@@ -421,7 +409,7 @@ impl RabbitMqConfig {
             let tls = if url.scheme == "https" {
                 tls.unwrap_or_default()
             } else {
-                TlsSettings::default()
+                ClientTls::default()
             };
             let origin = format!("{}://{}", url.scheme, authority(&url.host, url.port));
             Endpoint::Http {
@@ -430,7 +418,7 @@ impl RabbitMqConfig {
                     origin,
                     username,
                     password,
-                    tls: TlsSettings {
+                    tls: ClientTls {
                         unsafe_ssl: t.bool_or("unsafeSsl", &[Source::Metadata], false)?,
                         ..tls
                     },
@@ -523,7 +511,7 @@ impl RabbitMqConfig {
 
     /// The auth parameters `tls` (enable|disable), `ca`, `cert`, `key`; `None` when TLS is not
     /// enabled. PEM contents are checked here so a bad certificate fails the trigger at once.
-    fn tls(t: &Trigger) -> Result<Option<TlsSettings>, ConfigError> {
+    fn tls(t: &Trigger) -> Result<Option<ClientTls>, ConfigError> {
         let auth = [Source::Auth];
         match t.lookup("tls", &auth)? {
             None => return Ok(None),
@@ -543,18 +531,18 @@ impl RabbitMqConfig {
         let cert = t.lookup("cert", &auth)?.map(|f| f.value);
         let key = t.lookup("key", &auth)?.map(|f| f.value);
         if let Some(ca) = &ca {
-            pem_certificates(ca).map_err(|p| t.error("ca", p))?;
+            pem_certificates(ca).map_err(|p| t.error("ca", p.to_string()))?;
         }
         match (&cert, &key) {
             (Some(c), Some(k)) => {
-                pem_certificates(c).map_err(|p| t.error("cert", p))?;
-                pem_key(k).map_err(|p| t.error("key", p))?;
+                pem_certificates(c).map_err(|p| t.error("cert", p.to_string()))?;
+                pem_private_key(k).map_err(|p| t.error("key", p.to_string()))?;
             }
             (Some(_), None) => return Err(t.error("key", "required when cert is set")),
             (None, Some(_)) => return Err(t.error("cert", "required when key is set")),
             (None, None) => {}
         }
-        Ok(Some(TlsSettings {
+        Ok(Some(ClientTls {
             ca,
             cert,
             key,
@@ -570,21 +558,6 @@ fn authority(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "expected PEM certificates".to_string())?;
-    if certs.is_empty() {
-        return Err("expected PEM certificates, found none".into());
-    }
-    Ok(certs)
-}
-
-fn pem_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|_| "expected an unencrypted PEM private key".to_string())
 }
 
 /// How errors name the server (no credentials).
@@ -752,7 +725,7 @@ impl RabbitMqScaler {
         };
         let (status, body) = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => return Err(self.timeout_error()),
-            Ok(Err(e)) => return Err(self.source_error(http_error_message(e))),
+            Ok(Err(e)) => return Err(self.source_error(http::error_message(e))),
             Ok(Ok(answer)) => answer,
         };
         if status == reqwest::StatusCode::NOT_FOUND && !self.config.use_regex {
@@ -840,106 +813,11 @@ async fn connect_amqp(
         .map_err(|e| source_error(format!("connecting: {e}")))
 }
 
-/// A reqwest error's message and causes, without the URL.
-fn http_error_message(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        let _ = write!(message, ": {cause}");
-        source = cause.source();
-    }
-    message
-}
-
-/// A client for the management API with `tls` (custom CA, client certificate, or no
-/// verification at all for `unsafeSsl`), on the ring crypto provider.
-fn http_client(tls: &TlsSettings, timeout: Duration) -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let builder = if tls.unsafe_ssl {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(ca) = &tls.ca {
-            for cert in pem_certificates(ca).map_err(|e| format!("ca: {e}"))? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca: not a usable certificate: {e}"))?;
-            }
-        }
-        builder.with_root_certificates(roots)
-    };
-    let config = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(
-                pem_certificates(cert).map_err(|e| format!("cert: {e}"))?,
-                pem_key(key).map_err(|e| format!("key: {e}"))?,
-            )
-            .map_err(|e| format!("client certificate: {e}"))?,
-        _ => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .build()
-        .map_err(http_error_message)
-}
-
-/// The verifier behind `unsafeSsl: true`: accepts any server certificate, but still checks
-/// that the handshake is signed by the key in it.
-#[derive(Debug)]
-struct AnyServerCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+/// A client for the management API with `tls`, bounded by `timeout`.
+fn http_client(tls: &ClientTls, timeout: Duration) -> Result<reqwest::Client, String> {
+    http::client(tls, |builder| {
+        builder.connect_timeout(timeout).timeout(timeout)
+    })
 }
 
 #[async_trait]
@@ -972,6 +850,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::tls::test_pem;
 
     fn trigger(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> Trigger {
         let map = |pairs: &[(&str, &str)]| {
@@ -1229,7 +1108,7 @@ mod tests {
         assert!(tls.cert.is_some() && tls.key.is_some() && !tls.unsafe_ssl);
         http_client(tls, DEFAULT_TIMEOUT).expect("a client with a CA and a client certificate");
         http_client(
-            &TlsSettings {
+            &ClientTls {
                 unsafe_ssl: true,
                 ..Default::default()
             },
@@ -1266,7 +1145,7 @@ mod tests {
         .expect("TLS");
         assert_eq!(tls.ca.as_deref(), Some(ca));
         assert!(tls.cert.is_some() && tls.key.is_some());
-        assert!(amqp_tls("amqps://r/", &[]) == Some(TlsSettings::default()));
+        assert!(amqp_tls("amqps://r/", &[]) == Some(ClientTls::default()));
         assert!(amqp_tls("amqp://r/", &[("tls", "enable"), ("ca", ca)]).is_none());
     }
 
@@ -1656,24 +1535,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ScalerError::UnknownMetric(_)), "{err}");
-    }
-
-    /// A throwaway self-signed certificate and its key, for the PEM checks only.
-    mod test_pem {
-        pub const CERT: &str = "-----BEGIN CERTIFICATE-----
-MIIBfDCCASOgAwIBAgIUV5ejhdRYa5CSbG/oxpgJrbWsqZEwCgYIKoZIzj0EAwIw
-EzERMA8GA1UEAwwIZWJiLXRlc3QwIBcNMjYxMTIzMTMwMzMwWhgPMjEyNjEwMzAx
-MzAzMzBaMBMxETAPBgNVBAMMCGViYi10ZXN0MFkwEwYHKoZIzj0CAQYIKoZIzj0D
-AQcDQgAEurxJLhqodJ/fOhlqTN3Tm0dHEPgAAIO2l3zcR7xkd34qRSG0joMyDmV+
-OmuVHXv7NkHZkb3S2dcjteFWZMigy6NTMFEwHQYDVR0OBBYEFJD8MdacTq7kd77C
-jmm6HCUrqKGuMB8GA1UdIwQYMBaAFJD8MdacTq7kd77Cjmm6HCUrqKGuMA8GA1Ud
-EwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgP2PX9yGn96ssPKEVHF3b1xD7
-JUmsXdNsQ3D2nbuPHQ8CIAahl98xdhAzOgE8GrDUEc2U5S54CG5tbkLgFq+9v1F1
------END CERTIFICATE-----\n";
-        pub const KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgr7c914aRPG3qgLhA
-RPtqUV8Jjum9/M5fkRAhxN20Sq2hRANCAAS6vEkuGqh0n986GWpM3dObR0cQ+AAA
-g7aXfNxHvGR3fipFIbSOgzIOZX46a5Ude/s2QdmRvdLZ1yO14VZkyKDL
------END PRIVATE KEY-----\n";
     }
 }

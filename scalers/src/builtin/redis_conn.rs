@@ -11,11 +11,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, TlsCertificates, Value};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{ConfigError, ScalerError};
 use crate::pool::{Lease, SharedPool};
+use crate::tls::{pem_certificates, pem_private_key};
 use crate::trigger::{ANY_SOURCE, Source, Trigger};
 
 /// Limit for connecting and for each query.
@@ -252,24 +251,21 @@ fn parse_tls(t: &Trigger) -> Result<Option<TlsSettings>, ConfigError> {
         ));
     }
     let ca = auth("ca")?;
-    if let Some(ca) = &ca {
-        let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(ca.as_bytes()).collect();
-        if !certs.is_ok_and(|c| !c.is_empty()) {
-            return Err(t.error("ca", "expected one or more PEM certificates"));
-        }
+    if let Some(ca) = &ca
+        && pem_certificates(ca).is_err()
+    {
+        return Err(t.error("ca", "expected one or more PEM certificates"));
     }
     let client = match (auth("cert")?, auth("key")?) {
         (None, None) => None,
         (Some(_), None) => return Err(t.error("key", "required when cert is set")),
         (None, Some(_)) => return Err(t.error("cert", "required when key is set")),
         (Some(cert), Some(key)) => {
-            let certs: Result<Vec<_>, _> =
-                CertificateDer::pem_slice_iter(cert.as_bytes()).collect();
-            if !certs.is_ok_and(|c| !c.is_empty()) {
+            if pem_certificates(&cert).is_err() {
                 return Err(t.error("cert", "expected a PEM certificate"));
             }
-            if PrivateKeyDer::from_pem_slice(key.as_bytes()).is_err() {
-                return Err(t.error("key", "expected an unencrypted PEM private key"));
+            if let Err(problem) = pem_private_key(&key) {
+                return Err(t.error("key", problem.to_string()));
             }
             Some((cert, key))
         }
