@@ -9,6 +9,7 @@ pub mod controller;
 pub mod hpa;
 pub mod leader;
 pub mod metric_store;
+pub mod metrics_api;
 pub mod scale;
 pub mod status;
 pub mod target;

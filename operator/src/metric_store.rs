@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::scale::evaluate::Answer;
 
@@ -13,8 +13,28 @@ use crate::scale::evaluate::Answer;
 pub struct Published {
     /// When the poll finished.
     pub at: Instant,
+    /// How long the answers stay good enough to serve (a couple of polling intervals).
+    pub fresh_for: Duration,
     /// By metric name.
     pub answers: BTreeMap<String, Answer>,
+}
+
+/// What the store knows of one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// No answers for this ScaledObject (unknown, paused, or not polled yet).
+    UnknownObject,
+    /// The ScaledObject has no metric of that name.
+    UnknownMetric,
+    /// The latest answer and its age.
+    Found {
+        /// The answer.
+        answer: Answer,
+        /// How old it is.
+        age: Duration,
+        /// Whether it is still fresh enough to serve.
+        fresh: bool,
+    },
 }
 
 /// Answers by namespace and ScaledObject name.
@@ -41,6 +61,26 @@ impl MetricStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(namespace.to_string(), scaled_object.to_string()));
+    }
+
+    /// What the store knows of one metric.
+    pub fn lookup(&self, namespace: &str, scaled_object: &str, metric: &str) -> Lookup {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(published) = objects.get(&(namespace.to_string(), scaled_object.to_string()))
+        else {
+            return Lookup::UnknownObject;
+        };
+        match published.answers.get(metric) {
+            None => Lookup::UnknownMetric,
+            Some(answer) => {
+                let age = published.at.elapsed();
+                Lookup::Found {
+                    answer: answer.clone(),
+                    age,
+                    fresh: age <= published.fresh_for,
+                }
+            }
+        }
     }
 
     /// The latest answer for one metric, with the time it was read.
@@ -72,6 +112,7 @@ mod tests {
             "orders",
             Published {
                 at,
+                fresh_for: Duration::from_secs(60),
                 answers: BTreeMap::from([("s0-redis-jobs".into(), Answer::Value(7.0))]),
             },
         );
@@ -86,6 +127,7 @@ mod tests {
             "orders",
             Published {
                 at,
+                fresh_for: Duration::ZERO,
                 answers: BTreeMap::from([("s0-redis-jobs".into(), Answer::Error("down".into()))]),
             },
         );
@@ -93,7 +135,19 @@ mod tests {
             store.get("shop", "orders", "s0-redis-jobs"),
             Some((Answer::Error("down".into()), at))
         );
+        assert!(matches!(
+            store.lookup("shop", "orders", "s0-redis-jobs"),
+            Lookup::Found { fresh: false, .. }
+        ));
+        assert_eq!(
+            store.lookup("shop", "orders", "s1-x"),
+            Lookup::UnknownMetric
+        );
         store.forget("shop", "orders");
         assert_eq!(store.get("shop", "orders", "s0-redis-jobs"), None);
+        assert_eq!(
+            store.lookup("shop", "orders", "s0-redis-jobs"),
+            Lookup::UnknownObject
+        );
     }
 }

@@ -200,6 +200,7 @@ impl ScaleLoop {
                 &name,
                 Published {
                     at: Instant::now(),
+                    fresh_for: interval * 2 + POLL_TIMEOUT,
                     answers: evaluation.answers.clone(),
                 },
             );

@@ -1,0 +1,219 @@
+//! The `external.metrics.k8s.io/v1beta1` API the HPA reads, served over TLS behind the
+//! apiserver's aggregation layer from the same process as the scale loops: each value is the
+//! scale loop's latest answer for the metric (fallback and composite values included), served
+//! while it is fresh (two polling intervals plus the poll timeout); an error is never turned
+//! into 0.
+
+pub mod auth;
+pub mod request;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
+use tracing::debug;
+
+use crate::metric_store::{Lookup, MetricStore};
+use crate::scale::evaluate::Answer;
+use auth::{Claim, Identity, Peer, RequestHeader, Reviewer};
+use request::{ApiError, scaled_object_of, value_list};
+
+/// Longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+pub struct MetricsApi {
+    /// The scale loops' answers.
+    pub store: Arc<MetricStore>,
+    /// The front proxy's settings.
+    pub requestheader: RequestHeader,
+    /// TokenReview and SubjectAccessReview.
+    pub reviewer: Reviewer,
+}
+
+impl MetricsApi {
+    /// Who is asking; the front proxy with no user behind it is itself the caller.
+    async fn identity(
+        &self,
+        peer: &Peer,
+        headers: &HeaderMap,
+    ) -> Result<Option<Identity>, ApiError> {
+        match auth::claim(&self.requestheader, peer, headers)? {
+            Claim::Proxied(who) => Ok(Some(who)),
+            Claim::FrontProxy => Ok(None),
+            Claim::Token(token) => self.reviewer.token(&token).await.map(Some),
+        }
+    }
+
+    /// Answers one metric request.
+    pub async fn metric(
+        &self,
+        peer: &Peer,
+        headers: &HeaderMap,
+        namespace: &str,
+        metric: &str,
+        query: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let scaled_object = scaled_object_of(query)?;
+        let who = self.identity(peer, headers).await?.ok_or_else(|| {
+            ApiError::unauthorized("the front proxy named no user for this request")
+        })?;
+        self.reviewer.authorize(&who, namespace, metric).await?;
+        match self.store.lookup(namespace, &scaled_object, metric) {
+            Lookup::Found {
+                answer: Answer::Value(value),
+                age,
+                fresh: true,
+            } => {
+                let at = jiff::Timestamp::now()
+                    .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or_default())
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                value_list(metric, &scaled_object, value, Time(at))
+            }
+            Lookup::Found {
+                answer: Answer::Value(_),
+                age,
+                ..
+            } => Err(ApiError::unavailable(format!(
+                "metric {metric} of ScaledObject {namespace}/{scaled_object} was last read {}s ago",
+                age.as_secs()
+            ))),
+            Lookup::Found {
+                answer: Answer::Error(e),
+                ..
+            } => Err(ApiError::unavailable(format!(
+                "metric {metric} of ScaledObject {namespace}/{scaled_object}: {e}"
+            ))),
+            Lookup::UnknownMetric => Err(ApiError::not_found(format!(
+                "ScaledObject {namespace}/{scaled_object} has no metric {metric}"
+            ))),
+            Lookup::UnknownObject => Err(ApiError::not_found(format!(
+                "no readings for ScaledObject {namespace}/{scaled_object}: it does not exist, is paused, or has not been polled yet"
+            ))),
+        }
+    }
+}
+
+fn respond(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(e) => {
+            debug!(code = e.code, message = %e.message, "metrics API refused a request");
+            let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(e.status())).into_response()
+        }
+    }
+}
+
+/// Discovery and health: any authenticated caller (the front proxy's own checks included).
+async fn discovery(
+    api: &MetricsApi,
+    peer: &Peer,
+    headers: &HeaderMap,
+    document: fn() -> Value,
+) -> Response {
+    respond(api.identity(peer, headers).await.map(|_| document()))
+}
+
+/// The router; each connection adds its [`Peer`] as an extension.
+pub fn router(api: Arc<MetricsApi>) -> Router {
+    Router::new()
+        .route(
+            "/apis",
+            get(|State(api): State<Arc<MetricsApi>>, Extension(peer): Extension<Peer>, headers: HeaderMap| async move {
+                discovery(&api, &peer, &headers, request::api_group_list).await
+            }),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io",
+            get(|State(api): State<Arc<MetricsApi>>, Extension(peer): Extension<Peer>, headers: HeaderMap| async move {
+                discovery(&api, &peer, &headers, request::api_group).await
+            }),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1",
+            get(|State(api): State<Arc<MetricsApi>>, Extension(peer): Extension<Peer>, headers: HeaderMap| async move {
+                discovery(&api, &peer, &headers, request::api_resource_list).await
+            }),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
+            get(
+                |State(api): State<Arc<MetricsApi>>,
+                 Extension(peer): Extension<Peer>,
+                 Path((namespace, metric)): Path<(String, String)>,
+                 RawQuery(query): RawQuery,
+                 headers: HeaderMap| async move {
+                    respond(api.metric(&peer, &headers, &namespace, &metric, query.as_deref()).await)
+                },
+            ),
+        )
+        .route(
+            "/openapi/v2",
+            get(|| async { Json(json!({"swagger": "2.0", "info": {"title": "ebb external metrics", "version": "v1beta1"}, "paths": {}})) }),
+        )
+        .route("/openapi/v3", get(|| async { Json(json!({"paths": {}})) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .fallback(|| async {
+            respond(Err(ApiError::not_found("the metrics API serves external.metrics.k8s.io/v1beta1 only")))
+        })
+        .with_state(api)
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    api: Arc<MetricsApi>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let router = router(api);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "accepting a connection");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            // A refused client certificate ends here, in the handshake.
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let peer = Peer {
+                front_proxy_cn: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(tls::common_name),
+            };
+            let service = TowerToHyperService::new(router.layer(Extension(peer)));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

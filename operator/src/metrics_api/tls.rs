@@ -1,0 +1,253 @@
+//! The serving certificate of the external metrics API, generated at startup or loaded from
+//! files and reloaded when they change, and the TLS configuration that asks clients for a
+//! certificate signed by the aggregator's (requestheader) CA without requiring one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tracing::{info, warn};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating the certificate failed.
+    #[error("generating the serving certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file holds nothing usable.
+    #[error("{what}: {problem}")]
+    Pem {
+        /// Which file or input.
+        what: String,
+        /// What was wrong.
+        problem: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client certificate verification: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_error(what: &str, problem: impl Into<String>) -> TlsError {
+    TlsError::Pem {
+        what: what.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Certificates in a PEM text.
+pub fn pem_certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(what, format!("expected PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(pem_error(what, "expected PEM certificates, found none"));
+    }
+    Ok(certs)
+}
+
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'_>,
+    what: &str,
+) -> Result<CertifiedKey, TlsError> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| pem_error(what, format!("unusable private key: {e}")))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// A certificate for `names` (DNS names or IP addresses) signed by a CA made for it; returns
+/// the key and the CA's PEM (the APIService's `caBundle`).
+pub fn generate(names: &[String]) -> Result<(CertifiedKey, String), TlsError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ebb metrics API CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    let cert = params.signed_by(&key, &issuer)?;
+    let key_der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| pem_error("generated key", e.to_string()))?;
+    let certified = certified_key(
+        vec![cert.der().clone(), ca.der().clone()],
+        &key_der,
+        "generated key",
+    )?;
+    Ok((certified, ca.pem()))
+}
+
+/// The certificate chain and key in two PEM files.
+pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let chain = pem_certificates(&read(cert)?, &cert.display().to_string())?;
+    let key_der = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes()).map_err(|e| {
+        pem_error(
+            &key.display().to_string(),
+            format!("expected a PEM private key: {e}"),
+        )
+    })?;
+    certified_key(chain, &key_der, &key.display().to_string())
+}
+
+/// Hands every handshake the current certificate; swapped when the files change.
+#[derive(Debug)]
+pub struct Serving(RwLock<Arc<CertifiedKey>>);
+
+impl Serving {
+    /// Serves `key` until replaced.
+    pub fn new(key: CertifiedKey) -> Arc<Self> {
+        Arc::new(Self(RwLock::new(Arc::new(key))))
+    }
+
+    fn replace(&self, key: CertifiedKey) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+    }
+
+    /// Reloads the files whenever their modification time changes, checking every `every`.
+    /// A bad new pair is logged and the old certificate kept.
+    pub async fn reload_on_change(self: Arc<Self>, cert: PathBuf, key: PathBuf, every: Duration) {
+        let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen: (Option<SystemTime>, Option<SystemTime>) = (stamp(&cert), stamp(&key));
+        loop {
+            tokio::time::sleep(every).await;
+            let now = (stamp(&cert), stamp(&key));
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match load(&cert, &key) {
+                Ok(k) => {
+                    self.replace(k);
+                    info!(cert = %cert.display(), "serving certificate reloaded");
+                }
+                Err(e) => warn!(error = %e, "keeping the old serving certificate"),
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for Serving {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+/// The server configuration: our certificate; a client certificate is optional, but one that
+/// is presented must chain to `client_ca_pem` (the requestheader CA), or the handshake fails.
+pub fn server_config(
+    serving: Arc<Serving>,
+    client_ca_pem: &str,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certificates(client_ca_pem, "requestheader-client-ca-file")? {
+        roots.add(cert)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The subject CommonName of a DER certificate.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_names_the_service_and_chains_to_its_ca() {
+        let names = vec![
+            "ebb-metrics.ebb-system.svc".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        let (key, ca_pem) = generate(&names).expect("generate");
+        assert_eq!(
+            common_name(&key.cert[0]).as_deref(),
+            Some("ebb-metrics.ebb-system.svc")
+        );
+        let ca = pem_certificates(&ca_pem, "ca").expect("ca");
+        assert_eq!(ca.len(), 1);
+        assert_eq!(key.cert[1], ca[0]);
+        // The server configuration accepts that CA as a client CA too.
+        assert!(server_config(Serving::new(key), &ca_pem).is_ok());
+    }
+
+    #[test]
+    fn bad_pem_is_an_error_naming_the_input() {
+        let err = pem_certificates("not pem", "requestheader-client-ca-file").expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with("requestheader-client-ca-file: expected PEM certificates"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_are_loaded_and_a_missing_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("ebb-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["a.example".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+        assert!(load(&dir.join("tls.crt"), &dir.join("tls.key")).is_ok());
+        let err = load(&dir.join("missing.crt"), &dir.join("tls.key")).expect_err("missing");
+        assert!(err.to_string().contains("missing.crt"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
