@@ -246,6 +246,147 @@ impl TestEnv {
         }
     }
 
+    /// Serves `ebb`'s external metrics API and registers it with the aggregator (an
+    /// ExternalName Service `ebb-system/ebb-metrics` to 127.0.0.1, the APIService with the
+    /// generated certificate's CA), then waits for the APIService to be Available.
+    pub async fn serve_metrics_api(&self, ebb: &EbbGuard) -> MetricsApiGuard {
+        use ebb_operator::metrics_api::{self, auth, tls};
+        let turn = METRICS_API_TURN.lock().await;
+        let requestheader = match auth::RequestHeader::load(&self.client).await {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let names = vec![
+            "ebb-metrics.ebb-system.svc".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        let (key, ca_pem) = tls::generate(&names).expect("serving certificate");
+        let config = tls::server_config(tls::Serving::new(key), &requestheader.client_ca)
+            .expect("TLS configuration");
+        // The server runs on a runtime of its own, with a client of its own: a test blocked in
+        // `kubectl get --raw` (which comes back through the aggregator to this server) must not
+        // block the server too.
+        let store = ebb.ctx.store.clone();
+        let cluster = self.cluster.clone();
+        let header = requestheader.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound, is_bound) = std::sync::mpsc::channel::<Result<(), String>>();
+        let server = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = bound.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let client = match client(&cluster).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = bound.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let mut listener = None;
+                for _ in 0..60 {
+                    match tokio::net::TcpListener::bind(("127.0.0.1", METRICS_API_PORT)).await {
+                        Ok(l) => {
+                            listener = Some(l);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                }
+                let Some(listener) = listener else {
+                    let _ = bound.send(Err(format!("port {METRICS_API_PORT} stays busy")));
+                    return;
+                };
+                let _ = bound.send(Ok(()));
+                let api = std::sync::Arc::new(metrics_api::MetricsApi {
+                    store,
+                    requestheader: header,
+                    reviewer: auth::Reviewer::new(client),
+                });
+                metrics_api::serve(listener, std::sync::Arc::new(config), api, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+        });
+        match is_bound.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("starting the metrics API: {e}"),
+            Err(e) => panic!("starting the metrics API: {e}"),
+        }
+        let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca_pem.clone().into_bytes()))
+            .expect("base64");
+        let manifests = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ebb-system"}},
+                {"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "ebb-metrics", "namespace": "ebb-system"},
+                 "spec": {"type": "ExternalName", "externalName": "127.0.0.1",
+                          "ports": [{"port": METRICS_API_PORT, "protocol": "TCP"}]}},
+                {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                 "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+                 "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1",
+                          "service": {"name": "ebb-metrics", "namespace": "ebb-system", "port": METRICS_API_PORT},
+                          "caBundle": ca_bundle,
+                          "groupPriorityMinimum": 100, "versionPriority": 100}}
+            ]
+        });
+        let out = self.kubectl_with_stdin(
+            &[
+                "apply",
+                "--namespace=ebb-system",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            Some(&manifests.to_string()),
+        );
+        expect_success(&out, "registering the metrics APIService");
+        eventually("the APIService is Available", Duration::from_secs(60), || async {
+            let out = self.kubectl(&[
+                "get", "apiservice", "v1beta1.external.metrics.k8s.io",
+                "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status} {.status.conditions[?(@.type==\"Available\")].message}",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            ensure(text.starts_with("True"), || text.clone())
+        })
+        .await;
+        // The aggregator's proxy follows the condition a moment later.
+        eventually(
+            "discovery through the aggregator",
+            Duration::from_secs(60),
+            || async {
+                let out = self.kubectl(&["get", "--raw", "/apis/external.metrics.k8s.io/v1beta1"]);
+                ensure(out.status.success(), || {
+                    String::from_utf8_lossy(&out.stderr).to_string()
+                })
+            },
+        )
+        .await;
+        MetricsApiGuard {
+            ca_pem,
+            requestheader,
+            env_kubectl: (
+                self.cluster.kubectl.clone(),
+                self.cluster.kubeconfig.clone(),
+            ),
+            stop: Some(stop),
+            server: Some(server),
+            _turn: turn,
+        }
+    }
+
     /// Deletes every ScaledObject of this test's namespace and waits until they are gone (ebb
     /// must be running to release its finalizer).
     pub async fn delete_scaled_objects(&self) {
@@ -334,6 +475,47 @@ impl TestEnv {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// Where the tests serve ebb's external metrics API (the APIService points here).
+pub const METRICS_API_PORT: u16 = 32680;
+
+/// One metrics API registration per cluster at a time (tests of one binary take turns).
+static METRICS_API_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// ebb's external metrics API served on 127.0.0.1:[`METRICS_API_PORT`] and registered as the
+/// cluster's `v1beta1.external.metrics.k8s.io`; unregistered and stopped on drop.
+pub struct MetricsApiGuard {
+    /// The CA of the serving certificate (the APIService's caBundle).
+    pub ca_pem: String,
+    /// The requestheader CA's certificate, for tests that play the front proxy.
+    pub requestheader: ebb_operator::metrics_api::auth::RequestHeader,
+    env_kubectl: (PathBuf, PathBuf),
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<std::thread::JoinHandle<()>>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for MetricsApiGuard {
+    fn drop(&mut self) {
+        // Unregister first: an APIService without a server stalls namespace deletion.
+        let _ = Command::new(&self.env_kubectl.0)
+            .arg(format!("--kubeconfig={}", self.env_kubectl.1.display()))
+            .args([
+                "delete",
+                "apiservice",
+                "v1beta1.external.metrics.k8s.io",
+                "--ignore-not-found",
+                "--wait=false",
+            ])
+            .output();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
     }
 }
 

@@ -1,0 +1,391 @@
+//! ebb's external metrics API behind the real apiserver's aggregation layer, read by the real
+//! HPA controller: discovery, live values through `kubectl get --raw`, a Deployment taken
+//! 0 -> 1 by ebb, 1 -> 8 by the HPA on ebb's metric, and back; errors and refusals as
+//! Kubernetes Status objects; fallback values served while Redis is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ebb_crds::ScaledObject;
+use integration_tests::{
+    METRICS_API_PORT, TestEnv, deployment, ensure, eventually, expect_success, setup, unique_name,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn raw(env: &TestEnv, path: &str) -> Result<Value, String> {
+    let out = env.kubectl(&["get", "--raw", path]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn metric_path(env: &TestEnv, metric: &str, so: &str) -> String {
+    format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}",
+        env.namespace
+    )
+}
+
+async fn push(redis: &mut redis::aio::MultiplexedConnection, list: &str, n: usize) {
+    let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let _: () = redis::cmd("RPUSH")
+        .arg(list)
+        .arg(&items)
+        .query_async(redis)
+        .await
+        .expect("RPUSH");
+}
+
+fn redis_scaled_object(env: &TestEnv, name: &str, list: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "scaleTargetRef": {"name": name},
+        "pollingInterval": 1,
+        "cooldownPeriod": 2,
+        "minReplicaCount": 0,
+        "maxReplicaCount": 10,
+        "triggers": [{"type": "redis", "metadata": {
+            "address": env.cluster.redis_url.trim_start_matches("redis://"),
+            "databaseIndex": "7",
+            "listName": list,
+            "listLength": "5"
+        }}]
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name},
+        "spec": spec
+    })
+}
+
+#[tokio::test]
+async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
+    let env = setup("metrics-api-e2e").await;
+    let ebb = env.start_ebb();
+    let _api = env.serve_metrics_api(&ebb).await;
+
+    // Discovery, as kubectl and the HPA see it.
+    let resources = raw(&env, "/apis/external.metrics.k8s.io/v1beta1").expect("discovery");
+    assert_eq!(
+        resources["resources"][0]["name"], "externalmetrics",
+        "{resources}"
+    );
+    assert_eq!(resources["resources"][0]["namespaced"], true);
+
+    let mut redis = redis::Client::open(format!("{}/7", env.cluster.redis_url))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let list = unique_name("jobs");
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(redis_scaled_object(&env, "worker", &list, json!({})))
+        .await;
+    let metric = format!("s0-redis-{list}");
+
+    // The live list length, through the aggregator.
+    push(&mut redis, &list, 3).await;
+    eventually(
+        "kubectl get --raw reads the list length",
+        DEADLINE,
+        || async {
+            let value = raw(&env, &metric_path(&env, &metric, "worker"))?;
+            ensure(value["items"][0]["value"] == "3", || value.to_string())
+        },
+    )
+    .await;
+
+    // 40 items, listLength 5: ebb takes the Deployment 0 -> 1, the HPA 1 -> 8.
+    push(&mut redis, &list, 37).await;
+    eventually("the HPA scales to 8 on ebb's metric", DEADLINE, || async {
+        let n = env.replicas("worker").await?;
+        ensure(n == 8, || format!("replicas {n}"))
+    })
+    .await;
+    // At 8 replicas the HPA reads 40 / 8 = 5 per replica: on target.
+    eventually("the HPA reads 5 per replica", DEADLINE, || async {
+        let hpa = env
+            .api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-worker")
+            .await
+            .map_err(|e| e.to_string())?;
+        let current = serde_json::to_value(hpa.status.and_then(|s| s.current_metrics))
+            .map_err(|e| e.to_string())?;
+        ensure(
+            current[0]["external"]["current"]["averageValue"] == "5",
+            || current.to_string(),
+        )
+    })
+    .await;
+    assert_eq!(env.replicas("worker").await, Ok(8));
+
+    // Drained: the HPA takes it to 1, then ebb to 0 after the cooldown.
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    eventually("back to zero", DEADLINE, || async {
+        let n = env.replicas("worker").await?;
+        ensure(n == 0, || format!("replicas {n}"))
+    })
+    .await;
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test]
+async fn errors_and_refusals_are_kubernetes_statuses() {
+    let env = setup("metrics-api-refusals").await;
+    let ebb = env.start_ebb();
+    let api = env.serve_metrics_api(&ebb).await;
+    let list = unique_name("jobs");
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 1, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(redis_scaled_object(&env, "worker", &list, json!({})))
+        .await;
+    let metric = format!("s0-redis-{list}");
+    eventually("the metric is served", DEADLINE, || async {
+        let value = raw(&env, &metric_path(&env, &metric, "worker"))?;
+        ensure(value["items"][0]["value"] == "0", || value.to_string())
+    })
+    .await;
+
+    // Through the aggregator: unknown metric or object, bad selector.
+    for (path, code) in [
+        (metric_path(&env, "s9-nothing", "worker"), "NotFound"),
+        (metric_path(&env, &metric, "nobody"), "NotFound"),
+        (
+            format!(
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/no-such-namespace/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3Dworker"
+            ),
+            "NotFound",
+        ),
+        (
+            format!(
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/{metric}?labelSelector=app%3Dx",
+                env.namespace
+            ),
+            "BadRequest",
+        ),
+    ] {
+        let err = raw(&env, &path).expect_err("refused");
+        assert!(err.contains(&format!("({code})")), "{path}: {err}");
+    }
+
+    // A user the apiserver authenticates but RBAC does not let read external metrics.
+    let out = env.kubectl(&[
+        "get",
+        "--raw",
+        &metric_path(&env, &metric, "worker"),
+        "--as=system:serviceaccount:default:nobody",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Forbidden") || stderr.contains("forbidden"),
+        "{stderr}"
+    );
+
+    // Directly on the port: TLS verified against the generated CA.
+    let https = |identity: Option<(String, String)>| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ebb_operator::metrics_api::tls::pem_certificates(&api.ca_pem, "ca").expect("ca")
+        {
+            roots.add(cert).expect("root");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                use rustls::pki_types::pem::PemObject;
+                let chain =
+                    ebb_operator::metrics_api::tls::pem_certificates(&cert, "cert").expect("cert");
+                let key =
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .expect("client cert")
+            }
+        };
+        reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .build()
+            .expect("client")
+    };
+    let url = format!(
+        "https://127.0.0.1:{METRICS_API_PORT}{}",
+        metric_path(&env, &metric, "worker")
+    );
+    // No certificate, no token: 401.
+    let response = https(None).get(&url).send().await.expect("request");
+    assert_eq!(response.status().as_u16(), 401);
+    let status: Value = response.json().await.expect("Status");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Unauthorized");
+    // X-Remote-User without the front proxy's certificate is not believed.
+    let response = https(None)
+        .get(&url)
+        .header("X-Remote-User", "system:admin")
+        .header("X-Remote-Group", "system:masters")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 401);
+    // A client certificate from another CA: the handshake fails.
+    let other_key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "front-proxy-client");
+    let other = params.self_signed(&other_key).expect("cert");
+    let refused = https(Some((other.pem(), other_key.serialize_pem())))
+        .get(&url)
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a foreign client certificate was accepted: {refused:?}"
+    );
+    // A ServiceAccount token: 403 without rights, the value with them.
+    let sa = unique_name("reader");
+    expect_success(
+        &env.kubectl(&["create", "serviceaccount", &sa]),
+        "serviceaccount",
+    );
+    let token = expect_success(&env.kubectl(&["create", "token", &sa]), "token");
+    let token = token.trim();
+    let response = https(None)
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 403);
+    let status: Value = response.json().await.expect("Status");
+    assert_eq!(status["reason"], "Forbidden");
+    expect_success(
+        &env.kubectl(&[
+            "create",
+            "role",
+            &sa,
+            "--verb=get,list",
+            "--resource=*.external.metrics.k8s.io",
+        ]),
+        "role",
+    );
+    expect_success(
+        &env.kubectl(&[
+            "create",
+            "rolebinding",
+            &sa,
+            &format!("--role={sa}"),
+            &format!("--serviceaccount={}:{sa}", env.namespace),
+        ]),
+        "rolebinding",
+    );
+    eventually(
+        "the token reads the metric once allowed",
+        DEADLINE,
+        || async {
+            let response = https(None)
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let code = response.status().as_u16();
+            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+            ensure(code == 200 && body["items"][0]["value"] == "0", || {
+                format!("{code} {body}")
+            })
+        },
+    )
+    .await;
+    // A huge query string is refused cleanly, and the server keeps serving.
+    let huge = format!("{url}&pad={}", "x".repeat(8192));
+    let response = https(None)
+        .get(&huge)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        matches!(response.status().as_u16(), 400 | 414 | 431),
+        "{}",
+        response.status()
+    );
+    let value = raw(&env, &metric_path(&env, &metric, "worker")).expect("still serving");
+    assert_eq!(value["items"][0]["value"], "0");
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test]
+async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value() {
+    let env = setup("metrics-api-outage").await;
+    let ebb = env.start_ebb();
+    let _api = env.serve_metrics_api(&ebb).await;
+    // Nothing listens on this address: every read fails.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    for (name, extra) in [
+        ("plain", json!({})),
+        (
+            "with-fallback",
+            json!({"fallback": {"failureThreshold": 1, "replicas": 4}}),
+        ),
+    ] {
+        env.create::<Deployment>(serde_json::to_value(deployment(name, 2, &[])).expect("json"))
+            .await;
+        let mut so = redis_scaled_object(&env, name, "jobs", extra);
+        so["spec"]["triggers"][0]["metadata"]["address"] = json!(dead);
+        env.create::<ScaledObject>(so).await;
+    }
+    // Without fallback: the API answers an error, the HPA says it cannot read the metric, and
+    // the target stays where it was.
+    eventually("the HPA reports the failed metric", DEADLINE, || async {
+        let hpa = env
+            .api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-plain")
+            .await
+            .map_err(|e| e.to_string())?;
+        let conditions = hpa.status.and_then(|s| s.conditions).unwrap_or_default();
+        let active = conditions.iter().find(|c| c.type_ == "ScalingActive");
+        ensure(
+            active.is_some_and(|c| {
+                c.status == "False" && c.reason.as_deref() == Some("FailedGetExternalMetric")
+            }),
+            || format!("{active:?}"),
+        )
+    })
+    .await;
+    let err = raw(&env, &metric_path(&env, "s0-redis-jobs", "plain")).expect_err("an error");
+    assert!(err.contains(&dead) || err.contains("unable"), "{err}");
+    assert_eq!(env.replicas("plain").await, Ok(2));
+    // With fallback: the HPA converges on fallback.replicas.
+    eventually(
+        "the HPA converges on fallback.replicas",
+        DEADLINE,
+        || async {
+            let n = env.replicas("with-fallback").await?;
+            ensure(n == 4, || format!("replicas {n}"))
+        },
+    )
+    .await;
+    assert_eq!(env.replicas("plain").await, Ok(2));
+    env.delete_scaled_objects().await;
+}
