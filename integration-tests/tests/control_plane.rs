@@ -4,30 +4,13 @@
 
 use std::time::Duration;
 
-use integration_tests::{ensure, eventually, expect_success, setup};
+use integration_tests::{deployment, ensure, eventually, expect_success, setup};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "worker", "image": "example.invalid/worker:1"}]}
-            }
-        }
-    }))
-    .expect("valid Deployment")
-}
 
 /// Pods of `app` that are Running and Ready on a node.
 async fn ready_pods(env: &integration_tests::TestEnv, app: &str) -> Result<Vec<Pod>, String> {
@@ -71,7 +54,7 @@ async fn controller_manager_creates_replicaset_and_pods_that_become_ready() {
     let env = setup("deployment-pods").await;
     let name = "web";
     env.api::<Deployment>()
-        .create(&PostParams::default(), &deployment(name, 2))
+        .create(&PostParams::default(), &deployment(name, 2, &[]))
         .await
         .expect("create Deployment");
 
@@ -135,7 +118,7 @@ async fn writing_the_scale_subresource_takes_effect() {
     let env = setup("scale-subresource").await;
     let name = "worker";
     let api = env.api::<Deployment>();
-    api.create(&PostParams::default(), &deployment(name, 1))
+    api.create(&PostParams::default(), &deployment(name, 1, &[]))
         .await
         .expect("create Deployment");
 
@@ -152,8 +135,7 @@ async fn writing_the_scale_subresource_takes_effect() {
             &format!("{target} ready pods after scaling to {target}"),
             DEADLINE,
             || async {
-                let d = api.get(name).await.map_err(|e| e.to_string())?;
-                let spec = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                let spec = env.replicas(name).await?;
                 ensure(spec == target, || format!("spec.replicas {spec}"))?;
                 let ready = ready_pods(&env, name).await?.len() as i32;
                 let all = env

@@ -7,19 +7,9 @@ use ebb_crds::ScaledObject;
 use integration_tests::{ElectedEbb, TestEnv, deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::PostParams;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn replicas(env: &TestEnv) -> Result<i32, String> {
-    let d = env
-        .api::<Deployment>()
-        .get("worker")
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
-}
 
 async fn holder(env: &TestEnv, lease: &str) -> Result<String, String> {
     let lease = env
@@ -34,15 +24,10 @@ async fn holder(env: &TestEnv, lease: &str) -> Result<String, String> {
         .ok_or_else(|| "no holder".to_string())
 }
 
-#[tokio::test]
-async fn exactly_one_replica_writes_and_a_standby_takes_over() {
-    let env = setup("operator-leader").await;
-    let lease = unique_name("ebb-lease");
-    let mut replicas_by_name = vec![
-        ("ebb-a", env.start_elected_ebb(&lease, "ebb-a")),
-        ("ebb-b", env.start_elected_ebb(&lease, "ebb-b")),
-    ];
-
+/// Three items in a fresh list in Redis database 9, a Deployment `worker` at zero and a
+/// ScaledObject on that list; waits until whichever replica leads has scaled it up. Returns the
+/// connection and the list's name.
+async fn busy_worker(env: &TestEnv) -> (redis::aio::MultiplexedConnection, String) {
     let mut redis = redis::Client::open(format!("{}/9", env.cluster.redis_url))
         .expect("url")
         .get_multiplexed_async_connection()
@@ -55,11 +40,9 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
         .query_async(&mut redis)
         .await
         .expect("RPUSH");
-    env.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("worker", 0, &[]))
-        .await
-        .expect("create Deployment");
-    let so: ScaledObject = serde_json::from_value(json!({
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": "worker"},
@@ -74,17 +57,25 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
             }}]
         }
     }))
-    .expect("ScaledObject");
-    env.api::<ScaledObject>()
-        .create(&PostParams::default(), &so)
-        .await
-        .expect("create ScaledObject");
-
+    .await;
     eventually("scaled up from zero", DEADLINE, || async {
-        let n = replicas(&env).await?;
+        let n = env.replicas("worker").await?;
         ensure(n >= 1, || format!("replicas {n}"))
     })
     .await;
+    (redis, list)
+}
+
+#[tokio::test]
+async fn exactly_one_replica_writes_and_a_standby_takes_over() {
+    let env = setup("operator-leader").await;
+    let lease = unique_name("ebb-lease");
+    let mut replicas_by_name = vec![
+        ("ebb-a", env.start_elected_ebb(&lease, "ebb-a")),
+        ("ebb-b", env.start_elected_ebb(&lease, "ebb-b")),
+    ];
+
+    let (mut redis, list) = busy_worker(&env).await;
     let leader = holder(&env, &lease).await.expect("a holder");
     // Exactly one replica runs the scale loop: the holder.
     for (name, ebb) in &replicas_by_name {
@@ -133,7 +124,7 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
         "scaled back to zero by the new leader",
         DEADLINE,
         || async {
-            let n = replicas(&env).await?;
+            let n = env.replicas("worker").await?;
             ensure(n == 0, || format!("replicas {n}"))
         },
     )
@@ -214,41 +205,7 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         .await;
     }
 
-    let mut redis = redis::Client::open(format!("{}/9", env.cluster.redis_url))
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let list = unique_name("jobs");
-    let _: () = redis::cmd("RPUSH")
-        .arg(&list)
-        .arg(&["1", "2", "3"])
-        .query_async(&mut redis)
-        .await
-        .expect("RPUSH");
-    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
-        .await;
-    env.create::<ScaledObject>(json!({
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "worker"},
-        "spec": {
-            "scaleTargetRef": {"name": "worker"},
-            "pollingInterval": 1,
-            "cooldownPeriod": 1,
-            "triggers": [{"type": "redis", "metadata": {
-                "address": env.cluster.redis_url.trim_start_matches("redis://"),
-                "listName": list,
-                "databaseIndex": "9"
-            }}]
-        }
-    }))
-    .await;
-    eventually("scaled up from zero", DEADLINE, || async {
-        let n = env.replicas("worker").await?;
-        ensure(n >= 1, || format!("replicas {n}"))
-    })
-    .await;
+    let (mut redis, list) = busy_worker(&env).await;
 
     // Exactly one process wrote: the holder.
     let leader = holder(&env, &lease).await.expect("a holder");

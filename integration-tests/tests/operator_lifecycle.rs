@@ -8,7 +8,7 @@ use ebb_crds::ScaledObject;
 use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -47,15 +47,9 @@ impl List {
     }
 }
 
-/// A ScaledObject `name` on Deployment `worker` with a redis trigger on `list` (target 5,
-/// activation 2), polled every second, with `spec` merged in and `annotations` set.
-fn scaled_object(
-    env: &TestEnv,
-    name: &str,
-    list: &List,
-    spec: Value,
-    annotations: Value,
-) -> ScaledObject {
+/// The manifest of a ScaledObject `name` on Deployment `worker` with a redis trigger on `list`
+/// (target 5, activation 2), polled every second, with `spec` merged in and `annotations` set.
+fn scaled_object(env: &TestEnv, name: &str, list: &List, spec: Value, annotations: Value) -> Value {
     let mut base = json!({
         "scaleTargetRef": {"name": "worker"},
         "pollingInterval": 1,
@@ -76,38 +70,25 @@ fn scaled_object(
             base.insert(k.clone(), v.clone());
         }
     }
-    serde_json::from_value(json!({
+    json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": name, "annotations": annotations},
         "spec": base
-    }))
-    .expect("ScaledObject")
+    })
 }
 
-async fn create(env: &TestEnv, replicas: i32, so: &ScaledObject) {
-    env.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("worker", replicas, &[]))
-        .await
-        .expect("create Deployment");
-    env.api::<ScaledObject>()
-        .create(&PostParams::default(), so)
-        .await
-        .expect("create ScaledObject");
-}
-
-async fn replicas(env: &TestEnv) -> Result<i32, String> {
-    let d = env
-        .api::<Deployment>()
-        .get("worker")
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+/// Creates Deployment `worker` with `replicas`, then the ScaledObject `so`.
+async fn create(env: &TestEnv, replicas: i32, so: Value) {
+    let worker = deployment("worker", replicas, &[]);
+    env.create::<Deployment>(serde_json::to_value(worker).expect("json"))
+        .await;
+    env.create::<ScaledObject>(so).await;
 }
 
 async fn until_replicas(env: &TestEnv, want: i32, what: &str) {
     eventually(what, DEADLINE, || async {
-        let n = replicas(env).await?;
+        let n = env.replicas("worker").await?;
         ensure(n == want, || format!("replicas {n}, want {want}"))
     })
     .await;
@@ -116,7 +97,7 @@ async fn until_replicas(env: &TestEnv, want: i32, what: &str) {
 /// Waits for at least `want` (the HPA may take an active target further).
 async fn until_at_least(env: &TestEnv, want: i32, what: &str) {
     eventually(what, DEADLINE, || async {
-        let n = replicas(env).await?;
+        let n = env.replicas("worker").await?;
         ensure(n >= want, || format!("replicas {n}, want at least {want}"))
     })
     .await;
@@ -126,7 +107,7 @@ async fn until_at_least(env: &TestEnv, want: i32, what: &str) {
 async fn stays(env: &TestEnv, want: i32, what: &str) {
     let end = tokio::time::Instant::now() + OBSERVATION;
     while tokio::time::Instant::now() < end {
-        assert_eq!(replicas(env).await, Ok(want), "{what}");
+        assert_eq!(env.replicas("worker").await, Ok(want), "{what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -142,20 +123,6 @@ async fn annotate(env: &TestEnv, name: &str, annotations: Value) {
         .expect("annotate");
 }
 
-async fn condition(env: &TestEnv, name: &str, type_: &str) -> Result<String, String> {
-    let so = env
-        .api::<ScaledObject>()
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(so
-        .status
-        .and_then(|s| s.conditions)
-        .and_then(|c| c.into_iter().find(|c| c.type_ == type_))
-        .map(|c| c.status)
-        .unwrap_or_default())
-}
-
 #[tokio::test]
 async fn restore_to_original_replica_count_on_delete() {
     let env = setup("operator-restore").await;
@@ -168,7 +135,7 @@ async fn restore_to_original_replica_count_on_delete() {
         json!({"advanced": {"restoreToOriginalReplicaCount": true}}),
         json!({}),
     );
-    create(&env, 2, &so).await;
+    create(&env, 2, so).await;
     // Never active, initial cooldown 0: straight to zero.
     until_replicas(&env, 0, "scaled to zero while inactive").await;
     env.delete_scaled_objects().await;
@@ -187,7 +154,7 @@ async fn min_replica_count_raises_a_target_at_zero() {
         json!({"minReplicaCount": 2}),
         json!({}),
     );
-    create(&env, 0, &so).await;
+    create(&env, 0, so).await;
     until_replicas(&env, 2, "raised to minReplicaCount").await;
     stays(&env, 2, "held at min while inactive").await;
     env.delete_scaled_objects().await;
@@ -205,7 +172,7 @@ async fn idle_replica_count_rests_and_activation_goes_to_min() {
         json!({"idleReplicaCount": 0, "minReplicaCount": 2, "maxReplicaCount": 4}),
         json!({}),
     );
-    create(&env, 0, &so).await;
+    create(&env, 0, so).await;
     stays(&env, 0, "resting at the idle count while inactive").await;
     list.push(3).await;
     until_replicas(&env, 2, "activated to minReplicaCount").await;
@@ -224,7 +191,7 @@ async fn paused_replicas_hold_the_target_without_an_hpa() {
         json!({}),
         json!({"autoscaling.keda.sh/paused-replicas": "3"}),
     );
-    create(&env, 1, &so).await;
+    create(&env, 1, so).await;
     until_replicas(&env, 3, "held at the paused count").await;
     eventually("Paused=True and pausedReplicaCount 3", DEADLINE, || async {
         let so = env
@@ -232,7 +199,7 @@ async fn paused_replicas_hold_the_target_without_an_hpa() {
             .get("worker")
             .await
             .map_err(|e| e.to_string())?;
-        let paused = condition(&env, "worker", "Paused").await?;
+        let (paused, _, _) = env.condition("worker", "Paused").await?;
         let count = so.status.and_then(|s| s.paused_replica_count);
         ensure(paused == "True" && count == Some(3), || {
             format!("Paused={paused} pausedReplicaCount={count:?}")
@@ -280,9 +247,9 @@ async fn paused_leaves_replicas_alone() {
         json!({}),
         json!({"autoscaling.keda.sh/paused": "true"}),
     );
-    create(&env, 0, &so).await;
+    create(&env, 0, so).await;
     eventually("Paused=True", DEADLINE, || async {
-        let paused = condition(&env, "worker", "Paused").await?;
+        let (paused, _, _) = env.condition("worker", "Paused").await?;
         ensure(paused == "True", || format!("Paused={paused}"))
     })
     .await;
@@ -304,7 +271,7 @@ async fn paused_scale_in_blocks_the_step_to_zero() {
         json!({}),
         json!({"autoscaling.keda.sh/paused-scale-in": "true"}),
     );
-    create(&env, 3, &so).await;
+    create(&env, 3, so).await;
     let hpa = eventually("the HPA", DEADLINE, || async {
         env.api::<HorizontalPodAutoscaler>()
             .get("keda-hpa-worker")
@@ -343,7 +310,7 @@ async fn paused_scale_out_blocks_the_step_from_zero() {
         json!({}),
         json!({"autoscaling.keda.sh/paused-scale-out": "true"}),
     );
-    create(&env, 0, &so).await;
+    create(&env, 0, so).await;
     let hpa = eventually("the HPA", DEADLINE, || async {
         env.api::<HorizontalPodAutoscaler>()
             .get("keda-hpa-worker")

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use ebb_crds::ScaledObject;
 use ebb_operator::scale::evaluate::Answer;
-use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
+use integration_tests::{deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::PostParams;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -64,28 +63,6 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-async fn replicas(env: &TestEnv, name: &str) -> Result<i32, String> {
-    let d = env
-        .api::<Deployment>()
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
-}
-
-async fn condition(env: &TestEnv, name: &str, type_: &str) -> Result<(String, String), String> {
-    let so = env
-        .api::<ScaledObject>()
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())?;
-    so.status
-        .and_then(|s| s.conditions)
-        .and_then(|c| c.into_iter().find(|c| c.type_ == type_))
-        .map(|c| (c.status, c.message.unwrap_or_default()))
-        .ok_or_else(|| format!("no {type_} condition"))
-}
-
 #[tokio::test]
 async fn an_outage_never_scales_down_and_fallback_takes_over() {
     let env = setup("operator-outage").await;
@@ -108,10 +85,8 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
             Some(json!({"failureThreshold": 2, "replicas": 4})),
         ),
     ] {
-        env.api::<Deployment>()
-            .create(&PostParams::default(), &deployment(name, 3, &[]))
-            .await
-            .expect("create Deployment");
+        env.create::<Deployment>(serde_json::to_value(deployment(name, 3, &[])).expect("json"))
+            .await;
         let mut spec = json!({
             "scaleTargetRef": {"name": name},
             "pollingInterval": 1,
@@ -125,21 +100,17 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
         if let (Some(spec), Some(fallback)) = (spec.as_object_mut(), fallback) {
             spec.insert("fallback".into(), fallback);
         }
-        let so: ScaledObject = serde_json::from_value(json!({
+        env.create::<ScaledObject>(json!({
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
             "metadata": {"name": name},
             "spec": spec
         }))
-        .expect("ScaledObject");
-        env.api::<ScaledObject>()
-            .create(&PostParams::default(), &so)
-            .await
-            .expect("create ScaledObject");
+        .await;
     }
     for name in ["plain", "with-fallback"] {
         eventually(&format!("{name}: Active=True"), DEADLINE, || async {
-            let (status, message) = condition(&env, name, "Active").await?;
+            let (status, _, message) = env.condition(name, "Active").await?;
             ensure(status == "True", || format!("Active={status}: {message}"))
         })
         .await;
@@ -148,7 +119,7 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
     // Redis goes away.
     redis.stop();
     eventually("plain: Ready=False naming the server", DEADLINE, || async {
-        let (status, message) = condition(&env, "plain", "Ready").await?;
+        let (status, _, message) = env.condition("plain", "Ready").await?;
         ensure(
             status == "False" && message.contains(&format!("redis 127.0.0.1:{port}")),
             || format!("Ready={status}: {message}"),
@@ -156,7 +127,7 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
     })
     .await;
     eventually("with-fallback: Fallback=True", DEADLINE, || async {
-        let (status, message) = condition(&env, "with-fallback", "Fallback").await?;
+        let (status, _, message) = env.condition("with-fallback", "Fallback").await?;
         ensure(status == "True", || format!("Fallback={status}: {message}"))
     })
     .await;
@@ -185,11 +156,7 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
     let end = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < end {
         for name in ["plain", "with-fallback"] {
-            assert_eq!(
-                replicas(&env, name).await,
-                Ok(3),
-                "{name} during the outage"
-            );
+            assert_eq!(env.replicas(name).await, Ok(3), "{name} during the outage");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -217,8 +184,8 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
         .expect("RPUSH");
     for name in ["plain", "with-fallback"] {
         eventually(&format!("{name}: recovered"), DEADLINE, || async {
-            let (ready, message) = condition(&env, name, "Ready").await?;
-            let (fallback, _) = condition(&env, name, "Fallback").await?;
+            let (ready, _, message) = env.condition(name, "Ready").await?;
+            let (fallback, _, _) = env.condition(name, "Fallback").await?;
             ensure(ready == "True" && fallback == "False", || {
                 format!("Ready={ready} ({message}) Fallback={fallback}")
             })

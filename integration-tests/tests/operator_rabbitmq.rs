@@ -6,25 +6,15 @@
 use std::time::Duration;
 
 use ebb_crds::{ScaledObject, TriggerAuthentication};
-use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
+use integration_tests::{deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::PostParams;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn replicas(env: &TestEnv, name: &str) -> Result<i32, String> {
-    let d = env
-        .api::<Deployment>()
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
-}
 
 async fn publish(channel: &Channel, queue: &str, n: usize) {
     for _ in 0..n {
@@ -60,18 +50,14 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
         .expect("confirms");
 
     // guest's credentials, from a Secret, never in the ScaledObject.
-    let secret: Secret = serde_json::from_value(json!({
+    env.create::<Secret>(json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "rabbitmq"},
         "stringData": {"username": "guest", "password": "guest"}
     }))
-    .expect("Secret");
-    env.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create Secret");
-    let ta: TriggerAuthentication = serde_json::from_value(json!({
+    .await;
+    env.create::<TriggerAuthentication>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
         "metadata": {"name": "rabbitmq"},
@@ -80,11 +66,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
             {"parameter": "password", "name": "rabbitmq", "key": "password"}
         ]}
     }))
-    .expect("TriggerAuthentication");
-    env.api::<TriggerAuthentication>()
-        .create(&PostParams::default(), &ta)
-        .await
-        .expect("create TriggerAuthentication");
+    .await;
 
     let management = env
         .cluster
@@ -107,11 +89,9 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
             .await
             .expect("declare");
         let worker = format!("worker-{protocol}");
-        env.api::<Deployment>()
-            .create(&PostParams::default(), &deployment(&worker, 0, &[]))
-            .await
-            .expect("create Deployment");
-        let so: ScaledObject = serde_json::from_value(json!({
+        env.create::<Deployment>(serde_json::to_value(deployment(&worker, 0, &[])).expect("json"))
+            .await;
+        env.create::<ScaledObject>(json!({
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
             "metadata": {"name": worker},
@@ -133,11 +113,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
                 }]
             }
         }))
-        .expect("ScaledObject");
-        env.api::<ScaledObject>()
-            .create(&PostParams::default(), &so)
-            .await
-            .expect("create ScaledObject");
+        .await;
 
         // At the activation value: still zero over several polls (the management API's
         // statistics lag a few seconds, so this also covers its catching up).
@@ -145,7 +121,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
         let end = tokio::time::Instant::now() + Duration::from_secs(6);
         while tokio::time::Instant::now() < end {
             assert_eq!(
-                replicas(&env, &worker).await,
+                env.replicas(&worker).await,
                 Ok(0),
                 "{protocol}: at activation"
             );
@@ -156,7 +132,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
             &format!("{protocol}: scaled up from zero"),
             DEADLINE,
             || async {
-                let n = replicas(&env, &worker).await?;
+                let n = env.replicas(&worker).await?;
                 ensure(n >= 1, || format!("replicas {n}"))
             },
         )
@@ -166,7 +142,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
             .await
             .expect("purge");
         eventually(&format!("{protocol}: back to zero"), DEADLINE, || async {
-            let n = replicas(&env, &worker).await?;
+            let n = env.replicas(&worker).await?;
             ensure(n == 0, || format!("replicas {n}"))
         })
         .await;

@@ -6,23 +6,14 @@
 use std::time::Duration;
 
 use ebb_crds::ScaledObject;
-use integration_tests::{TestEnv, deployment, ensure, eventually, setup, unique_name};
+use integration_tests::{deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn replicas(env: &TestEnv, name: &str) -> Result<i32, String> {
-    let d = env
-        .api::<Deployment>()
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
-}
 
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(format!("{url}/9"))
@@ -30,16 +21,6 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("connect")
-}
-
-fn ready_condition(so: &ScaledObject) -> Option<(String, String)> {
-    so.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.message.clone().unwrap_or_default()))
 }
 
 #[tokio::test]
@@ -81,14 +62,10 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         .await
         .expect("DEL");
 
-    env.api::<Deployment>()
-        .create(
-            &PostParams::default(),
-            &deployment("worker", 0, &[("REDIS_ADDRESS", "placeholder")]),
-        )
-        .await
-        .expect("create Deployment");
-    let so: ScaledObject = serde_json::from_value(json!({
+    let worker = deployment("worker", 0, &[("REDIS_ADDRESS", "placeholder")]);
+    env.create::<Deployment>(serde_json::to_value(worker).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": "worker", "labels": {"team": "jobs"}},
@@ -110,14 +87,10 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
             }]
         }
     }))
-    .expect("ScaledObject");
-    let api = env.api::<ScaledObject>();
-    api.create(&PostParams::default(), &so)
-        .await
-        .expect("create ScaledObject");
+    .await;
 
     // A bad neighbour: min above max. It must be reported, and must not disturb the other.
-    let bad: ScaledObject = serde_json::from_value(json!({
+    env.create::<ScaledObject>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": "broken"},
@@ -128,10 +101,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
             "triggers": [{"type": "redis", "metadata": {"address": address, "listName": list}}]
         }
     }))
-    .expect("ScaledObject");
-    api.create(&PostParams::default(), &bad)
-        .await
-        .expect("create bad ScaledObject");
+    .await;
 
     // The HPA, in KEDA's shape.
     let hpa = eventually("the HPA keda-hpa-worker", DEADLINE, || async {
@@ -179,16 +149,18 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     .await;
 
     // Ready, with the status KEDA fills in.
-    let ready = eventually("worker Ready=True", DEADLINE, || async {
-        let so = api.get("worker").await.map_err(|e| e.to_string())?;
-        let ready = ready_condition(&so);
-        ensure(ready.as_ref().is_some_and(|(s, _)| s == "True"), || {
-            format!("{ready:?}")
-        })?;
-        Ok(so)
+    eventually("worker Ready=True", DEADLINE, || async {
+        let (status, _, message) = env.condition("worker", "Ready").await?;
+        ensure(status == "True", || format!("Ready={status}: {message}"))
     })
     .await;
-    let status = ready.status.expect("status");
+    let status = env
+        .api::<ScaledObject>()
+        .get("worker")
+        .await
+        .expect("get worker")
+        .status
+        .expect("status");
     assert_eq!(
         status.scale_target_kind.as_deref(),
         Some("apps/v1.Deployment")
@@ -202,13 +174,11 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
 
     // The bad one: Ready=False naming the field, and an Warning Event.
     eventually("broken Ready=False", DEADLINE, || async {
-        let so = api.get("broken").await.map_err(|e| e.to_string())?;
-        let ready = ready_condition(&so);
+        let (status, _, message) = env.condition("broken", "Ready").await?;
         ensure(
-            ready.as_ref().is_some_and(|(s, m)| {
-                s == "False" && m.contains("spec.minReplicaCount: 5 is above maxReplicaCount 2")
-            }),
-            || format!("{ready:?}"),
+            status == "False"
+                && message.contains("spec.minReplicaCount: 5 is above maxReplicaCount 2"),
+            || format!("Ready={status}: {message}"),
         )
     })
     .await;
@@ -246,7 +216,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         .expect("RPUSH");
     let observe_until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < observe_until {
-        assert_eq!(replicas(&env, "worker").await, Ok(0), "below activation");
+        assert_eq!(env.replicas("worker").await, Ok(0), "below activation");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -258,7 +228,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         .await
         .expect("RPUSH");
     eventually("worker scaled up from zero", DEADLINE, || async {
-        let n = replicas(&env, "worker").await?;
+        let n = env.replicas("worker").await?;
         ensure(n >= 1, || format!("replicas {n}"))
     })
     .await;
@@ -283,7 +253,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         "worker back to zero after the cooldown",
         DEADLINE,
         || async {
-            let n = replicas(&env, "worker").await?;
+            let n = env.replicas("worker").await?;
             ensure(n == 0, || format!("replicas {n}"))
         },
     )
@@ -324,21 +294,15 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         .to_string();
     let list = unique_name("jobs");
     let mut redis = redis_conn(&env.cluster.redis_url).await;
-    env.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("worker", 0, &[]))
-        .await
-        .expect("create Deployment");
-    let ta: ebb_crds::TriggerAuthentication = serde_json::from_value(json!({
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
+        .await;
+    env.create::<ebb_crds::TriggerAuthentication>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
         "metadata": {"name": "redis-auth"},
         "spec": {"secretTargetRef": [{"parameter": "password", "name": "missing-secret", "key": "password"}]}
     }))
-    .expect("TriggerAuthentication");
-    env.api::<ebb_crds::TriggerAuthentication>()
-        .create(&PostParams::default(), &ta)
-        .await
-        .expect("create TriggerAuthentication");
+    .await;
 
     let redis_trigger = |extra: serde_json::Value| {
         let mut metadata = json!({
@@ -387,45 +351,33 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
             "spec.triggers[0].authenticationRef: TriggerAuthentication \"nope\" not found",
         ),
     ];
-    let api = env.api::<ScaledObject>();
     let create = |name: &str, spec: serde_json::Value| {
-        serde_json::from_value::<ScaledObject>(json!({
+        env.create::<ScaledObject>(json!({
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
             "metadata": {"name": name},
             "spec": spec
         }))
-        .expect("ScaledObject")
     };
     for (name, spec, _) in &cases {
-        api.create(&PostParams::default(), &create(name, spec.clone()))
-            .await
-            .expect("create");
+        create(name, spec.clone()).await;
     }
-    api.create(
-        &PostParams::default(),
-        &create(
-            "good",
-            json!({
-                "scaleTargetRef": {"name": "worker"},
-                "pollingInterval": 1,
-                "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]
-            }),
-        ),
+    create(
+        "good",
+        json!({
+            "scaleTargetRef": {"name": "worker"},
+            "pollingInterval": 1,
+            "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]
+        }),
     )
-    .await
-    .expect("create good");
+    .await;
 
     for (name, _, message) in &cases {
         eventually(&format!("{name}: Ready=False"), DEADLINE, || async {
-            let so = api.get(name).await.map_err(|e| e.to_string())?;
-            let ready = ready_condition(&so);
-            ensure(
-                ready
-                    .as_ref()
-                    .is_some_and(|(s, m)| s == "False" && m.contains(message)),
-                || format!("{ready:?}"),
-            )
+            let (status, _, m) = env.condition(name, "Ready").await?;
+            ensure(status == "False" && m.contains(message), || {
+                format!("Ready={status}: {m}")
+            })
         })
         .await;
         eventually(&format!("{name}: a Warning Event"), DEADLINE, || async {
@@ -461,7 +413,7 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         "worker scaled up by the good ScaledObject",
         DEADLINE,
         || async {
-            let n = replicas(&env, "worker").await?;
+            let n = env.replicas("worker").await?;
             ensure(n >= 1, || format!("replicas {n}"))
         },
     )

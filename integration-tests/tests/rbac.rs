@@ -12,7 +12,6 @@ use integration_tests::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::PostParams;
 use serde_json::json;
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ebb-system:ebb";
@@ -129,26 +128,18 @@ async fn ebb_runs_under_exactly_these_rights() {
     // A parameter from a Secret behind a TriggerAuthentication (the dev Redis has no password,
     // so the database index stands in for a credential): the list is only seen in database 9
     // if ebb could read the Secret.
-    let secret: Secret = serde_json::from_value(json!({
+    env.create::<Secret>(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "redis"},
         "stringData": {"database": "9"}
     }))
-    .expect("Secret");
-    env.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create Secret");
-    let ta: TriggerAuthentication = serde_json::from_value(json!({
+    .await;
+    env.create::<TriggerAuthentication>(json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
         "metadata": {"name": "redis"},
         "spec": {"secretTargetRef": [{"parameter": "databaseIndex", "name": "redis", "key": "database"}]}
     }))
-    .expect("TriggerAuthentication");
-    env.api::<TriggerAuthentication>()
-        .create(&PostParams::default(), &ta)
-        .await
-        .expect("create TriggerAuthentication");
+    .await;
 
     let mut ctx = ebb_operator::controller::Context::new(
         client,
@@ -167,11 +158,9 @@ async fn ebb_runs_under_exactly_these_rights() {
         .await
         .expect("connect");
     let list = unique_name("jobs");
-    env.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("worker", 0, &[]))
-        .await
-        .expect("create Deployment");
-    let so: ScaledObject = serde_json::from_value(json!({
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": "worker"},
         "spec": {
@@ -185,32 +174,12 @@ async fn ebb_runs_under_exactly_these_rights() {
             }]
         }
     }))
-    .expect("ScaledObject");
-    env.api::<ScaledObject>()
-        .create(&PostParams::default(), &so)
-        .await
-        .expect("create ScaledObject");
+    .await;
 
-    let replicas = || async {
-        let d = env
-            .api::<Deployment>()
-            .get("worker")
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<i32, String>(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
-    };
     eventually("Ready=True as the ServiceAccount", DEADLINE, || async {
-        let so = env
-            .api::<ScaledObject>()
-            .get("worker")
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = so
-            .status
-            .and_then(|s| s.conditions)
-            .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
-        ensure(ready.as_ref().is_some_and(|c| c.status == "True"), || {
-            format!("{ready:?}")
+        let (status, reason, message) = env.condition("worker", "Ready").await?;
+        ensure(status == "True", || {
+            format!("Ready={status} ({reason}): {message}")
         })
     })
     .await;
@@ -221,7 +190,7 @@ async fn ebb_runs_under_exactly_these_rights() {
         .await
         .expect("RPUSH");
     eventually("scaled up as the ServiceAccount", DEADLINE, || async {
-        let n = replicas().await?;
+        let n = env.replicas("worker").await?;
         ensure(n >= 1, || format!("replicas {n}"))
     })
     .await;
@@ -234,7 +203,7 @@ async fn ebb_runs_under_exactly_these_rights() {
         "scaled back to zero as the ServiceAccount",
         DEADLINE,
         || async {
-            let n = replicas().await?;
+            let n = env.replicas("worker").await?;
             ensure(n == 0, || format!("replicas {n}"))
         },
     )
