@@ -266,7 +266,7 @@ impl TestEnv {
         // The server runs on a runtime of its own, with a client of its own: a test blocked in
         // `kubectl get --raw` (which comes back through the aggregator to this server) must not
         // block the server too.
-        let store = ebb.ctx.store.clone();
+        let ctx = ebb.ctx.clone();
         let cluster = self.cluster.clone();
         let header = requestheader.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -307,7 +307,7 @@ impl TestEnv {
                 };
                 let _ = bound.send(Ok(()));
                 let api = std::sync::Arc::new(metrics_api::MetricsApi {
-                    store,
+                    ctx,
                     requestheader: header,
                     reviewer: auth::Reviewer::new(client),
                 });

@@ -66,7 +66,7 @@ fn redis_scaled_object(env: &TestEnv, name: &str, list: &str, extra: Value) -> V
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
     let env = setup("metrics-api-e2e").await;
     let ebb = env.start_ebb();
@@ -142,7 +142,7 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
     env.delete_scaled_objects().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_refusals_are_kubernetes_statuses() {
     let env = setup("metrics-api-refusals").await;
     let ebb = env.start_ebb();
@@ -332,7 +332,7 @@ async fn errors_and_refusals_are_kubernetes_statuses() {
     env.delete_scaled_objects().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value() {
     let env = setup("metrics-api-outage").await;
     let ebb = env.start_ebb();

@@ -13,8 +13,9 @@ use ebb_crds::scaled_object::{
 };
 use ebb_crds::{ClusterTriggerAuthentication, Condition, ScaledObject, TriggerAuthentication};
 use ebb_scalers::{MetricSpec, Registry};
-use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -30,8 +31,8 @@ use crate::admin::Metrics;
 use crate::hpa::{PausedDirections, desired_hpa, hpa_active, hpa_name};
 use crate::metric_store::MetricStore;
 use crate::scale::composite::{Composite, hpa_metrics};
-use crate::scale::poll::PolledTrigger;
-use crate::scale::task::{ScaleLoop, short};
+use crate::scale::poll::{self, PolledTrigger};
+use crate::scale::task::{POLL_TIMEOUT, ScaleLoop, short};
 use crate::status::{self, Status};
 use crate::target::{Target, pod_spec};
 use crate::triggers;
@@ -117,7 +118,12 @@ pub struct Context {
     rebuilds: Arc<Mutex<HashSet<String>>>,
     /// TriggerAuthentications and ClusterTriggerAuthentications, while a controller runs.
     authentications: Mutex<Option<AuthStores>>,
+    /// Live reads in flight, shared by concurrent requests for the same metric.
+    flights: Mutex<HashMap<String, LiveRead>>,
 }
+
+/// One live read of a metric, awaited by every request that asks for it meanwhile.
+type LiveRead = Shared<BoxFuture<'static, Result<f64, String>>>;
 
 /// Caches of the authentication objects, for the loops' signatures.
 #[derive(Clone)]
@@ -146,7 +152,57 @@ impl Context {
             requests: Mutex::new(None),
             rebuilds: Arc::new(Mutex::new(HashSet::new())),
             authentications: Mutex::new(None),
+            flights: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads `metric` of a ScaledObject straight from its scaler, within the poll timeout.
+    /// Concurrent reads of one metric share one query. None when no running loop serves it.
+    pub async fn read_live(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        metric: &str,
+    ) -> Option<Result<f64, String>> {
+        let key = format!("{namespace}/{scaled_object}/{metric}");
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            match flights.get(&key) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let scaler = self
+                        .loops
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&format!("{namespace}/{scaled_object}"))?
+                        .triggers
+                        .iter()
+                        .find(|t| {
+                            t.scaler
+                                .metric_specs()
+                                .iter()
+                                .any(|s| s.external_name() == Some(metric))
+                        })
+                        .map(|t| t.scaler.clone())?;
+                    let metric = metric.to_string();
+                    let flight: LiveRead = async move {
+                        poll::read_metric(scaler.as_ref(), &metric, POLL_TIMEOUT)
+                            .await
+                            .value
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(key.clone(), flight.clone());
+                    flight
+                }
+            }
+        };
+        let result = flight.clone().await;
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if flights.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
+            flights.remove(&key);
+        }
+        Some(result)
     }
 
     fn nudge(&self, so: &ScaledObject) -> Nudge {
@@ -863,4 +919,77 @@ async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> 
     }
     info!(scaledobject = %key, "deleted; scale loop stopped");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use ebb_scalers::{MetricTargetType, MetricValue, MetricsAndActivity, Scaler, ScalerError};
+
+    use super::*;
+
+    /// Counts its reads; each takes 200 ms.
+    struct Slow(Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl Scaler for Slow {
+        fn metric_specs(&self) -> Vec<MetricSpec> {
+            vec![MetricSpec::External {
+                name: "s0-slow".into(),
+                target: 5.0,
+                target_type: MetricTargetType::AverageValue,
+            }]
+        }
+
+        async fn metrics_and_activity(
+            &self,
+            metric: &str,
+        ) -> Result<MetricsAndActivity, ScalerError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(MetricsAndActivity {
+                values: vec![MetricValue {
+                    name: metric.to_string(),
+                    value: 7.0,
+                }],
+                active: true,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_live_reads_of_one_metric_share_one_query() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let ctx = Arc::new(Context::new(client, Registry::new(), "ebb-system".into()));
+        let reads = Arc::new(AtomicUsize::new(0));
+        ctx.loops.lock().expect("lock").insert(
+            "shop/orders".into(),
+            LoopEntry {
+                signature: String::new(),
+                triggers: vec![PolledTrigger {
+                    index: 0,
+                    name: None,
+                    scaler: Arc::new(Slow(reads.clone())),
+                }],
+                handle: tokio::spawn(async {}),
+            },
+        );
+        let answers =
+            futures::future::join_all((0..10).map(|_| ctx.read_live("shop", "orders", "s0-slow")))
+                .await;
+        assert!(answers.iter().all(|a| *a == Some(Ok(7.0))), "{answers:?}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        // Once answered, the next request reads again.
+        assert_eq!(
+            ctx.read_live("shop", "orders", "s0-slow").await,
+            Some(Ok(7.0))
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        // Unknown object or metric: nothing to read.
+        assert_eq!(ctx.read_live("shop", "other", "s0-slow").await, None);
+        assert_eq!(ctx.read_live("shop", "orders", "s1-x").await, None);
+    }
 }

@@ -15,6 +15,10 @@ pub struct Published {
     pub at: Instant,
     /// How long the answers stay good enough to serve (a couple of polling intervals).
     pub fresh_for: Duration,
+    /// Metrics that are plain readings, with the age after which the metrics API reads them
+    /// again from the scaler rather than serve this answer. Fallback values, the composite
+    /// metric and triggers with `useCachedMetrics` are absent: they are only served from here.
+    pub reread_after: BTreeMap<String, Duration>,
     /// By metric name.
     pub answers: BTreeMap<String, Answer>,
 }
@@ -34,6 +38,8 @@ pub enum Lookup {
         age: Duration,
         /// Whether it is still fresh enough to serve.
         fresh: bool,
+        /// Whether the metrics API should read it again from the scaler instead.
+        reread: bool,
     },
 }
 
@@ -78,6 +84,10 @@ impl MetricStore {
                     answer: answer.clone(),
                     age,
                     fresh: age <= published.fresh_for,
+                    reread: published
+                        .reread_after
+                        .get(metric)
+                        .is_some_and(|after| age > *after),
                 }
             }
         }
@@ -113,6 +123,7 @@ mod tests {
             Published {
                 at,
                 fresh_for: Duration::from_secs(60),
+                reread_after: BTreeMap::from([("s0-redis-jobs".into(), Duration::ZERO)]),
                 answers: BTreeMap::from([("s0-redis-jobs".into(), Answer::Value(7.0))]),
             },
         );
@@ -128,6 +139,7 @@ mod tests {
             Published {
                 at,
                 fresh_for: Duration::ZERO,
+                reread_after: BTreeMap::new(),
                 answers: BTreeMap::from([("s0-redis-jobs".into(), Answer::Error("down".into()))]),
             },
         );
@@ -137,7 +149,11 @@ mod tests {
         );
         assert!(matches!(
             store.lookup("shop", "orders", "s0-redis-jobs"),
-            Lookup::Found { fresh: false, .. }
+            Lookup::Found {
+                fresh: false,
+                reread: false,
+                ..
+            }
         ));
         assert_eq!(
             store.lookup("shop", "orders", "s1-x"),

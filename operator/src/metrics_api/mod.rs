@@ -23,7 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use tracing::debug;
 
-use crate::metric_store::{Lookup, MetricStore};
+use crate::controller::Context;
+use crate::metric_store::Lookup;
 use crate::scale::evaluate::Answer;
 use auth::{Claim, Identity, Peer, RequestHeader, Reviewer};
 use request::{ApiError, scaled_object_of, value_list};
@@ -33,8 +34,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct MetricsApi {
-    /// The scale loops' answers.
-    pub store: Arc<MetricStore>,
+    /// The controller: the scale loops' answers (`ctx.store`) and their scalers, for live reads.
+    pub ctx: Arc<Context>,
     /// The front proxy's settings.
     pub requestheader: RequestHeader,
     /// TokenReview and SubjectAccessReview.
@@ -69,11 +70,28 @@ impl MetricsApi {
             ApiError::unauthorized("the front proxy named no user for this request")
         })?;
         self.reviewer.authorize(&who, namespace, metric).await?;
-        match self.store.lookup(namespace, &scaled_object, metric) {
+        let lookup = self.ctx.store.lookup(namespace, &scaled_object, metric);
+        // An old plain reading, or none yet from a loop that runs: ask the scaler now.
+        if matches!(
+            lookup,
+            Lookup::Found { reread: true, .. } | Lookup::UnknownObject
+        ) && let Some(read) = self.ctx.read_live(namespace, &scaled_object, metric).await
+        {
+            return match read {
+                Ok(value) => {
+                    value_list(metric, &scaled_object, value, Time(jiff::Timestamp::now()))
+                }
+                Err(e) => Err(ApiError::unavailable(format!(
+                    "metric {metric} of ScaledObject {namespace}/{scaled_object}: {e}"
+                ))),
+            };
+        }
+        match lookup {
             Lookup::Found {
                 answer: Answer::Value(value),
                 age,
                 fresh: true,
+                ..
             } => {
                 let at = jiff::Timestamp::now()
                     .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or_default())

@@ -2,7 +2,7 @@
 //! composite metric of `scalingModifiers`, the object's activity, and the value each metric
 //! answers the HPA with. Pure: the scale loop feeds it readings and the replica count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ebb_crds::scaled_object::Fallback;
 
@@ -49,6 +49,9 @@ pub struct Evaluation {
     pub answers: BTreeMap<String, Answer>,
     /// `status.triggersActivity`: whether each metric counted as active.
     pub triggers_activity: BTreeMap<String, bool>,
+    /// Metrics whose answer is not a plain reading (a fallback value, the composite metric):
+    /// a live re-read of the scaler would not give it.
+    pub derived: BTreeSet<String>,
 }
 
 /// The replica count a metric on fallback stands for.
@@ -62,6 +65,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
     let mut answers = BTreeMap::new();
     let mut triggers_activity = BTreeMap::new();
     let mut errors = Vec::new();
+    let mut derived = BTreeSet::new();
     let mut in_fallback = false;
     let mut outcomes = Vec::with_capacity(inputs.results.len());
     // Each named trigger's value for the formula: its first metric, None when it failed.
@@ -87,6 +91,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
                                 reading.name.clone(),
                                 Answer::Value(fallback::fallback_value(target, replicas)),
                             );
+                            derived.insert(reading.name.clone());
                             triggers_activity.insert(reading.name.clone(), true);
                         }
                         _ => {
@@ -115,6 +120,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
     }
 
     if let Some(composite) = inputs.composite {
+        derived.insert(COMPOSITE_METRIC.to_string());
         // The composite stands for every polled trigger; cpu and memory keep their place.
         let composite_outcome = match composite.formula.evaluate(&named_values) {
             Ok(value) => {
@@ -159,6 +165,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
         errors,
         answers,
         triggers_activity,
+        derived,
     }
 }
 
@@ -291,6 +298,10 @@ mod tests {
                 "{behavior:?}"
             );
             assert!(e.triggers_activity["s0-redis-a"]);
+            assert!(
+                e.derived.contains("s0-redis-a"),
+                "a fallback value is never re-read live"
+            );
         }
     }
 
@@ -315,6 +326,7 @@ mod tests {
         let e = evaluate(&inputs(&results, &t, None, Some(&c)), &mut BTreeMap::new());
         assert_eq!(e.activity, Activity::Active);
         assert_eq!(e.answers[COMPOSITE_METRIC], Answer::Value(11.0));
+        assert!(e.derived.contains(COMPOSITE_METRIC) && !e.derived.contains("s0-redis-a"));
     }
 
     #[test]

@@ -44,6 +44,32 @@ pub struct TriggerResult {
     pub outcome: TriggerOutcome,
 }
 
+/// Reads one metric of `scaler`, cut off after `timeout`. A value that is missing or not a
+/// finite number is an error, never a number.
+pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> MetricReading {
+    let answer = tokio::time::timeout(timeout, scaler.metrics_and_activity(name)).await;
+    let (value, active) = match answer {
+        Err(_) => (
+            Err(format!("no answer within {} ms", timeout.as_millis())),
+            false,
+        ),
+        Ok(Err(e)) => (Err(e.to_string()), false),
+        Ok(Ok(answer)) => match answer.values.iter().find(|v| v.name == name) {
+            Some(v) if v.value.is_finite() => (Ok(v.value), answer.active),
+            Some(v) => (
+                Err(format!("the value {} is not a finite number", v.value)),
+                false,
+            ),
+            None => (Err("the scaler answered without a value".into()), false),
+        },
+    };
+    MetricReading {
+        name: name.to_string(),
+        value,
+        active,
+    }
+}
+
 /// Polls every trigger concurrently; each metric read is cut off after `timeout`.
 pub async fn poll(triggers: &[PolledTrigger], timeout: Duration) -> Vec<TriggerResult> {
     join_all(triggers.iter().map(|t| poll_one(t, timeout))).await
@@ -75,29 +101,11 @@ async fn poll_one(trigger: &PolledTrigger, timeout: Duration) -> TriggerResult {
         };
     }
 
-    let readings = join_all(external.iter().map(|name| async move {
-        let answer = tokio::time::timeout(timeout, trigger.scaler.metrics_and_activity(name)).await;
-        let (value, active) = match answer {
-            Err(_) => (
-                Err(format!("no answer within {} ms", timeout.as_millis())),
-                false,
-            ),
-            Ok(Err(e)) => (Err(e.to_string()), false),
-            Ok(Ok(answer)) => match answer.values.iter().find(|v| v.name == *name) {
-                Some(v) if v.value.is_finite() => (Ok(v.value), answer.active),
-                Some(v) => (
-                    Err(format!("the value {} is not a finite number", v.value)),
-                    false,
-                ),
-                None => (Err("the scaler answered without a value".into()), false),
-            },
-        };
-        MetricReading {
-            name: (*name).to_string(),
-            value,
-            active,
-        }
-    }))
+    let readings = join_all(
+        external
+            .iter()
+            .map(|name| read_metric(trigger.scaler.as_ref(), name, timeout)),
+    )
     .await;
 
     let outcome = if readings.iter().any(|r| r.active) {

@@ -201,6 +201,7 @@ impl ScaleLoop {
                 Published {
                     at: Instant::now(),
                     fresh_for: interval * 2 + POLL_TIMEOUT,
+                    reread_after: reread_after(spec, &results, &evaluation, interval),
                     answers: evaluation.answers.clone(),
                 },
             );
@@ -402,6 +403,40 @@ impl ScaleLoop {
             self.metrics.count_write("event");
         }
     }
+}
+
+/// The HPA is answered from the loop's reading when it is younger than this, or than the
+/// polling interval if shorter (plus a second of slack); an older one is read again from the
+/// scaler.
+pub const REREAD_AFTER_MAX: Duration = Duration::from_secs(15);
+
+/// The plain readings the metrics API may read again from the scaler, and after what age:
+/// not fallback values, not the composite metric, not triggers with `useCachedMetrics`.
+fn reread_after(
+    spec: &ebb_crds::ScaledObjectSpec,
+    results: &[TriggerResult],
+    evaluation: &Evaluation,
+    interval: Duration,
+) -> BTreeMap<String, Duration> {
+    results
+        .iter()
+        .filter(|r| {
+            !spec
+                .triggers
+                .get(r.index)
+                .and_then(|t| t.use_cached_metrics)
+                .unwrap_or(false)
+        })
+        .flat_map(|r| r.readings.iter())
+        .filter(|reading| !evaluation.derived.contains(&reading.name))
+        // A second of slack: a reading is as old as the poll that took it.
+        .map(|reading| {
+            (
+                reading.name.clone(),
+                interval.min(REREAD_AFTER_MAX) + Duration::from_secs(1),
+            )
+        })
+        .collect()
 }
 
 /// Ready, Active and Fallback after one poll.
