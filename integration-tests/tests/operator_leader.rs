@@ -153,6 +153,8 @@ impl EbbProcess {
             .args(["--lease-name", lease, "--identity", identity])
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
             .args(["--log-format", "json"])
+            // Each process serves the metrics API too, on a port of its own.
+            .args(["--metrics-api-addr", "127.0.0.1:0"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start ebb");

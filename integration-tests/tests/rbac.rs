@@ -24,14 +24,13 @@ async fn apply_rbac(env: &TestEnv) {
     APPLIED
         .get_or_init(|| async {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-            let out = env.kubectl(&[
-                "apply",
-                "--server-side",
-                "-n",
-                "ebb-system",
-                "-f",
-                &path.display().to_string(),
-            ]);
+            // Without a namespace flag: the file names its objects' namespaces (ebb-system and
+            // kube-system).
+            let out = std::process::Command::new(&env.cluster.kubectl)
+                .arg(format!("--kubeconfig={}", env.cluster.kubeconfig.display()))
+                .args(["apply", "--server-side", "-f", &path.display().to_string()])
+                .output()
+                .expect("kubectl");
             expect_success(&out, "kubectl apply -f deploy/rbac.yaml");
         })
         .await;
@@ -88,6 +87,18 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["get", "configmaps", "-n", ns],
         &["create", "events", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", "ebb-system"],
+        &["create", "tokenreviews.authentication.k8s.io"],
+        &["create", "subjectaccessreviews.authorization.k8s.io"],
+        &[
+            "get",
+            "configmaps/extension-apiserver-authentication",
+            "-n",
+            "kube-system",
+        ],
+        &[
+            "patch",
+            "apiservices.apiregistration.k8s.io/v1beta1.external.metrics.k8s.io",
+        ],
     ];
     let denied: &[&[&str]] = &[
         &["list", "secrets", "--all-namespaces"],
@@ -101,6 +112,8 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["delete", "scaledobjects.keda.sh", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", ns],
         &["create", "clusterroles.rbac.authorization.k8s.io"],
+        &["patch", "apiservices.apiregistration.k8s.io/v1beta1.metrics.k8s.io"],
+        &["create", "apiservices.apiregistration.k8s.io"],
     ];
     for args in allowed {
         assert!(can_i(&env, args), "ebb must be allowed to {args:?}");

@@ -1,14 +1,14 @@
 //! The `ebb` binary.
 //!
-//! `ebb run` runs the ScaledObject controller and its scale loops against the cluster of the
-//! current kubeconfig (or the in-cluster service account). The metrics API, leader election
-//! and the health endpoints are still to come.
+//! `ebb run` runs the ScaledObject controller, its scale loops and the external metrics API
+//! against the cluster of the current kubeconfig (or the in-cluster service account), with
+//! leader election and the admin endpoints.
 
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ebb_operator::controller::{self, Context};
-use ebb_operator::{admin, leader};
+use ebb_operator::{admin, leader, metrics_api};
 
 /// ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's API.
 #[derive(Parser)]
@@ -25,30 +25,55 @@ enum Command {
     /// Print the CustomResourceDefinitions ebb serves, as YAML.
     Crds,
     /// Run the controller until SIGTERM or Ctrl-C.
-    Run {
-        /// ebb's own namespace: where ClusterTriggerAuthentications read their Secrets.
-        #[arg(long, env = "POD_NAMESPACE", default_value = "ebb-system")]
-        namespace: String,
-        /// Watch ScaledObjects in this namespace only (default: every namespace).
-        #[arg(long, env = "WATCH_NAMESPACE")]
-        watch_namespace: Option<String>,
-        /// Elect a leader through a Lease so that several replicas can run and exactly one
-        /// writes.
-        #[arg(long, env = "EBB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
-        leader_elect: bool,
-        /// The Lease's name (in `--namespace`).
-        #[arg(long, env = "EBB_LEASE_NAME", default_value = "ebb-operator")]
-        lease_name: String,
-        /// This replica's identity in the Lease (default: the pod name, else host and pid).
-        #[arg(long, env = "POD_NAME")]
-        identity: Option<String>,
-        /// Where `/healthz`, `/readyz` and `/metrics` are served.
-        #[arg(long, env = "EBB_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
-        admin_addr: std::net::SocketAddr,
-        /// Log format.
-        #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
-        log_format: LogFormat,
-    },
+    Run(Box<RunArgs>),
+}
+
+/// `ebb run`'s settings.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// ebb's own namespace: where ClusterTriggerAuthentications read their Secrets.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ebb-system")]
+    namespace: String,
+    /// Watch ScaledObjects in this namespace only (default: every namespace).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Elect a leader through a Lease so that several replicas can run and exactly one
+    /// writes.
+    #[arg(long, env = "EBB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The Lease's name (in `--namespace`).
+    #[arg(long, env = "EBB_LEASE_NAME", default_value = "ebb-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(long, env = "EBB_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// Log format.
+    #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+    /// Where the external metrics API (HTTPS) is served; `off` disables it.
+    #[arg(long, env = "EBB_METRICS_API_ADDR", default_value = "0.0.0.0:6443")]
+    metrics_api_addr: String,
+    /// Serving certificate chain (PEM) of the metrics API, reloaded when it changes; a
+    /// certificate is generated at startup when absent.
+    #[arg(long, env = "EBB_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "EBB_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<std::path::PathBuf>,
+    /// DNS names and IP addresses of a generated certificate.
+    #[arg(
+        long,
+        env = "EBB_TLS_NAMES",
+        value_delimiter = ',',
+        default_value = "ebb-metrics.ebb-system.svc,ebb-metrics.ebb-system.svc.cluster.local,localhost,127.0.0.1"
+    )]
+    tls_names: Vec<String>,
+    /// APIService whose caBundle is set to a generated certificate's CA at startup.
+    #[arg(long, env = "EBB_APISERVICE")]
+    apiservice: Option<String>,
 }
 
 /// How logs are written.
@@ -63,15 +88,21 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run {
-            namespace,
-            watch_namespace,
-            leader_elect,
-            lease_name,
-            identity,
-            admin_addr,
-            log_format,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                namespace,
+                watch_namespace,
+                leader_elect,
+                lease_name,
+                identity,
+                admin_addr,
+                log_format,
+                metrics_api_addr,
+                tls_cert_file,
+                tls_private_key_file,
+                tls_names,
+                apiservice,
+            } = *args;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             // Colours only for a terminal, never in a log file or a collector.
@@ -91,6 +122,18 @@ async fn main() -> anyhow::Result<()> {
             );
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             let ctx = Arc::new(ctx);
+            if metrics_api_addr != "off" {
+                let settings = metrics_api::Settings {
+                    addr: metrics_api_addr.parse().map_err(|e| {
+                        anyhow::anyhow!("--metrics-api-addr {metrics_api_addr:?}: {e}")
+                    })?,
+                    cert_and_key: tls_cert_file.zip(tls_private_key_file),
+                    names: tls_names,
+                    apiservice,
+                };
+                let server = metrics_api::start(ctx.clone(), settings, shutdown_signal()).await?;
+                tokio::spawn(server);
+            }
             let listener = tokio::net::TcpListener::bind(admin_addr).await?;
             tokio::spawn(admin::serve(
                 listener,

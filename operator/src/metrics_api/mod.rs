@@ -29,6 +29,116 @@ use crate::scale::evaluate::Answer;
 use auth::{Claim, Identity, Peer, RequestHeader, Reviewer};
 use request::{ApiError, scaled_object_of, value_list};
 
+/// How `ebb run` serves the metrics API.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub addr: std::net::SocketAddr,
+    /// Serving certificate chain and key (PEM), reloaded when they change; generated when
+    /// absent.
+    pub cert_and_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Names for a generated certificate.
+    pub names: Vec<String>,
+    /// APIService whose `caBundle` is set to a generated certificate's CA.
+    pub apiservice: Option<String>,
+}
+
+/// How often certificate files are checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the metrics API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The front proxy's settings could not be read.
+    #[error("{0}")]
+    RequestHeader(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The APIService's caBundle could not be set.
+    #[error("setting the caBundle of APIService {name}: {source}")]
+    ApiService {
+        /// The APIService.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+}
+
+/// Sets `spec.caBundle` of an APIService.
+async fn set_ca_bundle(client: &kube::Client, name: &str, ca_pem: &str) -> Result<(), kube::Error> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
+        "apiservices",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let bundle = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"caBundle": bundle}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Starts the metrics API for `ctx` as `settings` say; the returned future serves until
+/// `shutdown` resolves.
+pub async fn start(
+    ctx: Arc<Context>,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<impl std::future::Future<Output = ()> + Send, StartError> {
+    let requestheader = RequestHeader::load(&ctx.client)
+        .await
+        .map_err(StartError::RequestHeader)?;
+    let serving = match &settings.cert_and_key {
+        Some((cert, key)) => {
+            let serving = tls::Serving::new(tls::load(cert, key)?);
+            tokio::spawn(
+                serving
+                    .clone()
+                    .reload_on_change(cert.clone(), key.clone(), RELOAD_EVERY),
+            );
+            serving
+        }
+        None => {
+            let (key, ca_pem) = tls::generate(&settings.names)?;
+            if let Some(name) = &settings.apiservice {
+                set_ca_bundle(&ctx.client, name, &ca_pem)
+                    .await
+                    .map_err(|source| StartError::ApiService {
+                        name: name.clone(),
+                        source,
+                    })?;
+            }
+            tls::Serving::new(key)
+        }
+    };
+    let config = Arc::new(tls::server_config(serving, &requestheader.client_ca)?);
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.addr,
+            source,
+        })?;
+    let api = Arc::new(MetricsApi {
+        reviewer: Reviewer::new(ctx.client.clone()),
+        ctx,
+        requestheader,
+    });
+    Ok(serve(listener, config, api, shutdown))
+}
+
 /// Longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
