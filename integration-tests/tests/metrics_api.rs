@@ -1,6 +1,7 @@
 //! ebb's external metrics API behind the real apiserver's aggregation layer, read by the real
 //! HPA controller: discovery, live values through `kubectl get --raw`, a Deployment taken
-//! 0 -> 1 by ebb, 1 -> 8 by the HPA on ebb's metric, and back; errors and refusals as
+//! 0 -> 1 by ebb, 1 -> 8 by the HPA on ebb's metric (a redis list, a rabbitmq queue over AMQP
+//! and the management API) and back; errors and refusals as
 //! Kubernetes Status objects; fallback values served while Redis is down.
 
 use std::sync::Arc;
@@ -387,5 +388,100 @@ async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value
     )
     .await;
     assert_eq!(env.replicas("plain").await, Ok(2));
+    env.delete_scaled_objects().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hpa_scales_on_a_rabbitmq_queue_over_amqp_and_http() {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let env = setup("metrics-api-rabbitmq").await;
+    let ebb = env.start_ebb();
+    let _api = env.serve_metrics_api(&ebb).await;
+    let conn = Connection::connect(
+        &env.cluster.rabbitmq_amqp_url,
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("AMQP");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    for (protocol, host) in [
+        ("amqp", env.cluster.rabbitmq_amqp_url.clone()),
+        ("http", format!("{}/", env.cluster.rabbitmq_management_url)),
+    ] {
+        let queue = unique_name(&format!("orders-{protocol}"));
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        let worker = format!("worker-{protocol}");
+        env.create::<Deployment>(serde_json::to_value(deployment(&worker, 0, &[])).expect("json"))
+            .await;
+        env.create::<ScaledObject>(json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {"name": worker},
+            "spec": {
+                "scaleTargetRef": {"name": worker},
+                "pollingInterval": 1,
+                "cooldownPeriod": 2,
+                "maxReplicaCount": 10,
+                "triggers": [{"type": "rabbitmq", "metadata": {
+                    "host": host, "protocol": protocol, "queueName": queue,
+                    "mode": "QueueLength", "value": "5"
+                }}]
+            }
+        }))
+        .await;
+        // 40 messages, 5 per replica: ebb 0 -> 1, the HPA 1 -> 8.
+        for _ in 0..40 {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"job",
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+        }
+        eventually(
+            &format!("{protocol}: the HPA scales to 8"),
+            DEADLINE,
+            || async {
+                let n = env.replicas(&worker).await?;
+                ensure(n == 8, || format!("replicas {n}"))
+            },
+        )
+        .await;
+        let value = raw(
+            &env,
+            &metric_path(&env, &format!("s0-rabbitmq-{queue}"), &worker),
+        )
+        .expect("the queue depth through the aggregator");
+        assert_eq!(value["items"][0]["value"], "40", "{value}");
+        channel
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+        eventually(&format!("{protocol}: back to zero"), DEADLINE, || async {
+            let n = env.replicas(&worker).await?;
+            ensure(n == 0, || format!("replicas {n}"))
+        })
+        .await;
+    }
     env.delete_scaled_objects().await;
 }

@@ -112,7 +112,10 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["delete", "scaledobjects.keda.sh", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", ns],
         &["create", "clusterroles.rbac.authorization.k8s.io"],
-        &["patch", "apiservices.apiregistration.k8s.io/v1beta1.metrics.k8s.io"],
+        &[
+            "patch",
+            "apiservices.apiregistration.k8s.io/v1beta1.metrics.k8s.io",
+        ],
         &["create", "apiservices.apiregistration.k8s.io"],
     ];
     for args in allowed {
