@@ -75,7 +75,12 @@ fn certified_key(
         .key_provider
         .load_private_key(key.clone_key())
         .map_err(|e| pem_error(what, format!("unusable private key: {e}")))?;
-    Ok(CertifiedKey::new(chain, signing))
+    let certified = CertifiedKey::new(chain, signing);
+    // A certificate renewed before its key (or the reverse) is refused until both match.
+    certified
+        .keys_match()
+        .map_err(|e| pem_error(what, format!("the key does not match the certificate: {e}")))?;
+    Ok(certified)
 }
 
 /// A certificate for `names` (DNS names or IP addresses) signed by a CA made for it; returns
@@ -136,28 +141,46 @@ impl Serving {
         Arc::new(Self(RwLock::new(Arc::new(key))))
     }
 
+    /// The certificate handshakes get now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn replace(&self, key: CertifiedKey) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
     }
 
     /// Reloads the files whenever their modification time changes, checking every `every`.
-    /// A bad new pair is logged and the old certificate kept.
-    pub async fn reload_on_change(self: Arc<Self>, cert: PathBuf, key: PathBuf, every: Duration) {
-        let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: (Option<SystemTime>, Option<SystemTime>) = (stamp(&cert), stamp(&key));
-        loop {
-            tokio::time::sleep(every).await;
-            let now = (stamp(&cert), stamp(&key));
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match load(&cert, &key) {
-                Ok(k) => {
-                    self.replace(k);
-                    info!(cert = %cert.display(), "serving certificate reloaded");
+    /// A bad new pair is logged and the old certificate kept. The files' times are taken when
+    /// this is called, so no change made after it is missed.
+    pub fn reload_on_change(
+        self: Arc<Self>,
+        cert: PathBuf,
+        key: PathBuf,
+        every: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        fn stamp(p: &Path) -> Option<SystemTime> {
+            std::fs::metadata(p).and_then(|m| m.modified()).ok()
+        }
+        let mut seen = (stamp(&cert), stamp(&key));
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = (stamp(&cert), stamp(&key));
+                if now == seen {
+                    continue;
                 }
-                Err(e) => warn!(error = %e, "keeping the old serving certificate"),
+                seen = now;
+                match load(&cert, &key) {
+                    Ok(k) => {
+                        self.replace(k);
+                        info!(cert = %cert.display(), "serving certificate reloaded");
+                    }
+                    Err(e) => warn!(error = %e, "keeping the old serving certificate"),
+                }
             }
         }
     }
@@ -234,6 +257,49 @@ mod tests {
         );
     }
 
+    fn write_pair(dir: &Path, name: &str) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+        cert.der().clone()
+    }
+
+    #[tokio::test]
+    async fn changed_files_are_served_and_a_bad_change_keeps_the_old_pair() {
+        let dir = std::env::temp_dir().join(format!("ebb-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let first = write_pair(&dir, "first.example");
+        let serving = Serving::new(load(&dir.join("tls.crt"), &dir.join("tls.key")).expect("load"));
+        let watcher = tokio::spawn(serving.clone().reload_on_change(
+            dir.join("tls.crt"),
+            dir.join("tls.key"),
+            Duration::from_millis(20),
+        ));
+        assert_eq!(serving.current().cert[0], first);
+        let second = write_pair(&dir, "second.example");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while serving.current().cert[0] != second {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new pair was not loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A broken certificate file: the second pair stays.
+        std::fs::write(dir.join("tls.crt"), "garbage").expect("write");
+        let settle = tokio::time::Instant::now() + Duration::from_millis(200);
+        while tokio::time::Instant::now() < settle {
+            assert_eq!(serving.current().cert[0], second);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        watcher.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn files_are_loaded_and_a_missing_one_is_named() {
         let dir = std::env::temp_dir().join(format!("ebb-tls-{}", std::process::id()));
@@ -246,6 +312,10 @@ mod tests {
         std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
         std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
         assert!(load(&dir.join("tls.crt"), &dir.join("tls.key")).is_ok());
+        let other = rcgen::KeyPair::generate().expect("key");
+        std::fs::write(dir.join("other.key"), other.serialize_pem()).expect("write");
+        let err = load(&dir.join("tls.crt"), &dir.join("other.key")).expect_err("mismatch");
+        assert!(err.to_string().contains("does not match"), "{err}");
         let err = load(&dir.join("missing.crt"), &dir.join("tls.key")).expect_err("missing");
         assert!(err.to_string().contains("missing.crt"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
