@@ -410,6 +410,40 @@ impl TestEnv {
         .await;
     }
 
+    /// An AMQP connection with publisher confirms to the dev cluster's RabbitMQ.
+    pub async fn amqp(&self) -> Amqp {
+        let connection = lapin::Connection::connect(
+            &self.cluster.rabbitmq_amqp_url,
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("AMQP connection");
+        let channel = connection.create_channel().await.expect("AMQP channel");
+        channel
+            .confirm_select(Default::default())
+            .await
+            .expect("publisher confirms");
+        Amqp {
+            _connection: connection,
+            channel,
+        }
+    }
+
+    /// Waits (up to `deadline`) until a Deployment's replica count satisfies `wanted`.
+    pub async fn await_replicas(
+        &self,
+        deployment: &str,
+        what: &str,
+        deadline: Duration,
+        wanted: impl Fn(i32) -> bool,
+    ) {
+        eventually(&format!("{deployment}: {what}"), deadline, || async {
+            let n = self.replicas(deployment).await?;
+            ensure(wanted(n), || format!("replicas {n}"))
+        })
+        .await;
+    }
+
     /// A Deployment's `spec.replicas` (-1 when unset).
     pub async fn replicas(&self, deployment: &str) -> Result<i32, String> {
         let d = self
@@ -475,6 +509,53 @@ impl TestEnv {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// One AMQP connection to the dev cluster's RabbitMQ, publishing with confirms.
+pub struct Amqp {
+    _connection: lapin::Connection,
+    /// Its channel.
+    pub channel: lapin::Channel,
+}
+
+impl Amqp {
+    /// Declares `queue` (not durable, not exclusive).
+    pub async fn declare(&self, queue: &str) {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("declare a queue");
+    }
+
+    /// Publishes `n` messages to `queue`, each confirmed by the broker.
+    pub async fn publish(&self, queue: &str, n: usize) {
+        for _ in 0..n {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    b"job",
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+        }
+    }
+
+    /// Empties `queue`.
+    pub async fn purge(&self, queue: &str) {
+        self.channel
+            .queue_purge(queue.into(), lapin::options::QueuePurgeOptions::default())
+            .await
+            .expect("purge a queue");
     }
 }
 

@@ -107,10 +107,12 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
 
     // 40 items, listLength 5: ebb takes the Deployment 0 -> 1, the HPA 1 -> 8.
     push(&mut redis, &list, 37).await;
-    eventually("the HPA scales to 8 on ebb's metric", DEADLINE, || async {
-        let n = env.replicas("worker").await?;
-        ensure(n == 8, || format!("replicas {n}"))
-    })
+    env.await_replicas(
+        "worker",
+        "the HPA scales to 8 on ebb's metric",
+        DEADLINE,
+        |n| n == 8,
+    )
     .await;
     // At 8 replicas the HPA reads 40 / 8 = 5 per replica: on target.
     eventually("the HPA reads 5 per replica", DEADLINE, || async {
@@ -135,11 +137,8 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
         .query_async(&mut redis)
         .await
         .expect("DEL");
-    eventually("back to zero", DEADLINE, || async {
-        let n = env.replicas("worker").await?;
-        ensure(n == 0, || format!("replicas {n}"))
-    })
-    .await;
+    env.await_replicas("worker", "back to zero", DEADLINE, |n| n == 0)
+        .await;
     env.delete_scaled_objects().await;
 }
 
@@ -378,13 +377,11 @@ async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value
     assert!(err.contains(&dead) || err.contains("unable"), "{err}");
     assert_eq!(env.replicas("plain").await, Ok(2));
     // With fallback: the HPA converges on fallback.replicas.
-    eventually(
+    env.await_replicas(
+        "with-fallback",
         "the HPA converges on fallback.replicas",
         DEADLINE,
-        || async {
-            let n = env.replicas("with-fallback").await?;
-            ensure(n == 4, || format!("replicas {n}"))
-        },
+        |n| n == 4,
     )
     .await;
     assert_eq!(env.replicas("plain").await, Ok(2));
@@ -393,37 +390,16 @@ async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hpa_scales_on_a_rabbitmq_queue_over_amqp_and_http() {
-    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions};
-    use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
-
     let env = setup("metrics-api-rabbitmq").await;
     let ebb = env.start_ebb();
     let _api = env.serve_metrics_api(&ebb).await;
-    let conn = Connection::connect(
-        &env.cluster.rabbitmq_amqp_url,
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("AMQP");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(Default::default())
-        .await
-        .expect("confirms");
+    let amqp = env.amqp().await;
     for (protocol, host) in [
         ("amqp", env.cluster.rabbitmq_amqp_url.clone()),
         ("http", format!("{}/", env.cluster.rabbitmq_management_url)),
     ] {
         let queue = unique_name(&format!("orders-{protocol}"));
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare");
+        amqp.declare(&queue).await;
         let worker = format!("worker-{protocol}");
         env.create::<Deployment>(serde_json::to_value(deployment(&worker, 0, &[])).expect("json"))
             .await;
@@ -444,27 +420,12 @@ async fn the_hpa_scales_on_a_rabbitmq_queue_over_amqp_and_http() {
         }))
         .await;
         // 40 messages, 5 per replica: ebb 0 -> 1, the HPA 1 -> 8.
-        for _ in 0..40 {
-            channel
-                .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    b"job",
-                    BasicProperties::default(),
-                )
-                .await
-                .expect("publish")
-                .await
-                .expect("confirm");
-        }
-        eventually(
+        amqp.publish(&queue, 40).await;
+        env.await_replicas(
+            &worker,
             &format!("{protocol}: the HPA scales to 8"),
             DEADLINE,
-            || async {
-                let n = env.replicas(&worker).await?;
-                ensure(n == 8, || format!("replicas {n}"))
-            },
+            |n| n == 8,
         )
         .await;
         let value = raw(
@@ -473,14 +434,13 @@ async fn the_hpa_scales_on_a_rabbitmq_queue_over_amqp_and_http() {
         )
         .expect("the queue depth through the aggregator");
         assert_eq!(value["items"][0]["value"], "40", "{value}");
-        channel
-            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .expect("purge");
-        eventually(&format!("{protocol}: back to zero"), DEADLINE, || async {
-            let n = env.replicas(&worker).await?;
-            ensure(n == 0, || format!("replicas {n}"))
-        })
+        amqp.purge(&queue).await;
+        env.await_replicas(
+            &worker,
+            &format!("{protocol}: back to zero"),
+            DEADLINE,
+            |n| n == 0,
+        )
         .await;
     }
     env.delete_scaled_objects().await;

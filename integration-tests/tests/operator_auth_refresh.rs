@@ -12,9 +12,6 @@ use integration_tests::{deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 
 /// Long enough for a rebuild after repeated failures (30 s) plus a few polls.
@@ -24,40 +21,10 @@ const DEADLINE: Duration = Duration::from_secs(90);
 async fn changed_credentials_take_effect_at_the_next_rebuild() {
     let env = setup("operator-auth-refresh").await;
     let ebb = env.start_ebb();
-    let conn = Connection::connect(
-        &env.cluster.rabbitmq_amqp_url,
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("AMQP");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(Default::default())
-        .await
-        .expect("confirms");
+    let amqp = env.amqp().await;
     let queue = unique_name("refresh");
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    for _ in 0..3 {
-        channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                b"job",
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-    }
+    amqp.declare(&queue).await;
+    amqp.publish(&queue, 3).await;
 
     let good = env.cluster.rabbitmq_amqp_url.clone();
     let bad = good.replace("guest:guest@", "guest:not-the-password@");

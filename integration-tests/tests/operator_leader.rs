@@ -58,11 +58,8 @@ async fn busy_worker(env: &TestEnv) -> (redis::aio::MultiplexedConnection, Strin
         }
     }))
     .await;
-    eventually("scaled up from zero", DEADLINE, || async {
-        let n = env.replicas("worker").await?;
-        ensure(n >= 1, || format!("replicas {n}"))
-    })
-    .await;
+    env.await_replicas("worker", "scaled up from zero", DEADLINE, |n| n >= 1)
+        .await;
     (redis, list)
 }
 
@@ -120,13 +117,11 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
         .query_async(&mut redis)
         .await
         .expect("DEL");
-    eventually(
+    env.await_replicas(
+        "worker",
         "scaled back to zero by the new leader",
         DEADLINE,
-        || async {
-            let n = env.replicas("worker").await?;
-            ensure(n == 0, || format!("replicas {n}"))
-        },
+        |n| n == 0,
     )
     .await;
     env.delete_scaled_objects().await;

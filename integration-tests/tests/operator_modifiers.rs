@@ -133,10 +133,12 @@ async fn a_composite_metric_drives_activation_and_the_hpa() {
         .query_async(&mut redis)
         .await
         .expect("RPUSH b");
-    eventually("scaled up from zero by the composite", DEADLINE, || async {
-        let n = env.replicas("worker").await?;
-        ensure(n >= 1, || format!("replicas {n}"))
-    })
+    env.await_replicas(
+        "worker",
+        "scaled up from zero by the composite",
+        DEADLINE,
+        |n| n >= 1,
+    )
     .await;
     eventually("triggersActivity says why", DEADLINE, || async {
         let so = env
@@ -187,11 +189,8 @@ async fn a_composite_metric_drives_activation_and_the_hpa() {
         .query_async(&mut redis)
         .await
         .expect("DEL");
-    eventually("back to zero", DEADLINE, || async {
-        let n = env.replicas("worker").await?;
-        ensure(n == 0, || format!("replicas {n}"))
-    })
-    .await;
+    env.await_replicas("worker", "back to zero", DEADLINE, |n| n == 0)
+        .await;
     env.delete_scaled_objects().await;
 }
 

@@ -6,48 +6,18 @@
 use std::time::Duration;
 
 use ebb_crds::{ScaledObject, TriggerAuthentication};
-use integration_tests::{deployment, ensure, eventually, setup, unique_name};
+use integration_tests::{deployment, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn publish(channel: &Channel, queue: &str, n: usize) {
-    for _ in 0..n {
-        channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                b"job",
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-    }
-}
 
 #[tokio::test]
 async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
     let env = setup("operator-rabbitmq").await;
     let _ebb = env.start_ebb();
-    let conn = Connection::connect(
-        &env.cluster.rabbitmq_amqp_url,
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("AMQP");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(Default::default())
-        .await
-        .expect("confirms");
+    let amqp = env.amqp().await;
 
     // guest's credentials, from a Secret, never in the ScaledObject.
     env.create::<Secret>(json!({
@@ -80,14 +50,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
         ("http", format!("{management}/")),
     ] {
         let queue = unique_name(&format!("orders-{protocol}"));
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare");
+        amqp.declare(&queue).await;
         let worker = format!("worker-{protocol}");
         env.create::<Deployment>(serde_json::to_value(deployment(&worker, 0, &[])).expect("json"))
             .await;
@@ -117,7 +80,7 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
 
         // At the activation value: still zero over several polls (the management API's
         // statistics lag a few seconds, so this also covers its catching up).
-        publish(&channel, &queue, 2).await;
+        amqp.publish(&queue, 2).await;
         let end = tokio::time::Instant::now() + Duration::from_secs(6);
         while tokio::time::Instant::now() < end {
             assert_eq!(
@@ -127,24 +90,21 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        publish(&channel, &queue, 3).await;
-        eventually(
+        amqp.publish(&queue, 3).await;
+        env.await_replicas(
+            &worker,
             &format!("{protocol}: scaled up from zero"),
             DEADLINE,
-            || async {
-                let n = env.replicas(&worker).await?;
-                ensure(n >= 1, || format!("replicas {n}"))
-            },
+            |n| n >= 1,
         )
         .await;
-        channel
-            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .expect("purge");
-        eventually(&format!("{protocol}: back to zero"), DEADLINE, || async {
-            let n = env.replicas(&worker).await?;
-            ensure(n == 0, || format!("replicas {n}"))
-        })
+        amqp.purge(&queue).await;
+        env.await_replicas(
+            &worker,
+            &format!("{protocol}: back to zero"),
+            DEADLINE,
+            |n| n == 0,
+        )
         .await;
     }
     env.delete_scaled_objects().await;
