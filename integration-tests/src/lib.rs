@@ -246,31 +246,27 @@ impl TestEnv {
         }
     }
 
-    /// Serves `ebb`'s external metrics API and registers it with the aggregator (an
-    /// ExternalName Service `ebb-system/ebb-metrics` to 127.0.0.1, the APIService with the
-    /// generated certificate's CA), then waits for the APIService to be Available.
+    /// Serves `ebb`'s external metrics API as `ebb run` does, and registers it with the
+    /// aggregator: an ExternalName Service `ebb-system/ebb-metrics` to 127.0.0.1 and the
+    /// APIService, whose caBundle ebb sets to the CA of the certificate it generates. Waits
+    /// until the APIService is Available. Call it from a multi-thread test runtime: requests
+    /// come back through the aggregator while the test may block in kubectl.
     pub async fn serve_metrics_api(&self, ebb: &EbbGuard) -> MetricsApiGuard {
-        use ebb_operator::metrics_api::{self, auth, tls};
+        use ebb_operator::metrics_api;
         let turn = METRICS_API_TURN.lock().await;
-        let requestheader = match auth::RequestHeader::load(&self.client).await {
-            Ok(r) => r,
-            Err(e) => panic!("{e}"),
-        };
-        let names = vec![
-            "ebb-metrics.ebb-system.svc".to_string(),
-            "127.0.0.1".to_string(),
-        ];
-        let (key, ca_pem) = tls::generate(&names).expect("serving certificate");
-        let config = tls::server_config(tls::Serving::new(key), &requestheader.client_ca)
-            .expect("TLS configuration");
-        // The server runs on a runtime of its own, with a client of its own: a test blocked in
-        // `kubectl get --raw` (which comes back through the aggregator to this server) must not
-        // block the server too.
+        if let Err(e) = xtask::cluster::metrics_api::register(
+            &self.cluster.kubectl,
+            &self.cluster.kubeconfig,
+            METRICS_API_PORT,
+        ) {
+            panic!("{e:#}");
+        }
+
+        // The server runs on a runtime of its own: a test blocked in `kubectl get --raw` (which
+        // comes back through the aggregator to this server) must not block the server too.
         let ctx = ebb.ctx.clone();
-        let cluster = self.cluster.clone();
-        let header = requestheader.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound, is_bound) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (started, is_started) = std::sync::mpsc::channel::<Result<(), String>>();
         let server = std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -279,83 +275,57 @@ impl TestEnv {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = bound.send(Err(e.to_string()));
+                    let _ = started.send(Err(e.to_string()));
                     return;
                 }
             };
             runtime.block_on(async move {
-                let client = match client(&cluster).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = bound.send(Err(e.to_string()));
-                        return;
-                    }
+                let settings = metrics_api::Settings {
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], METRICS_API_PORT)),
+                    cert_and_key: None,
+                    names: vec!["ebb-metrics.ebb-system.svc".into(), "127.0.0.1".into()],
+                    apiservice: Some(APISERVICE.into()),
                 };
-                let mut listener = None;
-                for _ in 0..60 {
-                    match tokio::net::TcpListener::bind(("127.0.0.1", METRICS_API_PORT)).await {
-                        Ok(l) => {
-                            listener = Some(l);
-                            break;
+                // The previous test's server may still hold the port for a moment.
+                let mut attempt = 0;
+                let serving = loop {
+                    let mut stopped = stopped.clone();
+                    match metrics_api::start(ctx.clone(), settings.clone(), async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+                    {
+                        Ok(serving) => break serving,
+                        Err(metrics_api::StartError::Listen { .. }) if attempt < 60 => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                        Err(e) => {
+                            let _ = started.send(Err(e.to_string()));
+                            return;
+                        }
                     }
-                }
-                let Some(listener) = listener else {
-                    let _ = bound.send(Err(format!("port {METRICS_API_PORT} stays busy")));
-                    return;
                 };
-                let _ = bound.send(Ok(()));
-                let api = std::sync::Arc::new(metrics_api::MetricsApi {
-                    ctx,
-                    requestheader: header,
-                    reviewer: auth::Reviewer::new(client),
-                });
-                metrics_api::serve(listener, std::sync::Arc::new(config), api, async move {
-                    let _ = stopped.await;
-                })
-                .await;
+                let _ = started.send(Ok(()));
+                serving.await;
             });
         });
-        match is_bound.recv() {
+        match is_started.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => panic!("starting the metrics API: {e}"),
             Err(e) => panic!("starting the metrics API: {e}"),
         }
-        let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca_pem.clone().into_bytes()))
-            .expect("base64");
-        let manifests = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ebb-system"}},
-                {"apiVersion": "v1", "kind": "Service",
-                 "metadata": {"name": "ebb-metrics", "namespace": "ebb-system"},
-                 "spec": {"type": "ExternalName", "externalName": "127.0.0.1",
-                          "ports": [{"port": METRICS_API_PORT, "protocol": "TCP"}]}},
-                {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-                 "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
-                 "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1",
-                          "service": {"name": "ebb-metrics", "namespace": "ebb-system", "port": METRICS_API_PORT},
-                          "caBundle": ca_bundle,
-                          "groupPriorityMinimum": 100, "versionPriority": 100}}
-            ]
-        });
-        let out = self.kubectl_with_stdin(
-            &[
-                "apply",
-                "--namespace=ebb-system",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                "-",
-            ],
-            Some(&manifests.to_string()),
-        );
-        expect_success(&out, "registering the metrics APIService");
+        // The CA ebb wrote into the APIService, for tests that call the server directly.
+        let out = self.kubectl(&["get", "apiservice", APISERVICE, "-o", "json"]);
+        let apiservice: serde_json::Value =
+            serde_json::from_str(&expect_success(&out, "reading the APIService")).expect("json");
+        let ca_bundle: k8s_openapi::ByteString =
+            serde_json::from_value(apiservice["spec"]["caBundle"].clone())
+                .expect("ebb set the APIService's caBundle");
+        let ca_pem = String::from_utf8(ca_bundle.0).expect("a PEM caBundle");
         eventually("the APIService is Available", Duration::from_secs(60), || async {
             let out = self.kubectl(&[
-                "get", "apiservice", "v1beta1.external.metrics.k8s.io",
+                "get", "apiservice", APISERVICE,
                 "-o", "jsonpath={.status.conditions[?(@.type==\"Available\")].status} {.status.conditions[?(@.type==\"Available\")].message}",
             ]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -376,7 +346,6 @@ impl TestEnv {
         .await;
         MetricsApiGuard {
             ca_pem,
-            requestheader,
             env_kubectl: (
                 self.cluster.kubectl.clone(),
                 self.cluster.kubeconfig.clone(),
@@ -560,7 +529,10 @@ impl Amqp {
 }
 
 /// Where the tests serve ebb's external metrics API (the APIService points here).
-pub const METRICS_API_PORT: u16 = 32680;
+pub const METRICS_API_PORT: u16 = xtask::cluster::metrics_api::PORT;
+
+/// The APIService the external metrics API is registered as.
+pub const APISERVICE: &str = xtask::cluster::metrics_api::APISERVICE;
 
 /// One metrics API registration per cluster at a time (tests of one binary take turns).
 static METRICS_API_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -570,10 +542,8 @@ static METRICS_API_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(
 pub struct MetricsApiGuard {
     /// The CA of the serving certificate (the APIService's caBundle).
     pub ca_pem: String,
-    /// The requestheader CA's certificate, for tests that play the front proxy.
-    pub requestheader: ebb_operator::metrics_api::auth::RequestHeader,
     env_kubectl: (PathBuf, PathBuf),
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     server: Option<std::thread::JoinHandle<()>>,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -581,18 +551,9 @@ pub struct MetricsApiGuard {
 impl Drop for MetricsApiGuard {
     fn drop(&mut self) {
         // Unregister first: an APIService without a server stalls namespace deletion.
-        let _ = Command::new(&self.env_kubectl.0)
-            .arg(format!("--kubeconfig={}", self.env_kubectl.1.display()))
-            .args([
-                "delete",
-                "apiservice",
-                "v1beta1.external.metrics.k8s.io",
-                "--ignore-not-found",
-                "--wait=false",
-            ])
-            .output();
+        let _ = xtask::cluster::metrics_api::unregister(&self.env_kubectl.0, &self.env_kubectl.1);
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         if let Some(server) = self.server.take() {
             let _ = server.join();

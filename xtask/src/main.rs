@@ -40,6 +40,15 @@ enum ClusterAction {
     Down,
     /// Show each service's state; exits non-zero unless all are healthy.
     Status,
+    /// Register an external metrics API served on 127.0.0.1 (a local `ebb run`) with the
+    /// aggregator: ExternalName Service `ebb-system/ebb-metrics` and the APIService.
+    RegisterMetricsApi {
+        /// The port the server listens on.
+        #[arg(long, default_value_t = xtask::cluster::metrics_api::PORT)]
+        port: u16,
+    },
+    /// Remove that APIService again (do so before stopping the server).
+    UnregisterMetricsApi,
 }
 
 fn main() {
@@ -56,6 +65,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cluster { action } => match action {
             ClusterAction::Up => xtask::cluster::up().map(|_| ()),
             ClusterAction::Down => xtask::cluster::down(),
+            ClusterAction::RegisterMetricsApi { port } => {
+                let layout = xtask::cluster::Layout::for_workspace();
+                let kubectl = xtask::cluster::binaries::Binaries::cached().path("kubectl");
+                xtask::cluster::metrics_api::register(&kubectl, &layout.kubeconfig(), port)?;
+                println!(
+                    "registered {} -> https://127.0.0.1:{port}; serve it with:\n  ebb run --metrics-api-addr 127.0.0.1:{port} --apiservice {}",
+                    xtask::cluster::metrics_api::APISERVICE,
+                    xtask::cluster::metrics_api::APISERVICE
+                );
+                Ok(())
+            }
+            ClusterAction::UnregisterMetricsApi => {
+                let layout = xtask::cluster::Layout::for_workspace();
+                let kubectl = xtask::cluster::binaries::Binaries::cached().path("kubectl");
+                xtask::cluster::metrics_api::unregister(&kubectl, &layout.kubeconfig())
+            }
             ClusterAction::Status => {
                 if !xtask::cluster::status()? {
                     std::process::exit(1);

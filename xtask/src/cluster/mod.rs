@@ -4,6 +4,7 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod metrics_api;
 pub mod packages;
 pub mod process;
 pub mod services;
