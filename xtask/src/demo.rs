@@ -1,34 +1,496 @@
 //! `cargo xtask demo`: the dev cluster with ebb at work.
 //!
-//! The operator arrives with later issues; until then the demo brings up the cluster, installs
-//! ebb's CRDs and says what it will show.
+//! Brings the cluster up, installs the CRDs and RBAC, starts `ebb run` on the host with its
+//! metrics API registered with the aggregator, applies `examples/demo/workers.yaml` (a Redis list
+//! worker and a RabbitMQ queue worker), then drives idle, a burst and a drain while a live table
+//! shows each ScaledObject's queue (as ebb reads it), activity, the HPA's desired count and the
+//! Deployment's replicas. It ends with a summary and an SVG chart in `target/demo/`.
 
-use std::process::Command;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use xtask::cluster;
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use serde_json::Value;
+use xtask::cluster::{self, ClusterInfo, metrics_api, ports};
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Leave the dev cluster running afterwards.
+    #[arg(long)]
+    keep_cluster: bool,
+}
 
-/// Brings the cluster up and installs the CRDs.
-pub fn run(_args: DemoArgs) -> Result<()> {
+const NAMESPACE: &str = "ebb-demo";
+const WORKERS: [&str; 2] = ["redis-worker", "rabbitmq-worker"];
+const REDIS_LIST: &str = "demo:jobs";
+const QUEUE: &str = "demo-orders";
+/// Where the demo's ebb serves `/healthz`, `/readyz`, `/metrics`.
+const ADMIN_PORT: u16 = 32681;
+
+/// One row of the live view.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    queue: Option<f64>,
+    active: String,
+    desired: Option<i64>,
+    replicas: i64,
+    hpa: String,
+}
+
+/// One sample for the chart.
+struct Sample {
+    at: f64,
+    rows: Vec<Row>,
+}
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> Result<()> {
+    let was_running = cluster::services::status(&cluster::Layout::for_workspace())
+        .iter()
+        .any(|(_, state)| state.is_some());
     let info = cluster::up()?;
-    println!("==> installing ebb's CRDs (crds/manifests/)");
-    let status = Command::new(&info.kubectl)
-        .arg(format!("--kubeconfig={}", info.kubeconfig.display()))
-        .args(["apply", "--server-side", "-f"])
-        .arg(xtask::workspace_root().join("crds/manifests"))
+    let result = demo(&info);
+    let cleanup = cleanup(&info);
+    if !was_running && !args.keep_cluster {
+        cluster::down()?;
+    } else {
+        println!("==> leaving the dev cluster running (`cargo xtask cluster down` stops it)");
+    }
+    result.and(cleanup)
+}
+
+fn kubectl(info: &ClusterInfo) -> Command {
+    let mut cmd = Command::new(&info.kubectl);
+    cmd.arg(format!("--kubeconfig={}", info.kubeconfig.display()));
+    cmd
+}
+
+fn apply(info: &ClusterInfo, path: &Path) -> Result<()> {
+    let out = kubectl(info)
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl apply -f {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A Child killed (SIGTERM, then waited for) on drop.
+struct Ebb(Child);
+
+impl Drop for Ebb {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn demo(info: &ClusterInfo) -> Result<()> {
+    let root = xtask::workspace_root();
+    let out_dir = root.join("target/demo");
+    std::fs::create_dir_all(&out_dir)?;
+
+    println!("==> installing ebb's CRDs and RBAC (crds/manifests/, deploy/rbac.yaml)");
+    apply(info, &root.join("crds/manifests"))?;
+    apply(info, &root.join("deploy/rbac.yaml"))?;
+
+    println!("==> building ebb (cargo build -p ebb-operator --bin ebb)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "ebb-operator",
+            "--bin",
+            "ebb",
+        ])
+        .current_dir(&root)
         .status()?;
     if !status.success() {
-        bail!("kubectl apply of the CRDs failed ({status})");
+        bail!("building ebb failed ({status})");
     }
-    println!();
-    println!("The dev cluster is up with ebb's CRDs installed. The ebb operator itself is not");
-    println!("built yet, so the demo stops here: try");
-    println!("  export KUBECONFIG={}", info.kubeconfig.display());
-    println!("  {} get so,ta,cta -A", info.kubectl.display());
-    println!("`cargo xtask cluster down` stops the cluster.");
+    let binary = cargo_target_dir(&root).join("debug/ebb");
+
+    println!(
+        "==> registering the metrics API (APIService {} -> 127.0.0.1:{})",
+        metrics_api::APISERVICE,
+        metrics_api::PORT
+    );
+    metrics_api::register(&info.kubectl, &info.kubeconfig, metrics_api::PORT)?;
+
+    let log_path = out_dir.join("ebb.log");
+    println!("==> starting ebb (logs in {})", log_path.display());
+    let log = std::fs::File::create(&log_path)?;
+    let _ebb = Ebb(Command::new(&binary)
+        .env("KUBECONFIG", &info.kubeconfig)
+        .env("RUST_LOG", "info")
+        .args([
+            "run",
+            "--leader-elect=false",
+            "--watch-namespace",
+            NAMESPACE,
+        ])
+        .args([
+            "--metrics-api-addr",
+            &format!("127.0.0.1:{}", metrics_api::PORT),
+        ])
+        .args(["--apiservice", metrics_api::APISERVICE])
+        .args(["--admin-addr", &format!("127.0.0.1:{ADMIN_PORT}")])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?);
+    wait_for("ebb ready", Duration::from_secs(60), || {
+        http(ADMIN_PORT, "GET", "/readyz", None)
+            .ok()
+            .filter(|(code, _)| *code == 200)
+    })?;
+    wait_for("the APIService Available", Duration::from_secs(60), || {
+        let out = kubectl(info)
+            .args(["get", "--raw", "/apis/external.metrics.k8s.io/v1beta1"])
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    })?;
+
+    println!("==> creating the queue {QUEUE} and applying examples/demo/workers.yaml");
+    http(
+        ports::RABBITMQ_MANAGEMENT,
+        "PUT",
+        &format!("/api/queues/%2F/{QUEUE}"),
+        Some("{\"durable\":false}"),
+    )?;
+    redis(&["DEL", REDIS_LIST])?;
+    apply(info, &root.join("examples/demo/workers.yaml"))?;
+
+    println!(
+        "==> pollingInterval 2 s and cooldownPeriod 15 s (shortened for the demo); the HPA syncs every {}",
+        cluster::services::HPA_SYNC_PERIOD
+    );
+    println!(
+        "    phases: idle 10 s, a burst (40 jobs, 30 messages), a steady drain, idle until zero"
+    );
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut phase = "idle";
+    let mut burst_done = false;
+    let mut first_replica: [Option<f64>; 2] = [None, None];
+    let mut back_to_zero: [Option<f64>; 2] = [None, None];
+    let mut peak = [0_i64; 2];
+    println!(
+        "{:>5}  {:<6}  {:<16} {:>6} {:>7} {:>8} {:>9}  HPA",
+        "t", "phase", "ScaledObject", "queue", "active", "desired", "replicas"
+    );
+    loop {
+        let t = start.elapsed().as_secs_f64();
+        if t >= 10.0 && !burst_done {
+            phase = "burst";
+            let jobs: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
+            let mut cmd = vec!["RPUSH", REDIS_LIST];
+            cmd.extend(jobs.iter().map(String::as_str));
+            redis(&cmd)?;
+            for i in 0..30 {
+                publish(&format!("order-{i}"))?;
+            }
+            burst_done = true;
+        } else if burst_done && t >= 40.0 {
+            phase = "drain";
+            // Workers that finish 3 jobs and 2 messages every second between them.
+            redis(&["LPOP", REDIS_LIST, "3"])?;
+            http(
+                ports::RABBITMQ_MANAGEMENT,
+                "POST",
+                &format!("/api/queues/%2F/{QUEUE}/get"),
+                Some("{\"count\":2,\"ackmode\":\"ack_requeue_false\",\"encoding\":\"auto\"}"),
+            )?;
+        }
+        let rows = observe(info)?;
+        for (i, (name, row)) in WORKERS.iter().zip(&rows).enumerate() {
+            println!(
+                "{:>4.0}s  {:<6}  {:<16} {:>6} {:>7} {:>8} {:>9}  {}",
+                t,
+                phase,
+                name,
+                row.queue
+                    .map(|q| format!("{q:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+                row.active,
+                row.desired
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                row.replicas,
+                row.hpa
+            );
+            peak[i] = peak[i].max(row.replicas);
+            if row.replicas > 0 && first_replica[i].is_none() && burst_done {
+                first_replica[i] = Some(t - 10.0);
+            }
+            if burst_done && peak[i] > 0 && row.replicas == 0 && back_to_zero[i].is_none() {
+                back_to_zero[i] = Some(t);
+            }
+        }
+        samples.push(Sample { at: t, rows });
+        if back_to_zero.iter().all(Option::is_some) {
+            break;
+        }
+        if t > 300.0 {
+            bail!("the demo did not come back to zero within 5 minutes; see target/demo/ebb.log");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    println!("==> summary");
+    for (i, name) in WORKERS.iter().enumerate() {
+        println!(
+            "    {name:<16} first replica {:>5.1}s after the burst, peak {} replicas, back to zero at {:>5.1}s",
+            first_replica[i].unwrap_or(f64::NAN),
+            peak[i],
+            back_to_zero[i].unwrap_or(f64::NAN)
+        );
+    }
+    let chart = out_dir.join("demo.svg");
+    std::fs::write(&chart, svg(&samples))?;
+    println!("    chart: {}", chart.display());
     Ok(())
+}
+
+fn cleanup(info: &ClusterInfo) -> Result<()> {
+    println!("==> cleaning up: the APIService, then namespace {NAMESPACE}");
+    metrics_api::unregister(&info.kubectl, &info.kubeconfig)?;
+    let _ = kubectl(info)
+        .args([
+            "delete",
+            "namespace",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait=false",
+        ])
+        .output();
+    Ok(())
+}
+
+fn cargo_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("{what}: not within {}s", deadline.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What the live view shows, from one `kubectl get` and the metrics API.
+fn observe(info: &ClusterInfo) -> Result<Vec<Row>> {
+    let out = kubectl(info)
+        .args([
+            "get",
+            "deployments,hpa,scaledobjects",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "json",
+        ])
+        .output()?;
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let find = |kind: &str, name: &str| {
+        items
+            .iter()
+            .find(|i| i["kind"] == kind && i["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut rows = Vec::new();
+    for name in WORKERS {
+        let so = find("ScaledObject", name);
+        let hpa = find("HorizontalPodAutoscaler", &format!("keda-hpa-{name}"));
+        let deployment = find("Deployment", name);
+        let condition = |object: &Value, type_: &str| {
+            object["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+                .unwrap_or_default()
+        };
+        let metric = so["status"]["externalMetricNames"][0]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let queue = if metric.is_empty() {
+            None
+        } else {
+            let path = format!(
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{name}"
+            );
+            kubectl(info)
+                .args(["get", "--raw", &path])
+                .output()
+                .ok()
+                .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+                .and_then(|v| v["items"][0]["value"].as_str().map(quantity))
+        };
+        let scaling = condition(&hpa, "ScalingActive");
+        rows.push(Row {
+            queue,
+            active: condition(&so, "Active")["status"]
+                .as_str()
+                .unwrap_or("-")
+                .to_string(),
+            desired: hpa["status"]["desiredReplicas"].as_i64(),
+            replicas: deployment["spec"]["replicas"].as_i64().unwrap_or(0),
+            hpa: scaling["reason"].as_str().unwrap_or("-").to_string(),
+        });
+    }
+    Ok(rows)
+}
+
+/// A Kubernetes quantity as a number (`40`, `2500m`).
+fn quantity(text: &str) -> f64 {
+    match text.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().map(|v| v / 1000.0).unwrap_or(f64::NAN),
+        None => text.parse().unwrap_or(f64::NAN),
+    }
+}
+
+fn redis(args: &[&str]) -> Result<()> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &ports::REDIS.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .output()
+        .context("running redis-cli")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn publish(body: &str) -> Result<()> {
+    let payload = serde_json::json!({
+        "properties": {}, "routing_key": QUEUE, "payload": body, "payload_encoding": "string"
+    });
+    let (code, text) = http(
+        ports::RABBITMQ_MANAGEMENT,
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        Some(&payload.to_string()),
+    )?;
+    if code != 200 || !text.contains("\"routed\":true") {
+        bail!("publishing to {QUEUE}: {code} {text}");
+    }
+    Ok(())
+}
+
+/// A small HTTP/1.1 request on loopback (RabbitMQ's management API as guest, ebb's admin port).
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, text))
+}
+
+/// Queue length and replicas over time, one panel per worker.
+fn svg(samples: &[Sample]) -> String {
+    let (width, panel, margin) = (720.0, 220.0, 40.0);
+    let end = samples.last().map(|s| s.at).unwrap_or(1.0).max(1.0);
+    let mut out = String::new();
+    let height = margin + panel * WORKERS.len() as f64;
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    for (i, name) in WORKERS.iter().enumerate() {
+        let top = margin / 2.0 + panel * i as f64;
+        let plot_h = panel - 60.0;
+        let queue_max = samples
+            .iter()
+            .filter_map(|s| s.rows[i].queue)
+            .fold(1.0_f64, f64::max);
+        let replicas_max = samples
+            .iter()
+            .map(|s| s.rows[i].replicas as f64)
+            .fold(1.0_f64, f64::max);
+        let x = |t: f64| margin + (width - 2.0 * margin) * t / end;
+        let line = |value: &dyn Fn(&Sample) -> Option<f64>, max: f64| {
+            samples
+                .iter()
+                .filter_map(|s| {
+                    value(s).map(|v| {
+                        format!(
+                            "{:.1},{:.1}",
+                            x(s.at),
+                            top + 20.0 + plot_h * (1.0 - v / max)
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            r#"<text x="{margin}" y="{:.1}" font-weight="bold">{name}: queue (blue, max {queue_max:.0}) and replicas (orange, max {replicas_max:.0}) over {end:.0} s</text>"#,
+            top + 12.0
+        );
+        let _ = writeln!(
+            out,
+            r##"<rect x="{margin}" y="{:.1}" width="{:.1}" height="{plot_h:.1}" fill="none" stroke="#ccc"/>"##,
+            top + 20.0,
+            width - 2.0 * margin
+        );
+        let _ = writeln!(
+            out,
+            r##"<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{}"/>"##,
+            line(&|s| s.rows[i].queue, queue_max)
+        );
+        let _ = writeln!(
+            out,
+            r##"<polyline fill="none" stroke="#ff7f0e" stroke-width="2" points="{}"/>"##,
+            line(&|s| Some(s.rows[i].replicas as f64), replicas_max)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
 }
