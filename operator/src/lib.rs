@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod controller;
+pub mod explain;
 pub mod hpa;
 pub mod leader;
 pub mod metric_store;

@@ -26,6 +26,12 @@ enum Command {
     Crds,
     /// Run the controller until SIGTERM or Ctrl-C.
     Run(Box<RunArgs>),
+    /// Explain why a ScaledObject is at its replica count: each metric as the HPA reads it, its
+    /// target and activity, the HPA's state, and the decision ebb takes next.
+    Explain {
+        /// `<namespace>/<scaledobject>`.
+        object: String,
+    },
 }
 
 /// `ebb run`'s settings.
@@ -183,6 +189,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Version => println!("ebb {}", env!("CARGO_PKG_VERSION")),
+        Command::Explain { object } => {
+            let client = kube::Client::try_default().await?;
+            let facts = ebb_operator::explain::gather(&client, &object).await?;
+            print!("{}", ebb_operator::explain::render(&facts));
+        }
         Command::Crds => {
             for (_, yaml) in ebb_crds::manifests()? {
                 print!("---\n{yaml}");

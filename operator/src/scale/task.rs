@@ -62,7 +62,23 @@ pub struct ScaleLoop {
     pub nudge: Nudge,
 }
 
-fn annotation(so: &ScaledObject, key: &str) -> bool {
+/// The decision's settings for `so`, defaults applied.
+pub fn settings(so: &ScaledObject) -> Settings {
+    let spec = &so.spec;
+    Settings {
+        min_replicas: spec.min_replicas(),
+        idle_replicas: spec.idle_replica_count,
+        cooldown: SignedDuration::from_secs(i64::from(spec.cooldown_period_seconds())),
+        initial_cooldown: SignedDuration::from_secs(i64::from(
+            spec.initial_cooldown_period_seconds(),
+        )),
+        paused_scale_in: annotation(so, ANNOTATION_PAUSED_SCALE_IN),
+        paused_scale_out: annotation(so, ANNOTATION_PAUSED_SCALE_OUT),
+    }
+}
+
+/// Whether an annotation is set to `true`.
+pub fn annotation(so: &ScaledObject, key: &str) -> bool {
     so.annotations()
         .get(key)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -99,16 +115,7 @@ impl ScaleLoop {
         let interval = Duration::from_secs(
             u64::try_from(spec.polling_interval_seconds().max(1)).unwrap_or(30),
         );
-        let settings = Settings {
-            min_replicas: spec.min_replicas(),
-            idle_replicas: spec.idle_replica_count,
-            cooldown: SignedDuration::from_secs(i64::from(spec.cooldown_period_seconds())),
-            initial_cooldown: SignedDuration::from_secs(i64::from(
-                spec.initial_cooldown_period_seconds(),
-            )),
-            paused_scale_in: annotation(so, ANNOTATION_PAUSED_SCALE_IN),
-            paused_scale_out: annotation(so, ANNOTATION_PAUSED_SCALE_OUT),
-        };
+        let settings = settings(so);
         let force_activation = annotation(so, ANNOTATION_FORCE_ACTIVATION);
         let refresh = last_active_refresh(
             settings.cooldown,
