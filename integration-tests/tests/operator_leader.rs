@@ -7,6 +7,7 @@ use ebb_crds::ScaledObject;
 use integration_tests::{ElectedEbb, TestEnv, deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -127,6 +128,16 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
     env.delete_scaled_objects().await;
 }
 
+/// The `ebb.sh/leader` label of a pod.
+async fn leader_label(env: &TestEnv, pod: &str) -> Result<String, String> {
+    let pod = env.api::<Pod>().get(pod).await.map_err(|e| e.to_string())?;
+    Ok(pod
+        .metadata
+        .labels
+        .and_then(|l| l.get("ebb.sh/leader").cloned())
+        .unwrap_or_default())
+}
+
 /// One `ebb run` process of the real binary, killed (SIGKILL) on drop.
 struct EbbProcess {
     child: std::process::Child,
@@ -189,6 +200,15 @@ impl Drop for EbbProcess {
 async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
     let env = setup("operator-leader-processes").await;
     let lease = unique_name("ebb-lease");
+    // Each process is "in" a pod of its name (POD_NAME), which only the leader labels as such.
+    for name in ["ebb-a", "ebb-b"] {
+        env.create::<Pod>(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "ebb"}},
+            "spec": {"containers": [{"name": "ebb", "image": "example.invalid/ebb:1"}]}
+        }))
+        .await;
+    }
     let mut processes = vec![
         ("ebb-a", EbbProcess::start(&env, &lease, "ebb-a")),
         ("ebb-b", EbbProcess::start(&env, &lease, "ebb-b")),
@@ -204,8 +224,19 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
 
     let (mut redis, list) = busy_worker(&env).await;
 
-    // Exactly one process wrote: the holder.
+    // Exactly one process wrote: the holder. Only its pod is labelled the leader.
     let leader = holder(&env, &lease).await.expect("a holder");
+    let standby_name = if leader == "ebb-a" { "ebb-b" } else { "ebb-a" };
+    eventually("only the leader's pod is labelled", DEADLINE, || async {
+        let (l, s) = (
+            leader_label(&env, &leader).await?,
+            leader_label(&env, standby_name).await?,
+        );
+        ensure(l == "true" && s == "false", || {
+            format!("leader {l}, standby {s}")
+        })
+    })
+    .await;
     for (name, process) in &processes {
         let writes = process.scale_writes().await.expect("metrics");
         if *name == leader {
@@ -235,9 +266,11 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
             let now = holder(&env, &lease).await?;
             let n = env.replicas("worker").await?;
             let writes = standby.scale_writes().await?;
-            ensure(now == *standby_name && n == 0 && writes >= 1, || {
-                format!("holder {now}, replicas {n}, standby writes {writes}")
-            })
+            let label = leader_label(&env, standby_name).await?;
+            ensure(
+                now == *standby_name && n == 0 && writes >= 1 && label == "true",
+                || format!("holder {now}, replicas {n}, standby writes {writes}, its pod's label {label}"),
+            )
         },
     )
     .await;

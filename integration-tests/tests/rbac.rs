@@ -87,6 +87,7 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["get", "configmaps", "-n", ns],
         &["create", "events", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", "ebb-system"],
+        &["patch", "pods", "-n", "ebb-system"],
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "subjectaccessreviews.authorization.k8s.io"],
         &[
@@ -111,6 +112,7 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["update", "deployments.apps", "-n", ns],
         &["delete", "scaledobjects.keda.sh", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", ns],
+        &["patch", "pods", "-n", ns],
         &["create", "clusterroles.rbac.authorization.k8s.io"],
         &[
             "patch",

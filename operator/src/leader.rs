@@ -192,6 +192,30 @@ pub async fn run_as_leader<W, F>(
     }
 }
 
+/// The pod label that marks the leader, so that the metrics API's Service routes to the replica
+/// whose scale loops hold the readings.
+pub const LEADER_LABEL: &str = "ebb.sh/leader";
+
+/// Sets [`LEADER_LABEL`] on this replica's own pod (`POD_NAME` in `namespace`); logs a failure
+/// and goes on (outside a pod there is nothing to label).
+pub async fn mark_pod(client: &Client, namespace: &str, pod: Option<&str>, leader: bool) {
+    let Some(pod) = pod.filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: leader.to_string()}}});
+    if let Err(e) = pods
+        .patch(
+            pod,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(pod, error = %e, "labelling this replica's pod");
+    }
+}
+
 /// The leader's work. Dropped without [`stop_work`] (the election task itself aborted), it
 /// aborts the work too, so nothing keeps writing without the lease.
 struct Work {

@@ -169,22 +169,34 @@ async fn main() -> anyhow::Result<()> {
                     duration: std::time::Duration::from_secs(15),
                     retry: std::time::Duration::from_secs(5),
                 };
+                // Only the leader's pod carries `ebb.sh/leader=true`: the metrics API's Service
+                // selects it, since only the leader's loops hold readings.
+                let pod = std::env::var("POD_NAME").ok();
+                let pod_namespace = cfg.namespace.clone();
+                leader::mark_pod(&client, &pod_namespace, pod.as_deref(), false).await;
+                let labeller = client.clone();
                 leader::run_as_leader(
                     client,
                     cfg,
                     move |mut stopped| {
                         let ctx = ctx.clone();
+                        let (client, namespace, pod) =
+                            (labeller.clone(), pod_namespace.clone(), pod.clone());
                         async move {
+                            leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
                             controller::run(ctx, async move {
                                 let _ = stopped.wait_for(|stop| *stop).await;
                             })
                             .await;
+                            leader::mark_pod(&client, &namespace, pod.as_deref(), false).await;
                         }
                     },
                     shutdown_signal(),
                 )
                 .await;
             } else {
+                let pod = std::env::var("POD_NAME").ok();
+                leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
                 controller::run(ctx, shutdown_signal()).await;
             }
         }
