@@ -379,6 +379,23 @@ impl TestEnv {
         .await;
     }
 
+    /// A connection to database `db` of the dev cluster's standalone Redis.
+    pub async fn redis(&self, db: u8) -> Redis {
+        let client =
+            redis::Client::open(format!("{}/{db}", self.cluster.redis_url)).expect("the Redis URL");
+        Redis(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("a Redis connection"),
+        )
+    }
+
+    /// The standalone Redis's `host:port`, as a trigger's `address`.
+    pub fn redis_address(&self) -> &str {
+        self.cluster.redis_url.trim_start_matches("redis://")
+    }
+
     /// An AMQP connection with publisher confirms to the dev cluster's RabbitMQ.
     pub async fn amqp(&self) -> Amqp {
         let connection = lapin::Connection::connect(
@@ -478,6 +495,37 @@ impl TestEnv {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// A connection to one database of the dev cluster's standalone Redis.
+pub struct Redis(redis::aio::MultiplexedConnection);
+
+impl Redis {
+    /// RPUSH `items` onto `list`.
+    pub async fn rpush(&mut self, list: &str, items: &[&str]) {
+        let _: () = redis::cmd("RPUSH")
+            .arg(list)
+            .arg(items)
+            .query_async(&mut self.0)
+            .await
+            .expect("RPUSH");
+    }
+
+    /// Pushes `n` numbered items onto `list`.
+    pub async fn push(&mut self, list: &str, n: usize) {
+        let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        self.rpush(list, &items).await;
+    }
+
+    /// DEL `keys`.
+    pub async fn del(&mut self, keys: &[&str]) {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut self.0)
+            .await
+            .expect("DEL");
     }
 }
 

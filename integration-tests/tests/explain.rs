@@ -28,11 +28,7 @@ async fn explain_gives_the_right_account_when_idle_active_and_cooling_down() {
     let env = setup("explain").await;
     let ebb = env.start_ebb();
     let _api = env.serve_metrics_api(&ebb).await;
-    let mut redis = redis::Client::open(format!("{}/6", env.cluster.redis_url))
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut redis = env.redis(6).await;
     let list = unique_name("jobs");
     let metric = format!("s0-redis-{list}");
     env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
@@ -46,7 +42,7 @@ async fn explain_gives_the_right_account_when_idle_active_and_cooling_down() {
             "pollingInterval": 1,
             "cooldownPeriod": 20,
             "triggers": [{"type": "redis", "metadata": {
-                "address": env.cluster.redis_url.trim_start_matches("redis://"),
+                "address": env.redis_address(),
                 "databaseIndex": "6", "listName": list, "listLength": "5"
             }}]
         }
@@ -70,14 +66,14 @@ async fn explain_gives_the_right_account_when_idle_active_and_cooling_down() {
     .await;
 
     // Active: 12 items; ebb and the HPA take it up.
-    let _: () = redis::cmd("RPUSH")
-        .arg(&list)
-        .arg(&[
-            "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
-        ])
-        .query_async(&mut redis)
-        .await
-        .expect("RPUSH");
+    redis
+        .rpush(
+            &list,
+            &[
+                "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+            ],
+        )
+        .await;
     env.await_replicas("worker", "scaled up", DEADLINE, |n| n >= 1)
         .await;
     eventually("explain: active", DEADLINE, || async {
@@ -94,11 +90,7 @@ async fn explain_gives_the_right_account_when_idle_active_and_cooling_down() {
     .await;
 
     // Cooling down: empty again, the target is still up until the cooldown ends.
-    let _: () = redis::cmd("DEL")
-        .arg(&list)
-        .query_async(&mut redis)
-        .await
-        .expect("DEL");
+    redis.del(&[&list]).await;
     eventually("explain: cooling down", DEADLINE, || async {
         let text = explain(&env)?;
         ensure(

@@ -32,16 +32,6 @@ fn metric_path(env: &TestEnv, metric: &str, so: &str) -> String {
     )
 }
 
-async fn push(redis: &mut redis::aio::MultiplexedConnection, list: &str, n: usize) {
-    let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-    let _: () = redis::cmd("RPUSH")
-        .arg(list)
-        .arg(&items)
-        .query_async(redis)
-        .await
-        .expect("RPUSH");
-}
-
 fn redis_scaled_object(env: &TestEnv, name: &str, list: &str, extra: Value) -> Value {
     let mut spec = json!({
         "scaleTargetRef": {"name": name},
@@ -50,7 +40,7 @@ fn redis_scaled_object(env: &TestEnv, name: &str, list: &str, extra: Value) -> V
         "minReplicaCount": 0,
         "maxReplicaCount": 10,
         "triggers": [{"type": "redis", "metadata": {
-            "address": env.cluster.redis_url.trim_start_matches("redis://"),
+            "address": env.redis_address(),
             "databaseIndex": "7",
             "listName": list,
             "listLength": "5"
@@ -81,11 +71,7 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
     );
     assert_eq!(resources["resources"][0]["namespaced"], true);
 
-    let mut redis = redis::Client::open(format!("{}/7", env.cluster.redis_url))
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut redis = env.redis(7).await;
     let list = unique_name("jobs");
     env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
         .await;
@@ -94,7 +80,7 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
     let metric = format!("s0-redis-{list}");
 
     // The live list length, through the aggregator.
-    push(&mut redis, &list, 3).await;
+    redis.push(&list, 3).await;
     eventually(
         "kubectl get --raw reads the list length",
         DEADLINE,
@@ -106,7 +92,7 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
     .await;
 
     // 40 items, listLength 5: ebb takes the Deployment 0 -> 1, the HPA 1 -> 8.
-    push(&mut redis, &list, 37).await;
+    redis.push(&list, 37).await;
     env.await_replicas(
         "worker",
         "the HPA scales to 8 on ebb's metric",
@@ -132,11 +118,7 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
     assert_eq!(env.replicas("worker").await, Ok(8));
 
     // Drained: the HPA takes it to 1, then ebb to 0 after the cooldown.
-    let _: () = redis::cmd("DEL")
-        .arg(&list)
-        .query_async(&mut redis)
-        .await
-        .expect("DEL");
+    redis.del(&[&list]).await;
     env.await_replicas("worker", "back to zero", DEADLINE, |n| n == 0)
         .await;
     env.delete_scaled_objects().await;

@@ -28,19 +28,10 @@ async fn holder(env: &TestEnv, lease: &str) -> Result<String, String> {
 /// Three items in a fresh list in Redis database 9, a Deployment `worker` at zero and a
 /// ScaledObject on that list; waits until whichever replica leads has scaled it up. Returns the
 /// connection and the list's name.
-async fn busy_worker(env: &TestEnv) -> (redis::aio::MultiplexedConnection, String) {
-    let mut redis = redis::Client::open(format!("{}/9", env.cluster.redis_url))
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+async fn busy_worker(env: &TestEnv) -> (integration_tests::Redis, String) {
+    let mut redis = env.redis(9).await;
     let list = unique_name("jobs");
-    let _: () = redis::cmd("RPUSH")
-        .arg(&list)
-        .arg(&["1", "2", "3"])
-        .query_async(&mut redis)
-        .await
-        .expect("RPUSH");
+    redis.rpush(&list, &["1", "2", "3"]).await;
     env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
         .await;
     env.create::<ScaledObject>(json!({
@@ -52,7 +43,7 @@ async fn busy_worker(env: &TestEnv) -> (redis::aio::MultiplexedConnection, Strin
             "pollingInterval": 1,
             "cooldownPeriod": 1,
             "triggers": [{"type": "redis", "metadata": {
-                "address": env.cluster.redis_url.trim_start_matches("redis://"),
+                "address": env.redis_address(),
                 "listName": list,
                 "databaseIndex": "9"
             }}]
@@ -113,11 +104,7 @@ async fn exactly_one_replica_writes_and_a_standby_takes_over() {
     .await;
 
     // Scaling goes on under the new leader: empty list, back to zero.
-    let _: () = redis::cmd("DEL")
-        .arg(&list)
-        .query_async(&mut redis)
-        .await
-        .expect("DEL");
+    redis.del(&[&list]).await;
     env.await_replicas(
         "worker",
         "scaled back to zero by the new leader",
@@ -254,11 +241,7 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         .expect("the leader is one of ours");
     drop(processes.remove(position));
     let (standby_name, standby) = &processes[0];
-    let _: () = redis::cmd("DEL")
-        .arg(&list)
-        .query_async(&mut redis)
-        .await
-        .expect("DEL");
+    redis.del(&[&list]).await;
     eventually(
         "the standby holds the lease and scales to zero",
         DEADLINE,

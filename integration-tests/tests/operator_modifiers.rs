@@ -18,11 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 async fn a_composite_metric_drives_activation_and_the_hpa() {
     let env = setup("operator-modifiers").await;
     let ebb = env.start_ebb();
-    let mut redis = redis::Client::open(format!("{}/8", env.cluster.redis_url))
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut redis = env.redis(8).await;
     let (a, b) = (unique_name("a"), unique_name("b"));
     let address = env
         .cluster
@@ -83,18 +79,8 @@ async fn a_composite_metric_drives_activation_and_the_hpa() {
 
     // 3 + 2 = 5: each trigger would be active on its own (activation 0), the composite is not
     // above its activationTarget. Once the loop has seen it, the target stays at zero.
-    let _: () = redis::cmd("RPUSH")
-        .arg(&a)
-        .arg(&["1", "2", "3"])
-        .query_async(&mut redis)
-        .await
-        .expect("RPUSH a");
-    let _: () = redis::cmd("RPUSH")
-        .arg(&b)
-        .arg(&["1", "2"])
-        .query_async(&mut redis)
-        .await
-        .expect("RPUSH b");
+    redis.rpush(&a, &["1", "2", "3"]).await;
+    redis.rpush(&b, &["1", "2"]).await;
     eventually("the composite value 5 is kept", DEADLINE, || async {
         let answer = ebb
             .ctx
@@ -127,12 +113,7 @@ async fn a_composite_metric_drives_activation_and_the_hpa() {
     );
 
     // 3 + 3 = 6: above it.
-    let _: () = redis::cmd("RPUSH")
-        .arg(&b)
-        .arg("3")
-        .query_async(&mut redis)
-        .await
-        .expect("RPUSH b");
+    redis.rpush(&b, &["3"]).await;
     env.await_replicas(
         "worker",
         "scaled up from zero by the composite",
@@ -183,12 +164,7 @@ async fn a_composite_metric_drives_activation_and_the_hpa() {
     .await;
 
     // Drained: back to zero after the cooldown.
-    let _: () = redis::cmd("DEL")
-        .arg(&a)
-        .arg(&b)
-        .query_async(&mut redis)
-        .await
-        .expect("DEL");
+    redis.del(&[&a, &b]).await;
     env.await_replicas("worker", "back to zero", DEADLINE, |n| n == 0)
         .await;
     env.delete_scaled_objects().await;

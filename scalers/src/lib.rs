@@ -42,4 +42,6 @@ pub use metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 pub use pool::{Lease, SharedPool};
 pub use registry::Registry;
 pub use scaler::{ActivityStream, PushScaler, Scaler};
+/// PEM parsing shared with the operator's metrics API (its serving certificate and CAs).
+pub use tls::{PemError, pem_certificates, pem_private_key};
 pub use trigger::{MetricTargetType, Source, Trigger};

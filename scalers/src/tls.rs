@@ -25,7 +25,7 @@ pub struct ClientTls {
 
 /// Why PEM text was refused. The messages never quote the text (it may be a private key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PemError {
+pub enum PemError {
     /// A PEM block that does not decode.
     #[error("expected PEM certificates")]
     MalformedCertificates,
@@ -38,7 +38,7 @@ pub(crate) enum PemError {
 }
 
 /// The certificates in `pem`, at least one.
-pub(crate) fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| PemError::MalformedCertificates)?;
@@ -49,7 +49,7 @@ pub(crate) fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>
 }
 
 /// The first private key in `pem`.
-pub(crate) fn pem_private_key(pem: &str) -> Result<PrivateKeyDer<'static>, PemError> {
+pub fn pem_private_key(pem: &str) -> Result<PrivateKeyDer<'static>, PemError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| PemError::PrivateKey)
 }
 

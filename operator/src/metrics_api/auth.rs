@@ -144,8 +144,37 @@ fn fingerprint(value: &impl Hash) -> u64 {
     h.finish()
 }
 
-/// Answers kept for [`CACHE_TTL`], by a hash of the question.
-type Cache<T> = Mutex<HashMap<u64, (Instant, T)>>;
+/// Answers kept for [`CACHE_TTL`], by a hash of the question. Expired entries are swept at
+/// most once per TTL, not on every request.
+struct Cache<T>(Mutex<(Entries<T>, Instant)>);
+
+/// Answers by key, with when they were given.
+type Entries<T> = HashMap<u64, (Instant, T)>;
+
+impl<T: Clone> Cache<T> {
+    fn new() -> Self {
+        Self(Mutex::new((HashMap::new(), Instant::now())))
+    }
+
+    fn get(&self, key: u64) -> Option<T> {
+        let cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .0
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn insert(&self, key: u64, value: T) {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (entries, swept) = &mut *cache;
+        if swept.elapsed() >= CACHE_TTL {
+            entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            *swept = Instant::now();
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+}
 
 /// Reviews tokens and access through the apiserver, with a short cache.
 pub struct Reviewer {
@@ -159,27 +188,15 @@ impl Reviewer {
     pub fn new(client: Client) -> Self {
         Self {
             client,
-            tokens: Mutex::new(HashMap::new()),
-            access: Mutex::new(HashMap::new()),
+            tokens: Cache::new(),
+            access: Cache::new(),
         }
-    }
-
-    fn cached<T: Clone>(map: &Cache<T>, key: u64) -> Option<T> {
-        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-        map.get(&key).map(|(_, v)| v.clone())
-    }
-
-    fn remember<T>(map: &Cache<T>, key: u64, value: T) {
-        map.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, (Instant::now(), value));
     }
 
     /// The identity behind a bearer token (kept only as a hash).
     pub async fn token(&self, token: &str) -> Result<Identity, ApiError> {
         let key = fingerprint(&token);
-        if let Some(answer) = Self::cached(&self.tokens, key) {
+        if let Some(answer) = self.tokens.get(key) {
             return answer;
         }
         let review = TokenReview {
@@ -201,7 +218,7 @@ impl Reviewer {
             }),
             _ => Err(ApiError::unauthorized("the bearer token was not accepted")),
         };
-        Self::remember(&self.tokens, key, answer.clone());
+        self.tokens.insert(key, answer.clone());
         answer
     }
 
@@ -214,7 +231,7 @@ impl Reviewer {
         metric: &str,
     ) -> Result<(), ApiError> {
         let key = fingerprint(&(who, namespace, metric));
-        if let Some(answer) = Self::cached(&self.access, key) {
+        if let Some(answer) = self.access.get(key) {
             return answer;
         }
         let review = SubjectAccessReview {
@@ -245,7 +262,7 @@ impl Reviewer {
                 who.user
             )))
         };
-        Self::remember(&self.access, key, answer.clone());
+        self.access.insert(key, answer.clone());
         answer
     }
 }

@@ -54,16 +54,9 @@ fn pem_error(what: &str, problem: impl Into<String>) -> TlsError {
     }
 }
 
-/// Certificates in a PEM text.
+/// Certificates in a PEM text; errors name `what`.
 pub fn pem_certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(what, format!("expected PEM certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(pem_error(what, "expected PEM certificates, found none"));
-    }
-    Ok(certs)
+    ebb_scalers::pem_certificates(pem).map_err(|e| pem_error(what, e.to_string()))
 }
 
 fn certified_key(
@@ -114,7 +107,6 @@ pub fn generate(names: &[String]) -> Result<(CertifiedKey, String), TlsError> {
 
 /// The certificate chain and key in two PEM files.
 pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    use rustls::pki_types::pem::PemObject;
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|source| TlsError::Read {
             path: path.to_path_buf(),
@@ -122,12 +114,8 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
         })
     };
     let chain = pem_certificates(&read(cert)?, &cert.display().to_string())?;
-    let key_der = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes()).map_err(|e| {
-        pem_error(
-            &key.display().to_string(),
-            format!("expected a PEM private key: {e}"),
-        )
-    })?;
+    let key_der = ebb_scalers::pem_private_key(&read(key)?)
+        .map_err(|e| pem_error(&key.display().to_string(), e.to_string()))?;
     certified_key(chain, &key_der, &key.display().to_string())
 }
 

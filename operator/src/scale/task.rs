@@ -100,6 +100,17 @@ fn specs_of(triggers: &[PolledTrigger]) -> Vec<MetricSpec> {
         .collect()
 }
 
+/// Each External metric's target, by name (what a fallback value is computed from).
+fn targets_of(specs: &[MetricSpec]) -> BTreeMap<String, f64> {
+    specs
+        .iter()
+        .filter_map(|s| match s {
+            MetricSpec::External { name, target, .. } => Some((name.clone(), *target)),
+            MetricSpec::Resource { .. } => None,
+        })
+        .collect()
+}
+
 /// What was last written to the status by this loop.
 struct Stored {
     last_active: Option<Timestamp>,
@@ -150,6 +161,7 @@ impl ScaleLoop {
         let started = Instant::now();
         let mut rebuild_requested = false;
         let mut specs = specs_of(&self.triggers);
+        let mut targets = targets_of(&specs);
 
         let uid = so.uid().unwrap_or_default();
         tokio::time::sleep(first_poll_delay(&uid, interval)).await;
@@ -167,6 +179,7 @@ impl ScaleLoop {
             let now_specs = specs_of(&self.triggers);
             if now_specs != specs {
                 specs = now_specs;
+                targets = targets_of(&specs);
                 self.nudge.reconcile();
             }
 
@@ -184,14 +197,7 @@ impl ScaleLoop {
                     continue;
                 }
             };
-            let targets: BTreeMap<String, f64> = specs
-                .iter()
-                .filter_map(|s| match s {
-                    MetricSpec::External { name, target, .. } => Some((name.clone(), *target)),
-                    MetricSpec::Resource { .. } => None,
-                })
-                .collect();
-            let evaluation = evaluate::evaluate(
+            let mut evaluation = evaluate::evaluate(
                 &Inputs {
                     results: &results,
                     targets: &targets,
@@ -209,7 +215,7 @@ impl ScaleLoop {
                     at: Instant::now(),
                     fresh_for: interval * 2 + POLL_TIMEOUT,
                     reread_after: reread_after(spec, &results, &evaluation, interval),
-                    answers: evaluation.answers.clone(),
+                    answers: std::mem::take(&mut evaluation.answers),
                 },
             );
 
