@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # ebb's image: a static (musl) `ebb` binary on distroless, running as non-root.
-#   docker build -t ebb:dev .
+#   docker build --build-arg EBB_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t ebb:dev .
 # Not built in CI here (no container engine on the build machine); kept correct by inspection.
 
 FROM rust:1.95-bookworm AS build
@@ -10,6 +10,8 @@ RUN apt-get update \
 RUN rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
 COPY . .
+# `ebb version` names the commit; the context has no .git (see .dockerignore).
+ARG EBB_GIT_COMMIT=unknown
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
       --package ebb-operator --bin ebb \
  && strip target/x86_64-unknown-linux-musl/release/ebb

@@ -295,7 +295,7 @@ impl TestEnv {
                     })
                     .await
                     {
-                        Ok(serving) => break serving,
+                        Ok((serving, _ca)) => break serving,
                         Err(metrics_api::StartError::Listen { .. }) if attempt < 60 => {
                             attempt += 1;
                             tokio::time::sleep(Duration::from_millis(500)).await;

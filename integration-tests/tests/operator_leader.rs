@@ -1,5 +1,7 @@
 //! Two ebb replicas against one cluster: exactly one holds the Lease and runs scale loops; when
 //! it dies without a word, the other takes over within the lease duration and scaling goes on.
+//! Each replica generates its own serving certificate; the APIService's caBundle always trusts
+//! the leader's, whichever started last.
 
 use std::time::Duration;
 
@@ -129,14 +131,21 @@ async fn leader_label(env: &TestEnv, pod: &str) -> Result<String, String> {
 struct EbbProcess {
     child: std::process::Child,
     admin: String,
+    /// Where it serves the metrics API.
+    metrics_api: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl EbbProcess {
     fn start(env: &TestEnv, lease: &str, identity: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
+        let metrics_api = free_port();
         let child = std::process::Command::new(integration_tests::ebb_binary())
             .env("KUBECONFIG", &env.cluster.kubeconfig)
             .env("POD_NAME", identity)
@@ -146,15 +155,62 @@ impl EbbProcess {
             .args(["--lease-name", lease, "--identity", identity])
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
             .args(["--log-format", "json"])
-            // Each process serves the metrics API too, on a port of its own.
-            .args(["--metrics-api-addr", "127.0.0.1:0"])
+            // Each process serves the metrics API too, on a port of its own, with a certificate
+            // of its own whose CA the leader writes into the APIService.
+            .args(["--metrics-api-addr", &format!("127.0.0.1:{metrics_api}")])
+            .args(["--apiservice", integration_tests::APISERVICE])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start ebb");
         Self {
             child,
             admin: format!("http://127.0.0.1:{port}"),
+            metrics_api,
         }
+    }
+
+    /// Whether a TLS client trusting only the APIService's caBundle accepts this process's
+    /// metrics API certificate, as the aggregator must.
+    async fn trusted_by_apiservice(&self, env: &TestEnv) -> Result<bool, String> {
+        let out = env.kubectl(&[
+            "get",
+            "apiservice",
+            integration_tests::APISERVICE,
+            "-o",
+            "jsonpath={.spec.caBundle}",
+        ]);
+        let bundle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        ensure(!bundle.is_empty(), || {
+            "the APIService has no caBundle".into()
+        })?;
+        // A ByteString deserialises from base64, as the API carries it.
+        let pem: k8s_openapi::ByteString =
+            serde_json::from_value(serde_json::Value::String(bundle)).map_err(|e| e.to_string())?;
+        let pem = String::from_utf8_lossy(&pem.0).to_string();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ebb_operator::metrics_api::tls::pem_certificates(&pem, "caBundle")
+            .map_err(|e| e.to_string())?
+        {
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_api))
+            .await
+            .map_err(|e| format!("connecting to the metrics API: {e}"))?;
+        let name =
+            rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+        Ok(
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .is_ok(),
+        )
     }
 
     async fn get(&self, path: &str) -> Result<(u16, String), String> {
@@ -187,6 +243,16 @@ impl Drop for EbbProcess {
 async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
     let env = setup("operator-leader-processes").await;
     let lease = unique_name("ebb-lease");
+    // The cluster's metrics APIService (pointing nowhere that answers: only its caBundle is
+    // looked at), removed again at the end: an APIService without a server stalls namespace
+    // deletion.
+    xtask::cluster::metrics_api::register(
+        &env.cluster.kubectl,
+        &env.cluster.kubeconfig,
+        integration_tests::METRICS_API_PORT,
+    )
+    .expect("register the APIService");
+    let _unregister = Unregister(&env);
     // Each process is "in" a pod of its name (POD_NAME), which only the leader labels as such.
     for name in ["ebb-a", "ebb-b"] {
         env.create::<Pod>(json!({
@@ -224,6 +290,19 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         })
     })
     .await;
+    // The caBundle is the leader's CA, though both generated one and either started last.
+    for (name, process) in &processes {
+        let expected = *name == leader;
+        eventually(
+            &format!("the caBundle trusts {name} exactly if it leads"),
+            DEADLINE,
+            || async {
+                let trusted = process.trusted_by_apiservice(&env).await?;
+                ensure(trusted == expected, || format!("trusted: {trusted}"))
+            },
+        )
+        .await;
+    }
     for (name, process) in &processes {
         let writes = process.scale_writes().await.expect("metrics");
         if *name == leader {
@@ -257,5 +336,22 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         },
     )
     .await;
+    eventually("the caBundle trusts the new leader", DEADLINE, || async {
+        let trusted = standby.trusted_by_apiservice(&env).await?;
+        ensure(trusted, || "not trusted".into())
+    })
+    .await;
     env.delete_scaled_objects().await;
+}
+
+/// Removes the APIService when the test ends, however it ends.
+struct Unregister<'a>(&'a TestEnv);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        let _ = xtask::cluster::metrics_api::unregister(
+            &self.0.cluster.kubectl,
+            &self.0.cluster.kubeconfig,
+        );
+    }
 }

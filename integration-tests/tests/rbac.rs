@@ -1,4 +1,4 @@
-//! deploy/rbac.yaml gives ebb's ServiceAccount what ebb needs and nothing more: checked with
+//! deploy/10-rbac.yaml gives ebb's ServiceAccount what ebb needs and nothing more: checked with
 //! `kubectl auth can-i --as`, then by running ebb's controller as that ServiceAccount
 //! (impersonated) through a 0 -> 1 -> 0 cycle with credentials in a Secret.
 
@@ -17,21 +17,25 @@ use serde_json::json;
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ebb-system:ebb";
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Applies deploy/rbac.yaml once per test binary (the tests run side by side, and two
+/// Applies deploy/00-namespace.yaml and 10-rbac.yaml once per test binary (the tests run side by side, and two
 /// concurrent creates of the same objects would race).
 async fn apply_rbac(env: &TestEnv) {
     static APPLIED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     APPLIED
         .get_or_init(|| async {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-            // Without a namespace flag: the file names its objects' namespaces (ebb-system and
-            // kube-system).
-            let out = std::process::Command::new(&env.cluster.kubectl)
-                .arg(format!("--kubeconfig={}", env.cluster.kubeconfig.display()))
-                .args(["apply", "--server-side", "-f", &path.display().to_string()])
-                .output()
-                .expect("kubectl");
-            expect_success(&out, "kubectl apply -f deploy/rbac.yaml");
+            // Without a namespace flag: the files name their objects' namespaces (ebb-system
+            // and kube-system).
+            for file in ["00-namespace.yaml", "10-rbac.yaml"] {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../deploy")
+                    .join(file);
+                let out = std::process::Command::new(&env.cluster.kubectl)
+                    .arg(format!("--kubeconfig={}", env.cluster.kubeconfig.display()))
+                    .args(["apply", "--server-side", "-f", &path.display().to_string()])
+                    .output()
+                    .expect("kubectl");
+                expect_success(&out, &format!("kubectl apply -f deploy/{file}"));
+            }
         })
         .await;
 }

@@ -216,6 +216,25 @@ pub async fn mark_pod(client: &Client, namespace: &str, pod: Option<&str>, leade
     }
 }
 
+/// Points `apiservice`'s caBundle at this replica's generated CA, as the new leader whose pod the
+/// APIService's Service is about to select. Retried a few times, then logged: until it succeeds
+/// the aggregator cannot verify this replica and the HPA sees no metrics.
+pub async fn set_ca_bundle(client: &Client, apiservice: &str, ca_pem: &str) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match crate::metrics_api::set_ca_bundle(client, apiservice, ca_pem).await {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => {
+                warn!(apiservice, error = %e, "setting the APIService's caBundle");
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
 /// The leader's work. Dropped without [`stop_work`] (the election task itself aborted), it
 /// aborts the work too, so nothing keeps writing without the lease.
 struct Work {

@@ -11,8 +11,23 @@ use ebb_operator::controller::{self, Context};
 use ebb_operator::{admin, leader, metrics_api};
 
 /// ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's API.
+/// This build: version, git commit and target, as `ebb version` and `--version` print it.
+const BUILD: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("EBB_GIT_COMMIT"),
+    ", ",
+    env!("EBB_TARGET"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "ebb", version, about)]
+#[command(
+    name = "ebb",
+    version = BUILD,
+    about = "Event-driven autoscaling for Kubernetes, speaking KEDA's keda.sh/v1alpha1 API",
+    after_help = "Examples:\n  ebb run --namespace ebb-system\n  ebb explain shop/orders-worker\n  ebb crds | kubectl apply --server-side -f -\n\nKubernetes access comes from the in-cluster ServiceAccount or the kubeconfig (KUBECONFIG, ~/.kube/config). Docs: docs/configuration.md"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,16 +35,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the version of this build.
+    /// Print the version of this build (version, git commit, target).
     Version,
     /// Print the CustomResourceDefinitions ebb serves, as YAML.
     Crds,
-    /// Run the controller until SIGTERM or Ctrl-C.
+    /// Run the controller (and the external metrics API) until SIGTERM or Ctrl-C.
+    #[command(
+        after_help = "Every flag can also be set by the environment variable shown. Log verbosity follows RUST_LOG (default: info), e.g. RUST_LOG=ebb_operator=debug."
+    )]
     Run(Box<RunArgs>),
     /// Explain why a ScaledObject is at its replica count: each metric as the HPA reads it, its
     /// target and activity, the HPA's state, and the decision ebb takes next.
+    #[command(
+        after_help = "Reads the object, its HPA and target, and asks ebb's external metrics API through the apiserver (as the HPA does), with the kubeconfig's credentials. Example: ebb explain shop/orders-worker"
+    )]
     Explain {
-        /// `<namespace>/<scaledobject>`.
+        /// The ScaledObject, as `<namespace>/<name>`.
         object: String,
     },
 }
@@ -69,15 +90,14 @@ struct RunArgs {
     /// Its private key (PEM).
     #[arg(long, env = "EBB_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
     tls_private_key_file: Option<std::path::PathBuf>,
-    /// DNS names and IP addresses of a generated certificate.
-    #[arg(
-        long,
-        env = "EBB_TLS_NAMES",
-        value_delimiter = ',',
-        default_value = "ebb-metrics.ebb-system.svc,ebb-metrics.ebb-system.svc.cluster.local,localhost,127.0.0.1"
-    )]
+    /// DNS names and IP addresses of a generated certificate, comma-separated [default: the
+    /// metrics Service's names in `--namespace`, `ebb-metrics.<namespace>.svc` and
+    /// `ebb-metrics.<namespace>.svc.cluster.local`, then `localhost,127.0.0.1`].
+    #[arg(long, env = "EBB_TLS_NAMES", value_delimiter = ',')]
     tls_names: Vec<String>,
-    /// APIService whose caBundle is set to a generated certificate's CA at startup.
+    /// APIService (e.g. `v1beta1.external.metrics.k8s.io`) whose caBundle is set to the
+    /// generated certificate's CA: at startup, or with leader election each time this replica
+    /// becomes the leader. Not used with `--tls-cert-file`.
     #[arg(long, env = "EBB_APISERVICE")]
     apiservice: Option<String>,
 }
@@ -128,17 +148,29 @@ async fn main() -> anyhow::Result<()> {
             );
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             let ctx = Arc::new(ctx);
+            // With leader election only the leader's pod is behind the APIService, so the
+            // leader sets the caBundle to its own generated CA when it takes over; a standby
+            // starting up must not overwrite it.
+            let mut ca_bundle_on_lead = None;
             if metrics_api_addr != "off" {
                 let settings = metrics_api::Settings {
                     addr: metrics_api_addr.parse().map_err(|e| {
                         anyhow::anyhow!("--metrics-api-addr {metrics_api_addr:?}: {e}")
                     })?,
                     cert_and_key: tls_cert_file.zip(tls_private_key_file),
-                    names: tls_names,
-                    apiservice,
+                    names: if tls_names.is_empty() {
+                        default_tls_names(&namespace)
+                    } else {
+                        tls_names
+                    },
+                    apiservice: apiservice.clone().filter(|_| !leader_elect),
                 };
-                let server = metrics_api::start(ctx.clone(), settings, shutdown_signal()).await?;
+                let (server, ca_pem) =
+                    metrics_api::start(ctx.clone(), settings, shutdown_signal()).await?;
                 tokio::spawn(server);
+                if leader_elect {
+                    ca_bundle_on_lead = apiservice.zip(ca_pem);
+                }
             }
             let listener = tokio::net::TcpListener::bind(admin_addr).await?;
             tokio::spawn(admin::serve(
@@ -182,7 +214,11 @@ async fn main() -> anyhow::Result<()> {
                         let ctx = ctx.clone();
                         let (client, namespace, pod) =
                             (labeller.clone(), pod_namespace.clone(), pod.clone());
+                        let ca_bundle = ca_bundle_on_lead.clone();
                         async move {
+                            if let Some((apiservice, ca_pem)) = &ca_bundle {
+                                leader::set_ca_bundle(&client, apiservice, ca_pem).await;
+                            }
                             leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
                             controller::run(ctx, async move {
                                 let _ = stopped.wait_for(|stop| *stop).await;
@@ -200,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
                 controller::run(ctx, shutdown_signal()).await;
             }
         }
-        Command::Version => println!("ebb {}", env!("CARGO_PKG_VERSION")),
+        Command::Version => println!("ebb {BUILD}"),
         Command::Explain { object } => {
             let client = kube::Client::try_default().await?;
             let facts = ebb_operator::explain::gather(&client, &object).await?;
@@ -213,6 +249,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The names the aggregator and local clients reach the metrics API by: the Service
+/// `ebb-metrics` in ebb's namespace (as `deploy/20-metrics-api.yaml` creates it) and loopback.
+fn default_tls_names(namespace: &str) -> Vec<String> {
+    vec![
+        format!("ebb-metrics.{namespace}.svc"),
+        format!("ebb-metrics.{namespace}.svc.cluster.local"),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ]
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

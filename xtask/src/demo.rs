@@ -104,9 +104,12 @@ fn demo(info: &ClusterInfo) -> Result<()> {
     let out_dir = root.join("target/demo");
     std::fs::create_dir_all(&out_dir)?;
 
-    println!("==> installing ebb's CRDs and RBAC (crds/manifests/, deploy/rbac.yaml)");
+    println!(
+        "==> installing ebb's CRDs and RBAC (crds/manifests/, deploy/00-namespace.yaml, deploy/10-rbac.yaml)"
+    );
     apply(info, &root.join("crds/manifests"))?;
-    apply(info, &root.join("deploy/rbac.yaml"))?;
+    apply(info, &root.join("deploy/00-namespace.yaml"))?;
+    apply(info, &root.join("deploy/10-rbac.yaml"))?;
 
     println!("==> building ebb (cargo build -p ebb-operator --bin ebb)");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -197,7 +200,7 @@ fn demo(info: &ClusterInfo) -> Result<()> {
     );
     loop {
         let t = start.elapsed().as_secs_f64();
-        if t >= 10.0 && !burst_done {
+        if t >= BURST_AT && !burst_done {
             phase = "burst";
             let jobs: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
             let mut cmd = vec!["RPUSH", REDIS_LIST];
@@ -237,7 +240,7 @@ fn demo(info: &ClusterInfo) -> Result<()> {
             );
             peak[i] = peak[i].max(row.replicas);
             if row.replicas > 0 && first_replica[i].is_none() && burst_done {
-                first_replica[i] = Some(t - 10.0);
+                first_replica[i] = Some(t - BURST_AT);
             }
             if burst_done && peak[i] > 0 && row.replicas == 0 && back_to_zero[i].is_none() {
                 back_to_zero[i] = Some(t);
@@ -265,7 +268,79 @@ fn demo(info: &ClusterInfo) -> Result<()> {
     let chart = out_dir.join("demo.svg");
     std::fs::write(&chart, svg(&samples))?;
     println!("    chart: {}", chart.display());
+    let mut wrong = Vec::new();
+    for (i, name) in WORKERS.iter().enumerate() {
+        let series: Vec<(f64, Option<f64>, i64)> = samples
+            .iter()
+            .map(|s| (s.at, s.rows[i].queue, s.rows[i].replicas))
+            .collect();
+        match check_sequence(&series, BURST_AT) {
+            Ok(seen) => println!("    {name:<16} replicas went {seen}: as expected"),
+            Err(e) => wrong.push(format!("{name}: {e}")),
+        }
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "the demo did not scale as it should:\n  {}\n(see target/demo/ebb.log)",
+            wrong.join("\n  ")
+        );
+    }
     Ok(())
+}
+
+/// When the burst comes, in seconds from the start.
+const BURST_AT: f64 = 10.0;
+
+/// Checks one worker's samples (time, queue as ebb read it, replicas) against what the demo
+/// shows: 0 while idle, a first replica (ebb) after the burst, more than one at the peak (the
+/// HPA), down to 1 (the HPA) and then 0 (ebb, after the cooldown), and never 0 while the queue
+/// still held work once it had scaled up. Returns the sequence of replica counts seen, such as
+/// `0 -> 1 -> 4 -> 8 -> 3 -> 1 -> 0`.
+fn check_sequence(samples: &[(f64, Option<f64>, i64)], burst_at: f64) -> Result<String, String> {
+    let mut seen: Vec<i64> = Vec::new();
+    for (_, _, replicas) in samples {
+        if seen.last() != Some(replicas) {
+            seen.push(*replicas);
+        }
+    }
+    let shown = seen
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(" -> ");
+    if let Some((at, _, n)) = samples.iter().find(|(at, _, n)| *at < burst_at && *n != 0) {
+        return Err(format!(
+            "{n} replicas at {at:.0}s, before the burst ({shown})"
+        ));
+    }
+    let peak_at = seen
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, n)| **n)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    if seen.first() != Some(&0) || seen.last() != Some(&0) {
+        return Err(format!("did not start and end at 0 ({shown})"));
+    }
+    if seen[peak_at] < 2 {
+        return Err(format!("never above 1 replica ({shown})"));
+    }
+    if !seen[..peak_at].contains(&1) || !seen[peak_at..].contains(&1) {
+        return Err(format!(
+            "did not pass through 1 on the way up and down ({shown})"
+        ));
+    }
+    let first_up = samples.iter().position(|(_, _, n)| *n > 0).unwrap_or(0);
+    if let Some((at, queue, _)) = samples[first_up..]
+        .iter()
+        .find(|(_, queue, n)| *n == 0 && queue.is_some_and(|q| q > 0.0))
+    {
+        return Err(format!(
+            "at 0 replicas at {at:.0}s with {} items still queued ({shown})",
+            queue.unwrap_or_default()
+        ));
+    }
+    Ok(shown)
 }
 
 fn cleanup(info: &ClusterInfo) -> Result<()> {
@@ -493,4 +568,55 @@ fn svg(samples: &[Sample]) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(replicas: &[i64], queue: &[f64]) -> Vec<(f64, Option<f64>, i64)> {
+        replicas
+            .iter()
+            .zip(queue)
+            .enumerate()
+            .map(|(i, (n, q))| (i as f64 * 5.0, Some(*q), *n))
+            .collect()
+    }
+
+    #[test]
+    fn the_whole_cycle_passes() {
+        let s = samples(
+            &[0, 0, 0, 1, 4, 8, 3, 1, 1, 0],
+            &[0., 0., 40., 40., 30., 20., 5., 0., 0., 0.],
+        );
+        assert_eq!(
+            check_sequence(&s, 10.0),
+            Ok("0 -> 1 -> 4 -> 8 -> 3 -> 1 -> 0".into())
+        );
+    }
+
+    #[test]
+    fn each_missing_step_is_named() {
+        let q = [0., 0., 40., 40., 30., 20., 5., 0., 0., 0.];
+        // Replicas while idle.
+        let early = check_sequence(&samples(&[0, 1, 0, 1, 4, 8, 3, 1, 1, 0], &q), 10.0);
+        assert!(early.unwrap_err().contains("before the burst"));
+        // Never back to zero.
+        let stuck = check_sequence(&samples(&[0, 0, 0, 1, 4, 8, 3, 1, 1, 1], &q), 10.0);
+        assert!(stuck.unwrap_err().contains("end at 0"));
+        // Only ebb's 0 <-> 1, no HPA.
+        let flat = check_sequence(&samples(&[0, 0, 0, 1, 1, 1, 1, 1, 1, 0], &q), 10.0);
+        assert!(flat.unwrap_err().contains("never above 1"));
+        // Straight from N to 0, skipping the HPA's scale-down to 1.
+        let cliff = check_sequence(&samples(&[0, 0, 0, 1, 4, 8, 8, 8, 8, 0], &q), 10.0);
+        assert!(cliff.unwrap_err().contains("through 1"));
+        // Down to zero with work still queued.
+        let q2 = [0., 0., 40., 40., 30., 20., 5., 3., 3., 0.];
+        let early_zero = samples(&[0, 0, 0, 1, 4, 8, 1, 0, 0, 0], &q2);
+        assert!(
+            check_sequence(&early_zero, 10.0)
+                .unwrap_err()
+                .contains("still queued")
+        );
+    }
 }

@@ -39,7 +39,9 @@ pub struct Settings {
     pub cert_and_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Names for a generated certificate.
     pub names: Vec<String>,
-    /// APIService whose `caBundle` is set to a generated certificate's CA.
+    /// APIService whose `caBundle` is set to a generated certificate's CA when the server
+    /// starts. Leave it empty and set it later with [`set_ca_bundle`] when only some future
+    /// moment (becoming the leader) makes this replica the one the APIService reaches.
     pub apiservice: Option<String>,
 }
 
@@ -74,7 +76,11 @@ pub enum StartError {
 }
 
 /// Sets `spec.caBundle` of an APIService.
-async fn set_ca_bundle(client: &kube::Client, name: &str, ca_pem: &str) -> Result<(), kube::Error> {
+pub async fn set_ca_bundle(
+    client: &kube::Client,
+    name: &str,
+    ca_pem: &str,
+) -> Result<(), kube::Error> {
     use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
@@ -92,15 +98,17 @@ async fn set_ca_bundle(client: &kube::Client, name: &str, ca_pem: &str) -> Resul
 }
 
 /// Starts the metrics API for `ctx` as `settings` say; the returned future serves until
-/// `shutdown` resolves.
+/// `shutdown` resolves. With a generated certificate, also returns its CA (PEM), the caBundle
+/// an APIService needs to trust this server.
 pub async fn start(
     ctx: Arc<Context>,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<impl std::future::Future<Output = ()> + Send, StartError> {
+) -> Result<(impl std::future::Future<Output = ()> + Send, Option<String>), StartError> {
     let requestheader = RequestHeader::load(&ctx.client)
         .await
         .map_err(StartError::RequestHeader)?;
+    let mut generated_ca = None;
     let serving = match &settings.cert_and_key {
         Some((cert, key)) => {
             let serving = tls::Serving::new(tls::load(cert, key)?);
@@ -121,6 +129,7 @@ pub async fn start(
                         source,
                     })?;
             }
+            generated_ca = Some(ca_pem);
             tls::Serving::new(key)
         }
     };
@@ -136,7 +145,7 @@ pub async fn start(
         ctx,
         requestheader,
     });
-    Ok(serve(listener, config, api, shutdown))
+    Ok((serve(listener, config, api, shutdown), generated_ca))
 }
 
 /// Longest a client may take to finish the TLS handshake.

@@ -20,6 +20,8 @@ pub const KUBERNETES_VERSION: &str = "1.34.4";
 pub const ETCD_VERSION: &str = "3.6.5";
 /// kwok, which fakes nodes and marks pods Running and Ready without kubelets.
 pub const KWOK_VERSION: &str = "0.7.0";
+/// Helm, only to render and lint `deploy/helm/ebb` in the tests.
+pub const HELM_VERSION: &str = "3.21.4";
 
 /// Programs built from `k8s.io/kubernetes`.
 const KUBERNETES_PROGRAMS: [&str; 4] = [
@@ -118,11 +120,12 @@ pub fn ensure() -> Result<Binaries> {
 
     let binaries = Binaries::cached();
     let stamp = binaries.bin.join(".versions");
-    let wanted =
-        format!("kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION}\n");
+    let wanted = format!(
+        "kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION} helm=v{HELM_VERSION}\n"
+    );
     if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}: cached in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}: cached in {}",
             binaries.bin.display()
         );
         return Ok(binaries);
@@ -134,7 +137,7 @@ pub fn ensure() -> Result<Binaries> {
         })
         .map(|(program, _, _)| *program)
         .collect();
-    if stale.iter().any(|p| *p != "kwok") {
+    if stale.iter().any(|p| !matches!(*p, "kwok" | "helm")) {
         println!(
             "  building Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION} from the Go module proxy into {}",
             binaries.bin.display()
@@ -149,6 +152,13 @@ pub fn ensure() -> Result<Binaries> {
         );
         build_kwok(&root, &binaries.bin)?;
     }
+    if stale.contains(&"helm") {
+        println!(
+            "  building helm v{HELM_VERSION} (to check deploy/helm) into {}",
+            binaries.bin.display()
+        );
+        build_helm(&root, &binaries.bin)?;
+    }
     for (program, args, expected) in programs() {
         if !reports_version(&binaries.path(program), args, &expected) {
             bail!(
@@ -159,7 +169,7 @@ pub fn ensure() -> Result<Binaries> {
     }
     if stale.is_empty() {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}: cached and verified in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}: cached and verified in {}",
             binaries.bin.display()
         );
     }
@@ -168,7 +178,7 @@ pub fn ensure() -> Result<Binaries> {
 }
 
 /// Every program: (name, version arguments, text its version output must contain).
-fn programs() -> [(&'static str, &'static [&'static str], String); 6] {
+fn programs() -> [(&'static str, &'static [&'static str], String); 7] {
     let kubernetes = format!("Kubernetes v{KUBERNETES_VERSION}");
     [
         ("kube-apiserver", &["--version"], kubernetes.clone()),
@@ -193,6 +203,7 @@ fn programs() -> [(&'static str, &'static [&'static str], String); 6] {
             &["--version"],
             format!("kwok version v{KWOK_VERSION}"),
         ),
+        ("helm", &["version", "--short"], format!("v{HELM_VERSION}")),
     ]
 }
 
@@ -308,6 +319,20 @@ fn build_kwok(root: &Path, bin: &Path) -> Result<()> {
         .args(["install", "-v", "-trimpath"])
         .arg(format!("sigs.k8s.io/kwok/cmd/kwok@v{KWOK_VERSION}"));
     go_build_with_progress(install, "go install kwok")
+}
+
+/// Helm's module has no replace directives either; its version is stamped as its release does.
+fn build_helm(root: &Path, bin: &Path) -> Result<()> {
+    fs::create_dir_all(bin)?;
+    let mut install = go_command(root);
+    install
+        .env("GOBIN", bin)
+        .args(["install", "-v", "-trimpath", "-ldflags"])
+        .arg(format!(
+            "-s -w -X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}"
+        ))
+        .arg(format!("helm.sh/helm/v3/cmd/helm@v{HELM_VERSION}"));
+    go_build_with_progress(install, "go install helm")
 }
 
 /// Runs a `go build -v`, printing a progress line every 200 compiled packages.

@@ -1,0 +1,31 @@
+//! Stamps the `ebb` binary with its git commit and target triple, for `ebb version`.
+//! `EBB_GIT_COMMIT` overrides the commit (an image build has no `.git`).
+
+use std::process::Command;
+
+fn main() {
+    let commit = std::env::var("EBB_GIT_COMMIT").ok().or_else(|| {
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|s| s.trim().to_string())
+    });
+    println!(
+        "cargo:rustc-env=EBB_GIT_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".into())
+    );
+    println!(
+        "cargo:rustc-env=EBB_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
+    println!("cargo:rerun-if-env-changed=EBB_GIT_COMMIT");
+    // The commit changes with HEAD (and with the branch it points at).
+    for path in ["../.git/HEAD", "../.git/refs/heads"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+}
