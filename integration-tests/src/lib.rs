@@ -247,7 +247,7 @@ impl TestEnv {
     }
 
     /// Serves `ebb`'s external metrics API as `ebb run` does, and registers it with the
-    /// aggregator: an ExternalName Service `ebb-system/ebb-metrics` to 127.0.0.1 and the
+    /// aggregator: an ExternalName Service `ebb-system/ebb-metrics-dev` to 127.0.0.1 and the
     /// APIService, whose caBundle ebb sets to the CA of the certificate it generates. Waits
     /// until the APIService is Available. Call it from a multi-thread test runtime: requests
     /// come back through the aggregator while the test may block in kubectl.
@@ -283,7 +283,10 @@ impl TestEnv {
                 let settings = metrics_api::Settings {
                     addr: std::net::SocketAddr::from(([127, 0, 0, 1], METRICS_API_PORT)),
                     cert_and_key: None,
-                    names: vec!["ebb-metrics.ebb-system.svc".into(), "127.0.0.1".into()],
+                    names: xtask::cluster::metrics_api::TLS_NAMES
+                        .split(',')
+                        .map(String::from)
+                        .collect(),
                     apiservice: Some(APISERVICE.into()),
                 };
                 // The previous test's server may still hold the port for a moment.

@@ -10,7 +10,7 @@ use ebb_crds::{ScaledObject, TriggerAuthentication};
 use integration_tests::{
     TestEnv, client_as, deployment, ensure, eventually, expect_success, setup, unique_name,
 };
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
@@ -198,13 +198,56 @@ async fn ebb_runs_under_exactly_these_rights() {
     }))
     .await;
 
-    eventually("Ready=True as the ServiceAccount", DEADLINE, || async {
-        let (status, reason, message) = env.condition("worker", "Ready").await?;
-        ensure(status == "True", || {
-            format!("Ready={status} ({reason}): {message}")
-        })
-    })
+    // A kind whose objects ebb may not read (only their /scale): a ReplicaSet.
+    env.create::<ReplicaSet>(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "rs-worker"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "rs-worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "rs-worker"}},
+                "spec": {"containers": [{"name": "w", "image": "example.invalid/w:1"}]}
+            }
+        }
+    }))
     .await;
+    env.create::<ScaledObject>(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "rs-worker"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs-worker"},
+            "pollingInterval": 1,
+            "cooldownPeriod": 1,
+            "triggers": [{
+                "type": "redis",
+                "metadata": {"address": env.cluster.redis_url.trim_start_matches("redis://"), "listName": list},
+                "authenticationRef": {"name": "redis"}
+            }]
+        }
+    }))
+    .await;
+    let rs_replicas = || async {
+        env.api::<ReplicaSet>()
+            .get("rs-worker")
+            .await
+            .map(|rs| rs.spec.and_then(|s| s.replicas).unwrap_or(0))
+            .map_err(|e| e.to_string())
+    };
+
+    for so in ["worker", "rs-worker"] {
+        eventually(
+            &format!("{so} Ready=True as the ServiceAccount"),
+            DEADLINE,
+            || async {
+                let (status, reason, message) = env.condition(so, "Ready").await?;
+                ensure(status == "True", || {
+                    format!("Ready={status} ({reason}): {message}")
+                })
+            },
+        )
+        .await;
+    }
     let _: () = redis::cmd("RPUSH")
         .arg(&list)
         .arg(&["1"])
@@ -213,7 +256,10 @@ async fn ebb_runs_under_exactly_these_rights() {
         .expect("RPUSH");
     eventually("scaled up as the ServiceAccount", DEADLINE, || async {
         let n = env.replicas("worker").await?;
-        ensure(n >= 1, || format!("replicas {n}"))
+        let rs = rs_replicas().await?;
+        ensure(n >= 1 && rs >= 1, || {
+            format!("replicas {n}, ReplicaSet {rs}")
+        })
     })
     .await;
     let _: () = redis::cmd("DEL")
@@ -226,22 +272,27 @@ async fn ebb_runs_under_exactly_these_rights() {
         DEADLINE,
         || async {
             let n = env.replicas("worker").await?;
-            ensure(n == 0, || format!("replicas {n}"))
+            let rs = rs_replicas().await?;
+            ensure(n == 0 && rs == 0, || {
+                format!("replicas {n}, ReplicaSet {rs}")
+            })
         },
     )
     .await;
-    env.api::<ScaledObject>()
-        .delete("worker", &Default::default())
-        .await
-        .expect("delete");
-    eventually("the ScaledObject released by ebb", DEADLINE, || async {
-        let left = env
-            .api::<ScaledObject>()
-            .get_opt("worker")
+    for so in ["worker", "rs-worker"] {
+        env.api::<ScaledObject>()
+            .delete(so, &Default::default())
             .await
-            .map_err(|e| e.to_string())?;
-        ensure(left.is_none(), || "still there".into())
-    })
-    .await;
+            .expect("delete");
+        eventually(&format!("{so} released by ebb"), DEADLINE, || async {
+            let left = env
+                .api::<ScaledObject>()
+                .get_opt(so)
+                .await
+                .map_err(|e| e.to_string())?;
+            ensure(left.is_none(), || "still there".into())
+        })
+        .await;
+    }
     drop(stop);
 }

@@ -34,7 +34,7 @@ use crate::scale::composite::{Composite, hpa_metrics};
 use crate::scale::poll::{self, PolledTrigger};
 use crate::scale::task::{POLL_TIMEOUT, ScaleLoop, short};
 use crate::status::{self, Status};
-use crate::target::{Target, pod_spec};
+use crate::target::{Target, TargetError, pod_spec};
 use crate::triggers;
 use crate::validate::validate;
 
@@ -695,8 +695,19 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         Ok(t) => t,
         Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
     };
+    // The object itself is read for its pod template (`*FromEnv` authentication). ebb's RBAC
+    // lets it read Deployments and StatefulSets only; any other kind with `/scale` (a
+    // ReplicaSet, an Argo Rollout) is checked through `/scale` and has no pod template to read.
     let object = match target.object().await {
-        Ok(o) => o,
+        Ok(o) => Some(o),
+        Err(TargetError::Api(kube::Error::Api(status))) if status.code == 403 => {
+            match target.replicas().await {
+                Ok(_) => None,
+                Err(e) => {
+                    return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await;
+                }
+            }
+        }
         Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
     };
     let original = match so.status.as_ref().and_then(|s| s.original_replica_count) {
@@ -732,7 +743,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
-    let pod = pod_spec(&object);
+    let pod = object.as_ref().and_then(pod_spec);
     let built = match triggers::build(
         &ctx.client,
         &ctx.registry,

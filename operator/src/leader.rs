@@ -150,7 +150,12 @@ pub async fn run_as_leader<W, F>(
     let mut running: Option<Work> = None;
     let mut last_renewal = tokio::time::Instant::now();
     loop {
-        let attempt = try_acquire(&api, &cfg).await;
+        // A renewal that hangs (a partition that drops packets) counts as a failed one, so the
+        // step-down deadline below still applies.
+        let attempt = match tokio::time::timeout(cfg.retry, try_acquire(&api, &cfg)).await {
+            Ok(attempt) => attempt.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer from the apiserver within {:?}", cfg.retry)),
+        };
         match (&attempt, running.is_some()) {
             (Ok(Attempt::Held), false) => {
                 info!(lease = %cfg.name, identity = %cfg.identity, "became the leader");

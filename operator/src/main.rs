@@ -183,9 +183,19 @@ async fn main() -> anyhow::Result<()> {
                 Some(ns) => kube::Api::namespaced(client.clone(), ns),
                 None => kube::Api::all(client.clone()),
             };
-            objects
+            tracing::info!(version = BUILD, "ebb starting");
+            match objects
                 .list(&kube::api::ListParams::default().limit(1))
-                .await?;
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+                    "the apiserver serves no ScaledObjects (keda.sh/v1alpha1): install the CRDs \
+                     first (`kubectl apply --server-side -f crds/manifests/` or `ebb crds | \
+                     kubectl apply --server-side -f -`)"
+                ),
+                Err(e) => return Err(e.into()),
+            }
             ctx.metrics.set_ready(true);
             if leader_elect {
                 let identity = identity.unwrap_or_else(|| {
@@ -243,8 +253,13 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", ebb_operator::explain::render(&facts));
         }
         Command::Crds => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
             for (_, yaml) in ebb_crds::manifests()? {
-                print!("---\n{yaml}");
+                // A closed pipe (`ebb crds | head`) ends the output quietly.
+                if write!(out, "---\n{yaml}").is_err() {
+                    break;
+                }
             }
         }
     }

@@ -49,6 +49,11 @@ struct Sample {
     rows: Vec<Row>,
 }
 
+/// Runs the demo on a cluster already up, and leaves it up (for `cargo xtask test`).
+pub fn run_on_the_running_cluster() -> Result<()> {
+    run(DemoArgs { keep_cluster: true })
+}
+
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
     let was_running = cluster::services::status(&cluster::Layout::for_workspace())
@@ -152,6 +157,7 @@ fn demo(info: &ClusterInfo) -> Result<()> {
             &format!("127.0.0.1:{}", metrics_api::PORT),
         ])
         .args(["--apiservice", metrics_api::APISERVICE])
+        .args(["--tls-names", metrics_api::TLS_NAMES])
         .args(["--admin-addr", &format!("127.0.0.1:{ADMIN_PORT}")])
         .stdout(log.try_clone()?)
         .stderr(log)

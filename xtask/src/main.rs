@@ -41,7 +41,9 @@ enum ClusterAction {
     /// Show each service's state; exits non-zero unless all are healthy.
     Status,
     /// Register an external metrics API served on 127.0.0.1 (a local `ebb run`) with the
-    /// aggregator: ExternalName Service `ebb-system/ebb-metrics` and the APIService.
+    /// aggregator: ExternalName Service `ebb-system/ebb-metrics-dev` and the APIService. Serve
+    /// it with `ebb run --metrics-api-addr 127.0.0.1:32680 --apiservice
+    /// v1beta1.external.metrics.k8s.io --tls-names ebb-metrics-dev.ebb-system.svc,127.0.0.1`.
     RegisterMetricsApi {
         /// The port the server listens on.
         #[arg(long, default_value_t = xtask::cluster::metrics_api::PORT)]

@@ -22,12 +22,14 @@ struct Step {
     seconds: u64,
 }
 
-/// Runs fmt, clippy, the unit tests, then the integration tests on the dev cluster.
+/// Runs fmt, clippy, the unit tests, then the integration tests and the demo on the dev cluster.
 pub fn run(args: TestArgs) -> Result<()> {
     let started = Instant::now();
     let mut steps = Vec::new();
     println!("==> cargo xtask test: fmt check, clippy (warnings denied), unit tests, then");
-    println!("    integration tests against a real local Kubernetes, Redis and RabbitMQ");
+    println!(
+        "    integration tests against a real local Kubernetes, Redis and RabbitMQ, then the demo"
+    );
 
     step(&mut steps, "rustfmt --check", || {
         cargo(&["fmt", "--all", "--", "--check"])
@@ -73,6 +75,15 @@ pub fn run(args: TestArgs) -> Result<()> {
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
         let result = step(&mut steps, "integration tests", || {
             cargo(&["test", "--locked", "--package", "integration-tests"])
+        })
+        .and_then(|()| {
+            // The README's first command, end to end: it fails unless the workers go
+            // 0 -> 1 -> N -> 1 -> 0 as it says.
+            step(
+                &mut steps,
+                "cargo xtask demo",
+                crate::demo::run_on_the_running_cluster,
+            )
         });
         if !was_running && !args.keep_cluster {
             let down = step(&mut steps, "dev cluster down", cluster::down);

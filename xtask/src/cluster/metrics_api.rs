@@ -1,7 +1,9 @@
 //! Registering an external metrics API served on loopback as the dev cluster's
-//! `v1beta1.external.metrics.k8s.io`: an ExternalName Service `ebb-system/ebb-metrics` to
+//! `v1beta1.external.metrics.k8s.io`: an ExternalName Service `ebb-system/ebb-metrics-dev` to
 //! 127.0.0.1 (Endpoints refuse loopback addresses) and the APIService, without a caBundle: the
-//! server sets it (`ebb run --apiservice v1beta1.external.metrics.k8s.io`).
+//! server sets it (`ebb run --apiservice v1beta1.external.metrics.k8s.io`). The Service is not
+//! `deploy/`'s `ebb-metrics`, so that applying `deploy/` on the dev cluster does not merge into
+//! it; the server's certificate must name it ([`TLS_NAMES`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -11,6 +13,13 @@ use anyhow::{Context, Result, bail};
 
 /// Where a local `ebb run` serves the metrics API for the dev cluster.
 pub const PORT: u16 = 32680;
+
+/// The dev cluster's stand-in Service in `ebb-system`.
+pub const SERVICE: &str = "ebb-metrics-dev";
+
+/// The names a local `ebb run` needs in its certificate (`--tls-names`): the Service the
+/// aggregator verifies and loopback.
+pub const TLS_NAMES: &str = "ebb-metrics-dev.ebb-system.svc,127.0.0.1";
 
 /// The APIService's name.
 pub const APISERVICE: &str = "v1beta1.external.metrics.k8s.io";
@@ -23,13 +32,13 @@ pub fn manifests(port: u16) -> String {
         "items": [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ebb-system"}},
             {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "ebb-metrics", "namespace": "ebb-system"},
+             "metadata": {"name": SERVICE, "namespace": "ebb-system"},
              "spec": {"type": "ExternalName", "externalName": "127.0.0.1",
                       "ports": [{"port": port, "protocol": "TCP"}]}},
             {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
              "metadata": {"name": APISERVICE},
              "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1",
-                      "service": {"name": "ebb-metrics", "namespace": "ebb-system", "port": port},
+                      "service": {"name": SERVICE, "namespace": "ebb-system", "port": port},
                       "groupPriorityMinimum": 100, "versionPriority": 100}}
         ]
     })
