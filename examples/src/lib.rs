@@ -1,9 +1,20 @@
 //! Runnable examples for ebb. Each example lives in a folder of its own with its manifests and a
-//! README; the Rust programs they need are binaries of this crate.
+//! README; the Rust programs they need are binaries of this crate (`src/bin/`), thin `main`s
+//! over the modules here, so the integration tests run the very same code in process.
 //!
-//! [`FileQueueScaler`] is the scaler of the external scaler plugin example
-//! (`src/bin/file-queue-plugin.rs`): the "queue depth" is a number kept in a file, so anyone
-//! (a test, a shell) can change it.
+//! - [`redis_list`]: the Redis list worker (`redis-list-worker`).
+//! - [`rabbitmq_queue`]: the RabbitMQ consumer and producer (`rabbitmq-consumer`,
+//!   `rabbitmq-producer`).
+//! - [`backlog_api`]: the HTTP service whose backlog a `metrics-api` trigger reads
+//!   (`backlog-api`).
+//! - [`FileQueueScaler`]: the scaler of the external scaler plugin (`file-queue-plugin`): the
+//!   "queue depth" is a number kept in a file, so anyone (a test, a shell, a mounted ConfigMap)
+//!   can change it.
+
+pub mod backlog_api;
+pub mod rabbitmq_queue;
+pub mod redis_list;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +26,55 @@ use ebb_scalers::{
     ConfigError, MetricSpec, MetricTargetType, MetricValue, MetricsAndActivity, Scaler,
     ScalerError, Trigger, metric_name,
 };
+
+/// What stops an example program. Messages never carry a password or a broker URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ExampleError {
+    /// An environment variable or argument is missing or malformed.
+    #[error("{name}: {problem}")]
+    Setting {
+        /// The variable or argument.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Redis refused or failed a command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// RabbitMQ refused or failed an operation.
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker refused a message.
+    #[error("{0}")]
+    Refused(String),
+    /// A socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Completes on SIGTERM (what Kubernetes sends a pod it scales in) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
 
 /// Limit for reading the file.
 pub const TIMEOUT: Duration = Duration::from_secs(3);

@@ -157,6 +157,31 @@ impl Context {
     }
 
     /// Reads `metric` of a ScaledObject straight from its scaler, within the poll timeout.
+    /// The name ebb gives the metric the HPA asks for as `metric`: the HPA controller lowercases
+    /// metric names, so a published name or a running loop's spec that equals `metric` but for
+    /// ASCII case is the one meant (KEDA matches them the same way). `metric` when none does.
+    pub fn metric_name(&self, namespace: &str, scaled_object: &str, metric: &str) -> String {
+        if let Some(name) = self.store.name_of(namespace, scaled_object, metric) {
+            return name;
+        }
+        let loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(running) = loops.get(&format!("{namespace}/{scaled_object}")) else {
+            return metric.to_string();
+        };
+        let names: Vec<String> = running
+            .triggers
+            .iter()
+            .flat_map(|t| t.scaler.metric_specs())
+            .filter_map(|spec| spec.external_name().map(str::to_string))
+            .collect();
+        names
+            .iter()
+            .find(|name| *name == metric)
+            .or_else(|| names.iter().find(|name| name.eq_ignore_ascii_case(metric)))
+            .cloned()
+            .unwrap_or_else(|| metric.to_string())
+    }
+
     /// Concurrent reads of one metric share one query. None when no running loop serves it.
     pub async fn read_live(
         &self,

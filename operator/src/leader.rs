@@ -154,7 +154,10 @@ pub async fn run_as_leader<W, F>(
         // step-down deadline below still applies.
         let attempt = match tokio::time::timeout(cfg.retry, try_acquire(&api, &cfg)).await {
             Ok(attempt) => attempt.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer from the apiserver within {:?}", cfg.retry)),
+            Err(_) => Err(format!(
+                "no answer from the apiserver within {:?}",
+                cfg.retry
+            )),
         };
         match (&attempt, running.is_some()) {
             (Ok(Attempt::Held), false) => {

@@ -93,6 +93,24 @@ impl MetricStore {
         }
     }
 
+    /// The name under which a ScaledObject's answer to `metric` is published: `metric` itself, or
+    /// the one name that equals it but for case. The HPA controller asks for metric names in
+    /// lower case (`s0-cron-europe-berlin-...` for `s0-cron-Europe-Berlin-...`), so the names
+    /// are matched without regard to ASCII case, as KEDA matches them.
+    pub fn name_of(&self, namespace: &str, scaled_object: &str, metric: &str) -> Option<String> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let answers = &objects
+            .get(&(namespace.to_string(), scaled_object.to_string()))?
+            .answers;
+        if answers.contains_key(metric) {
+            return Some(metric.to_string());
+        }
+        answers
+            .keys()
+            .find(|name| name.eq_ignore_ascii_case(metric))
+            .cloned()
+    }
+
     /// The latest answer for one metric, with the time it was read.
     pub fn get(
         &self,
@@ -159,6 +177,12 @@ mod tests {
             store.lookup("shop", "orders", "s1-x"),
             Lookup::UnknownMetric
         );
+        assert_eq!(
+            store.name_of("shop", "orders", "S0-Redis-Jobs").as_deref(),
+            Some("s0-redis-jobs"),
+            "names match without regard to case"
+        );
+        assert_eq!(store.name_of("shop", "orders", "s1-redis-jobs"), None);
         store.forget("shop", "orders");
         assert_eq!(store.get("shop", "orders", "s0-redis-jobs"), None);
         assert_eq!(
