@@ -176,6 +176,11 @@ fn demo(info: &ClusterInfo) -> Result<()> {
         out.status.success().then_some(())
     })?;
 
+    // A previous run's namespace may still be on its way out.
+    let _ = kubectl(info)
+        .args(["wait", "--for=delete", &format!("namespace/{NAMESPACE}")])
+        .arg("--timeout=120s")
+        .output();
     println!("==> creating the queue {QUEUE} and applying examples/demo/workers.yaml");
     http(
         ports::RABBITMQ_MANAGEMENT,
@@ -298,10 +303,11 @@ fn demo(info: &ClusterInfo) -> Result<()> {
 const BURST_AT: f64 = 10.0;
 
 /// Checks one worker's samples (time, queue as ebb read it, replicas) against what the demo
-/// shows: 0 while idle, a first replica (ebb) after the burst, more than one at the peak (the
-/// HPA), down to 1 (the HPA) and then 0 (ebb, after the cooldown), and never 0 while the queue
-/// still held work once it had scaled up. Returns the sequence of replica counts seen, such as
-/// `0 -> 1 -> 4 -> 8 -> 3 -> 1 -> 0`.
+/// shows: 0 while idle, replicas after the burst, more than one at the peak (the HPA), down to
+/// 1 (the HPA) and then 0 (ebb, after the cooldown), and never 0 while the queue still held
+/// work once it had scaled up. ebb's own 0 -> 1 on the way up lasts until the HPA's next sync
+/// (2 s on the dev cluster), so a sample a second may or may not catch it. Returns the
+/// sequence of replica counts seen, such as `0 -> 1 -> 4 -> 8 -> 3 -> 1 -> 0`.
 fn check_sequence(samples: &[(f64, Option<f64>, i64)], burst_at: f64) -> Result<String, String> {
     let mut seen: Vec<i64> = Vec::new();
     for (_, _, replicas) in samples {
@@ -331,10 +337,8 @@ fn check_sequence(samples: &[(f64, Option<f64>, i64)], burst_at: f64) -> Result<
     if seen[peak_at] < 2 {
         return Err(format!("never above 1 replica ({shown})"));
     }
-    if !seen[..peak_at].contains(&1) || !seen[peak_at..].contains(&1) {
-        return Err(format!(
-            "did not pass through 1 on the way up and down ({shown})"
-        ));
+    if !seen[peak_at..].contains(&1) {
+        return Err(format!("did not come down through 1 ({shown})"));
     }
     let first_up = samples.iter().position(|(_, _, n)| *n > 0).unwrap_or(0);
     if let Some((at, queue, _)) = samples[first_up..]
@@ -358,7 +362,8 @@ fn cleanup(info: &ClusterInfo) -> Result<()> {
             "namespace",
             NAMESPACE,
             "--ignore-not-found",
-            "--wait=false",
+            "--wait=true",
+            "--timeout=120s",
         ])
         .output();
     Ok(())
@@ -616,6 +621,9 @@ mod tests {
         // Straight from N to 0, skipping the HPA's scale-down to 1.
         let cliff = check_sequence(&samples(&[0, 0, 0, 1, 4, 8, 8, 8, 8, 0], &q), 10.0);
         assert!(cliff.unwrap_err().contains("through 1"));
+        // ebb's 0 -> 1 between two samples is not a failure.
+        let quick = check_sequence(&samples(&[0, 0, 0, 5, 5, 8, 3, 1, 1, 0], &q), 10.0);
+        assert_eq!(quick, Ok("0 -> 5 -> 8 -> 3 -> 1 -> 0".into()));
         // Down to zero with work still queued.
         let q2 = [0., 0., 40., 40., 30., 20., 5., 3., 3., 0.];
         let early_zero = samples(&[0, 0, 0, 1, 4, 8, 1, 0, 0, 0], &q2);
