@@ -186,7 +186,7 @@ impl ScaleLoop {
             let current = match self.target.replicas().await {
                 Ok(n) => n,
                 Err(e) => {
-                    warn!(scaledobject = %name, error = %e, "reading the scale target");
+                    warn!(scaledobject = %key(&so), error = %e, "reading the scale target");
                     self.set_conditions(&[(
                         CONDITION_READY,
                         Status::False,
@@ -268,7 +268,7 @@ impl ScaleLoop {
                 && started.elapsed() >= REBUILD_AFTER
             {
                 rebuild_requested = true;
-                info!(scaledobject = %name, "a trigger keeps failing; rebuilding its scalers");
+                info!(scaledobject = %key(&so), "a trigger keeps failing; rebuilding its scalers");
                 self.nudge.rebuild();
             }
         }
@@ -311,7 +311,7 @@ impl ScaleLoop {
                     Decision::Activate { .. } => ("KEDAScaleTargetActivated", "Activated"),
                     _ => ("KEDAScaleTargetScaled", "Scaled"),
                 };
-                info!(scaledobject = %name, from = current, to = replicas, "{verb} scale target");
+                info!(scaledobject = %key(&self.so), from = current, to = replicas, "{verb} scale target");
                 self.event(
                     EventType::Normal,
                     reason,
@@ -323,7 +323,7 @@ impl ScaleLoop {
                 .await;
             }
             Err(e) => {
-                warn!(scaledobject = %name, error = %e, "scaling the target");
+                warn!(scaledobject = %key(&self.so), error = %e, "scaling the target");
                 let reason = match decided {
                     Decision::Deactivate { .. } => "KEDAScaleTargetDeactivationFailed",
                     _ => "KEDAScaleTargetActivationFailed",
@@ -381,7 +381,7 @@ impl ScaleLoop {
                 true
             }
             Err(e) => {
-                warn!(scaledobject = %self.so.name_any(), error = %e, "writing status");
+                warn!(scaledobject = %key(&self.so), error = %e, "writing status");
                 false
             }
         }
@@ -411,7 +411,7 @@ impl ScaleLoop {
             .publish(&event, &self.so.object_ref(&()))
             .await
         {
-            warn!(scaledobject = %self.so.name_any(), error = %e, "publishing an event");
+            warn!(scaledobject = %key(&self.so), error = %e, "publishing an event");
         } else {
             self.metrics.count_write("event");
         }
@@ -528,6 +528,11 @@ pub fn short(text: &str) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
+}
+
+/// `namespace/name`, as every log line names a ScaledObject.
+fn key(so: &ScaledObject) -> String {
+    format!("{}/{}", so.namespace().unwrap_or_default(), so.name_any())
 }
 
 #[cfg(test)]
