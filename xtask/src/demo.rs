@@ -7,14 +7,11 @@
 //! Deployment's replicas. It ends with a summary and an SVG chart in `target/demo/`.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::host::{Ebb, apply, cargo_target_dir, http, kubectl, redis, wait_for};
 use anyhow::{Context, Result, bail};
-use base64::Engine as _;
 use serde_json::Value;
 use xtask::cluster::{self, ClusterInfo, metrics_api, ports};
 
@@ -60,8 +57,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .iter()
         .any(|(_, state)| state.is_some());
     let info = cluster::up()?;
-    let result = demo(&info);
+    // ebb outlives the demo's own steps so that it releases its ScaledObjects' finalizers when
+    // the cleanup deletes the namespace.
+    let mut ebb = None;
+    let result = demo(&info, &mut ebb);
     let cleanup = cleanup(&info);
+    drop(ebb);
     if !was_running && !args.keep_cluster {
         cluster::down()?;
     } else {
@@ -70,41 +71,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     result.and(cleanup)
 }
 
-fn kubectl(info: &ClusterInfo) -> Command {
-    let mut cmd = Command::new(&info.kubectl);
-    cmd.arg(format!("--kubeconfig={}", info.kubeconfig.display()));
-    cmd
-}
-
-fn apply(info: &ClusterInfo, path: &Path) -> Result<()> {
-    let out = kubectl(info)
-        .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(path)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A Child killed (SIGTERM, then waited for) on drop.
-struct Ebb(Child);
-
-impl Drop for Ebb {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0)),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
-fn demo(info: &ClusterInfo) -> Result<()> {
+fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
     let root = xtask::workspace_root();
     let out_dir = root.join("target/demo");
     std::fs::create_dir_all(&out_dir)?;
@@ -143,7 +110,7 @@ fn demo(info: &ClusterInfo) -> Result<()> {
     let log_path = out_dir.join("ebb.log");
     println!("==> starting ebb (logs in {})", log_path.display());
     let log = std::fs::File::create(&log_path)?;
-    let _ebb = Ebb(Command::new(&binary)
+    *ebb = Some(Ebb(Command::new(&binary)
         .env("KUBECONFIG", &info.kubeconfig)
         .env("RUST_LOG", "info")
         .args([
@@ -162,7 +129,7 @@ fn demo(info: &ClusterInfo) -> Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?);
+        .with_context(|| format!("starting {}", binary.display()))?));
     wait_for("ebb ready", Duration::from_secs(60), || {
         http(ADMIN_PORT, "GET", "/readyz", None)
             .ok()
@@ -369,25 +336,6 @@ fn cleanup(info: &ClusterInfo) -> Result<()> {
     Ok(())
 }
 
-fn cargo_target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-}
-
-fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() > end {
-            bail!("{what}: not within {}s", deadline.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// What the live view shows, from one `kubectl get` and the metrics API.
 fn observe(info: &ClusterInfo) -> Result<Vec<Row>> {
     let out = kubectl(info)
@@ -460,22 +408,6 @@ fn quantity(text: &str) -> f64 {
     }
 }
 
-fn redis(args: &[&str]) -> Result<()> {
-    let out = Command::new("redis-cli")
-        .args(["-p", &ports::REDIS.to_string()])
-        .args(args)
-        .stdout(Stdio::null())
-        .output()
-        .context("running redis-cli")?;
-    if !out.status.success() {
-        bail!(
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 fn publish(body: &str) -> Result<()> {
     let payload = serde_json::json!({
         "properties": {}, "routing_key": QUEUE, "payload": body, "payload_encoding": "string"
@@ -490,31 +422,6 @@ fn publish(body: &str) -> Result<()> {
         bail!("publishing to {QUEUE}: {code} {text}");
     }
     Ok(())
-}
-
-/// A small HTTP/1.1 request on loopback (RabbitMQ's management API as guest, ebb's admin port).
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, text))
 }
 
 /// Queue length and replicas over time, one panel per worker.

@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`: ebb's developer commands.
 
+mod bench;
 mod demo;
+mod host;
 mod suite;
 
 use anyhow::Result;
@@ -15,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write crds/manifests/ from the API types (`--check`: fail if they are out of date).
+    /// Write crds/manifests/ and the Helm chart's crds/ from the API types (`--check`: fail if
+    /// they are out of date).
     Crds {
         /// Compare instead of writing.
         #[arg(long)]
@@ -26,10 +29,13 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
-    /// Run the whole suite: fmt, clippy, unit tests, then integration tests on the dev cluster.
+    /// Run the whole suite: fmt, clippy, unit tests, then integration tests and the demo on the
+    /// dev cluster.
     Test(suite::TestArgs),
     /// Bring up the dev cluster and show ebb at work.
     Demo(demo::DemoArgs),
+    /// Measure ebb on the dev cluster (not part of the suite); results in target/bench/.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -92,5 +98,6 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Test(args) => suite::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

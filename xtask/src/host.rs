@@ -1,0 +1,120 @@
+//! Helpers for the commands that drive the dev cluster from the host (`demo`, `bench`):
+//! kubectl, redis-cli, a small HTTP client and a child process stopped on drop.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use xtask::cluster::{ClusterInfo, ports};
+
+/// The dev cluster's kubectl with its admin kubeconfig.
+pub(crate) fn kubectl(info: &ClusterInfo) -> Command {
+    let mut cmd = Command::new(&info.kubectl);
+    cmd.arg(format!("--kubeconfig={}", info.kubeconfig.display()));
+    cmd
+}
+
+/// `kubectl apply --server-side` of a file or folder.
+pub(crate) fn apply(info: &ClusterInfo, path: &Path) -> Result<()> {
+    let out = kubectl(info)
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl apply -f {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A Child killed (SIGTERM, then waited for) on drop.
+pub(crate) struct Ebb(pub(crate) Child);
+
+impl Drop for Ebb {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// Cargo's target directory for this workspace.
+pub(crate) fn cargo_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Polls `check` every 250 ms until it gives a value, or fails after `deadline`.
+pub(crate) fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("{what}: not within {}s", deadline.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `redis-cli` against the dev cluster's standalone Redis; the output is discarded.
+pub(crate) fn redis(args: &[&str]) -> Result<()> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &ports::REDIS.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .output()
+        .context("running redis-cli")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A small HTTP/1.1 request on loopback (RabbitMQ's management API as guest, ebb's admin port).
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = base64::engine::general_purpose::STANDARD.encode("guest:guest");
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, text))
+}
