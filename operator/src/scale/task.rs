@@ -186,7 +186,7 @@ impl ScaleLoop {
             let current = match self.target.replicas().await {
                 Ok(n) => n,
                 Err(e) => {
-                    warn!(scaledobject = %key(&so), error = %e, "reading the scale target");
+                    warn!(scaledobject = %key(so), error = %e, "reading the scale target");
                     self.set_conditions(&[(
                         CONDITION_READY,
                         Status::False,
@@ -268,7 +268,7 @@ impl ScaleLoop {
                 && started.elapsed() >= REBUILD_AFTER
             {
                 rebuild_requested = true;
-                info!(scaledobject = %key(&so), "a trigger keeps failing; rebuilding its scalers");
+                info!(scaledobject = %key(so), "a trigger keeps failing; rebuilding its scalers");
                 self.nudge.rebuild();
             }
         }
@@ -302,7 +302,6 @@ impl ScaleLoop {
 
     /// Writes `/scale` and reports it.
     async fn scale(&self, decided: Decision, current: i32, replicas: i32) {
-        let name = self.so.name_any();
         match self.target.set_replicas(replicas).await {
             Ok(()) => {
                 self.metrics.count_scale_write();
