@@ -40,7 +40,10 @@ struct Series {
 }
 
 /// Upper bounds (seconds) of the histogram buckets.
-const BUCKETS: [f64; 9] = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Millisecond buckets at the low end: a healthy poll lag is a few milliseconds.
+const BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// A Prometheus histogram with [`BUCKETS`].
 #[derive(Default)]
@@ -332,6 +335,7 @@ mod tests {
         m.count_write("status");
         let text = m.render();
         for line in [
+            "ebb_poll_lag_seconds_bucket{le=\"0.0025\"} 0\n",
             "ebb_poll_lag_seconds_bucket{le=\"0.005\"} 1\n",
             "ebb_poll_lag_seconds_bucket{le=\"0.25\"} 1\n",
             "ebb_poll_lag_seconds_bucket{le=\"0.5\"} 2\n",
