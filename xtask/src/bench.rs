@@ -53,6 +53,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let result = (|| {
         std::fs::create_dir_all(xtask::workspace_root().join("target/bench"))?;
+        println!("==> installing ebb's CRDs (crds/manifests/)");
+        crate::host::apply(&info, &xtask::workspace_root().join("crds/manifests"))?;
         let binary = build_release()?;
         let mut runs = Vec::new();
         for &n in &objects {
@@ -110,7 +112,11 @@ fn scale(info: &ClusterInfo, binary: &std::path::Path, n: usize, interval: u64) 
     let log = std::fs::File::create(xtask::workspace_root().join("target/bench/ebb.log"))?;
     let ebb = Ebb(Command::new(binary)
         .env("KUBECONFIG", &info.kubeconfig)
-        .env("RUST_LOG", "warn")
+        // BENCH_RUST_LOG sets ebb's log filter for a closer look (default: warnings only).
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .args(["run", "--leader-elect=false", "--metrics-api-addr", "off"])
         .args(["--watch-namespace", NAMESPACE])
         .args(["--admin-addr", &format!("127.0.0.1:{ADMIN_PORT}")])
