@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
@@ -441,6 +441,15 @@ impl TestEnv {
             .await
             .map_err(|e| e.to_string())?;
         Ok(d.spec.and_then(|s| s.replicas).unwrap_or(-1))
+    }
+
+    /// The Events about the object named `name` in this test's namespace.
+    pub async fn events_of(&self, name: &str) -> Result<Vec<Event>, String> {
+        self.api::<Event>()
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .map(|list| list.items)
+            .map_err(|e| e.to_string())
     }
 
     /// A ScaledObject's condition of `type_`: its status, reason and message.

@@ -22,8 +22,7 @@ use ebb_examples::rabbitmq_queue::{ConsumerSettings, RabbitMqQueue};
 use ebb_examples::redis_list::RedisListWorker;
 use integration_tests::{TestEnv, ensure, eventually, expect_success, setup, workspace_root};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -194,18 +193,8 @@ async fn activated_and_deactivated(env: &TestEnv, scaled_object: &str) {
         &format!("{scaled_object}: Activated and Deactivated Events"),
         DEADLINE,
         || async {
-            let events = env
-                .api::<Event>()
-                .list(
-                    &ListParams::default().fields(&format!("involvedObject.name={scaled_object}")),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let reasons: Vec<&str> = events
-                .items
-                .iter()
-                .filter_map(|e| e.reason.as_deref())
-                .collect();
+            let events = env.events_of(scaled_object).await?;
+            let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
             ensure(
                 reasons.contains(&"KEDAScaleTargetActivated")
                     && reasons.contains(&"KEDAScaleTargetDeactivated"),

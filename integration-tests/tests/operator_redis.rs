@@ -9,8 +9,6 @@ use ebb_crds::ScaledObject;
 use integration_tests::{deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Event;
-use kube::api::ListParams;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -186,22 +184,12 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         "a ScaledObjectCheckFailed Event for broken",
         DEADLINE,
         || async {
-            let events = env
-                .api::<Event>()
-                .list(&ListParams::default().fields("involvedObject.name=broken"))
-                .await
-                .map_err(|e| e.to_string())?;
+            let events = env.events_of("broken").await?;
             ensure(
                 events
-                    .items
                     .iter()
                     .any(|e| e.reason.as_deref() == Some("ScaledObjectCheckFailed")),
-                || {
-                    format!(
-                        "{:?}",
-                        events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
-                    )
-                },
+                || format!("{:?}", events.iter().map(|e| &e.reason).collect::<Vec<_>>()),
             )
         },
     )
@@ -259,16 +247,8 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     )
     .await;
     eventually("Activated and Deactivated Events", DEADLINE, || async {
-        let events = env
-            .api::<Event>()
-            .list(&ListParams::default().fields("involvedObject.name=worker"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let reasons: Vec<&str> = events
-            .items
-            .iter()
-            .filter_map(|e| e.reason.as_deref())
-            .collect();
+        let events = env.events_of("worker").await?;
+        let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
         ensure(
             reasons.contains(&"KEDAScaleTargetActivated")
                 && reasons.contains(&"KEDAScaleTargetDeactivated"),
@@ -381,20 +361,16 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         })
         .await;
         eventually(&format!("{name}: a Warning Event"), DEADLINE, || async {
-            let events = env
-                .api::<Event>()
-                .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-                .await
-                .map_err(|e| e.to_string())?;
+            let events = env.events_of(name).await?;
             ensure(
-                events.items.iter().any(|e| {
+                events.iter().any(|e| {
                     e.type_.as_deref() == Some("Warning")
                         && e.message.as_deref().is_some_and(|m| m.contains(message))
                 }),
                 || {
                     format!(
                         "{:?}",
-                        events.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+                        events.iter().map(|e| &e.message).collect::<Vec<_>>()
                     )
                 },
             )

@@ -157,31 +157,6 @@ impl Context {
     }
 
     /// Reads `metric` of a ScaledObject straight from its scaler, within the poll timeout.
-    /// The name ebb gives the metric the HPA asks for as `metric`: the HPA controller lowercases
-    /// metric names, so a published name or a running loop's spec that equals `metric` but for
-    /// ASCII case is the one meant (KEDA matches them the same way). `metric` when none does.
-    pub fn metric_name(&self, namespace: &str, scaled_object: &str, metric: &str) -> String {
-        if let Some(name) = self.store.name_of(namespace, scaled_object, metric) {
-            return name;
-        }
-        let loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(running) = loops.get(&format!("{namespace}/{scaled_object}")) else {
-            return metric.to_string();
-        };
-        let names: Vec<String> = running
-            .triggers
-            .iter()
-            .flat_map(|t| t.scaler.metric_specs())
-            .filter_map(|spec| spec.external_name().map(str::to_string))
-            .collect();
-        names
-            .iter()
-            .find(|name| *name == metric)
-            .or_else(|| names.iter().find(|name| name.eq_ignore_ascii_case(metric)))
-            .cloned()
-            .unwrap_or_else(|| metric.to_string())
-    }
-
     /// Concurrent reads of one metric share one query. None when no running loop serves it.
     pub async fn read_live(
         &self,
@@ -195,21 +170,21 @@ impl Context {
             match flights.get(&key) {
                 Some(flight) => flight.clone(),
                 None => {
-                    let scaler = self
+                    // The HPA asks in lower case; the scaler knows the name as it made it.
+                    let (scaler, metric) = self
                         .loops
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .get(&format!("{namespace}/{scaled_object}"))?
                         .triggers
                         .iter()
-                        .find(|t| {
-                            t.scaler
-                                .metric_specs()
-                                .iter()
-                                .any(|s| s.external_name() == Some(metric))
-                        })
-                        .map(|t| t.scaler.clone())?;
-                    let metric = metric.to_string();
+                        .find_map(|t| {
+                            t.scaler.metric_specs().iter().find_map(|s| {
+                                s.external_name()
+                                    .filter(|name| name.eq_ignore_ascii_case(metric))
+                                    .map(|name| (t.scaler.clone(), name.to_string()))
+                            })
+                        })?;
                     let flight: LiveRead = async move {
                         poll::read_metric(scaler.as_ref(), &metric, POLL_TIMEOUT)
                             .await

@@ -76,9 +76,9 @@ impl MetricStore {
         else {
             return Lookup::UnknownObject;
         };
-        match published.answers.get(metric) {
+        match find(&published.answers, metric) {
             None => Lookup::UnknownMetric,
-            Some(answer) => {
+            Some((name, answer)) => {
                 let age = published.at.elapsed();
                 Lookup::Found {
                     answer: answer.clone(),
@@ -86,29 +86,11 @@ impl MetricStore {
                     fresh: age <= published.fresh_for,
                     reread: published
                         .reread_after
-                        .get(metric)
+                        .get(name)
                         .is_some_and(|after| age > *after),
                 }
             }
         }
-    }
-
-    /// The name under which a ScaledObject's answer to `metric` is published: `metric` itself, or
-    /// the one name that equals it but for case. The HPA controller asks for metric names in
-    /// lower case (`s0-cron-europe-berlin-...` for `s0-cron-Europe-Berlin-...`), so the names
-    /// are matched without regard to ASCII case, as KEDA matches them.
-    pub fn name_of(&self, namespace: &str, scaled_object: &str, metric: &str) -> Option<String> {
-        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        let answers = &objects
-            .get(&(namespace.to_string(), scaled_object.to_string()))?
-            .answers;
-        if answers.contains_key(metric) {
-            return Some(metric.to_string());
-        }
-        answers
-            .keys()
-            .find(|name| name.eq_ignore_ascii_case(metric))
-            .cloned()
     }
 
     /// The latest answer for one metric, with the time it was read.
@@ -120,11 +102,23 @@ impl MetricStore {
     ) -> Option<(Answer, Instant)> {
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
         let published = objects.get(&(namespace.to_string(), scaled_object.to_string()))?;
-        published
-            .answers
-            .get(metric)
-            .map(|answer| (answer.clone(), published.at))
+        find(&published.answers, metric).map(|(_, answer)| (answer.clone(), published.at))
     }
+}
+
+/// The answer to `metric` and the name it is published under: `metric` itself, or the name
+/// that equals it but for ASCII case. The HPA controller asks for metric names in lower case
+/// (`s0-cron-europe-berlin-...` for `s0-cron-Europe-Berlin-...`), so names are matched as KEDA
+/// matches them.
+fn find<'a>(
+    answers: &'a BTreeMap<String, Answer>,
+    metric: &str,
+) -> Option<(&'a String, &'a Answer)> {
+    answers.get_key_value(metric).or_else(|| {
+        answers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(metric))
+    })
 }
 
 #[cfg(test)]
@@ -178,11 +172,11 @@ mod tests {
             Lookup::UnknownMetric
         );
         assert_eq!(
-            store.name_of("shop", "orders", "S0-Redis-Jobs").as_deref(),
-            Some("s0-redis-jobs"),
+            store.get("shop", "orders", "S0-Redis-Jobs"),
+            Some((Answer::Error("down".into()), at)),
             "names match without regard to case"
         );
-        assert_eq!(store.name_of("shop", "orders", "s1-redis-jobs"), None);
+        assert_eq!(store.get("shop", "orders", "s1-redis-jobs"), None);
         store.forget("shop", "orders");
         assert_eq!(store.get("shop", "orders", "s0-redis-jobs"), None);
         assert_eq!(

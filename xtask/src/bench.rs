@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use xtask::cluster::{self, ClusterInfo, ports};
 
-use crate::host::{Ebb, cargo_target_dir, http, kubectl, wait_for};
+use crate::host::{Ebb, http, kubectl, wait_for};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -55,7 +55,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         std::fs::create_dir_all(xtask::workspace_root().join("target/bench"))?;
         println!("==> installing ebb's CRDs (crds/manifests/)");
         crate::host::apply(&info, &xtask::workspace_root().join("crds/manifests"))?;
-        let binary = build_release()?;
+        let binary = crate::host::build_ebb(true)?;
         let mut runs = Vec::new();
         for &n in &objects {
             for &interval in &args.intervals {
@@ -69,29 +69,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         cluster::down()?;
     }
     result
-}
-
-fn build_release() -> Result<std::path::PathBuf> {
-    let root = xtask::workspace_root();
-    println!(
-        "==> building ebb with the release profile (cargo build --release -p ebb-operator --bin ebb)"
-    );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "ebb-operator",
-            "--bin",
-            "ebb",
-        ])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building ebb failed ({status})");
-    }
-    Ok(cargo_target_dir(&root).join("release/ebb"))
 }
 
 /// One run of the scale scenario.

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::host::{Ebb, apply, cargo_target_dir, http, kubectl, redis, wait_for};
+use crate::host::{Ebb, apply, build_ebb, http, kubectl, redis, wait_for};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xtask::cluster::{self, ClusterInfo, metrics_api, ports};
@@ -83,22 +83,7 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
     apply(info, &root.join("deploy/00-namespace.yaml"))?;
     apply(info, &root.join("deploy/10-rbac.yaml"))?;
 
-    println!("==> building ebb (cargo build -p ebb-operator --bin ebb)");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "ebb-operator",
-            "--bin",
-            "ebb",
-        ])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building ebb failed ({status})");
-    }
-    let binary = cargo_target_dir(&root).join("debug/ebb");
+    let binary = build_ebb(false)?;
 
     println!(
         "==> registering the metrics API (APIService {} -> 127.0.0.1:{})",

@@ -118,3 +118,24 @@ pub(crate) fn http(
         .unwrap_or_default();
     Ok((code, text))
 }
+
+/// Builds the `ebb` binary (`release` or dev profile) and returns its path.
+pub(crate) fn build_ebb(release: bool) -> Result<PathBuf> {
+    let root = xtask::workspace_root();
+    let profile = if release { " --release" } else { "" };
+    println!("==> building ebb (cargo build{profile} -p ebb-operator --bin ebb)");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.arg("build");
+    if release {
+        cargo.arg("--release");
+    }
+    let status = cargo
+        .args(["--quiet", "--package", "ebb-operator", "--bin", "ebb"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("building ebb failed ({status})");
+    }
+    let dir = if release { "release" } else { "debug" };
+    Ok(cargo_target_dir(&root).join(dir).join("ebb"))
+}

@@ -189,7 +189,6 @@ impl MetricsApi {
             ApiError::unauthorized("the front proxy named no user for this request")
         })?;
         self.reviewer.authorize(&who, namespace, metric).await?;
-        let metric = &self.ctx.metric_name(namespace, &scaled_object, metric);
         let lookup = self.ctx.store.lookup(namespace, &scaled_object, metric);
         // An old plain reading, or none yet from a loop that runs: ask the scaler now.
         if matches!(
