@@ -35,6 +35,7 @@ struct Series {
     paused: BTreeMap<(String, String), bool>,
     scale_writes: u64,
     writes: BTreeMap<&'static str, u64>,
+    requests: BTreeMap<(&'static str, String), u64>,
     poll_lag: Histogram,
     poll_duration: Histogram,
 }
@@ -118,6 +119,16 @@ impl Metrics {
     /// `event`; `/scale` writes are counted by [`Metrics::count_scale_write`]).
     pub fn count_write(&self, resource: &'static str) {
         *self.series().writes.entry(resource).or_insert(0) += 1;
+    }
+
+    /// Counts a request to the apiserver, by verb and resource.
+    pub fn count_request(&self, verb: &'static str, resource: &str) {
+        let mut s = self.series();
+        if let Some(n) = s.requests.get_mut(&(verb, resource.to_string())) {
+            *n += 1;
+        } else {
+            s.requests.insert((verb, resource.to_string()), 1);
+        }
     }
 
     /// Records how late a poll started after its scheduled tick.
@@ -219,6 +230,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "ebb_apiserver_writes_total{{resource=\"{resource}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ebb_apiserver_requests_total Requests ebb sent to the apiserver, reads and watches included, by verb and resource.\n# TYPE ebb_apiserver_requests_total counter"
+        );
+        for ((verb, resource), n) in &s.requests {
+            let _ = writeln!(
+                out,
+                "ebb_apiserver_requests_total{{verb=\"{verb}\",resource=\"{}\"}} {n}",
+                escape(resource)
             );
         }
         s.poll_lag.render(

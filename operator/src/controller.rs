@@ -32,6 +32,7 @@ use crate::hpa::{PausedDirections, desired_hpa, hpa_active, hpa_name};
 use crate::metric_store::MetricStore;
 use crate::scale::composite::{Composite, hpa_metrics};
 use crate::scale::poll::{self, PolledTrigger};
+use crate::scale::schedule;
 use crate::scale::task::{POLL_TIMEOUT, ScaleLoop, short};
 use crate::status::{self, Status};
 use crate::target::{Target, TargetError, pod_spec};
@@ -346,11 +347,12 @@ fn is_true(so: &ScaledObject, key: &str) -> bool {
 /// What a running loop depends on besides the spec.
 fn signature(so: &ScaledObject, authentication_versions: &str) -> String {
     format!(
-        "{}|{}|{}|{}|{authentication_versions}",
+        "{}|{}|{}|{}|{:?}|{authentication_versions}",
         so.metadata.generation.unwrap_or_default(),
         is_true(so, ANNOTATION_PAUSED_SCALE_IN),
         is_true(so, ANNOTATION_PAUSED_SCALE_OUT),
-        is_true(so, ANNOTATION_FORCE_ACTIVATION)
+        is_true(so, ANNOTATION_FORCE_ACTIVATION),
+        annotation(so, schedule::ANNOTATION_ACTIVATION_POLLING),
     )
 }
 
@@ -690,6 +692,12 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
 
     if let Err(e) = validate(&so.spec) {
         return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await;
+    }
+    if let Err(e) = schedule::activation_polling(
+        annotation(&so, schedule::ANNOTATION_ACTIVATION_POLLING).as_deref(),
+        schedule::polling_interval(&so.spec),
+    ) {
+        return refuse(ctx, &so, "ScaledObjectCheckFailed", e).await;
     }
     let target = match Target::resolve(&ctx.client, &so.spec.scale_target_ref, &namespace).await {
         Ok(t) => t,

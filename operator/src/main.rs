@@ -140,12 +140,14 @@ async fn main() -> anyhow::Result<()> {
                 LogFormat::Plain => logs.init(),
                 LogFormat::Json => logs.json().init(),
             }
-            let client = kube::Client::try_default().await?;
+            let metrics = Arc::new(ebb_operator::admin::Metrics::default());
+            let client = ebb_operator::client::counted(metrics.clone()).await?;
             let mut ctx = Context::new(
                 client.clone(),
                 ebb_scalers::Registry::with_builtins(),
                 namespace.clone(),
             );
+            ctx.metrics = metrics;
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             let ctx = Arc::new(ctx);
             // With leader election only the leader's pod is behind the APIService, so the

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// A ScaledObject's `pollingInterval` (default 30 s, at least 1 s).
+pub fn polling_interval(spec: &ebb_crds::ScaledObjectSpec) -> Duration {
+    Duration::from_secs(u64::try_from(spec.polling_interval_seconds().max(1)).unwrap_or(30))
+}
+
 /// Delay before a ScaledObject's first poll: a fraction of its polling interval derived from its
 /// uid. Objects created together (or found together when ebb starts) spread over the interval
 /// instead of polling their brokers at once, and a restart keeps each object's phase.
@@ -19,9 +24,75 @@ pub fn first_poll_delay(uid: &str, interval: Duration) -> Duration {
     Duration::from_millis(hash % millis)
 }
 
+/// How long the loop trusts the replica count it last read from (or wrote to) the target's
+/// `/scale` before reading it again. Between reads, a poll that would write reads first, and a
+/// poll with a failing trigger (whose fallback may depend on the count) always reads; so the only
+/// thing a stale count delays is noticing that someone else scaled an idle target, which ebb then
+/// brings back to rest at most this much later than KEDA would.
+pub const REPLICAS_REFRESH: Duration = Duration::from_secs(300);
+
+/// Whether a count known for `age` may stand in for a read of `/scale` at this poll.
+pub fn trust_known_replicas(age: Duration, any_trigger_failed: bool) -> bool {
+    !any_trigger_failed && age < REPLICAS_REFRESH
+}
+
+/// The annotation that turns on the fast activation path: while the target rests at zero (or
+/// its `idleReplicaCount`), its triggers are also checked at this many milliseconds, and the
+/// first check that finds one active runs a full poll at once.
+pub const ANNOTATION_ACTIVATION_POLLING: &str = "ebb.sh/activation-polling-interval-ms";
+
+/// The shortest activation polling interval accepted.
+pub const MIN_ACTIVATION_POLLING: Duration = Duration::from_millis(50);
+
+/// The annotation's interval: None when absent; an error (for the object's status) when it is
+/// not a whole number of milliseconds from [`MIN_ACTIVATION_POLLING`] up to the polling interval.
+pub fn activation_polling(
+    annotation: Option<&str>,
+    interval: Duration,
+) -> Result<Option<Duration>, String> {
+    let Some(text) = annotation else {
+        return Ok(None);
+    };
+    let max = interval.as_millis();
+    let min = MIN_ACTIVATION_POLLING.as_millis();
+    match text.trim().parse::<u64>() {
+        Ok(ms) if (min..=max).contains(&u128::from(ms)) => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(format!(
+            "annotation {ANNOTATION_ACTIVATION_POLLING}: expected a whole number of milliseconds from {min} up to the pollingInterval ({max}), got {:?}",
+            text.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_count_is_trusted_only_while_fresh_and_nothing_fails() {
+        assert!(trust_known_replicas(Duration::from_secs(10), false));
+        assert!(!trust_known_replicas(Duration::from_secs(10), true));
+        assert!(!trust_known_replicas(REPLICAS_REFRESH, false));
+    }
+
+    #[test]
+    fn the_activation_interval_is_checked() {
+        let thirty = Duration::from_secs(30);
+        assert_eq!(activation_polling(None, thirty), Ok(None));
+        assert_eq!(
+            activation_polling(Some(" 250 "), thirty),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        assert_eq!(activation_polling(Some("30000"), thirty), Ok(Some(thirty)));
+        for bad in ["10", "30001", "0.5", "-1", "250ms", ""] {
+            let e = activation_polling(Some(bad), thirty).expect_err(bad);
+            assert!(
+                e.contains(ANNOTATION_ACTIVATION_POLLING)
+                    && e.contains("from 50 up to the pollingInterval (30000)"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn first_polls_spread_over_the_interval_and_are_stable() {

@@ -23,11 +23,11 @@ use crate::admin::{Metrics, SeriesKey};
 use crate::controller::Nudge;
 use crate::metric_store::{MetricStore, Published};
 use crate::scale::composite::Composite;
-use crate::scale::decision::{self, Activity, Decision, Observation, Settings};
+use crate::scale::decision::{self, Activity, Decision, Observation, Settings, TriggerOutcome};
 use crate::scale::evaluate::{self, Evaluation, Inputs};
 use crate::scale::fallback;
 use crate::scale::poll::{self, PolledTrigger, TriggerResult};
-use crate::scale::schedule::first_poll_delay;
+use crate::scale::schedule;
 use crate::status::{self, Status};
 use crate::target::Target;
 
@@ -123,9 +123,7 @@ impl ScaleLoop {
     pub async fn run(self) {
         let so = &self.so;
         let spec = &so.spec;
-        let interval = Duration::from_secs(
-            u64::try_from(spec.polling_interval_seconds().max(1)).unwrap_or(30),
-        );
+        let interval = schedule::polling_interval(spec);
         let settings = settings(so);
         let force_activation = annotation(so, ANNOTATION_FORCE_ACTIVATION);
         let refresh = last_active_refresh(
@@ -164,15 +162,47 @@ impl ScaleLoop {
         let mut targets = targets_of(&specs);
 
         let uid = so.uid().unwrap_or_default();
-        tokio::time::sleep(first_poll_delay(&uid, interval)).await;
+        // Checked by the controller before the loop starts.
+        let activation_interval = schedule::activation_polling(
+            so.annotations()
+                .get(schedule::ANNOTATION_ACTIVATION_POLLING)
+                .map(String::as_str),
+            interval,
+        )
+        .unwrap_or(None);
+        let resting_count = settings.idle_replicas.unwrap_or(0);
+        // The target's replica count as last read or written, and when.
+        let mut known: Option<(i32, Instant)> = None;
+        tokio::time::sleep(schedule::first_poll_delay(&uid, interval)).await;
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut activation_ticks = activation_interval.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
-            let scheduled = ticks.tick().await;
-            self.metrics.observe_poll_lag(scheduled.elapsed());
-            let poll_started = Instant::now();
-            let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
-            self.metrics.observe_poll_duration(poll_started.elapsed());
+            let at_rest = known.is_some_and(|(n, _)| n <= resting_count);
+            let results = tokio::select! {
+                biased;
+                scheduled = ticks.tick() => {
+                    self.metrics.observe_poll_lag(scheduled.elapsed());
+                    let poll_started = Instant::now();
+                    let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
+                    self.metrics.observe_poll_duration(poll_started.elapsed());
+                    results
+                }
+                // The fast activation path: a check between polls while at rest; only a check
+                // that finds a trigger active goes on to a full poll (so failures, fallback and
+                // status keep the pollingInterval's pace).
+                Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => {
+                    let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
+                    if !results.iter().any(|r| r.outcome == TriggerOutcome::Active) {
+                        continue;
+                    }
+                    results
+                }
+            };
             self.record_series(&results);
 
             // A scaler that learns its metrics late (an external plugin) reshapes the HPA.
@@ -183,19 +213,19 @@ impl ScaleLoop {
                 self.nudge.reconcile();
             }
 
-            let current = match self.target.replicas().await {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(scaledobject = %key(so), error = %e, "reading the scale target");
-                    self.set_conditions(&[(
-                        CONDITION_READY,
-                        Status::False,
-                        "ScaleTargetError",
-                        e.to_string(),
-                    )])
-                    .await;
-                    continue;
-                }
+            let any_failed = results.iter().any(|r| r.outcome == TriggerOutcome::Failed);
+            let trusted = known
+                .filter(|(_, at)| schedule::trust_known_replicas(at.elapsed(), any_failed))
+                .map(|(n, _)| n);
+            let current = match trusted {
+                Some(n) => n,
+                None => match self.read_replicas().await {
+                    Some(n) => {
+                        known = Some((n, Instant::now()));
+                        n
+                    }
+                    None => continue,
+                },
             };
             let mut evaluation = evaluate::evaluate(
                 &Inputs {
@@ -220,23 +250,32 @@ impl ScaleLoop {
             );
 
             let now = Timestamp::now();
-            let decided = decision::decide(
-                &settings,
-                &Observation {
-                    current_replicas: current,
-                    activity: evaluation.activity,
-                    last_active,
-                    created,
-                    now,
-                },
-            );
+            let observe = |current_replicas| Observation {
+                current_replicas,
+                activity: evaluation.activity,
+                last_active,
+                created,
+                now,
+            };
+            let mut current = current;
+            let mut decided = decision::decide(&settings, &observe(current));
+            // A write is decided from a count just read, never from a remembered one.
+            if decided.write().is_some_and(|r| r != current) && trusted.is_some() {
+                let Some(n) = self.read_replicas().await else {
+                    continue;
+                };
+                known = Some((n, Instant::now()));
+                current = n;
+                decided = decision::decide(&settings, &observe(current));
+            }
             if decided.marks_active() {
                 last_active = Some(now);
             }
             if let Some(replicas) = decided.write()
                 && replicas != current
+                && self.scale(decided, current, replicas).await
             {
-                self.scale(decided, current, replicas).await;
+                known = Some((replicas, Instant::now()));
             }
 
             let conditions_changed = self
@@ -300,8 +339,27 @@ impl ScaleLoop {
         }
     }
 
-    /// Writes `/scale` and reports it.
-    async fn scale(&self, decided: Decision, current: i32, replicas: i32) {
+    /// Reads the target's replica count from its `/scale`; None (Ready=False, logged) when it
+    /// cannot be read, and the poll goes no further.
+    async fn read_replicas(&self) -> Option<i32> {
+        match self.target.replicas().await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!(scaledobject = %key(&self.so), error = %e, "reading the scale target");
+                self.set_conditions(&[(
+                    CONDITION_READY,
+                    Status::False,
+                    "ScaleTargetError",
+                    e.to_string(),
+                )])
+                .await;
+                None
+            }
+        }
+    }
+
+    /// Writes `/scale` and reports it; true when written.
+    async fn scale(&self, decided: Decision, current: i32, replicas: i32) -> bool {
         match self.target.set_replicas(replicas).await {
             Ok(()) => {
                 self.metrics.count_scale_write();
@@ -320,6 +378,7 @@ impl ScaleLoop {
                     ),
                 )
                 .await;
+                true
             }
             Err(e) => {
                 warn!(scaledobject = %key(&self.so), error = %e, "scaling the target");
@@ -328,6 +387,7 @@ impl ScaleLoop {
                     _ => "KEDAScaleTargetActivationFailed",
                 };
                 self.event(EventType::Warning, reason, e.to_string()).await;
+                false
             }
         }
     }

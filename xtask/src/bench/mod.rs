@@ -1,13 +1,19 @@
-//! `cargo xtask bench`: ebb measured on the dev cluster, outside the test suite.
+//! `cargo xtask bench`: ebb measured on the dev cluster, outside the test suite. Three
+//! scenarios, each in its own module; every run writes `target/bench/<scenario>-....json` and the
+//! summary tables are printed at the end.
 //!
-//! The *scale* scenario: N ScaledObjects, each with its own Deployment at 0 replicas and a
-//! `redis` list trigger on the dev cluster's one Redis, at a polling interval. A release `ebb
-//! run` (no leader election, metrics API off: this measures the controller and the scale loops)
-//! starts against them; after a warm-up the benchmark measures, over a fixed window, ebb's RSS
-//! and CPU (user + sys from /proc), its poll lag (from its own `ebb_poll_lag_seconds`), the
-//! connections Redis sees, ebb's apiserver writes per minute (`ebb_apiserver_writes_total`),
-//! and how long ebb took from start to ready and to its first poll of every object. Each run
-//! writes `target/bench/scale-<n>-<interval>s.json`.
+//! - [`scale`]: N ScaledObjects (Deployments at 0, a `redis` list or `rabbitmq` AMQP queue trigger
+//!   each) at a polling interval: ebb's RSS, CPU, poll lag, broker connections, apiserver requests
+//!   by verb, time to ready.
+//! - [`activation`]: how long from pushing past activation to the Deployment's `spec.replicas`
+//!   becoming 1, in plain polling and with the fast activation path, beside idle objects.
+//! - [`metrics_api`]: the HPA's query, directly and through the aggregator, at concurrency 1 and
+//!   32.
+
+mod activation;
+mod load;
+mod metrics_api;
+mod scale;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -22,15 +28,23 @@ use crate::host::{Ebb, http, kubectl, wait_for};
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Only N = 100 (a few minutes).
+    /// N = 100 only, one measuring window, no RabbitMQ variant (under five minutes).
     #[arg(long)]
     quick: bool,
-    /// Numbers of ScaledObjects, comma-separated (default 100,1000,10000; 100 with --quick).
+    /// Numbers of ScaledObjects for the scale scenario, comma-separated (default
+    /// 100,1000,10000; 100 with --quick).
     #[arg(long, value_delimiter = ',')]
     objects: Vec<usize>,
-    /// Polling intervals in seconds, comma-separated.
+    /// Polling intervals of the scale scenario in seconds, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [30, 5])]
     intervals: Vec<u64>,
+    /// Measuring windows per scale run; figures are their medians (default 3; 1 with --quick).
+    #[arg(long)]
+    windows: Option<usize>,
+    /// Scenarios to run, comma-separated: scale, rabbitmq (the scale scenario's 1,000-object
+    /// RabbitMQ AMQP variant), activation, metrics-api. Default: all (no rabbitmq with --quick).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// Leave the dev cluster running afterwards.
     #[arg(long)]
     keep_cluster: bool,
@@ -51,18 +65,70 @@ pub fn run(args: BenchArgs) -> Result<()> {
         (false, true) => vec![100, 1_000, 10_000],
         (false, false) => args.objects.clone(),
     };
+    let windows = args
+        .windows
+        .unwrap_or(if args.quick { 1 } else { 3 })
+        .max(1);
+    let wanted = |name: &str| {
+        if args.scenarios.is_empty() {
+            !(args.quick && name == "rabbitmq")
+        } else {
+            args.scenarios.iter().any(|s| s == name)
+        }
+    };
+    // Beside the activation trials and behind the metrics API: 1,000 objects (100 quick).
+    let beside = if args.quick { 100 } else { 1_000 };
     let result = (|| {
         std::fs::create_dir_all(xtask::workspace_root().join("target/bench"))?;
         println!("==> installing ebb's CRDs (crds/manifests/)");
         crate::host::apply(&info, &xtask::workspace_root().join("crds/manifests"))?;
         let binary = crate::host::build_ebb(true)?;
-        let mut runs = Vec::new();
-        for &n in &objects {
-            for &interval in &args.intervals {
-                runs.push(scale(&info, &binary, n, interval)?);
+        let mut scale_runs = Vec::new();
+        if wanted("scale") {
+            for &n in &objects {
+                for &interval in &args.intervals {
+                    scale_runs.push(scale::run(
+                        &info,
+                        &binary,
+                        n,
+                        interval,
+                        scale::Broker::Redis,
+                        windows,
+                        args.quick,
+                    )?);
+                }
             }
         }
-        print_table(&runs);
+        if wanted("rabbitmq") {
+            for &interval in &args.intervals {
+                scale_runs.push(scale::run(
+                    &info,
+                    &binary,
+                    1_000,
+                    interval,
+                    scale::Broker::RabbitMq,
+                    windows,
+                    args.quick,
+                )?);
+            }
+        }
+        let activation = if wanted("activation") {
+            Some(activation::run(&info, &binary, beside)?)
+        } else {
+            None
+        };
+        let metrics_api = if wanted("metrics-api") {
+            Some(metrics_api::run(&info, &binary, beside)?)
+        } else {
+            None
+        };
+        scale::print_table(&scale_runs);
+        if let Some(a) = &activation {
+            activation::print_table(a);
+        }
+        if let Some(m) = &metrics_api {
+            metrics_api::print_table(m);
+        }
         Ok(())
     })();
     if !was_running && !args.keep_cluster {
@@ -71,22 +137,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
     result
 }
 
-/// One run of the scale scenario.
-fn scale(info: &ClusterInfo, binary: &std::path::Path, n: usize, interval: u64) -> Result<Value> {
-    // The window spans at least two polling intervals and one minute; the warm-up one interval
-    // after every object's first poll.
-    let window = Duration::from_secs((2 * interval).max(60));
-    let warmup = Duration::from_secs(interval);
-    println!(
-        "==> scale: {n} ScaledObjects (Deployment at 0, redis list trigger on one Redis), pollingInterval {interval}s; warm-up {}s, window {}s",
-        warmup.as_secs(),
-        window.as_secs()
-    );
-    delete_namespace(info)?;
-    create_objects(info, n, interval)?;
+/// A benchmarked `ebb run` (release build, no leader election, watching [`NAMESPACE`]).
+struct Running {
+    /// Stopped when dropped.
+    _ebb: Ebb,
+    pid: u32,
+    started: Instant,
+    ready: Duration,
+}
 
+/// Starts ebb with `extra` arguments and waits for `/readyz`. Its log is
+/// `target/bench/ebb-<label>.log`.
+fn start_ebb(
+    info: &ClusterInfo,
+    binary: &std::path::Path,
+    label: &str,
+    extra: &[&str],
+) -> Result<Running> {
     let started = Instant::now();
-    let log = std::fs::File::create(xtask::workspace_root().join("target/bench/ebb.log"))?;
+    let log = std::fs::File::create(
+        xtask::workspace_root().join(format!("target/bench/ebb-{label}.log")),
+    )?;
     let ebb = Ebb(Command::new(binary)
         .env("KUBECONFIG", &info.kubeconfig)
         // BENCH_RUST_LOG sets ebb's log filter for a closer look (default: warnings only).
@@ -94,9 +165,10 @@ fn scale(info: &ClusterInfo, binary: &std::path::Path, n: usize, interval: u64) 
             "RUST_LOG",
             std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .args(["run", "--leader-elect=false", "--metrics-api-addr", "off"])
+        .args(["run", "--leader-elect=false"])
         .args(["--watch-namespace", NAMESPACE])
         .args(["--admin-addr", &format!("127.0.0.1:{ADMIN_PORT}")])
+        .args(extra)
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
@@ -107,90 +179,43 @@ fn scale(info: &ClusterInfo, binary: &std::path::Path, n: usize, interval: u64) 
             .ok()
             .filter(|(code, _)| *code == 200)
     })?;
-    let ready = started.elapsed();
-    // Every object polled once: as many poll-lag observations as objects.
-    let first_polls = Duration::from_secs(interval * 3 + 120 + n as u64 / 20);
-    wait_for("every object polled once", first_polls, || {
+    Ok(Running {
+        _ebb: ebb,
+        pid,
+        started,
+        ready: started.elapsed(),
+    })
+}
+
+/// Waits until ebb has polled `n` times in all (every object once, when there are `n`).
+fn wait_polled(n: usize, within: Duration) -> Result<()> {
+    wait_for("every object polled once", within, || {
         let text = scrape().ok()?;
         (histogram(&text, "ebb_poll_lag_seconds").count >= n as f64).then_some(())
-    })?;
-    let all_polled = started.elapsed();
-    println!(
-        "    ready after {:.1}s, every object polled after {:.1}s; warming up",
-        ready.as_secs_f64(),
-        all_polled.as_secs_f64()
-    );
-    std::thread::sleep(warmup);
+    })
+}
 
-    let before = Sample::take(pid)?;
-    let mut rss_max = before.rss_kib;
-    let window_end = Instant::now() + window;
-    while Instant::now() < window_end {
-        std::thread::sleep(Duration::from_secs(5).min(window_end - Instant::now()));
-        rss_max = rss_max.max(rss_kib(pid)?);
+/// The median and the spread (min, max) of some figures.
+fn median_spread(values: &[f64]) -> Value {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return Value::Null;
     }
-    let after = Sample::take(pid)?;
-    let seconds = after.at.duration_since(before.at).as_secs_f64();
-    let lag = after.lag.minus(&before.lag);
-    let writes: BTreeMap<String, f64> = after
-        .writes
-        .iter()
-        .map(|(resource, total)| {
-            let delta = total - before.writes.get(resource).copied().unwrap_or(0.0);
-            (resource.clone(), delta * 60.0 / seconds)
-        })
-        .collect();
-    let result = json!({
-        "scenario": "scale",
-        "objects": n,
-        "polling_interval_s": interval,
-        "window_s": seconds,
-        "ready_s": ready.as_secs_f64(),
-        "all_polled_s": all_polled.as_secs_f64(),
-        "rss_mib": after.rss_kib as f64 / 1024.0,
-        "rss_max_mib": rss_max as f64 / 1024.0,
-        "cpu_cores": (after.cpu_s - before.cpu_s) / seconds,
-        "polls_per_s": lag.count / seconds,
-        "poll_lag_p50_s": lag.quantile(0.5),
-        "poll_lag_p99_s": lag.quantile(0.99),
-        "poll_lag_max_bucket_s": lag.max_bound(),
-        "redis_connections": after.redis_connections,
-        "apiserver_writes_per_min": writes,
-        "machine": machine(),
-        "commit": commit(),
-    });
-    let out = xtask::workspace_root().join(format!("target/bench/scale-{n}-{interval}s.json"));
-    std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    json!({"median": median, "min": v[0], "max": v[v.len() - 1], "runs": v.len()})
+}
+
+/// Writes a result to `target/bench/<file>.json`.
+fn write_result(file: &str, result: &Value) -> Result<()> {
+    let out = xtask::workspace_root().join(format!("target/bench/{file}.json"));
+    std::fs::write(&out, serde_json::to_string_pretty(result)?)?;
     println!("    wrote {}", out.display());
-
-    // ebb removes its finalizers while it runs.
-    delete_namespace(info)?;
-    drop(ebb);
-    Ok(result)
-}
-
-/// What is read at each end of the window.
-struct Sample {
-    at: Instant,
-    cpu_s: f64,
-    rss_kib: u64,
-    lag: Histogram,
-    writes: BTreeMap<String, f64>,
-    redis_connections: u64,
-}
-
-impl Sample {
-    fn take(pid: u32) -> Result<Self> {
-        let text = scrape()?;
-        Ok(Self {
-            at: Instant::now(),
-            cpu_s: cpu_seconds(pid)?,
-            rss_kib: rss_kib(pid)?,
-            lag: histogram(&text, "ebb_poll_lag_seconds"),
-            writes: counters(&text, "ebb_apiserver_writes_total", "resource"),
-            redis_connections: redis_connections()?,
-        })
-    }
+    Ok(())
 }
 
 fn scrape() -> Result<String> {
@@ -291,13 +316,18 @@ fn histogram(text: &str, name: &str) -> Histogram {
     h
 }
 
-/// A counter's samples by the value of one label.
-fn counters(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
-    let prefix = format!("{name}{{{label}=\"");
+/// `ebb_apiserver_requests_total` by `"<verb> <resource>"`.
+fn requests(text: &str) -> BTreeMap<String, f64> {
     text.lines()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split_once("\"} "))
-        .map(|(value, count)| (value.to_string(), count.trim().parse().unwrap_or(0.0)))
+        .filter_map(|line| line.strip_prefix("ebb_apiserver_requests_total{verb=\""))
+        .filter_map(|rest| {
+            let (verb, rest) = rest.split_once("\",resource=\"")?;
+            let (resource, count) = rest.split_once("\"} ")?;
+            Some((
+                format!("{verb} {resource}"),
+                count.trim().parse().unwrap_or(0.0),
+            ))
+        })
         .collect()
 }
 
@@ -351,16 +381,11 @@ fn redis_connections() -> Result<u64> {
     Ok(lines.saturating_sub(1))
 }
 
-/// Creates the namespace, N Deployments at 0 and N ScaledObjects, by server-side apply in
-/// batches.
-fn create_objects(info: &ClusterInfo, n: usize, interval: u64) -> Result<()> {
-    let started = Instant::now();
-    let redis = format!("127.0.0.1:{}", ports::REDIS);
-    let mut items =
-        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})];
-    for i in 0..n {
-        let name = format!("w{i:05}");
-        items.push(json!({
+/// A Deployment at 0 replicas and a ScaledObject on it, both named `name`, with `trigger` and
+/// extra `annotations` (a JSON object) on the ScaledObject.
+fn object_pair(name: &str, interval: u64, trigger: Value, annotations: Value) -> [Value; 2] {
+    [
+        json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {
@@ -371,20 +396,32 @@ fn create_objects(info: &ClusterInfo, n: usize, interval: u64) -> Result<()> {
                     "spec": {"containers": [{"name": "w", "image": "example.invalid/w:1"}]}
                 }
             }
-        }));
-        items.push(json!({
+        }),
+        json!({
             "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
             "spec": {
                 "scaleTargetRef": {"name": name},
                 "pollingInterval": interval,
-                "triggers": [{"type": "redis", "metadata": {
-                    "address": redis, "listName": format!("bench:{name}"), "listLength": "5"
-                }}]
+                "triggers": [trigger]
             }
-        }));
-    }
-    for batch in items.chunks(1_000) {
+        }),
+    ]
+}
+
+/// A `redis` list trigger on the dev cluster's Redis: `listLength` 5, activation above 0.
+fn redis_trigger(list: &str) -> Value {
+    json!({"type": "redis", "metadata": {
+        "address": format!("127.0.0.1:{}", ports::REDIS), "listName": list, "listLength": "5"
+    }})
+}
+
+/// Creates the namespace and `items` by server-side apply, in batches of 1,000.
+fn create_objects(info: &ClusterInfo, items: &[Value]) -> Result<()> {
+    let started = Instant::now();
+    let namespace =
+        [json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})];
+    for batch in std::iter::once(&namespace[..]).chain(items.chunks(1_000)) {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": batch}).to_string();
         let mut child = kubectl(info)
             .args(["apply", "--server-side", "-f", "-"])
@@ -407,7 +444,8 @@ fn create_objects(info: &ClusterInfo, n: usize, interval: u64) -> Result<()> {
         }
     }
     println!(
-        "    created {n} Deployments and {n} ScaledObjects in {:.0}s",
+        "    created {} objects in {:.0}s",
+        items.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -452,40 +490,6 @@ fn commit() -> String {
         .unwrap_or_default()
 }
 
-fn print_table(runs: &[Value]) {
-    println!("==> summary (scale)");
-    println!(
-        "    {:>6} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6} {:>13} {:>8}",
-        "objects",
-        "interval",
-        "RSS MiB",
-        "CPU cores",
-        "lag p50 s",
-        "lag p99 s",
-        "redis",
-        "writes/min",
-        "ready s"
-    );
-    for r in runs {
-        let writes: f64 = r["apiserver_writes_per_min"]
-            .as_object()
-            .map(|m| m.values().filter_map(Value::as_f64).sum())
-            .unwrap_or(0.0);
-        println!(
-            "    {:>6} {:>8}s {:>8.1} {:>9.4} {:>10.3} {:>10.3} {:>6} {:>13.1} {:>8.1}",
-            r["objects"],
-            r["polling_interval_s"],
-            r["rss_mib"].as_f64().unwrap_or(f64::NAN),
-            r["cpu_cores"].as_f64().unwrap_or(f64::NAN),
-            r["poll_lag_p50_s"].as_f64().unwrap_or(f64::NAN),
-            r["poll_lag_p99_s"].as_f64().unwrap_or(f64::NAN),
-            r["redis_connections"],
-            writes,
-            r["ready_s"].as_f64().unwrap_or(f64::NAN),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,8 +502,8 @@ ebb_poll_lag_seconds_bucket{le=\"0.05\"} 100
 ebb_poll_lag_seconds_bucket{le=\"+Inf\"} 100
 ebb_poll_lag_seconds_sum 0.7
 ebb_poll_lag_seconds_count 100
-ebb_apiserver_writes_total{resource=\"status\"} 12
-ebb_apiserver_writes_total{resource=\"hpa\"} 3
+ebb_apiserver_requests_total{verb=\"get\",resource=\"deployments/scale\"} 12
+ebb_apiserver_requests_total{verb=\"patch\",resource=\"scaledobjects/status\"} 3
 ";
 
     #[test]
@@ -527,8 +531,11 @@ ebb_apiserver_writes_total{resource=\"hpa\"} 3
         // The one new observation fell in the 0.025..0.05 bucket.
         assert_eq!(window.max_bound(), Some(0.05));
         assert_eq!(
-            counters(TEXT, "ebb_apiserver_writes_total", "resource"),
-            BTreeMap::from([("hpa".to_string(), 3.0), ("status".to_string(), 12.0)])
+            requests(TEXT),
+            BTreeMap::from([
+                ("get deployments/scale".to_string(), 12.0),
+                ("patch scaledobjects/status".to_string(), 3.0)
+            ])
         );
     }
 }

@@ -1,0 +1,215 @@
+//! The metrics API scenario: the HPA's query (`GET .../namespaces/<ns>/<metric>?labelSelector=
+//! scaledobject.keda.sh/name=<so>`) for N idle ScaledObjects polled every 30 s, asked round robin
+//! over all of them, for a fixed time at concurrency 1 and 32 over keep-alive connections:
+//!
+//! - *direct*: to ebb's port, as the aggregator does (its front-proxy client certificate, the
+//!   controller-manager's user in `X-Remote-User`);
+//! - *aggregated*: to the kube-apiserver as the admin, which proxies to ebb.
+//!
+//! Answers younger than min(pollingInterval, 15 s) + 1 s come from the scale loops; older ones
+//! are read again from Redis, as the HPA's would be.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use xtask::cluster::{self, ClusterInfo, metrics_api as dev_api, ports};
+
+use super::load::{self, Target};
+use super::{
+    NAMESPACE, commit, create_objects, delete_namespace, machine, object_pair, redis_trigger,
+    start_ebb, wait_polled, write_result,
+};
+use crate::host::{kubectl, wait_for};
+
+/// How long each combination is measured, after a warm-up of [`WARMUP`].
+const MEASURE: Duration = Duration::from_secs(10);
+const WARMUP: Duration = Duration::from_secs(2);
+
+/// Runs the scenario with `n` objects.
+pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
+    println!(
+        "==> metrics API: {n} idle ScaledObjects (redis list, pollingInterval 30s); the HPA's query round robin over them, direct and through the aggregator, at concurrency 1 and 32, {}s each after {}s of warm-up",
+        MEASURE.as_secs(),
+        WARMUP.as_secs()
+    );
+    delete_namespace(info)?;
+    let mut items = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let name = format!("m{i:05}");
+        items.extend(object_pair(
+            &name,
+            30,
+            redis_trigger(&format!("bench:{name}")),
+            json!({}),
+        ));
+    }
+    create_objects(info, &items)?;
+    dev_api::register(&info.kubectl, &info.kubeconfig, dev_api::PORT)?;
+    let address = format!("127.0.0.1:{}", dev_api::PORT);
+    let ebb = start_ebb(
+        info,
+        binary,
+        "metrics-api",
+        &[
+            "--metrics-api-addr",
+            &address,
+            "--apiservice",
+            dev_api::APISERVICE,
+            "--tls-names",
+            dev_api::TLS_NAMES,
+        ],
+    );
+    let result = (|| {
+        let _ebb = ebb?;
+        wait_polled(n, Duration::from_secs(200 + n as u64 / 20))?;
+        let paths = query_paths(info, n)?;
+        let pki = cluster::Layout::for_workspace().pki();
+        let read =
+            |file: &str| std::fs::read(pki.join(file)).with_context(|| format!("reading {file}"));
+        let direct = Target {
+            address: address.clone(),
+            server_name: "127.0.0.1".into(),
+            ca_pem: ca_bundle(info)?,
+            client_cert_pem: read("front-proxy-client.crt")?,
+            client_key_pem: read("front-proxy-client.key")?,
+            headers: vec![
+                (
+                    "X-Remote-User".into(),
+                    "system:kube-controller-manager".into(),
+                ),
+                ("X-Remote-Group".into(), "system:authenticated".into()),
+            ],
+        };
+        let aggregated = Target {
+            address: format!("127.0.0.1:{}", ports::APISERVER),
+            server_name: "127.0.0.1".into(),
+            ca_pem: read("ca.crt")?,
+            client_cert_pem: read("admin.crt")?,
+            client_key_pem: read("admin.key")?,
+            headers: Vec::new(),
+        };
+        let mut runs = Vec::new();
+        for (path_name, target) in [("direct", &direct), ("aggregated", &aggregated)] {
+            for concurrency in [1, 32] {
+                load::run(target, &paths, concurrency, WARMUP)?;
+                let outcome = load::run(target, &paths, concurrency, MEASURE)?;
+                let ms = |q: f64| outcome.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+                println!(
+                    "    {path_name}, concurrency {concurrency}: {:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
+                    outcome.throughput(),
+                    ms(0.5).unwrap_or(f64::NAN),
+                    ms(0.99).unwrap_or(f64::NAN),
+                    outcome.errors,
+                    outcome
+                        .first_error
+                        .as_ref()
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                );
+                runs.push(json!({
+                    "path": path_name,
+                    "concurrency": concurrency,
+                    "seconds": outcome.elapsed.as_secs_f64(),
+                    "answers": outcome.ok,
+                    "errors": outcome.errors,
+                    "first_error": outcome.first_error,
+                    "answers_per_s": outcome.throughput(),
+                    "latency_p50_ms": ms(0.5),
+                    "latency_p99_ms": ms(0.99),
+                    "latency_max_ms": ms(1.0),
+                }));
+            }
+        }
+        let result = json!({
+            "scenario": "metrics-api",
+            "objects": n,
+            "runs": runs,
+            "machine": machine(),
+            "commit": commit(),
+        });
+        write_result("metrics-api", &result)?;
+        delete_namespace(info)?;
+        Ok(result)
+    })();
+    dev_api::unregister(&info.kubectl, &info.kubeconfig)?;
+    result
+}
+
+/// The HPA's query path for every object, from the metric names in their status.
+fn query_paths(info: &ClusterInfo, n: usize) -> Result<Vec<String>> {
+    let names = wait_for(
+        "every object's externalMetricNames",
+        Duration::from_secs(120),
+        || {
+            let out = kubectl(info)
+            .args(["get", "scaledobjects", "-n", NAMESPACE])
+            .args([
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.externalMetricNames[0]}{\"\\n\"}{end}",
+            ])
+            .output()
+            .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let pairs: Vec<(String, String)> = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .filter(|(_, metric)| !metric.is_empty())
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            (pairs.len() == n).then_some(pairs)
+        },
+    )?;
+    Ok(names
+        .into_iter()
+        .map(|(so, metric)| {
+            format!(
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
+            )
+        })
+        .collect())
+}
+
+/// The CA ebb put in the APIService's caBundle.
+fn ca_bundle(info: &ClusterInfo) -> Result<Vec<u8>> {
+    let encoded = wait_for("the APIService's caBundle", Duration::from_secs(60), || {
+        let out: std::process::Output = Command::new(&info.kubectl)
+            .arg(format!("--kubeconfig={}", info.kubeconfig.display()))
+            .args(["get", "apiservice", dev_api::APISERVICE])
+            .args(["-o", "jsonpath={.spec.caBundle}"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    })?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(encoded)?;
+    if pem.is_empty() {
+        bail!("the APIService's caBundle is empty");
+    }
+    Ok(pem)
+}
+
+/// Prints the metrics API summary.
+pub fn print_table(result: &Value) {
+    println!("==> summary (metrics API, {} objects)", result["objects"]);
+    println!(
+        "    {:>10} {:>11} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "path", "concurrency", "answers/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for r in result["runs"].as_array().into_iter().flatten() {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "    {:>10} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            r["path"].as_str().unwrap_or(""),
+            r["concurrency"],
+            f("answers_per_s"),
+            f("latency_p50_ms"),
+            f("latency_p99_ms"),
+            f("latency_max_ms"),
+            r["errors"],
+        );
+    }
+}

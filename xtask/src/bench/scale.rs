@@ -1,0 +1,298 @@
+//! The scale scenario: N ScaledObjects, each with its own Deployment at 0 replicas and a trigger
+//! on one broker (a `redis` list, or a `rabbitmq` queue over AMQP), all idle, at one polling
+//! interval. A release `ebb run` (metrics API off: this measures the controller and the scale
+//! loops) starts against them; after every object has been polled once and a warm-up of one
+//! interval, it is measured over consecutive windows of max(2 intervals, 60 s) (one window of
+//! max(interval, 30 s) with `--quick`), and each figure is reported as the windows' median and
+//! spread.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+use xtask::cluster::{ClusterInfo, ports};
+
+use super::{
+    Histogram, commit, cpu_seconds, create_objects, delete_namespace, histogram, machine,
+    median_spread, object_pair, redis_connections, redis_trigger, requests, rss_kib, scrape,
+    start_ebb, wait_polled, write_result,
+};
+use crate::host::http;
+
+/// The broker the triggers read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Broker {
+    /// A list per object on the dev Redis.
+    Redis,
+    /// A queue per object on the dev RabbitMQ, read over AMQP.
+    RabbitMq,
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Redis => "redis",
+            Broker::RabbitMq => "rabbitmq",
+        }
+    }
+}
+
+/// What is read at each end of a window.
+struct Sample {
+    at: Instant,
+    cpu_s: f64,
+    rss_kib: u64,
+    lag: Histogram,
+    requests: BTreeMap<String, f64>,
+}
+
+impl Sample {
+    fn take(pid: u32) -> Result<Self> {
+        let text = scrape()?;
+        Ok(Self {
+            at: Instant::now(),
+            cpu_s: cpu_seconds(pid)?,
+            rss_kib: rss_kib(pid)?,
+            lag: histogram(&text, "ebb_poll_lag_seconds"),
+            requests: requests(&text),
+        })
+    }
+}
+
+/// Whether a request counter's verb writes.
+fn is_write(key: &str) -> bool {
+    !["get ", "list ", "watch "]
+        .iter()
+        .any(|read| key.starts_with(read))
+}
+
+/// One run: objects created, ebb started, `windows` windows measured, objects deleted.
+pub fn run(
+    info: &ClusterInfo,
+    binary: &Path,
+    n: usize,
+    interval: u64,
+    broker: Broker,
+    windows: usize,
+    quick: bool,
+) -> Result<Value> {
+    let window = if quick {
+        Duration::from_secs(interval.max(30))
+    } else {
+        Duration::from_secs((2 * interval).max(60))
+    };
+    let warmup = Duration::from_secs(interval);
+    println!(
+        "==> scale: {n} ScaledObjects (Deployment at 0, a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up {}s, {windows} window(s) of {}s",
+        match broker {
+            Broker::Redis => "redis list",
+            Broker::RabbitMq => "rabbitmq AMQP queue",
+        },
+        warmup.as_secs(),
+        window.as_secs()
+    );
+    delete_namespace(info)?;
+    let mut items = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let name = format!("w{i:05}");
+        let trigger = match broker {
+            Broker::Redis => redis_trigger(&format!("bench:{name}")),
+            Broker::RabbitMq => json!({"type": "rabbitmq", "metadata": {
+                "host": info.rabbitmq_amqp_url, "protocol": "amqp",
+                "queueName": format!("bench-{name}"), "mode": "QueueLength", "value": "5"
+            }}),
+        };
+        items.extend(object_pair(&name, interval, trigger, json!({})));
+    }
+    if broker == Broker::RabbitMq {
+        declare_queues(n)?;
+    }
+    create_objects(info, &items)?;
+
+    let ebb = start_ebb(info, binary, "scale", &["--metrics-api-addr", "off"])?;
+    wait_polled(n, Duration::from_secs(interval * 3 + 120 + n as u64 / 20))?;
+    let all_polled = ebb.started.elapsed();
+    println!(
+        "    ready after {:.1}s, every object polled after {:.1}s; warming up",
+        ebb.ready.as_secs_f64(),
+        all_polled.as_secs_f64()
+    );
+    std::thread::sleep(warmup);
+
+    let mut measured: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut per_minute: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut connections = Vec::new();
+    for w in 0..windows {
+        let before = Sample::take(ebb.pid)?;
+        let mut rss_max = before.rss_kib;
+        let window_end = Instant::now() + window;
+        while Instant::now() < window_end {
+            std::thread::sleep(Duration::from_secs(5).min(window_end - Instant::now()));
+            rss_max = rss_max.max(rss_kib(ebb.pid)?);
+        }
+        let after = Sample::take(ebb.pid)?;
+        connections.push(match broker {
+            Broker::Redis => redis_connections()?,
+            Broker::RabbitMq => rabbitmq_connections()?,
+        } as f64);
+        let seconds = after.at.duration_since(before.at).as_secs_f64();
+        let lag = after.lag.minus(&before.lag);
+        let rate = |key: &String, total: &f64| {
+            (total - before.requests.get(key).copied().unwrap_or(0.0)) * 60.0 / seconds
+        };
+        let mut writes = 0.0;
+        let mut reads = 0.0;
+        for (key, total) in &after.requests {
+            let r = rate(key, total);
+            per_minute.entry(key.clone()).or_default().push(r);
+            if is_write(key) {
+                writes += r;
+            } else {
+                reads += r;
+            }
+        }
+        let figures = [
+            ("rss_mib", after.rss_kib as f64 / 1024.0),
+            ("rss_max_mib", rss_max as f64 / 1024.0),
+            ("cpu_cores", (after.cpu_s - before.cpu_s) / seconds),
+            ("polls_per_s", lag.count / seconds),
+            ("poll_lag_p50_s", lag.quantile(0.5).unwrap_or(f64::NAN)),
+            ("poll_lag_p99_s", lag.quantile(0.99).unwrap_or(f64::NAN)),
+            ("poll_lag_max_bucket_s", lag.max_bound().unwrap_or(f64::NAN)),
+            ("apiserver_writes_per_min", writes),
+            ("apiserver_reads_per_min", reads),
+        ];
+        for (name, value) in figures {
+            measured.entry(name).or_default().push(value);
+        }
+        println!(
+            "    window {}/{windows}: RSS {:.1} MiB, CPU {:.4} cores, lag p99 {:.4}s, writes {writes:.1}/min, reads {reads:.1}/min",
+            w + 1,
+            after.rss_kib as f64 / 1024.0,
+            (after.cpu_s - before.cpu_s) / seconds,
+            lag.quantile(0.99).unwrap_or(f64::NAN),
+        );
+    }
+    let mut result = json!({
+        "scenario": "scale",
+        "broker": broker.name(),
+        "objects": n,
+        "polling_interval_s": interval,
+        "window_s": window.as_secs(),
+        "windows": windows,
+        "ready_s": ebb.ready.as_secs_f64(),
+        "all_polled_s": all_polled.as_secs_f64(),
+        "broker_connections": median_spread(&connections),
+        "apiserver_requests_per_min": per_minute
+            .iter()
+            .map(|(k, v)| (k.clone(), median_spread(v)))
+            .collect::<serde_json::Map<_, _>>(),
+        "machine": machine(),
+        "commit": commit(),
+    });
+    for (name, values) in &measured {
+        result[*name] = median_spread(values);
+    }
+    write_result(&format!("scale-{}-{n}-{interval}s", broker.name()), &result)?;
+
+    // ebb removes its finalizers while it runs.
+    delete_namespace(info)?;
+    drop(ebb);
+    if broker == Broker::RabbitMq {
+        delete_queues(n)?;
+    }
+    Ok(result)
+}
+
+/// The queues the RabbitMQ variant reads, declared through the management API.
+fn declare_queues(n: usize) -> Result<()> {
+    for i in 0..n {
+        let path = format!("/api/queues/%2F/bench-w{i:05}");
+        let (code, body) = http(
+            ports::RABBITMQ_MANAGEMENT,
+            "PUT",
+            &path,
+            Some(r#"{"durable":false}"#),
+        )?;
+        if !(200..300).contains(&code) {
+            bail!("declaring {path}: HTTP {code} {body}");
+        }
+    }
+    Ok(())
+}
+
+fn delete_queues(n: usize) -> Result<()> {
+    for i in 0..n {
+        http(
+            ports::RABBITMQ_MANAGEMENT,
+            "DELETE",
+            &format!("/api/queues/%2F/bench-w{i:05}"),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// AMQP connections RabbitMQ has open (the management API's list).
+fn rabbitmq_connections() -> Result<u64> {
+    let (code, body) = http(ports::RABBITMQ_MANAGEMENT, "GET", "/api/connections", None)?;
+    if code != 200 {
+        bail!("listing RabbitMQ connections: HTTP {code}");
+    }
+    let list: Value = serde_json::from_str(&body)?;
+    Ok(list.as_array().map(|a| a.len() as u64).unwrap_or(0))
+}
+
+/// Prints the summary table of the scale runs (medians).
+pub fn print_table(runs: &[Value]) {
+    if runs.is_empty() {
+        return;
+    }
+    let m = |r: &Value, k: &str| r[k]["median"].as_f64().unwrap_or(f64::NAN);
+    println!("==> summary (scale; medians of the windows)");
+    println!(
+        "    {:>8} {:>7} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>10} {:>8}",
+        "broker",
+        "objects",
+        "interval",
+        "RSS MiB",
+        "CPU cores",
+        "lag p50 s",
+        "lag p99 s",
+        "conns",
+        "writes/min",
+        "reads/min",
+        "ready s"
+    );
+    for r in runs {
+        println!(
+            "    {:>8} {:>7} {:>8}s {:>8.1} {:>9.4} {:>10.4} {:>10.4} {:>6} {:>11.1} {:>10.1} {:>8.2}",
+            r["broker"].as_str().unwrap_or(""),
+            r["objects"],
+            r["polling_interval_s"],
+            m(r, "rss_mib"),
+            m(r, "cpu_cores"),
+            m(r, "poll_lag_p50_s"),
+            m(r, "poll_lag_p99_s"),
+            m(r, "broker_connections"),
+            m(r, "apiserver_writes_per_min"),
+            m(r, "apiserver_reads_per_min"),
+            r["ready_s"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_write;
+
+    #[test]
+    fn reads_are_gets_lists_and_watches() {
+        assert!(!is_write("get deployments/scale"));
+        assert!(!is_write("watch scaledobjects"));
+        assert!(is_write("patch scaledobjects/status"));
+        assert!(is_write("create events"));
+    }
+}
