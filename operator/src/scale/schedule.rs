@@ -24,16 +24,18 @@ pub fn first_poll_delay(uid: &str, interval: Duration) -> Duration {
     Duration::from_millis(hash % millis)
 }
 
-/// How long the loop trusts the replica count it last read from (or wrote to) the target's
-/// `/scale` before reading it again. Between reads, a poll that would write reads first, and a
-/// poll with a failing trigger (whose fallback may depend on the count) always reads; so the only
-/// thing a stale count delays is noticing that someone else scaled an idle target, which ebb then
-/// brings back to rest at most this much later than KEDA would.
+/// How long the loop trusts a resting replica count (0, or `idleReplicaCount`) it last read
+/// from, or wrote to, the target's `/scale` before reading it again. Only a resting count is
+/// trusted, and only while every trigger answers: a poll that would write reads first, a count
+/// above rest (the HPA's to change) is read at every poll, and so is any count while a trigger
+/// fails (fallback may depend on it). What a trusted count can delay is noticing that someone
+/// else scaled an idle target up, which ebb then brings back to rest at most this much later
+/// than KEDA would.
 pub const REPLICAS_REFRESH: Duration = Duration::from_secs(300);
 
 /// Whether a count known for `age` may stand in for a read of `/scale` at this poll.
-pub fn trust_known_replicas(age: Duration, any_trigger_failed: bool) -> bool {
-    !any_trigger_failed && age < REPLICAS_REFRESH
+pub fn trust_known_replicas(age: Duration, at_rest: bool, any_trigger_failed: bool) -> bool {
+    at_rest && !any_trigger_failed && age < REPLICAS_REFRESH
 }
 
 /// The annotation that turns on the fast activation path: while the target rests at zero (or
@@ -69,10 +71,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_known_count_is_trusted_only_while_fresh_and_nothing_fails() {
-        assert!(trust_known_replicas(Duration::from_secs(10), false));
-        assert!(!trust_known_replicas(Duration::from_secs(10), true));
-        assert!(!trust_known_replicas(REPLICAS_REFRESH, false));
+    fn only_a_fresh_resting_count_is_trusted_and_only_while_nothing_fails() {
+        let ten = Duration::from_secs(10);
+        assert!(trust_known_replicas(ten, true, false));
+        assert!(!trust_known_replicas(ten, false, false), "above rest");
+        assert!(!trust_known_replicas(ten, true, true), "a trigger fails");
+        assert!(
+            !trust_known_replicas(REPLICAS_REFRESH, true, false),
+            "too old"
+        );
     }
 
     #[test]

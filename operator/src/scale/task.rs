@@ -173,8 +173,10 @@ impl ScaleLoop {
         let resting_count = settings.idle_replicas.unwrap_or(0);
         // The target's replica count as last read or written, and when.
         let mut known: Option<(i32, Instant)> = None;
-        tokio::time::sleep(schedule::first_poll_delay(&uid, interval)).await;
-        let mut ticks = tokio::time::interval(interval);
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + schedule::first_poll_delay(&uid, interval),
+            interval,
+        );
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut activation_ticks = activation_interval.map(|every| {
             let mut t = tokio::time::interval(every);
@@ -182,7 +184,9 @@ impl ScaleLoop {
             t
         });
         loop {
-            let at_rest = known.is_some_and(|(n, _)| n <= resting_count);
+            // Not known yet (before the first poll) counts as at rest: the first check may
+            // come before the first poll.
+            let at_rest = known.is_none_or(|(n, _)| n <= resting_count);
             let results = tokio::select! {
                 biased;
                 scheduled = ticks.tick() => {
@@ -215,7 +219,9 @@ impl ScaleLoop {
 
             let any_failed = results.iter().any(|r| r.outcome == TriggerOutcome::Failed);
             let trusted = known
-                .filter(|(_, at)| schedule::trust_known_replicas(at.elapsed(), any_failed))
+                .filter(|(n, at)| {
+                    schedule::trust_known_replicas(at.elapsed(), *n <= resting_count, any_failed)
+                })
                 .map(|(n, _)| n);
             let current = match trusted {
                 Some(n) => n,

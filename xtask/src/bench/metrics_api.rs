@@ -25,15 +25,16 @@ use super::{
 };
 use crate::host::{kubectl, wait_for};
 
-/// How long each combination is measured, after a warm-up of [`WARMUP`].
+/// How long each combination is measured (5 s with `--quick`), after a warm-up of [`WARMUP`].
 const MEASURE: Duration = Duration::from_secs(10);
 const WARMUP: Duration = Duration::from_secs(2);
 
 /// Runs the scenario with `n` objects.
-pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
+pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<Value> {
+    let measure = if quick { MEASURE / 2 } else { MEASURE };
     println!(
         "==> metrics API: {n} idle ScaledObjects (redis list, pollingInterval 30s); the HPA's query round robin over them, direct and through the aggregator, at concurrency 1 and 32, {}s each after {}s of warm-up",
-        MEASURE.as_secs(),
+        measure.as_secs(),
         WARMUP.as_secs()
     );
     delete_namespace(info)?;
@@ -96,7 +97,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
         for (path_name, target) in [("direct", &direct), ("aggregated", &aggregated)] {
             for concurrency in [1, 32] {
                 load::run(target, &paths, concurrency, WARMUP)?;
-                let outcome = load::run(target, &paths, concurrency, MEASURE)?;
+                let outcome = load::run(target, &paths, concurrency, measure)?;
                 let ms = |q: f64| outcome.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
                 println!(
                     "    {path_name}, concurrency {concurrency}: {:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",

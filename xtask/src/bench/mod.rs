@@ -113,12 +113,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
         let activation = if wanted("activation") {
-            Some(activation::run(&info, &binary, beside)?)
+            Some(activation::run(&info, &binary, beside, args.quick)?)
         } else {
             None
         };
         let metrics_api = if wanted("metrics-api") {
-            Some(metrics_api::run(&info, &binary, beside)?)
+            Some(metrics_api::run(&info, &binary, beside, args.quick)?)
         } else {
             None
         };

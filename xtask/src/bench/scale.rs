@@ -3,7 +3,7 @@
 //! interval. A release `ebb run` (metrics API off: this measures the controller and the scale
 //! loops) starts against them; after every object has been polled once and a warm-up of one
 //! interval, it is measured over consecutive windows of max(2 intervals, 60 s) (one window of
-//! max(interval, 30 s) with `--quick`), and each figure is reported as the windows' median and
+//! 20 s with `--quick`), and each figure is reported as the windows' median and
 //! spread.
 
 use std::collections::BTreeMap;
@@ -79,7 +79,7 @@ pub fn run(
     quick: bool,
 ) -> Result<Value> {
     let window = if quick {
-        Duration::from_secs(interval.max(30))
+        Duration::from_secs(20)
     } else {
         Duration::from_secs((2 * interval).max(60))
     };
