@@ -452,6 +452,18 @@ impl TestEnv {
             .map_err(|e| e.to_string())
     }
 
+    /// Waits (up to `deadline`) until Events about `name` carry every one of `reasons`.
+    pub async fn await_event_reasons(&self, name: &str, reasons: &[&str], deadline: Duration) {
+        eventually(&format!("{name}: Events {reasons:?}"), deadline, || async {
+            let events = self.events_of(name).await?;
+            let seen: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
+            ensure(reasons.iter().all(|r| seen.contains(r)), || {
+                format!("{seen:?}")
+            })
+        })
+        .await;
+    }
+
     /// A ScaledObject's condition of `type_`: its status, reason and message.
     pub async fn condition(
         &self,

@@ -189,18 +189,10 @@ async fn idle_at_zero(env: &TestEnv, scaled_object: &str, deployment: &str) {
 
 /// ebb's own 0 <-> 1 steps show up as KEDA's Events.
 async fn activated_and_deactivated(env: &TestEnv, scaled_object: &str) {
-    eventually(
-        &format!("{scaled_object}: Activated and Deactivated Events"),
+    env.await_event_reasons(
+        scaled_object,
+        &["KEDAScaleTargetActivated", "KEDAScaleTargetDeactivated"],
         DEADLINE,
-        || async {
-            let events = env.events_of(scaled_object).await?;
-            let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
-            ensure(
-                reasons.contains(&"KEDAScaleTargetActivated")
-                    && reasons.contains(&"KEDAScaleTargetDeactivated"),
-                || format!("{reasons:?}"),
-            )
-        },
     )
     .await;
 }

@@ -246,15 +246,11 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         },
     )
     .await;
-    eventually("Activated and Deactivated Events", DEADLINE, || async {
-        let events = env.events_of("worker").await?;
-        let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
-        ensure(
-            reasons.contains(&"KEDAScaleTargetActivated")
-                && reasons.contains(&"KEDAScaleTargetDeactivated"),
-            || format!("{reasons:?}"),
-        )
-    })
+    env.await_event_reasons(
+        "worker",
+        &["KEDAScaleTargetActivated", "KEDAScaleTargetDeactivated"],
+        DEADLINE,
+    )
     .await;
 
     env.delete_scaled_objects().await;

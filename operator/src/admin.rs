@@ -123,12 +123,11 @@ impl Metrics {
 
     /// Counts a request to the apiserver, by verb and resource.
     pub fn count_request(&self, verb: &'static str, resource: &str) {
-        let mut s = self.series();
-        if let Some(n) = s.requests.get_mut(&(verb, resource.to_string())) {
-            *n += 1;
-        } else {
-            s.requests.insert((verb, resource.to_string()), 1);
-        }
+        *self
+            .series()
+            .requests
+            .entry((verb, resource.to_string()))
+            .or_insert(0) += 1;
     }
 
     /// Records how late a poll started after its scheduled tick.

@@ -89,14 +89,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
     }
     let mut redis =
         TcpStream::connect(("127.0.0.1", ports::REDIS)).context("connecting to Redis")?;
-    for group in &GROUPS {
-        for i in 0..TRIALS {
-            command(
-                &mut redis,
-                &["DEL", &format!("bench:{}-{i:03}", group.prefix)],
-            )?;
-        }
-    }
+    empty_trial_lists(&mut redis)?;
     create_objects(info, &items)?;
     let total = idle + GROUPS.len() * TRIALS;
     let ebb = start_ebb(info, binary, "activation", &["--metrics-api-addr", "off"])?;
@@ -214,15 +207,18 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
     write_result("activation", &result)?;
     delete_namespace(info)?;
     drop(ebb);
+    empty_trial_lists(&mut redis)?;
+    Ok(result)
+}
+
+/// Deletes every trial's list.
+fn empty_trial_lists(redis: &mut TcpStream) -> Result<()> {
     for group in &GROUPS {
         for i in 0..TRIALS {
-            command(
-                &mut redis,
-                &["DEL", &format!("bench:{}-{i:03}", group.prefix)],
-            )?;
+            command(redis, &["DEL", &format!("bench:{}-{i:03}", group.prefix)])?;
         }
     }
-    Ok(result)
+    Ok(())
 }
 
 /// Sends one command over RESP and reads its one-line reply.

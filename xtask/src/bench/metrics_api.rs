@@ -10,7 +10,6 @@
 //! are read again from Redis, as the HPA's would be.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -177,8 +176,7 @@ fn query_paths(info: &ClusterInfo, n: usize) -> Result<Vec<String>> {
 /// The CA ebb put in the APIService's caBundle.
 fn ca_bundle(info: &ClusterInfo) -> Result<Vec<u8>> {
     let encoded = wait_for("the APIService's caBundle", Duration::from_secs(60), || {
-        let out: std::process::Output = Command::new(&info.kubectl)
-            .arg(format!("--kubeconfig={}", info.kubeconfig.display()))
+        let out = kubectl(info)
             .args(["get", "apiservice", dev_api::APISERVICE])
             .args(["-o", "jsonpath={.spec.caBundle}"])
             .output()
