@@ -38,6 +38,8 @@ pub struct TestEnv {
     pub cluster: ClusterInfo,
     /// This test's namespace.
     pub namespace: String,
+    /// The admin client's configuration, for the clients of in-process ebbs.
+    config: Config,
 }
 
 /// Brings the cluster up (once per process), installs the CRDs and creates a namespace.
@@ -57,7 +59,8 @@ async fn try_setup(test: &str) -> Result<TestEnv> {
     .await?
     .map_err(anyhow::Error::msg)
     .context("bringing the dev cluster up")?;
-    let client = client(&cluster).await?;
+    let config = admin_config(&cluster).await?;
+    let client = Client::try_from(config.clone())?;
     CRDS.get_or_try_init(|| install_crds(client.clone()))
         .await
         .context("installing ebb's CRDs")?;
@@ -78,14 +81,18 @@ async fn try_setup(test: &str) -> Result<TestEnv> {
         client,
         cluster,
         namespace,
+        config,
     })
 }
 
 /// A client for the dev cluster's admin kubeconfig.
 pub async fn client(cluster: &ClusterInfo) -> Result<Client> {
+    Ok(Client::try_from(admin_config(cluster).await?)?)
+}
+
+async fn admin_config(cluster: &ClusterInfo) -> Result<Config> {
     let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
 }
 
 /// A client that acts as `user` (impersonated by the admin), e.g.
@@ -189,13 +196,18 @@ impl TestEnv {
     /// Starts ebb's controller in this process, watching this test's namespace only (so tests
     /// running side by side do not share objects). It stops when the guard drops; delete the
     /// test's ScaledObjects first ([`TestEnv::delete_scaled_objects`]) so their finalizers go.
+    /// Its apiserver requests are counted in its metrics, as `ebb run` counts them.
     pub fn start_ebb(&self) -> EbbGuard {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = std::sync::Arc::new(ebb_operator::admin::Metrics::default());
+        let client = ebb_operator::client::counting(self.config.clone(), metrics.clone())
+            .expect("a client from the admin kubeconfig");
         let mut ctx = ebb_operator::controller::Context::new(
-            self.client.clone(),
+            client,
             ebb_scalers::Registry::with_builtins(),
             self.namespace.clone(),
         );
+        ctx.metrics = metrics;
         ctx.watch_namespace = Some(self.namespace.clone());
         let ctx = std::sync::Arc::new(ctx);
         tokio::spawn(ebb_operator::controller::run(ctx.clone(), async move {

@@ -397,3 +397,115 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         .expect("DEL");
     env.delete_scaled_objects().await;
 }
+
+/// The apiserver requests an in-process ebb made, watches and lists left out (a watch
+/// reconnects on its own schedule).
+fn requests_made(ebb: &integration_tests::EbbGuard) -> Vec<((&'static str, String), u64)> {
+    ebb.ctx
+        .metrics
+        .requests()
+        .into_iter()
+        .filter(|((verb, _), _)| !matches!(*verb, "watch" | "list"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_idle_scaled_object_reconciles_without_requests_and_its_changed_hpa_is_put_back() {
+    let env = setup("operator-idle").await;
+    let ebb = env.start_ebb();
+    let address = env
+        .cluster
+        .redis_url
+        .trim_start_matches("redis://")
+        .to_string();
+    let list = unique_name("idle");
+    let worker = deployment("idle", 0, &[]);
+    env.create::<Deployment>(serde_json::to_value(worker).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "idle"},
+        "spec": {
+            "scaleTargetRef": {"name": "idle"},
+            "pollingInterval": 1,
+            "maxReplicaCount": 4,
+            "triggers": [{
+                "type": "redis",
+                "metadata": {"address": address, "listName": list, "databaseIndex": "9"}
+            }]
+        }
+    }))
+    .await;
+
+    // Settled: Ready, and HPAActive mirrors what the HPA controller said of the HPA.
+    eventually("idle Ready=True and HPAActive=False", DEADLINE, || async {
+        let (ready, _, message) = env.condition("idle", "Ready").await?;
+        ensure(ready == "True", || format!("Ready={ready}: {message}"))?;
+        let (active, reason, _) = env.condition("idle", "HPAActive").await?;
+        ensure(active == "False", || {
+            format!("HPAActive={active} ({reason})")
+        })
+    })
+    .await;
+    // ... and no longer writing: three polls in a row without a request.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut before = requests_made(&ebb);
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = requests_made(&ebb);
+        if now == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ebb kept sending requests for an idle ScaledObject: {now:?}"
+        );
+        before = now;
+    }
+
+    // A change ebb does not act on (a new annotation) is reconciled without a single
+    // request: no discovery, no read of the Deployment, no HPA apply, no status write.
+    let reconciles = ebb.ctx.metrics.reconciles();
+    env.api::<ScaledObject>()
+        .patch(
+            "idle",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"example.com/owner": "team-a"}}}),
+            ),
+        )
+        .await
+        .expect("annotate idle");
+    eventually("a reconcile of idle", DEADLINE, || async {
+        let now = ebb.ctx.metrics.reconciles();
+        ensure(now > reconciles, || format!("{now} reconciles"))
+    })
+    .await;
+    assert_eq!(
+        requests_made(&ebb),
+        before,
+        "requests of a reconcile with nothing to do"
+    );
+
+    // An HPA changed by hand is put back.
+    env.api::<HorizontalPodAutoscaler>()
+        .patch(
+            "keda-hpa-idle",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"maxReplicas": 9}})),
+        )
+        .await
+        .expect("change the HPA");
+    eventually("the HPA's maxReplicas back at 4", DEADLINE, || async {
+        let hpa = env
+            .api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-idle")
+            .await
+            .map_err(|e| e.to_string())?;
+        let max = hpa.spec.map(|s| s.max_replicas);
+        ensure(max == Some(4), || format!("maxReplicas {max:?}"))
+    })
+    .await;
+    env.delete_scaled_objects().await;
+}

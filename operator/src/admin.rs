@@ -36,6 +36,7 @@ struct Series {
     scale_writes: u64,
     writes: BTreeMap<&'static str, u64>,
     requests: BTreeMap<(&'static str, String), u64>,
+    reconciles: u64,
     poll_lag: Histogram,
     poll_duration: Histogram,
 }
@@ -128,6 +129,21 @@ impl Metrics {
             .requests
             .entry((verb, resource.to_string()))
             .or_insert(0) += 1;
+    }
+
+    /// The requests counted so far, by verb and resource.
+    pub fn requests(&self) -> BTreeMap<(&'static str, String), u64> {
+        self.series().requests.clone()
+    }
+
+    /// Counts one reconcile of a ScaledObject.
+    pub fn count_reconcile(&self) {
+        self.series().reconciles += 1;
+    }
+
+    /// The reconciles counted so far.
+    pub fn reconciles(&self) -> u64 {
+        self.series().reconciles
     }
 
     /// Records how late a poll started after its scheduled tick.
@@ -242,6 +258,11 @@ impl Metrics {
                 escape(resource)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ebb_reconciles_total Reconciles of ScaledObjects (a change to one's spec, annotations or owned HPA, a scale loop's request, or the periodic resync).\n# TYPE ebb_reconciles_total counter\nebb_reconciles_total {}",
+            s.reconciles
+        );
         s.poll_lag.render(
             &mut out,
             "ebb_poll_lag_seconds",

@@ -16,6 +16,11 @@ pub async fn counted(metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error>
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
+    counting(config, metrics)
+}
+
+/// A client for `config`, counting into `metrics`.
+pub fn counting(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&CountLayer(metrics))
         .build())

@@ -22,7 +22,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -35,7 +35,7 @@ use crate::scale::poll::{self, PolledTrigger};
 use crate::scale::schedule;
 use crate::scale::task::{POLL_TIMEOUT, ScaleLoop, short};
 use crate::status::{self, Status};
-use crate::target::{Target, TargetError, pod_spec};
+use crate::target::{Kinds, TargetError, pod_spec};
 use crate::triggers;
 use crate::validate::validate;
 
@@ -121,6 +121,22 @@ pub struct Context {
     authentications: Mutex<Option<AuthStores>>,
     /// Live reads in flight, shared by concurrent requests for the same metric.
     flights: Mutex<HashMap<String, LiveRead>>,
+    /// Scale target kinds found through discovery.
+    kinds: Kinds,
+    /// The HPAs ebb owns (their metadata and conditions only), while a controller runs.
+    hpas: Mutex<Option<Store<HorizontalPodAutoscaler>>>,
+    /// Per ScaledObject, the HPA ebb last applied: digests of what it asked for and of what
+    /// the apiserver stored. An HPA still stored so needs no apply.
+    applied: Mutex<HashMap<String, AppliedHpa>>,
+}
+
+/// What ebb last applied to a ScaledObject's HPA.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct AppliedHpa {
+    /// The HPA ebb asked for.
+    asked: u64,
+    /// The HPA's spec, labels and owners as the apiserver answered the apply.
+    stored: u64,
 }
 
 /// One live read of a metric, awaited by every request that asks for it meanwhile.
@@ -154,6 +170,9 @@ impl Context {
             rebuilds: Arc::new(Mutex::new(HashSet::new())),
             authentications: Mutex::new(None),
             flights: Mutex::new(HashMap::new()),
+            kinds: Kinds::default(),
+            hpas: Mutex::new(None),
+            applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -395,9 +414,12 @@ async fn watch_authentications<K>(
         + 'static,
 {
     let kind = K::kind(&()).into_owned();
-    let mut events = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .boxed();
+    let mut events = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
@@ -442,20 +464,35 @@ pub async fn run(
     // own readiness future wakes only one waiter, the controller).
     let (reader, writer) = reflector::store();
     let metrics = ctx.metrics.clone();
-    let scaled_objects = reflector::reflector(writer, watcher(objects, watcher::Config::default()))
-        .default_backoff()
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                metrics.set_syncing(false);
-            }
-        })
-        .applied_objects();
-    let controller = Controller::for_stream(scaled_objects, reader)
-        .owns(
+    let scaled_objects = reflector::reflector(
+        writer,
+        watcher(objects, watcher::Config::default()).modify(|so| so.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            metrics.set_syncing(false);
+        }
+    })
+    .applied_objects()
+    // A status write (ebb's own) is no reason to reconcile.
+    .predicate_filter(reconcile_relevant, Default::default());
+    let (hpa_reader, hpa_writer) = reflector::store();
+    let owned_hpas = reflector::reflector(
+        hpa_writer,
+        watcher(
             hpas,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
         )
-        .reconcile_on(requested);
+        .modify(slim_hpa),
+    )
+    .default_backoff()
+    .touched_objects();
+    *ctx.hpas.lock().unwrap_or_else(PoisonError::into_inner) = Some(hpa_reader);
+    let controller = Controller::for_stream(scaled_objects, reader)
+        .owns_stream(owned_hpas)
+        .reconcile_on(requested)
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
 
     // Authentication objects are cached first, so the loops' signatures are right from the start.
     let (namespaced, namespaced_writer) = reflector::store();
@@ -532,8 +569,57 @@ impl Drop for StopLoopsOnDrop {
             .authentications
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        *self.0.hpas.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.0
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.0.metrics.set_syncing(false);
     }
+}
+
+/// Reconciles running at once: enough to start thousands of ScaledObjects in a minute or two,
+/// few enough that a start or a relist does not flood the apiserver.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// What of a ScaledObject a reconcile acts on: its spec (generation), its annotations, its
+/// finalizers and whether it is being deleted. Status and managedFields are not.
+fn reconcile_relevant(so: &ScaledObject) -> Option<u64> {
+    let meta = so.meta();
+    Some(digest(&(
+        meta.generation,
+        &meta.annotations,
+        &meta.finalizers,
+        meta.deletion_timestamp.is_some(),
+    )))
+}
+
+/// Keeps of an owned HPA what ebb reads: its metadata (without managedFields and annotations),
+/// its spec and its conditions.
+fn slim_hpa(hpa: &mut HorizontalPodAutoscaler) {
+    hpa.metadata.managed_fields = None;
+    hpa.metadata.annotations = None;
+    if let Some(status) = hpa.status.as_mut() {
+        status.current_metrics = None;
+    }
+}
+
+/// A digest of what ebb sets on an HPA and someone else might change: spec, labels, owners.
+fn stored_digest(hpa: &HorizontalPodAutoscaler) -> u64 {
+    digest(&(
+        &hpa.spec,
+        &hpa.metadata.labels,
+        &hpa.metadata.owner_references,
+    ))
+}
+
+/// A 64-bit FNV-1a digest of `value`'s JSON form.
+fn digest(value: &impl serde::Serialize) -> u64 {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn error_policy(so: Arc<ScaledObject>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -542,6 +628,7 @@ fn error_policy(so: Arc<ScaledObject>, error: &Error, _ctx: Arc<Context>) -> Act
 }
 
 async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.count_reconcile();
     let namespace = so.namespace().unwrap_or_default();
     let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, so, |event| async {
@@ -664,7 +751,11 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await;
             };
-            match Target::resolve(&ctx.client, &so.spec.scale_target_ref, &namespace).await {
+            match ctx
+                .kinds
+                .resolve(&ctx.client, &so.spec.scale_target_ref, &namespace)
+                .await
+            {
                 Ok(target) => {
                     if target.replicas().await.ok() != Some(replicas) {
                         target.set_replicas(replicas).await?;
@@ -699,7 +790,40 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     ) {
         return refuse(ctx, &so, "ScaledObjectCheckFailed", e).await;
     }
-    let target = match Target::resolve(&ctx.client, &so.spec.scale_target_ref, &namespace).await {
+    let composite = match Composite::of(&so.spec) {
+        Ok(c) => c,
+        Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
+    };
+    let paused = PausedDirections {
+        scale_in: is_true(&so, ANNOTATION_PAUSED_SCALE_IN),
+        scale_out: is_true(&so, ANNOTATION_PAUSED_SCALE_OUT),
+    };
+    let signature = signature(&so, &ctx.authentication_versions(&so));
+    let rebuild = ctx.take_rebuild(&key);
+    let running = ctx.running_loop(&key);
+    if let Some((running_signature, specs)) = &running
+        && *running_signature == signature
+        && !rebuild
+    {
+        // Nothing the loop depends on changed, and the loop reads the target itself. The HPA
+        // is put back in shape (no request at all while it is as ebb left it), from the
+        // scalers' specs as they are now.
+        apply_hpa(ctx, &so, specs, composite.as_ref(), paused).await?;
+        write_status(
+            ctx,
+            &so,
+            &[],
+            serde_json::json!({ "externalMetricNames": external_names(specs) }),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+
+    let target = match ctx
+        .kinds
+        .resolve(&ctx.client, &so.spec.scale_target_ref, &namespace)
+        .await
+    {
         Ok(t) => t,
         Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
     };
@@ -722,34 +846,6 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         Some(n) => Some(n),
         None => target.replicas().await.ok(),
     };
-
-    let composite = match Composite::of(&so.spec) {
-        Ok(c) => c,
-        Err(e) => return refuse(ctx, &so, "ScaledObjectCheckFailed", e.to_string()).await,
-    };
-    let paused = PausedDirections {
-        scale_in: is_true(&so, ANNOTATION_PAUSED_SCALE_IN),
-        scale_out: is_true(&so, ANNOTATION_PAUSED_SCALE_OUT),
-    };
-    let signature = signature(&so, &ctx.authentication_versions(&so));
-    let rebuild = ctx.take_rebuild(&key);
-    let running = ctx.running_loop(&key);
-    if let Some((running_signature, specs)) = &running
-        && *running_signature == signature
-        && !rebuild
-    {
-        // Nothing the loop depends on changed. The HPA is put back in shape (a no-op for the
-        // apiserver when nobody touched it), from the scalers' specs as they are now.
-        apply_hpa(ctx, &so, specs, composite.as_ref(), paused).await?;
-        write_status(
-            ctx,
-            &so,
-            &[],
-            serde_json::json!({ "externalMetricNames": external_names(specs) }),
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
 
     let pod = object.as_ref().and_then(pod_spec);
     let built = match triggers::build(
@@ -890,18 +986,53 @@ async fn apply_hpa(
             return Ok(());
         }
     };
-    let hpas: Api<HorizontalPodAutoscaler> =
-        Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
-    let applied = hpas
-        .patch(
-            &hpa_name(so),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await?;
-    ctx.metrics.count_write("hpa");
-    let (status, reason, message) = hpa_active(&applied);
-    let cell = ctx.conditions_of(&key_of(so), so);
+    let key = key_of(so);
+    let namespace = so.namespace().unwrap_or_default();
+    let wanted = digest(&desired);
+    let seen = ctx
+        .hpas
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|store| store.get(&ObjectRef::new(&hpa_name(so)).within(&namespace)));
+    let last = ctx
+        .applied
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .copied();
+    let current = match seen {
+        // As ebb left it, and ebb still wants the same: nothing to do. (HPAs have no
+        // metadata.generation, and their resourceVersion moves with every status update.)
+        Some(hpa) if last.is_some_and(|l| l.asked == wanted && l.stored == stored_digest(&hpa)) => {
+            hpa
+        }
+        _ => {
+            let hpas: Api<HorizontalPodAutoscaler> =
+                Api::namespaced(ctx.client.clone(), &namespace);
+            let applied = hpas
+                .patch(
+                    &hpa_name(so),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await?;
+            ctx.metrics.count_write("hpa");
+            ctx.applied
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    key.clone(),
+                    AppliedHpa {
+                        asked: wanted,
+                        stored: stored_digest(&applied),
+                    },
+                );
+            Arc::new(applied)
+        }
+    };
+    let (status, reason, message) = hpa_active(&current);
+    let cell = ctx.conditions_of(&key, so);
     status::set_condition(
         &mut *cell.lock().await,
         CONDITION_HPA_ACTIVE,
@@ -919,13 +1050,19 @@ async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> 
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&key);
+    ctx.applied
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&key);
     let namespace = so.namespace().unwrap_or_default();
     ctx.metrics.forget(&namespace, &so.name_any());
     ctx.store.forget(&namespace, &so.name_any());
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
-        && let Ok(target) =
-            Target::resolve(&ctx.client, &so.spec.scale_target_ref, &namespace).await
+        && let Ok(target) = ctx
+            .kinds
+            .resolve(&ctx.client, &so.spec.scale_target_ref, &namespace)
+            .await
     {
         match target.set_replicas(original).await {
             Ok(()) => {

@@ -1,12 +1,56 @@
 //! The scale target: any namespaced resource with a `/scale` subresource, found through
 //! discovery, and the pod template its containers' environments are read from.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use ebb_crds::scaled_object::{GroupVersionKindResource, ScaleTarget};
 use k8s_openapi::api::core::v1::PodSpec;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
+use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
+
+/// How long a kind found through discovery is trusted before it is looked up again.
+pub const KIND_TTL: Duration = Duration::from_secs(600);
+
+/// Kinds found through discovery, shared by every reconcile: without it, each reconcile of each
+/// ScaledObject would ask the apiserver's discovery again. Only kinds found are kept, so a kind
+/// installed later (a CRD) is seen at the next reconcile.
+#[derive(Default)]
+pub struct Kinds {
+    found: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities, Instant)>>,
+}
+
+impl Kinds {
+    /// Resolves `target` in `namespace`, through discovery at most once per kind and
+    /// [`KIND_TTL`].
+    pub async fn resolve(
+        &self,
+        client: &Client,
+        target: &ScaleTarget,
+        namespace: &str,
+    ) -> Result<Target, TargetError> {
+        Target::resolve_with(client, target, namespace, Some(self)).await
+    }
+
+    fn get(&self, gvk: &GroupVersionKind) -> Option<(ApiResource, ApiCapabilities)> {
+        self.found
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(gvk)
+            .filter(|(_, _, at)| at.elapsed() < KIND_TTL)
+            .map(|(r, c, _)| (r.clone(), c.clone()))
+    }
+
+    fn put(&self, gvk: GroupVersionKind, resource: ApiResource, caps: ApiCapabilities) {
+        self.found
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(gvk, (resource, caps, Instant::now()));
+    }
+}
 
 /// Why the scale target cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +113,15 @@ impl Target {
         target: &ScaleTarget,
         namespace: &str,
     ) -> Result<Self, TargetError> {
+        Self::resolve_with(client, target, namespace, None).await
+    }
+
+    async fn resolve_with(
+        client: &Client,
+        target: &ScaleTarget,
+        namespace: &str,
+        kinds: Option<&Kinds>,
+    ) -> Result<Self, TargetError> {
         let api_version = target.api_version.as_deref().unwrap_or("apps/v1");
         let kind = target.kind.as_deref().unwrap_or("Deployment");
         let (group, version) = match api_version.split_once('/') {
@@ -77,17 +130,17 @@ impl Target {
             _ => return Err(TargetError::ApiVersion(api_version.to_string())),
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, caps) = pinned_kind(client, &gvk).await.map_err(|e| match e {
-            kube::Error::Api(ref s) if s.code == 404 => TargetError::UnknownKind {
-                kind: kind.to_string(),
-                api_version: api_version.to_string(),
-            },
-            kube::Error::Discovery(_) => TargetError::UnknownKind {
-                kind: kind.to_string(),
-                api_version: api_version.to_string(),
-            },
-            other => TargetError::Api(other),
-        })?;
+        let cached = kinds.and_then(|k| k.get(&gvk));
+        let (resource, caps) = match cached {
+            Some(found) => found,
+            None => {
+                let found = lookup(client, &gvk, kind, api_version).await?;
+                if let Some(kinds) = kinds {
+                    kinds.put(gvk, found.0.clone(), found.1.clone());
+                }
+                found
+            }
+        };
         let not_scalable = |problem| TargetError::NotScalable {
             kind: kind.to_string(),
             api_version: api_version.to_string(),
@@ -155,4 +208,24 @@ impl Target {
 pub fn pod_spec(object: &DynamicObject) -> Option<PodSpec> {
     let template = object.data.get("spec")?.get("template")?.get("spec")?;
     serde_json::from_value(template.clone()).ok()
+}
+
+/// Looks `gvk` up through discovery.
+async fn lookup(
+    client: &Client,
+    gvk: &GroupVersionKind,
+    kind: &str,
+    api_version: &str,
+) -> Result<(ApiResource, ApiCapabilities), TargetError> {
+    pinned_kind(client, gvk).await.map_err(|e| match e {
+        kube::Error::Api(ref s) if s.code == 404 => TargetError::UnknownKind {
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+        },
+        kube::Error::Discovery(_) => TargetError::UnknownKind {
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+        },
+        other => TargetError::Api(other),
+    })
 }

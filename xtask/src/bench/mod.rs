@@ -158,7 +158,18 @@ fn start_ebb(
     let log = std::fs::File::create(
         xtask::workspace_root().join(format!("target/bench/ebb-{label}.log")),
     )?;
-    let ebb = Ebb(Command::new(binary)
+    // BENCH_EBB_WRAPPER runs ebb under a profiler, e.g. "heaptrack -o target/bench/ebb" (the
+    // RSS and CPU figures are then the wrapper's, not ebb's alone).
+    let wrapper = std::env::var("BENCH_EBB_WRAPPER").unwrap_or_default();
+    let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let ebb = Ebb(command
         .env("KUBECONFIG", &info.kubeconfig)
         // BENCH_RUST_LOG sets ebb's log filter for a closer look (default: warnings only).
         .env(
