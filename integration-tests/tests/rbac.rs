@@ -296,3 +296,89 @@ async fn ebb_runs_under_exactly_these_rights() {
     }
     drop(stop);
 }
+
+#[tokio::test]
+async fn events_are_published_under_these_rights_and_a_repeat_is_counted_on_the_first() {
+    use ebb_operator::events::{EventType, Events, Note};
+    use k8s_openapi::api::events::v1::Event;
+    use kube::Resource;
+
+    let env = setup("rbac-events").await;
+    apply_rbac(&env).await;
+    let client = client_as(
+        &env.cluster,
+        SERVICE_ACCOUNT,
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:ebb-system",
+        ],
+    )
+    .await
+    .expect("impersonating client");
+    let so: ScaledObject = env
+        .create(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "noisy"},
+            "spec": {"scaleTargetRef": {"name": "absent"}, "triggers": [{"type": "cron", "metadata": {}}]}
+        }))
+        .await;
+    let events = Events::new(client, "ebb", Some("ebb-test".into()));
+    let failing = Note {
+        type_: EventType::Warning,
+        reason: "ScaleTargetError",
+        action: "Scale",
+        note: "writing /scale: forbidden".into(),
+    };
+    for _ in 0..3 {
+        events
+            .publish(&failing, &so.object_ref(&()))
+            .await
+            .expect("publish");
+    }
+    let other = Note {
+        note: "writing /scale: timed out".into(),
+        ..failing
+    };
+    events
+        .publish(&other, &so.object_ref(&()))
+        .await
+        .expect("publish");
+
+    let listed = env
+        .api::<Event>()
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items;
+    let mut seen: Vec<(String, Option<i32>, String, String)> = listed
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("noisy"))
+        .map(|e| {
+            (
+                e.note.clone().unwrap_or_default(),
+                e.series.as_ref().map(|s| s.count),
+                e.reporting_controller.clone().unwrap_or_default(),
+                e.type_.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "writing /scale: forbidden".to_string(),
+                Some(3),
+                "ebb".to_string(),
+                "Warning".to_string()
+            ),
+            (
+                "writing /scale: timed out".to_string(),
+                None,
+                "ebb".to_string(),
+                "Warning".to_string()
+            ),
+        ]
+    );
+    assert_eq!(events.remembered(), 2);
+}

@@ -19,7 +19,6 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, controller, watcher};
@@ -28,6 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::Metrics;
+use crate::events::{EventType, Events, Note};
 use crate::hpa::{PausedDirections, desired_hpa, hpa_active, hpa_name};
 use crate::metric_store::MetricStore;
 use crate::scale::composite::{Composite, hpa_metrics};
@@ -102,7 +102,7 @@ pub struct Context {
     /// The trigger types this build knows.
     pub registry: Registry,
     /// Events.
-    pub recorder: Recorder,
+    pub events: Arc<Events>,
     /// Where ClusterTriggerAuthentications read their Secrets.
     pub namespace: String,
     /// Watch ScaledObjects in this namespace only (all namespaces when `None`).
@@ -152,12 +152,12 @@ struct AuthStores {
 impl Context {
     /// A context for `client`, reporting Events as `ebb`.
     pub fn new(client: Client, registry: Registry, namespace: String) -> Self {
-        let reporter = Reporter {
-            controller: "ebb".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Arc::new(Events::new(
+                client.clone(),
+                "ebb",
+                std::env::var("POD_NAME").ok(),
+            )),
             client,
             registry,
             namespace,
@@ -683,14 +683,13 @@ async fn write_status(
 }
 
 async fn event(ctx: &Context, so: &ScaledObject, type_: EventType, reason: &str, note: String) {
-    let event = Event {
+    let note = Note {
         type_,
-        reason: reason.into(),
-        note: Some(short(&note)),
-        action: "Reconcile".into(),
-        secondary: None,
+        reason,
+        action: "Reconcile",
+        note: short(&note),
     };
-    if let Err(e) = ctx.recorder.publish(&event, &so.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&note, &so.object_ref(&())).await {
         warn!(scaledobject = %key_of(so), error = %e, "publishing an event");
     }
 }
@@ -877,7 +876,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         triggers: built.triggers.clone(),
         composite: composite.clone(),
         api: Api::namespaced(ctx.client.clone(), &namespace),
-        recorder: ctx.recorder.clone(),
+        events: ctx.events.clone(),
         conditions,
         metrics: ctx.metrics.clone(),
         store: ctx.store.clone(),

@@ -39,8 +39,16 @@ pub(crate) struct Ebb(pub(crate) Child);
 
 impl Drop for Ebb {
     fn drop(&mut self) {
+        let pid = i32::try_from(self.0.id()).unwrap_or(0);
+        // Its process group too, when it leads one (a profiler wrapping ebb in the benchmark).
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(0)),
+            nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.0.wait();

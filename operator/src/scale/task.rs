@@ -15,12 +15,12 @@ use ebb_scalers::MetricSpec;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::admin::{Metrics, SeriesKey};
 use crate::controller::Nudge;
+use crate::events::{EventType, Events, Note};
 use crate::metric_store::{MetricStore, Published};
 use crate::scale::composite::Composite;
 use crate::scale::decision::{self, Activity, Decision, Observation, Settings, TriggerOutcome};
@@ -51,7 +51,7 @@ pub struct ScaleLoop {
     /// Where status is written.
     pub api: Api<ScaledObject>,
     /// Events.
-    pub recorder: Recorder,
+    pub events: Arc<Events>,
     /// The conditions ebb last wrote for this object, shared with the controller.
     pub conditions: Arc<tokio::sync::Mutex<Vec<ebb_crds::Condition>>>,
     /// Where readings are published for `/metrics`.
@@ -136,24 +136,28 @@ impl ScaleLoop {
             .as_ref()
             .map(|t| t.0)
             .unwrap_or_else(Timestamp::now);
-        let status = so.status.clone().unwrap_or_default();
-        let mut last_active = status.last_active_time.as_ref().map(|t| t.0);
-        let mut failures: BTreeMap<String, i32> = status
-            .health
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.number_of_failures.unwrap_or(0)))
-            .collect();
-        let mut stored = Stored {
-            last_active,
-            failures: failures.clone(),
-            activity: status
-                .triggers_activity
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.is_active))
-                .collect(),
+        // What the status says, as the loop starts (in a block of its own: the copy of the
+        // status is not kept for the loop's life).
+        let mut stored = {
+            let status = so.status.clone().unwrap_or_default();
+            Stored {
+                last_active: status.last_active_time.as_ref().map(|t| t.0),
+                failures: status
+                    .health
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.number_of_failures.unwrap_or(0)))
+                    .collect(),
+                activity: status
+                    .triggers_activity
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.is_active))
+                    .collect(),
+            }
         };
+        let mut last_active = stored.last_active;
+        let mut failures = stored.failures.clone();
         let namespace = so.namespace().unwrap_or_default();
         let name = so.name_any();
         let started = Instant::now();
@@ -192,7 +196,7 @@ impl ScaleLoop {
                 scheduled = ticks.tick() => {
                     self.metrics.observe_poll_lag(scheduled.elapsed());
                     let poll_started = Instant::now();
-                    let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
+                    let results = Box::pin(poll::poll(&self.triggers, POLL_TIMEOUT)).await;
                     self.metrics.observe_poll_duration(poll_started.elapsed());
                     results
                 }
@@ -200,7 +204,7 @@ impl ScaleLoop {
                 // that finds a trigger active goes on to a full poll (so failures, fallback and
                 // status keep the pollingInterval's pace).
                 Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => {
-                    let results = poll::poll(&self.triggers, POLL_TIMEOUT).await;
+                    let results = Box::pin(poll::poll(&self.triggers, POLL_TIMEOUT)).await;
                     if !results.iter().any(|r| r.outcome == TriggerOutcome::Active) {
                         continue;
                     }
@@ -225,7 +229,7 @@ impl ScaleLoop {
                 .map(|(n, _)| n);
             let current = match trusted {
                 Some(n) => n,
-                None => match self.read_replicas().await {
+                None => match Box::pin(self.read_replicas()).await {
                     Some(n) => {
                         known = Some((n, Instant::now()));
                         n
@@ -267,7 +271,7 @@ impl ScaleLoop {
             let mut decided = decision::decide(&settings, &observe(current));
             // A write is decided from a count just read, never from a remembered one.
             if decided.write().is_some_and(|r| r != current) && trusted.is_some() {
-                let Some(n) = self.read_replicas().await else {
+                let Some(n) = Box::pin(self.read_replicas()).await else {
                     continue;
                 };
                 known = Some((n, Instant::now()));
@@ -279,7 +283,7 @@ impl ScaleLoop {
             }
             if let Some(replicas) = decided.write()
                 && replicas != current
-                && self.scale(decided, current, replicas).await
+                && Box::pin(self.scale(decided, current, replicas)).await
             {
                 known = Some((replicas, Instant::now()));
             }
@@ -301,7 +305,7 @@ impl ScaleLoop {
                 || stale
                 || wanted.failures != stored.failures
                 || wanted.activity != stored.activity)
-                && self.write_status(&wanted).await
+                && Box::pin(self.write_status(&wanted)).await
             {
                 stored = wanted;
             }
@@ -464,17 +468,13 @@ impl ScaleLoop {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let event = Event {
+        let note = Note {
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Scale".to_string(),
-            secondary: None,
+            reason,
+            action: "Scale",
+            note,
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &self.so.object_ref(&()))
-            .await
+        if let Err(e) = self.events.publish(&note, &self.so.object_ref(&())).await
         {
             warn!(scaledobject = %key(&self.so), error = %e, "publishing an event");
         } else {

@@ -164,6 +164,8 @@ fn start_ebb(
     let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
         Some((program, args)) => {
             let mut command = Command::new(program);
+            // A group of its own, so that stopping the wrapper stops ebb too.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
             command.args(args).arg(binary);
             command
         }
@@ -463,6 +465,7 @@ fn create_objects(info: &ClusterInfo, items: &[Value]) -> Result<()> {
 }
 
 fn delete_namespace(info: &ClusterInfo) -> Result<()> {
+    release_finalizers(info);
     let out = kubectl(info)
         .args(["delete", "namespace", NAMESPACE, "--ignore-not-found"])
         .args(["--wait=true", "--timeout=600s"])
@@ -474,6 +477,53 @@ fn delete_namespace(info: &ClusterInfo) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Takes the finalizers off ScaledObjects left in [`NAMESPACE`] by an interrupted run: with no
+/// ebb running, nothing else would, and the namespace would never go. Best effort (a running
+/// ebb removes them itself).
+fn release_finalizers(info: &ClusterInfo) {
+    let Ok(out) = kubectl(info)
+        .args(["-n", NAMESPACE, "get", "scaledobjects", "-o", "json"])
+        .output()
+    else {
+        return;
+    };
+    let Ok(mut list) = serde_json::from_slice::<Value>(&out.stdout) else {
+        return;
+    };
+    let Some(items) = list["items"].as_array_mut() else {
+        return;
+    };
+    items.retain(|so| {
+        so["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    });
+    if items.is_empty() {
+        return;
+    }
+    println!(
+        "    taking the finalizers off {} ScaledObjects left by an earlier run",
+        items.len()
+    );
+    for so in items.iter_mut() {
+        so["metadata"]["finalizers"] = json!([]);
+    }
+    let Ok(mut child) = kubectl(info)
+        .args(["replace", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        let _ = stdin.write_all(list.to_string().as_bytes());
+    }
+    let _ = child.wait();
 }
 
 fn machine() -> Value {
