@@ -89,7 +89,10 @@ impl Events {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = Timestamp::now();
         let repeat = {
-            let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut published = self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             published.retain(|_, p| p.at.elapsed() < SERIES_WINDOW);
             published.get(&key).map(|p| (p.name.clone(), p.count + 1))
         };

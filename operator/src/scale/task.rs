@@ -474,8 +474,7 @@ impl ScaleLoop {
             action: "Scale",
             note,
         };
-        if let Err(e) = self.events.publish(&note, &self.so.object_ref(&())).await
-        {
+        if let Err(e) = self.events.publish(&note, &self.so.object_ref(&())).await {
             warn!(scaledobject = %key(&self.so), error = %e, "publishing an event");
         } else {
             self.metrics.count_write("event");

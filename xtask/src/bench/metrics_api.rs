@@ -19,8 +19,8 @@ use xtask::cluster::{self, ClusterInfo, metrics_api as dev_api, ports};
 
 use super::load::{self, Target};
 use super::{
-    NAMESPACE, commit, create_objects, delete_namespace, machine, object_pair, redis_trigger,
-    start_ebb, wait_polled, write_result,
+    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, machine, object_pair,
+    redis_trigger, start_ebb, wait_polled, write_result,
 };
 use crate::host::{kubectl, wait_for};
 
@@ -36,7 +36,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<V
         measure.as_secs(),
         WARMUP.as_secs()
     );
-    delete_namespace(info)?;
+    clear_namespace(info)?;
     let mut items = Vec::with_capacity(2 * n);
     for i in 0..n {
         let name = format!("m{i:05}");

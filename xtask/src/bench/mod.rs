@@ -464,8 +464,13 @@ fn create_objects(info: &ClusterInfo, items: &[Value]) -> Result<()> {
     Ok(())
 }
 
-fn delete_namespace(info: &ClusterInfo) -> Result<()> {
+/// Deletes what an earlier (perhaps interrupted) run left, before a scenario starts.
+fn clear_namespace(info: &ClusterInfo) -> Result<()> {
     release_finalizers(info);
+    delete_namespace(info)
+}
+
+fn delete_namespace(info: &ClusterInfo) -> Result<()> {
     let out = kubectl(info)
         .args(["delete", "namespace", NAMESPACE, "--ignore-not-found"])
         .args(["--wait=true", "--timeout=600s"])

@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
 use super::{
-    Histogram, commit, cpu_seconds, create_objects, delete_namespace, histogram, machine,
-    median_spread, object_pair, redis_connections, redis_trigger, requests, rss_kib, scrape,
-    start_ebb, wait_polled, write_result,
+    Histogram, clear_namespace, commit, cpu_seconds, create_objects, delete_namespace, histogram,
+    machine, median_spread, object_pair, redis_connections, redis_trigger, requests, rss_kib,
+    scrape, start_ebb, wait_polled, write_result,
 };
 use crate::host::http;
 
@@ -61,6 +61,49 @@ impl Sample {
     }
 }
 
+/// How long to wait for the start's writes to end: the HPA controller first reports on each
+/// new HPA at its own pace (about 15 a second here), and ebb mirrors that into status.
+fn settle_deadline(n: usize) -> Duration {
+    Duration::from_secs(120 + n as u64 / 10)
+}
+
+/// Waits until ebb has written nothing to the apiserver for `quiet`, or `deadline` passed:
+/// the windows measure the steady state, not the end of the start. The time it took, or None
+/// when it did not settle (the windows then measure anyway, and say so).
+fn settle(quiet: Duration, deadline: Duration) -> Result<Option<Duration>> {
+    let started = Instant::now();
+    let writes = || -> Result<f64> {
+        Ok(requests(&scrape()?)
+            .iter()
+            .filter(|(k, _)| is_write(k))
+            .map(|(_, v)| v)
+            .sum())
+    };
+    let mut last = writes()?;
+    let mut quiet_since = Instant::now();
+    while started.elapsed() < deadline {
+        std::thread::sleep(Duration::from_secs(5));
+        let now = writes()?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= quiet {
+            let took = started.elapsed();
+            println!(
+                "    settled: no apiserver writes for {}s (after {:.0}s)",
+                quiet.as_secs(),
+                took.as_secs_f64()
+            );
+            return Ok(Some(took));
+        }
+    }
+    println!(
+        "    not settled within {}s (ebb still writing); measuring anyway",
+        deadline.as_secs()
+    );
+    Ok(None)
+}
+
 /// Whether a request counter's verb writes.
 fn is_write(key: &str) -> bool {
     !["get ", "list ", "watch "]
@@ -93,7 +136,7 @@ pub fn run(
         warmup.as_secs(),
         window.as_secs()
     );
-    delete_namespace(info)?;
+    clear_namespace(info)?;
     let mut items = Vec::with_capacity(2 * n);
     for i in 0..n {
         let name = format!("w{i:05}");
@@ -120,6 +163,7 @@ pub fn run(
         all_polled.as_secs_f64()
     );
     std::thread::sleep(warmup);
+    let settled = settle(warmup.max(Duration::from_secs(30)), settle_deadline(n))?;
 
     let mut measured: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut per_minute: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -183,6 +227,7 @@ pub fn run(
         "window_s": window.as_secs(),
         "windows": windows,
         "ready_s": ebb.ready.as_secs_f64(),
+        "settled_s": settled.map(|d| d.as_secs_f64()),
         "all_polled_s": all_polled.as_secs_f64(),
         "broker_connections": median_spread(&connections),
         "apiserver_requests_per_min": per_minute
