@@ -17,6 +17,20 @@ use serde_json::json;
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:ebb-system:ebb";
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// A client acting as ebb's ServiceAccount.
+async fn as_ebb(env: &TestEnv) -> kube::Client {
+    client_as(
+        &env.cluster,
+        SERVICE_ACCOUNT,
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:ebb-system",
+        ],
+    )
+    .await
+    .expect("impersonating client")
+}
+
 /// Applies deploy/00-namespace.yaml and 10-rbac.yaml once per test binary (the tests run side by side, and two
 /// concurrent creates of the same objects would race).
 async fn apply_rbac(env: &TestEnv) {
@@ -136,16 +150,7 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
 async fn ebb_runs_under_exactly_these_rights() {
     let env = setup("rbac-run").await;
     apply_rbac(&env).await;
-    let client = client_as(
-        &env.cluster,
-        SERVICE_ACCOUNT,
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:ebb-system",
-        ],
-    )
-    .await
-    .expect("impersonating client");
+    let client = as_ebb(&env).await;
 
     // A parameter from a Secret behind a TriggerAuthentication (the dev Redis has no password,
     // so the database index stands in for a credential): the list is only seen in database 9
@@ -305,16 +310,7 @@ async fn events_are_published_under_these_rights_and_a_repeat_is_counted_on_the_
 
     let env = setup("rbac-events").await;
     apply_rbac(&env).await;
-    let client = client_as(
-        &env.cluster,
-        SERVICE_ACCOUNT,
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:ebb-system",
-        ],
-    )
-    .await
-    .expect("impersonating client");
+    let client = as_ebb(&env).await;
     let so: ScaledObject = env
         .create(json!({
             "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",

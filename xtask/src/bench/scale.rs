@@ -163,7 +163,12 @@ pub fn run(
         all_polled.as_secs_f64()
     );
     std::thread::sleep(warmup);
-    let settled = settle(warmup.max(Duration::from_secs(30)), settle_deadline(n))?;
+    let quiet = if quick {
+        Duration::from_secs(10)
+    } else {
+        warmup.max(Duration::from_secs(30))
+    };
+    let settled = settle(quiet, settle_deadline(n))?;
 
     let mut measured: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut per_minute: BTreeMap<String, Vec<f64>> = BTreeMap::new();
