@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::Metrics;
+use crate::digest;
 use crate::events::{EventType, Events, Note};
 use crate::hpa::{PausedDirections, desired_hpa, hpa_active, hpa_name};
 use crate::metric_store::MetricStore;
@@ -587,7 +588,7 @@ const RECONCILE_CONCURRENCY: u16 = 32;
 /// finalizers and whether it is being deleted. Status and managedFields are not.
 fn reconcile_relevant(so: &ScaledObject) -> Option<u64> {
     let meta = so.meta();
-    Some(digest(&(
+    Some(digest::of_json(&(
         meta.generation,
         &meta.annotations,
         &meta.finalizers,
@@ -607,19 +608,11 @@ fn slim_hpa(hpa: &mut HorizontalPodAutoscaler) {
 
 /// A digest of what ebb sets on an HPA and someone else might change: spec, labels, owners.
 fn stored_digest(hpa: &HorizontalPodAutoscaler) -> u64 {
-    digest(&(
+    digest::of_json(&(
         &hpa.spec,
         &hpa.metadata.labels,
         &hpa.metadata.owner_references,
     ))
-}
-
-/// A 64-bit FNV-1a digest of `value`'s JSON form.
-fn digest(value: &impl serde::Serialize) -> u64 {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn error_policy(so: Arc<ScaledObject>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -987,7 +980,7 @@ async fn apply_hpa(
     };
     let key = key_of(so);
     let namespace = so.namespace().unwrap_or_default();
-    let wanted = digest(&desired);
+    let wanted = digest::of_json(&desired);
     let seen = ctx
         .hpas
         .lock()

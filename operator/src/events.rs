@@ -4,7 +4,8 @@
 //! kube-runtime's `Recorder` does the same but keeps a copy of every Event it published until
 //! its next publish after six minutes: ten thousand ScaledObjects starting leave ten thousand
 //! Events (about 3 KiB each) in memory for as long as nothing else happens. This keeps a digest
-//! and a name per Event, and forgets them after the window.
+//! and a name per Event, and drops them once the window has passed (at a publish, at most
+//! once a minute).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -62,8 +63,19 @@ pub struct Events {
     client: Client,
     controller: String,
     instance: String,
-    published: Mutex<HashMap<u64, Published>>,
+    published: Mutex<Remembered>,
 }
+
+/// The Events published within the window, by digest.
+struct Remembered {
+    by_digest: HashMap<u64, Published>,
+    /// When older entries were last dropped: at most once a minute, not at every publish (a
+    /// start of thousands of objects publishes thousands of Events).
+    pruned: Instant,
+}
+
+/// How often expired entries are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Events {
     /// Events sent through `client`, reported by `controller` (instance `instance`, or the
@@ -73,7 +85,10 @@ impl Events {
             client,
             controller: controller.to_string(),
             instance: instance.unwrap_or_else(|| controller.to_string()),
-            published: Mutex::new(HashMap::new()),
+            published: Mutex::new(Remembered {
+                by_digest: HashMap::new(),
+                pruned: Instant::now(),
+            }),
         }
     }
 
@@ -93,8 +108,17 @@ impl Events {
                 .published
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            published.retain(|_, p| p.at.elapsed() < SERIES_WINDOW);
-            published.get(&key).map(|p| (p.name.clone(), p.count + 1))
+            if published.pruned.elapsed() >= PRUNE_EVERY {
+                published
+                    .by_digest
+                    .retain(|_, p| p.at.elapsed() < SERIES_WINDOW);
+                published.pruned = Instant::now();
+            }
+            published
+                .by_digest
+                .get(&key)
+                .filter(|p| p.at.elapsed() < SERIES_WINDOW)
+                .map(|p| (p.name.clone(), p.count + 1))
         };
         let (name, count) = match repeat {
             Some((name, count)) => {
@@ -118,6 +142,7 @@ impl Events {
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_digest
             .insert(
                 key,
                 Published {
@@ -165,6 +190,7 @@ impl Events {
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_digest
             .len()
     }
 }

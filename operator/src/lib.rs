@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod controller;
+pub mod digest;
 pub mod events;
 pub mod explain;
 pub mod hpa;

@@ -11,12 +11,7 @@ pub fn polling_interval(spec: &ebb_crds::ScaledObjectSpec) -> Duration {
 /// uid. Objects created together (or found together when ebb starts) spread over the interval
 /// instead of polling their brokers at once, and a restart keeps each object's phase.
 pub fn first_poll_delay(uid: &str, interval: Duration) -> Duration {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in uid.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = crate::digest::fnv1a(uid.as_bytes());
     let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     if millis == 0 {
         return Duration::ZERO;

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
 use super::{
-    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, machine, object_pair,
-    redis_trigger, start_ebb, wait_polled, write_result,
+    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, idle_redis_objects,
+    machine, object_pair, redis_trigger, start_ebb, wait_polled, write_result,
 };
 use crate::host::kubectl;
 
@@ -61,16 +61,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
         "==> activation: {TRIALS} trials each of pollingInterval 1s, 30s, and 30s with the fast activation path ({FAST_MS} ms), beside {idle} idle ScaledObjects polled every 30s"
     );
     clear_namespace(info)?;
-    let mut items = Vec::new();
-    for i in 0..idle {
-        let name = format!("idle{i:05}");
-        items.extend(object_pair(
-            &name,
-            30,
-            redis_trigger(&format!("bench:{name}")),
-            json!({}),
-        ));
-    }
+    let mut items = idle_redis_objects("idle", idle);
     for group in &GROUPS {
         for i in 0..TRIALS {
             let name = format!("{}-{i:03}", group.prefix);

@@ -19,8 +19,8 @@ use xtask::cluster::{self, ClusterInfo, metrics_api as dev_api, ports};
 
 use super::load::{self, Target};
 use super::{
-    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, machine, object_pair,
-    redis_trigger, start_ebb, wait_polled, write_result,
+    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, idle_redis_objects,
+    machine, start_ebb, wait_polled, write_result,
 };
 use crate::host::{kubectl, wait_for};
 
@@ -37,17 +37,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<V
         WARMUP.as_secs()
     );
     clear_namespace(info)?;
-    let mut items = Vec::with_capacity(2 * n);
-    for i in 0..n {
-        let name = format!("m{i:05}");
-        items.extend(object_pair(
-            &name,
-            30,
-            redis_trigger(&format!("bench:{name}")),
-            json!({}),
-        ));
-    }
-    create_objects(info, &items)?;
+    create_objects(info, &idle_redis_objects("m", n))?;
     dev_api::register(&info.kubectl, &info.kubeconfig, dev_api::PORT)?;
     let address = format!("127.0.0.1:{}", dev_api::PORT);
     let ebb = start_ebb(

@@ -423,6 +423,22 @@ fn object_pair(name: &str, interval: u64, trigger: Value, annotations: Value) ->
 }
 
 /// A `redis` list trigger on the dev cluster's Redis: `listLength` 5, activation above 0.
+/// `n` idle objects named `<prefix>00000`..., each with a redis list trigger of its own, polled
+/// every 30 s.
+fn idle_redis_objects(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .flat_map(|i| {
+            let name = format!("{prefix}{i:05}");
+            object_pair(
+                &name,
+                30,
+                redis_trigger(&format!("bench:{name}")),
+                json!({}),
+            )
+        })
+        .collect()
+}
+
 fn redis_trigger(list: &str) -> Value {
     json!({"type": "redis", "metadata": {
         "address": format!("127.0.0.1:{}", ports::REDIS), "listName": list, "listLength": "5"
