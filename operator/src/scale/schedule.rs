@@ -1,6 +1,9 @@
 //! When a ScaledObject's polls happen.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// A ScaledObject's `pollingInterval` (default 30 s, at least 1 s).
 pub fn polling_interval(spec: &ebb_crds::ScaledObjectSpec) -> Duration {
@@ -17,6 +20,31 @@ pub fn first_poll_delay(uid: &str, interval: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_millis(hash % millis)
+}
+
+/// Every loop's polls fall on one grid of this step, counted from the process's start: loops
+/// whose polls fall in the same step wake together, their reads go out together on the shared
+/// broker connections, and the process wakes once per step rather than once per poll. A whole
+/// number of seconds is a whole number of steps, so a loop stays on the grid.
+pub const POLL_GRID: Duration = Duration::from_millis(100);
+
+/// The first moment at or after `at` on the grid of [`POLL_GRID`] from `epoch` (`at` itself
+/// when it comes before `epoch`).
+pub fn on_grid(at: Instant, epoch: Instant) -> Instant {
+    let Some(since) = at.checked_duration_since(epoch) else {
+        return at;
+    };
+    let step = POLL_GRID.as_nanos();
+    match since.as_nanos() % step {
+        0 => at,
+        rest => at + Duration::from_nanos(u64::try_from(step - rest).unwrap_or(0)),
+    }
+}
+
+/// The grid's origin: the first time any loop asks.
+pub fn grid_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// How long the loop trusts a resting replica count (0, or `idleReplicaCount`) it last read
@@ -94,6 +122,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn polls_fall_on_the_grid() {
+        let epoch = Instant::now();
+        for ms in [0u64, 1, 99, 100, 101, 250, 29_999] {
+            let at = epoch + Duration::from_millis(ms);
+            let on = on_grid(at, epoch);
+            assert!(on >= at && on < at + POLL_GRID, "{ms} ms");
+            assert_eq!((on - epoch).as_nanos() % POLL_GRID.as_nanos(), 0, "{ms} ms");
+        }
+        // Each later poll, a whole number of seconds on, stays on it.
+        let first = on_grid(epoch + Duration::from_millis(1234), epoch);
+        assert_eq!(
+            on_grid(first + Duration::from_secs(30), epoch),
+            first + Duration::from_secs(30)
+        );
+        // Before the epoch nothing moves.
+        let early = epoch.checked_sub(Duration::from_millis(5)).unwrap_or(epoch);
+        assert_eq!(on_grid(early, epoch), early);
     }
 
     #[test]

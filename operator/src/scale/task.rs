@@ -178,10 +178,15 @@ impl ScaleLoop {
         // The target's replica count as last read or written, and when.
         let mut known: Option<(i32, Instant)> = None;
         let mut ticks = tokio::time::interval_at(
-            tokio::time::Instant::now() + schedule::first_poll_delay(&uid, interval),
+            schedule::on_grid(
+                tokio::time::Instant::now() + schedule::first_poll_delay(&uid, interval),
+                schedule::grid_epoch(),
+            ),
             interval,
         );
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A poll late by more than a few milliseconds is followed by the next one due on the
+        // same grid, not one interval after it.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut activation_ticks = activation_interval.map(|every| {
             let mut t = tokio::time::interval(every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

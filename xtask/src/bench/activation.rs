@@ -2,8 +2,8 @@
 //! (past its activation threshold of 0) to its Deployment's `spec.replicas` becoming 1, as a
 //! `kubectl get -w` on the Deployments sees it. 100 trials per group, each pushed at a random
 //! moment within max(interval, 30 s) (10 s with `--quick`): every phase of the object's poll is
-//! sampled, and the trials do not crowd the apiserver at once. Beside them, idle objects polled
-//! every 30 s:
+//! sampled, and the trials do not crowd the apiserver at once. The groups run side by side,
+//! their pushes interleaved. Beside them, idle objects polled every 30 s:
 //!
 //! - plain polling at `pollingInterval: 1` and `pollingInterval: 30`;
 //! - `pollingInterval: 30` with the fast activation path
@@ -22,12 +22,13 @@ use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
 use super::{
-    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, idle_redis_objects,
-    machine, object_pair, redis_trigger, start_ebb, wait_polled, write_result,
+    commit, create_objects, end_scenario, idle_redis_objects, machine, namespace, object_pair,
+    redis_trigger, start_ebb, wait_polled, write_result,
 };
 use crate::host::kubectl;
 
 const TRIALS: usize = 100;
+const LABEL: &str = "activation";
 /// The fast activation path's interval in the trials that use it.
 const FAST_MS: u64 = 250;
 
@@ -60,8 +61,8 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
     println!(
         "==> activation: {TRIALS} trials each of pollingInterval 1s, 30s, and 30s with the fast activation path ({FAST_MS} ms), beside {idle} idle ScaledObjects polled every 30s"
     );
-    clear_namespace(info)?;
-    let mut items = idle_redis_objects("idle", idle);
+    let ns = namespace(LABEL);
+    let mut items = idle_redis_objects(&ns, "idle", idle, 30);
     for group in &GROUPS {
         for i in 0..TRIALS {
             let name = format!("{}-{i:03}", group.prefix);
@@ -71,6 +72,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
                 json!({})
             };
             items.extend(object_pair(
+                &ns,
                 &name,
                 group.interval,
                 redis_trigger(&format!("bench:{name}")),
@@ -81,14 +83,14 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
     let mut redis =
         TcpStream::connect(("127.0.0.1", ports::REDIS)).context("connecting to Redis")?;
     empty_trial_lists(&mut redis)?;
-    create_objects(info, &items)?;
+    create_objects(info, &ns, &items)?;
     let total = idle + GROUPS.len() * TRIALS;
-    let ebb = start_ebb(info, binary, "activation", &["--metrics-api-addr", "off"])?;
+    let ebb = start_ebb(info, binary, LABEL, &["--metrics-api-addr", "off"])?;
     wait_polled(total, Duration::from_secs(200 + total as u64 / 20))?;
 
     // Every Deployment's spec.replicas as it changes.
     let mut watch = kubectl(info)
-        .args(["get", "deployments", "-n", NAMESPACE, "-w"])
+        .args(["get", "deployments", "-n", &ns, "-w"])
         .args(["-o", "jsonpath={.metadata.name} {.spec.replicas}{\"\\n\"}"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -115,42 +117,52 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         | 1;
-    let mut groups = serde_json::Map::new();
+    // A push moment for each trial of each group, uniform over its group's spread.
+    let spread =
+        |group: &Group| Duration::from_secs(group.interval.max(if quick { 10 } else { 30 }));
+    let mut pushes: Vec<(Duration, String)> = Vec::new();
     for group in &GROUPS {
-        let interval = Duration::from_secs(group.interval);
-        let spread = interval.max(Duration::from_secs(if quick { 10 } else { 30 }));
-        // A push moment for each trial, uniform over the spread.
-        let mut offsets: Vec<(Duration, usize)> = (0..TRIALS)
-            .map(|i| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (spread.mul_f64((seed % 1_000_000) as f64 / 1_000_000.0), i)
-            })
-            .collect();
-        offsets.sort();
-        let start = Instant::now();
-        let mut pushed: HashMap<String, Instant> = HashMap::new();
-        let mut seen: HashMap<String, Instant> = HashMap::new();
-        for (offset, i) in offsets {
-            let at = start + offset;
-            while let Some(wait) = at.checked_duration_since(Instant::now()) {
-                if let Ok((name, when)) = rx.recv_timeout(wait) {
-                    seen.entry(name).or_insert(when);
-                }
-            }
-            let name = format!("{}-{i:03}", group.prefix);
-            command(&mut redis, &["RPUSH", &format!("bench:{name}"), "job"])?;
-            pushed.insert(name, Instant::now());
+        for i in 0..TRIALS {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let offset = spread(group).mul_f64((seed % 1_000_000) as f64 / 1_000_000.0);
+            pushes.push((offset, format!("{}-{i:03}", group.prefix)));
         }
-        let deadline = Instant::now() + interval + Duration::from_secs(30);
-        while pushed.keys().any(|k| !seen.contains_key(k)) && Instant::now() < deadline {
-            if let Ok((name, when)) = rx.recv_timeout(Duration::from_millis(200)) {
+    }
+    pushes.sort();
+    let start = Instant::now();
+    let mut pushed: HashMap<String, Instant> = HashMap::new();
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    for (offset, name) in pushes {
+        let at = start + offset;
+        while let Some(wait) = at.checked_duration_since(Instant::now()) {
+            if let Ok((name, when)) = rx.recv_timeout(wait) {
                 seen.entry(name).or_insert(when);
             }
         }
+        command(&mut redis, &["RPUSH", &format!("bench:{name}"), "job"])?;
+        pushed.insert(name, Instant::now());
+    }
+    // Each group's trials get their interval + 30 s after the last push of the group.
+    let deadline = GROUPS
+        .iter()
+        .map(|g| start + spread(g) + Duration::from_secs(g.interval + 30))
+        .max()
+        .unwrap_or(start);
+    while pushed.keys().any(|k| !seen.contains_key(k)) && Instant::now() < deadline {
+        if let Ok((name, when)) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.entry(name).or_insert(when);
+        }
+    }
+    let mut groups = serde_json::Map::new();
+    for group in &GROUPS {
         let mut latencies: Vec<f64> = pushed
             .iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(group.prefix)
+                    .is_some_and(|rest| rest.starts_with('-'))
+            })
             .filter_map(|(name, at)| {
                 Some(seen.get(name)?.saturating_duration_since(*at).as_secs_f64())
             })
@@ -177,7 +189,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
                 "polling_interval_s": group.interval,
                 "activation_polling_ms": group.fast.then_some(FAST_MS),
                 "trials": TRIALS,
-                "pushes_spread_over_s": spread.as_secs(),
+                "pushes_spread_over_s": spread(group).as_secs(),
                 "activated": latencies.len(),
                 "latency_p50_s": q(0.5),
                 "latency_p90_s": q(0.9),
@@ -195,8 +207,8 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
         "machine": machine(),
         "commit": commit(),
     });
-    write_result("activation", &result)?;
-    delete_namespace(info)?;
+    write_result(LABEL, &result)?;
+    end_scenario(info, &ns, !quick)?;
     drop(ebb);
     empty_trial_lists(&mut redis)?;
     Ok(result)

@@ -1,6 +1,7 @@
 //! The metrics API scenario: the HPA's query (`GET .../namespaces/<ns>/<metric>?labelSelector=
-//! scaledobject.keda.sh/name=<so>`) for N idle ScaledObjects polled every 30 s, asked round robin
-//! over all of them, for a fixed time at concurrency 1 and 32 over keep-alive connections:
+//! scaledobject.keda.sh/name=<so>`) for N idle ScaledObjects polled every 30 s (5 s with
+//! `--quick`, so that the first polls are done sooner), asked round robin over all of them, for
+//! a fixed time at concurrency 1 and 32 over keep-alive connections:
 //!
 //! - *direct*: to ebb's port, as the aggregator does (its front-proxy client certificate, the
 //!   controller-manager's user in `X-Remote-User`);
@@ -19,31 +20,34 @@ use xtask::cluster::{self, ClusterInfo, metrics_api as dev_api, ports};
 
 use super::load::{self, Target};
 use super::{
-    NAMESPACE, clear_namespace, commit, create_objects, delete_namespace, idle_redis_objects,
-    machine, start_ebb, wait_polled, write_result,
+    commit, create_objects, end_scenario, idle_redis_objects, machine, namespace, start_ebb,
+    wait_polled, write_result,
 };
 use crate::host::{kubectl, wait_for};
 
-/// How long each combination is measured (5 s with `--quick`), after a warm-up of [`WARMUP`].
-const MEASURE: Duration = Duration::from_secs(10);
-const WARMUP: Duration = Duration::from_secs(2);
+/// How long each combination is measured after its warm-up: (warm-up, measure), shorter with
+/// `--quick`.
+const TIMES: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
+const QUICK_TIMES: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3));
+const LABEL: &str = "metrics-api";
 
 /// Runs the scenario with `n` objects.
 pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<Value> {
-    let measure = if quick { MEASURE / 2 } else { MEASURE };
+    let (warmup, measure) = if quick { QUICK_TIMES } else { TIMES };
+    let interval = if quick { 5 } else { 30 };
     println!(
-        "==> metrics API: {n} idle ScaledObjects (redis list, pollingInterval 30s); the HPA's query round robin over them, direct and through the aggregator, at concurrency 1 and 32, {}s each after {}s of warm-up",
+        "==> metrics API: {n} idle ScaledObjects (redis list, pollingInterval {interval}s); the HPA's query round robin over them, direct and through the aggregator, at concurrency 1 and 32, {}s each after {}s of warm-up",
         measure.as_secs(),
-        WARMUP.as_secs()
+        warmup.as_secs()
     );
-    clear_namespace(info)?;
-    create_objects(info, &idle_redis_objects("m", n))?;
+    let ns = namespace(LABEL);
+    create_objects(info, &ns, &idle_redis_objects(&ns, "m", n, interval))?;
     dev_api::register(&info.kubectl, &info.kubeconfig, dev_api::PORT)?;
     let address = format!("127.0.0.1:{}", dev_api::PORT);
     let ebb = start_ebb(
         info,
         binary,
-        "metrics-api",
+        LABEL,
         &[
             "--metrics-api-addr",
             &address,
@@ -56,7 +60,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<V
     let result = (|| {
         let _ebb = ebb?;
         wait_polled(n, Duration::from_secs(200 + n as u64 / 20))?;
-        let paths = query_paths(info, n)?;
+        let paths = query_paths(info, &ns, n)?;
         let pki = cluster::Layout::for_workspace().pki();
         let read =
             |file: &str| std::fs::read(pki.join(file)).with_context(|| format!("reading {file}"));
@@ -85,7 +89,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<V
         let mut runs = Vec::new();
         for (path_name, target) in [("direct", &direct), ("aggregated", &aggregated)] {
             for concurrency in [1, 32] {
-                load::run(target, &paths, concurrency, WARMUP)?;
+                load::run(target, &paths, concurrency, warmup)?;
                 let outcome = load::run(target, &paths, concurrency, measure)?;
                 let ms = |q: f64| outcome.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
                 println!(
@@ -117,12 +121,13 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<V
         let result = json!({
             "scenario": "metrics-api",
             "objects": n,
+            "polling_interval_s": interval,
             "runs": runs,
             "machine": machine(),
             "commit": commit(),
         });
-        write_result("metrics-api", &result)?;
-        delete_namespace(info)?;
+        write_result(LABEL, &result)?;
+        end_scenario(info, &ns, !quick)?;
         Ok(result)
     })();
     dev_api::unregister(&info.kubectl, &info.kubeconfig)?;
@@ -130,13 +135,13 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize, quick: bool) -> Result<V
 }
 
 /// The HPA's query path for every object, from the metric names in their status.
-fn query_paths(info: &ClusterInfo, n: usize) -> Result<Vec<String>> {
+fn query_paths(info: &ClusterInfo, ns: &str, n: usize) -> Result<Vec<String>> {
     let names = wait_for(
         "every object's externalMetricNames",
         Duration::from_secs(120),
         || {
             let out = kubectl(info)
-            .args(["get", "scaledobjects", "-n", NAMESPACE])
+            .args(["get", "scaledobjects", "-n", ns])
             .args([
                 "-o",
                 "jsonpath={range .items[*]}{.metadata.name} {.status.externalMetricNames[0]}{\"\\n\"}{end}",
@@ -157,7 +162,7 @@ fn query_paths(info: &ClusterInfo, n: usize) -> Result<Vec<String>> {
         .into_iter()
         .map(|(so, metric)| {
             format!(
-                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
             )
         })
         .collect())

@@ -50,7 +50,14 @@ pub struct BenchArgs {
     keep_cluster: bool,
 }
 
-const NAMESPACE: &str = "ebb-bench";
+/// Each scenario's objects live in a namespace of their own, `ebb-bench-<label>`: with
+/// `--quick` the next scenario need not wait for the last one's namespace to go.
+const NAMESPACE_PREFIX: &str = "ebb-bench";
+
+/// The namespace of the scenario labelled `label`.
+fn namespace(label: &str) -> String {
+    format!("{NAMESPACE_PREFIX}-{label}")
+}
 /// Where the benchmarked ebb serves `/metrics`.
 const ADMIN_PORT: u16 = 32682;
 
@@ -78,10 +85,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     // Beside the activation trials and behind the metrics API: 1,000 objects (100 quick).
     let beside = if args.quick { 100 } else { 1_000 };
+    let started = Instant::now();
     let result = (|| {
         std::fs::create_dir_all(xtask::workspace_root().join("target/bench"))?;
         println!("==> installing ebb's CRDs (crds/manifests/)");
         crate::host::apply(&info, &xtask::workspace_root().join("crds/manifests"))?;
+        clear_namespaces(&info)?;
         let binary = crate::host::build_ebb(true)?;
         let mut scale_runs = Vec::new();
         if wanted("scale") {
@@ -129,6 +138,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Some(m) = &metrics_api {
             metrics_api::print_table(m);
         }
+        println!(
+            "==> bench finished in {:.0}s (cluster start and ebb's build included)",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     })();
     if !was_running && !args.keep_cluster {
@@ -137,7 +150,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     result
 }
 
-/// A benchmarked `ebb run` (release build, no leader election, watching [`NAMESPACE`]).
+/// A benchmarked `ebb run` (release build, no leader election, watching one scenario's
+/// namespace).
 struct Running {
     /// Stopped when dropped.
     _ebb: Ebb,
@@ -146,8 +160,8 @@ struct Running {
     ready: Duration,
 }
 
-/// Starts ebb with `extra` arguments and waits for `/readyz`. Its log is
-/// `target/bench/ebb-<label>.log`.
+/// Starts ebb on the namespace of the scenario labelled `label`, with `extra` arguments, and
+/// waits for `/readyz`. Its log is `target/bench/ebb-<label>.log`.
 fn start_ebb(
     info: &ClusterInfo,
     binary: &std::path::Path,
@@ -179,7 +193,7 @@ fn start_ebb(
             std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .args(["run", "--leader-elect=false"])
-        .args(["--watch-namespace", NAMESPACE])
+        .args(["--watch-namespace", &namespace(label)])
         .args(["--admin-addr", &format!("127.0.0.1:{ADMIN_PORT}")])
         .args(extra)
         .stdout(log.try_clone()?)
@@ -394,13 +408,19 @@ fn redis_connections() -> Result<u64> {
     Ok(lines.saturating_sub(1))
 }
 
-/// A Deployment at 0 replicas and a ScaledObject on it, both named `name`, with `trigger` and
-/// extra `annotations` (a JSON object) on the ScaledObject.
-fn object_pair(name: &str, interval: u64, trigger: Value, annotations: Value) -> [Value; 2] {
+/// A Deployment at 0 replicas and a ScaledObject on it, both named `name` in namespace `ns`,
+/// with `trigger` and extra `annotations` (a JSON object) on the ScaledObject.
+fn object_pair(
+    ns: &str,
+    name: &str,
+    interval: u64,
+    trigger: Value,
+    annotations: Value,
+) -> [Value; 2] {
     [
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": ns},
             "spec": {
                 "replicas": 0,
                 "selector": {"matchLabels": {"app": name}},
@@ -412,7 +432,7 @@ fn object_pair(name: &str, interval: u64, trigger: Value, annotations: Value) ->
         }),
         json!({
             "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
             "spec": {
                 "scaleTargetRef": {"name": name},
                 "pollingInterval": interval,
@@ -422,16 +442,16 @@ fn object_pair(name: &str, interval: u64, trigger: Value, annotations: Value) ->
     ]
 }
 
-/// A `redis` list trigger on the dev cluster's Redis: `listLength` 5, activation above 0.
-/// `n` idle objects named `<prefix>00000`..., each with a redis list trigger of its own, polled
-/// every 30 s.
-fn idle_redis_objects(prefix: &str, n: usize) -> Vec<Value> {
+/// `n` idle objects in `ns` named `<prefix>00000`..., each with a redis list trigger of its
+/// own, polled every `interval` seconds.
+fn idle_redis_objects(ns: &str, prefix: &str, n: usize, interval: u64) -> Vec<Value> {
     (0..n)
         .flat_map(|i| {
             let name = format!("{prefix}{i:05}");
             object_pair(
+                ns,
                 &name,
-                30,
+                interval,
                 redis_trigger(&format!("bench:{name}")),
                 json!({}),
             )
@@ -439,17 +459,17 @@ fn idle_redis_objects(prefix: &str, n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// A `redis` list trigger on the dev cluster's Redis: `listLength` 5, activation above 0.
 fn redis_trigger(list: &str) -> Value {
     json!({"type": "redis", "metadata": {
         "address": format!("127.0.0.1:{}", ports::REDIS), "listName": list, "listLength": "5"
     }})
 }
 
-/// Creates the namespace and `items` by server-side apply, in batches of 1,000.
-fn create_objects(info: &ClusterInfo, items: &[Value]) -> Result<()> {
+/// Creates namespace `ns` and `items` by server-side apply, in batches of 1,000.
+fn create_objects(info: &ClusterInfo, ns: &str, items: &[Value]) -> Result<()> {
     let started = Instant::now();
-    let namespace =
-        [json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})];
+    let namespace = [json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
     for batch in std::iter::once(&namespace[..]).chain(items.chunks(1_000)) {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": batch}).to_string();
         let mut child = kubectl(info)
@@ -480,32 +500,78 @@ fn create_objects(info: &ClusterInfo, items: &[Value]) -> Result<()> {
     Ok(())
 }
 
-/// Deletes what an earlier (perhaps interrupted) run left, before a scenario starts.
-fn clear_namespace(info: &ClusterInfo) -> Result<()> {
-    release_finalizers(info);
-    delete_namespace(info)
+/// Deletes the bench namespaces an earlier (perhaps interrupted) run left, before any scenario
+/// starts, and waits for them to go.
+fn clear_namespaces(info: &ClusterInfo) -> Result<()> {
+    let out = kubectl(info)
+        .args(["get", "namespaces", "-o", "name"])
+        .output()?;
+    let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("namespace/"))
+        .filter(|ns| ns.starts_with(NAMESPACE_PREFIX))
+        .map(str::to_string)
+        .collect();
+    for ns in &left {
+        println!("    deleting namespace {ns}, left by an earlier run");
+        release_finalizers(info, ns);
+        delete_namespace(info, ns, true)?;
+    }
+    Ok(())
 }
 
-fn delete_namespace(info: &ClusterInfo) -> Result<()> {
+/// Ends a scenario while its ebb still runs: deletes the ScaledObjects in `ns` in one
+/// request and waits until ebb has taken its finalizers off every one, then deletes the
+/// namespace and, when `wait` is set, waits for it to go (so that its deletion does not load
+/// the apiserver during the next scenario's measurements). Without `wait` the rest goes in the
+/// background.
+fn end_scenario(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
     let out = kubectl(info)
-        .args(["delete", "namespace", NAMESPACE, "--ignore-not-found"])
-        .args(["--wait=true", "--timeout=600s"])
+        .args(["delete", "--raw"])
+        .arg(format!(
+            "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
+        ))
         .output()?;
     if !out.status.success() {
         bail!(
-            "deleting namespace {NAMESPACE}: {}",
+            "deleting the ScaledObjects in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    wait_for(
+        &format!("ebb to finalize the ScaledObjects in {ns}"),
+        Duration::from_secs(900),
+        || {
+            let out = kubectl(info)
+                .args(["get", "scaledobjects", "-n", ns, "-o", "name"])
+                .output()
+                .ok()?;
+            (out.status.success() && out.stdout.trim_ascii().is_empty()).then_some(())
+        },
+    )?;
+    delete_namespace(info, ns, wait)
+}
+
+fn delete_namespace(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
+    let out = kubectl(info)
+        .args(["delete", "namespace", ns, "--ignore-not-found"])
+        .arg(format!("--wait={wait}"))
+        .arg("--timeout=900s")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "deleting namespace {ns}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(())
 }
 
-/// Takes the finalizers off ScaledObjects left in [`NAMESPACE`] by an interrupted run: with no
-/// ebb running, nothing else would, and the namespace would never go. Best effort (a running
-/// ebb removes them itself).
-fn release_finalizers(info: &ClusterInfo) {
+/// Takes the finalizers off ScaledObjects left in `ns` by an interrupted run: with no ebb
+/// running, nothing else would, and the namespace would never go. Best effort.
+fn release_finalizers(info: &ClusterInfo, ns: &str) {
     let Ok(out) = kubectl(info)
-        .args(["-n", NAMESPACE, "get", "scaledobjects", "-o", "json"])
+        .args(["-n", ns, "get", "scaledobjects", "-o", "json"])
         .output()
     else {
         return;

@@ -1,10 +1,10 @@
 //! The scale scenario: N ScaledObjects, each with its own Deployment at 0 replicas and a trigger
 //! on one broker (a `redis` list, or a `rabbitmq` queue over AMQP), all idle, at one polling
 //! interval. A release `ebb run` (metrics API off: this measures the controller and the scale
-//! loops) starts against them; after every object has been polled once and a warm-up of one
-//! interval, it is measured over consecutive windows of max(2 intervals, 60 s) (one window of
-//! 20 s with `--quick`), and each figure is reported as the windows' median and
-//! spread.
+//! loops) starts against them; once every object has been polled and ebb has then written
+//! nothing for max(interval, 30 s) (10 s with `--quick`), it is measured over consecutive
+//! windows of max(2 intervals, 60 s) (one window of 20 s with `--quick`), and each figure is
+//! reported as the windows' median and spread.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
 use super::{
-    Histogram, clear_namespace, commit, cpu_seconds, create_objects, delete_namespace, histogram,
-    machine, median_spread, object_pair, redis_connections, redis_trigger, requests, rss_kib,
+    Histogram, commit, cpu_seconds, create_objects, end_scenario, histogram, machine,
+    median_spread, namespace, object_pair, redis_connections, redis_trigger, requests, rss_kib,
     scrape, start_ebb, wait_polled, write_result,
 };
 use crate::host::http;
@@ -126,17 +126,23 @@ pub fn run(
     } else {
         Duration::from_secs((2 * interval).max(60))
     };
-    let warmup = Duration::from_secs(interval);
+    // The warm-up: once every object has been polled, no apiserver write for this long.
+    let quiet = if quick {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(interval.max(30))
+    };
     println!(
-        "==> scale: {n} ScaledObjects (Deployment at 0, a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up {}s, {windows} window(s) of {}s",
+        "==> scale: {n} ScaledObjects (Deployment at 0, a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up until every object is polled and no apiserver write for {}s, {windows} window(s) of {}s",
         match broker {
             Broker::Redis => "redis list",
             Broker::RabbitMq => "rabbitmq AMQP queue",
         },
-        warmup.as_secs(),
+        quiet.as_secs(),
         window.as_secs()
     );
-    clear_namespace(info)?;
+    let label = format!("scale-{}-{n}-{interval}s", broker.name());
+    let ns = namespace(&label);
     let mut items = Vec::with_capacity(2 * n);
     for i in 0..n {
         let name = format!("w{i:05}");
@@ -147,14 +153,14 @@ pub fn run(
                 "queueName": format!("bench-{name}"), "mode": "QueueLength", "value": "5"
             }}),
         };
-        items.extend(object_pair(&name, interval, trigger, json!({})));
+        items.extend(object_pair(&ns, &name, interval, trigger, json!({})));
     }
     if broker == Broker::RabbitMq {
         declare_queues(n)?;
     }
-    create_objects(info, &items)?;
+    create_objects(info, &ns, &items)?;
 
-    let ebb = start_ebb(info, binary, "scale", &["--metrics-api-addr", "off"])?;
+    let ebb = start_ebb(info, binary, &label, &["--metrics-api-addr", "off"])?;
     wait_polled(n, Duration::from_secs(interval * 3 + 120 + n as u64 / 20))?;
     let all_polled = ebb.started.elapsed();
     println!(
@@ -162,12 +168,6 @@ pub fn run(
         ebb.ready.as_secs_f64(),
         all_polled.as_secs_f64()
     );
-    std::thread::sleep(warmup);
-    let quiet = if quick {
-        Duration::from_secs(10)
-    } else {
-        warmup.max(Duration::from_secs(30))
-    };
     let settled = settle(quiet, settle_deadline(n))?;
 
     let mut measured: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -245,10 +245,10 @@ pub fn run(
     for (name, values) in &measured {
         result[*name] = median_spread(values);
     }
-    write_result(&format!("scale-{}-{n}-{interval}s", broker.name()), &result)?;
+    write_result(&label, &result)?;
 
     // ebb removes its finalizers while it runs.
-    delete_namespace(info)?;
+    end_scenario(info, &ns, !quick)?;
     drop(ebb);
     if broker == Broker::RabbitMq {
         delete_queues(n)?;
