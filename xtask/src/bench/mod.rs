@@ -532,9 +532,11 @@ fn end_scenario(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
             "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
         ))
         .output()?;
+    // With thousands of objects the request outlives the apiserver's 60 s request timeout, and
+    // the deletion goes on behind the timeout; the wait below is what counts.
     if !out.status.success() {
-        bail!(
-            "deleting the ScaledObjects in {ns}: {}",
+        println!(
+            "    deleting the ScaledObjects in {ns}: {} (waiting for them to go)",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
