@@ -521,35 +521,45 @@ fn clear_namespaces(info: &ClusterInfo) -> Result<()> {
 }
 
 /// Ends a scenario while its ebb still runs: deletes the ScaledObjects in `ns` in one
-/// request and waits until ebb has taken its finalizers off every one, then deletes the
+/// request (again, while the apiserver cuts it off at its request timeout) and waits until ebb has taken its finalizers off every one, then deletes the
 /// namespace and, when `wait` is set, waits for it to go (so that its deletion does not load
 /// the apiserver during the next scenario's measurements). Without `wait` the rest goes in the
 /// background.
 fn end_scenario(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
-    let out = kubectl(info)
-        .args(["delete", "--raw"])
-        .arg(format!(
-            "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
-        ))
-        .output()?;
+    let left = || -> Option<usize> {
+        let out = kubectl(info)
+            .args(["get", "scaledobjects", "-n", ns, "-o", "name"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
+    };
     // With thousands of objects the request outlives the apiserver's 60 s request timeout, and
-    // the deletion goes on behind the timeout; the wait below is what counts.
-    if !out.status.success() {
+    // the deletion stops where it got to: ask again until one request gets through.
+    for attempt in 1.. {
+        let out = kubectl(info)
+            .args(["delete", "--raw"])
+            .arg(format!(
+                "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
+            ))
+            .output()?;
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if attempt >= 15 {
+            bail!("deleting the ScaledObjects in {ns}: {stderr}");
+        }
         println!(
-            "    deleting the ScaledObjects in {ns}: {} (waiting for them to go)",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "    deleting the ScaledObjects in {ns}: {stderr}; {} left, asking again",
+            left().map_or("?".to_string(), |n| n.to_string())
         );
     }
     wait_for(
         &format!("ebb to finalize the ScaledObjects in {ns}"),
-        Duration::from_secs(900),
-        || {
-            let out = kubectl(info)
-                .args(["get", "scaledobjects", "-n", ns, "-o", "name"])
-                .output()
-                .ok()?;
-            (out.status.success() && out.stdout.trim_ascii().is_empty()).then_some(())
-        },
+        Duration::from_secs(600),
+        || (left()? == 0).then_some(()),
     )?;
     delete_namespace(info, ns, wait)
 }
