@@ -520,11 +520,11 @@ fn clear_namespaces(info: &ClusterInfo) -> Result<()> {
     Ok(())
 }
 
-/// Ends a scenario while its ebb still runs: deletes the ScaledObjects in `ns` in one
-/// request (again, while the apiserver cuts it off at its request timeout) and waits until ebb has taken its finalizers off every one, then deletes the
-/// namespace and, when `wait` is set, waits for it to go (so that its deletion does not load
-/// the apiserver during the next scenario's measurements). Without `wait` the rest goes in the
-/// background.
+/// Ends a scenario while its ebb still runs: deletes the ScaledObjects in `ns` in one request
+/// (asked again while the apiserver cuts it off at its request timeout), waits until ebb has
+/// taken its finalizers off every one, then deletes the namespace and, when `wait` is set,
+/// waits for it to go (so that its deletion does not load the apiserver during the next
+/// scenario's measurements). Without `wait` the rest goes in the background.
 fn end_scenario(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
     let left = || -> Option<usize> {
         let out = kubectl(info)
