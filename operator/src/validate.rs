@@ -31,6 +31,34 @@ fn is_resource_trigger(trigger_type: &str) -> bool {
 
 /// Checks `spec`; the first problem found is returned.
 pub fn validate(spec: &ScaledObjectSpec) -> Result<(), ValidationError> {
+    // ebb's CRD schema refuses these already; KEDA's, which a migrating cluster may keep, does
+    // not. A negative count would otherwise reach a target's /scale.
+    let at_least = [
+        ("spec.minReplicaCount", spec.min_replica_count, 0),
+        ("spec.maxReplicaCount", spec.max_replica_count, 1),
+        ("spec.idleReplicaCount", spec.idle_replica_count, 0),
+        ("spec.cooldownPeriod", spec.cooldown_period, 0),
+        (
+            "spec.initialCooldownPeriod",
+            spec.initial_cooldown_period,
+            0,
+        ),
+        (
+            "spec.fallback.failureThreshold",
+            spec.fallback.as_ref().map(|f| f.failure_threshold),
+            0,
+        ),
+        (
+            "spec.fallback.replicas",
+            spec.fallback.as_ref().map(|f| f.replicas),
+            0,
+        ),
+    ];
+    for (field, value, least) in at_least {
+        if let Some(value) = value.filter(|v| *v < least) {
+            return Err(error(field, format!("{value}; expected {least} or more")));
+        }
+    }
     let (min, max) = (spec.min_replicas(), spec.max_replicas());
     if min > max {
         return Err(error(
@@ -141,6 +169,34 @@ mod tests {
             (
                 "{scaleTargetRef: {name: w}, idleReplicaCount: 0, triggers: [{type: redis, metadata: {}}]}",
                 "spec.idleReplicaCount: 0 is not below minReplicaCount 0; expected idleReplicaCount < minReplicaCount",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, minReplicaCount: -1, triggers: [{type: redis, metadata: {}}]}",
+                "spec.minReplicaCount: -1; expected 0 or more",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, maxReplicaCount: 0, triggers: [{type: redis, metadata: {}}]}",
+                "spec.maxReplicaCount: 0; expected 1 or more",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, minReplicaCount: 2, idleReplicaCount: -2147483648, triggers: [{type: redis, metadata: {}}]}",
+                "spec.idleReplicaCount: -2147483648; expected 0 or more",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, cooldownPeriod: -30, triggers: [{type: redis, metadata: {}}]}",
+                "spec.cooldownPeriod: -30; expected 0 or more",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, initialCooldownPeriod: -1, triggers: [{type: redis, metadata: {}}]}",
+                "spec.initialCooldownPeriod: -1; expected 0 or more",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: -1, replicas: 5}, triggers: [{type: redis, metadata: {}}]}",
+                "spec.fallback.failureThreshold: -1; expected 0 or more",
+            ),
+            (
+                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: -5}, triggers: [{type: redis, metadata: {}}]}",
+                "spec.fallback.replicas: -5; expected 0 or more",
             ),
             (
                 "{scaleTargetRef: {name: w}, triggers: []}",

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod host;
 mod suite;
 
@@ -36,6 +37,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure ebb on the dev cluster (not part of the suite); results in target/bench/.
     Bench(bench::BenchArgs),
+    /// Run the fuzz targets (fuzz/) under libFuzzer for N seconds each (needs rustup; installs
+    /// the nightly toolchain if missing).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(Subcommand)]
@@ -99,5 +103,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => suite::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }

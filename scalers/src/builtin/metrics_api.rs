@@ -6,7 +6,7 @@
 //! credentials, bounded by the trigger's timeout and a 1 MiB body limit; the value is read by
 //! the pure functions of [`extract`].
 
-mod extract;
+pub mod extract;
 
 use std::fmt;
 use std::time::Duration;
