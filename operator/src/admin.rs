@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -83,6 +83,7 @@ pub struct Metrics {
     series: Mutex<Series>,
     ready: AtomicBool,
     syncing: AtomicBool,
+    scale_loops: AtomicUsize,
 }
 
 impl Metrics {
@@ -107,6 +108,11 @@ impl Metrics {
         self.series()
             .paused
             .insert((namespace.to_string(), scaled_object.to_string()), paused);
+    }
+
+    /// Sets the number of running scale loops.
+    pub fn set_scale_loops(&self, n: usize) {
+        self.scale_loops.store(n, Ordering::Relaxed);
     }
 
     /// Counts a write to a target's `/scale`.
@@ -232,6 +238,11 @@ impl Metrics {
                 u8::from(*paused)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ebb_scale_loops Scale loops running: one per ScaledObject this replica polls.\n# TYPE ebb_scale_loops gauge\nebb_scale_loops {}",
+            self.scale_loops.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP ebb_scale_writes_total Writes to scale targets' /scale by ebb.\n# TYPE ebb_scale_writes_total counter\nebb_scale_writes_total {}",

@@ -303,14 +303,11 @@ impl Context {
     }
 
     fn stop_loop(&self, key: &str) {
-        if let Some(entry) = self
-            .loops
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key)
-        {
+        let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = loops.remove(key) {
             entry.handle.abort();
         }
+        self.metrics.set_scale_loops(loops.len());
     }
 
     /// A running loop's signature and the metrics its HPA should have now.
@@ -329,7 +326,9 @@ impl Context {
             })
     }
 
-    /// Stops every scale loop (when the controller ends, or is cut off).
+    /// Stops every scale loop (when the controller ends, or is cut off), and forgets their
+    /// readings: a replica that stepped down neither shows frozen series on `/metrics` nor
+    /// answers the metrics API from polls it no longer makes.
     pub fn stop_all_loops(&self) {
         let keys: Vec<String> = self
             .loops
@@ -340,6 +339,10 @@ impl Context {
             .collect();
         for key in keys {
             self.stop_loop(&key);
+            if let Some((namespace, name)) = key.split_once('/') {
+                self.metrics.forget(namespace, name);
+                self.store.forget(namespace, name);
+            }
         }
     }
 
@@ -876,10 +879,9 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         nudge: ctx.nudge(&so),
     };
     let handle = tokio::spawn(scale_loop.run());
-    ctx.loops
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(
+    {
+        let mut loops = ctx.loops.lock().unwrap_or_else(PoisonError::into_inner);
+        loops.insert(
             key.clone(),
             LoopEntry {
                 signature,
@@ -887,6 +889,8 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
                 handle,
             },
         );
+        ctx.metrics.set_scale_loops(loops.len());
+    }
     info!(scaledobject = %key, hpa = %hpa_name(&so), rebuild, "scale loop started");
     if running.is_none() {
         event(
@@ -1105,6 +1109,57 @@ mod tests {
                 active: true,
             })
         }
+    }
+
+    #[tokio::test]
+    async fn stopping_every_loop_forgets_their_readings() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let ctx = Arc::new(Context::new(client, Registry::new(), "ebb-system".into()));
+        ctx.loops.lock().expect("lock").insert(
+            "shop/orders".into(),
+            LoopEntry {
+                signature: String::new(),
+                triggers: Vec::new(),
+                handle: tokio::spawn(async {}),
+            },
+        );
+        ctx.metrics.record(
+            crate::admin::SeriesKey {
+                namespace: "shop".into(),
+                scaled_object: "orders".into(),
+                trigger_index: 0,
+                scaler: "redis".into(),
+                metric: "s0-redis-jobs".into(),
+            },
+            Some(3.0),
+            true,
+        );
+        ctx.store.publish(
+            "shop",
+            "orders",
+            crate::metric_store::Published {
+                at: std::time::Instant::now(),
+                fresh_for: Duration::from_secs(60),
+                reread_after: Default::default(),
+                answers: [(
+                    "s0-redis-jobs".to_string(),
+                    crate::scale::evaluate::Answer::Value(3.0),
+                )]
+                .into(),
+            },
+        );
+        assert!(ctx.metrics.render().contains("scaledObject=\"orders\""));
+
+        ctx.stop_all_loops();
+        assert_eq!(ctx.running_loops(), 0);
+        let rendered = ctx.metrics.render();
+        assert!(!rendered.contains("orders"), "{rendered}");
+        assert!(rendered.contains("ebb_scale_loops 0"), "{rendered}");
+        assert_eq!(
+            ctx.store.lookup("shop", "orders", "s0-redis-jobs"),
+            crate::metric_store::Lookup::UnknownObject
+        );
     }
 
     #[tokio::test]

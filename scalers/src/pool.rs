@@ -20,8 +20,10 @@ use crate::error::ScalerError;
 
 /// First retry delay after a failed connect; doubled per failure up to [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
-/// Longest wait between two connection attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between two connection attempts: a dead server sees at most one attempt per
+/// second per client, and once it is back, at most one poll (of 1 s or more) fails before the
+/// next reconnects, so every trigger recovers within two polls of the server's return.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Clients shared by key.
 pub struct SharedPool<K, C> {
