@@ -371,6 +371,15 @@ impl TestEnv {
         }
     }
 
+    /// Creates a Deployment `name` at `replicas` and a ScaledObject of that name on it.
+    pub async fn create_target(&self, name: &str, replicas: i32, spec: serde_json::Value) {
+        let worker = serde_json::to_value(deployment(name, replicas, &[])).expect("json");
+        self.create::<k8s_openapi::api::apps::v1::Deployment>(worker)
+            .await;
+        self.create::<ebb_crds::ScaledObject>(scaled_object_for(name, spec))
+            .await;
+    }
+
     /// Deletes every ScaledObject of this test's namespace and waits until they are gone (ebb
     /// must be running to release its finalizer).
     pub async fn delete_scaled_objects(&self) {
@@ -716,6 +725,100 @@ pub fn deployment(
         Ok(d) => d,
         Err(e) => panic!("a valid Deployment: {e}"),
     }
+}
+
+/// Every `spec.replicas` the Deployments of the namespace take, as a watch reports them.
+pub struct ReplicaLog(
+    std::sync::Arc<std::sync::Mutex<Vec<(tokio::time::Instant, String, i32)>>>,
+    tokio::task::JoinHandle<()>,
+);
+
+impl ReplicaLog {
+    /// Starts watching the Deployments of `env`'s namespace.
+    pub fn start(env: &TestEnv) -> Self {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let api = env.api::<k8s_openapi::api::apps::v1::Deployment>();
+        let task = tokio::spawn(async move {
+            use futures::StreamExt as _;
+            use kube::runtime::WatchStreamExt as _;
+            let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(d) = event {
+                    let name = d.metadata.name.clone().unwrap_or_default();
+                    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(-1);
+                    if let Ok(mut log) = log.lock() {
+                        log.push((tokio::time::Instant::now(), name, replicas));
+                    }
+                }
+            }
+        });
+        Self(seen, task)
+    }
+
+    /// The counts `name` took since `from`.
+    pub fn of(&self, name: &str, from: tokio::time::Instant) -> Vec<(tokio::time::Instant, i32)> {
+        self.0
+            .lock()
+            .map(|log| {
+                log.iter()
+                    .filter(|(at, n, _)| n == name && *at >= from)
+                    .map(|(at, _, r)| (*at, *r))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ReplicaLog {
+    fn drop(&mut self) {
+        self.1.abort();
+    }
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A ScaledObject named `name` whose target is the Deployment of the same name; `spec` holds
+/// the rest of its spec.
+pub fn scaled_object_for(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut spec = spec;
+    spec["scaleTargetRef"] = serde_json::json!({"name": name});
+    serde_json::json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name},
+        "spec": spec
+    })
+}
+
+/// `ebb run` of this build against `env`'s namespace, its admin endpoints on a free port
+/// (returned); the caller adds its own flags and spawns it.
+pub fn ebb_run_command(env: &TestEnv) -> (Command, u16) {
+    let admin = free_port();
+    let mut cmd = Command::new(ebb_binary());
+    cmd.env("KUBECONFIG", &env.cluster.kubeconfig)
+        .args(["run", "--namespace", &env.namespace])
+        .args(["--watch-namespace", &env.namespace])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")]);
+    (cmd, admin)
+}
+
+/// Connections to a Redis server other than those named `test` (`CLIENT SETNAME test`).
+pub async fn redis_clients_but_tests(conn: &mut redis::aio::MultiplexedConnection) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .expect("CLIENT LIST");
+    list.lines().filter(|l| !l.contains(" name=test ")).count()
 }
 
 impl Drop for TestEnv {

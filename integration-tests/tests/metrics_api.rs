@@ -211,6 +211,37 @@ async fn errors_and_refusals_are_kubernetes_statuses() {
         "https://127.0.0.1:{METRICS_API_PORT}{}",
         metric_path(&env, &metric, "worker")
     );
+    // TLS 1.2 and 1.3 only: a client offering TLS 1.1 alone (allowed to by SECLEVEL=0) gets
+    // an alert from the server and no cipher, not a refusal of its own.
+    for (flag, refused) in [("-tls1_1", true), ("-tls1_2", false), ("-tls1_3", false)] {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{METRICS_API_PORT}"),
+                flag,
+            ])
+            .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let alerted = text.contains("SSL alert number");
+        let version = flag.trim_start_matches("-tls").replace('_', ".");
+        let negotiated = text.contains(&format!("New, TLSv{version}, Cipher is "));
+        assert!(
+            if refused {
+                alerted && !negotiated
+            } else {
+                negotiated && !alerted
+            },
+            "openssl s_client {flag}: {text}"
+        );
+    }
     // No certificate, no token: 401.
     let response = https(None).get(&url).send().await.expect("request");
     assert_eq!(response.status().as_u16(), 401);

@@ -1,12 +1,15 @@
 //! Two ebb replicas against one cluster: exactly one holds the Lease and runs scale loops; when
 //! it dies without a word, the other takes over within the lease duration and scaling goes on.
 //! Each replica generates its own serving certificate; the APIService's caBundle always trusts
-//! the leader's, whichever started last.
+//! the leader's, whichever started last. A target that stays busy across the hand-over is never
+//! taken down.
 
 use std::time::Duration;
 
 use ebb_crds::ScaledObject;
-use integration_tests::{ElectedEbb, TestEnv, deployment, ensure, eventually, setup, unique_name};
+use integration_tests::{
+    ElectedEbb, ReplicaLog, TestEnv, deployment, ensure, eventually, free_port, setup, unique_name,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -133,13 +136,6 @@ struct EbbProcess {
     admin: String,
     /// Where it serves the metrics API.
     metrics_api: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl EbbProcess {
@@ -312,6 +308,32 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         }
     }
 
+    // A second target, busy throughout.
+    let steady_list = unique_name("steady");
+    redis.rpush(&steady_list, &["1", "2", "3"]).await;
+    env.create::<Deployment>(serde_json::to_value(deployment("steady", 0, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "steady"},
+        "spec": {
+            "scaleTargetRef": {"name": "steady"},
+            "pollingInterval": 1,
+            "cooldownPeriod": 1,
+            "triggers": [{"type": "redis", "metadata": {
+                "address": env.redis_address(),
+                "listName": steady_list,
+                "databaseIndex": "9"
+            }}]
+        }
+    }))
+    .await;
+    env.await_replicas("steady", "scaled up from zero", DEADLINE, |n| n >= 1)
+        .await;
+    let replicas = ReplicaLog::start(&env);
+    let killed = tokio::time::Instant::now();
+
     // SIGKILL the leader: no release. The standby takes the lease when it expires (15 s) and
     // scales the drained list back to zero.
     let position = processes
@@ -341,6 +363,12 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         ensure(trusted, || "not trusted".into())
     })
     .await;
+    let counts = replicas.of("steady", killed);
+    assert!(
+        counts.iter().all(|(_, n)| *n >= 1),
+        "the busy target was taken down in the hand-over: {counts:?}"
+    );
+    assert_eq!(env.replicas("steady").await, Ok(1));
     env.delete_scaled_objects().await;
 }
 

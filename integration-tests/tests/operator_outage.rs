@@ -2,14 +2,15 @@
 //! apiserver and a real redis-server this test starts, stops and restarts on its own port:
 //! without fallback nothing is scaled down and Ready turns False naming the server; with
 //! fallback the Fallback condition turns True after failureThreshold failures and the metric
-//! answers the fallback value (without, an error, never 0); when Redis is back, both recover.
+//! answers the fallback value (without, an error, never 0); when Redis is back, both read it
+//! again within two polls, over as many connections as before the outage (none leaked).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ebb_crds::ScaledObject;
 use ebb_operator::scale::evaluate::Answer;
-use integration_tests::{deployment, ensure, eventually, setup, unique_name};
+use integration_tests::{deployment, ensure, eventually, free_port, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
@@ -57,10 +58,15 @@ impl Drop for OwnRedis {
     }
 }
 
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+async fn named_test(redis: &OwnRedis) -> redis::aio::MultiplexedConnection {
+    let mut conn = redis.connect().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("test")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT SETNAME");
+    conn
 }
 
 #[tokio::test]
@@ -69,7 +75,7 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
     let ebb = env.start_ebb();
     let port = free_port();
     let mut redis = OwnRedis::start(port);
-    let mut conn = redis.connect().await;
+    let mut conn = named_test(&redis).await;
     let list = unique_name("jobs");
     let _: () = redis::cmd("RPUSH")
         .arg(&list)
@@ -116,7 +122,14 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
         .await;
     }
 
-    // Redis goes away.
+    // Both objects share one server: one connection, whatever the number of triggers.
+    let before = eventually("ebb is connected", DEADLINE, || async {
+        let n = integration_tests::redis_clients_but_tests(&mut conn.clone()).await;
+        ensure(n >= 1, || format!("{n} connections")).map(|()| n)
+    })
+    .await;
+
+    // Redis goes away (SIGKILL).
     redis.stop();
     eventually("plain: Ready=False naming the server", DEADLINE, || async {
         let (status, _, message) = env.condition("plain", "Ready").await?;
@@ -175,13 +188,37 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
 
     // Redis is back (empty: it keeps nothing), with work in the list again.
     let redis = OwnRedis::start(port);
-    let mut conn = redis.connect().await;
+    let mut conn = named_test(&redis).await;
     let _: () = redis::cmd("RPUSH")
         .arg(&list)
         .arg(&["1", "2", "3"])
         .query_async(&mut conn)
         .await
         .expect("RPUSH");
+    let back = tokio::time::Instant::now();
+    eventually("both read Redis again", DEADLINE, || async {
+        let answers: Vec<_> = ["plain", "with-fallback"]
+            .iter()
+            .map(|name| ebb.ctx.store.get(&env.namespace, name, &metric))
+            .collect();
+        ensure(
+            answers
+                .iter()
+                .all(|a| matches!(a, Some((Answer::Value(v), _)) if *v == 3.0)),
+            || format!("{answers:?}"),
+        )
+    })
+    .await;
+    let recovered = back.elapsed();
+    println!(
+        "Redis back: both objects read it {:.1}s later",
+        recovered.as_secs_f64()
+    );
+    // Two polls of 1 s, a second for the reconnection itself, and the check's own pace.
+    assert!(
+        recovered <= Duration::from_secs(4),
+        "recovery took {recovered:?}, more than two polls"
+    );
     for name in ["plain", "with-fallback"] {
         eventually(&format!("{name}: recovered"), DEADLINE, || async {
             let (ready, _, message) = env.condition(name, "Ready").await?;
@@ -204,5 +241,14 @@ async fn an_outage_never_scales_down_and_fallback_takes_over() {
         )
         .await;
     }
+    eventually(
+        "as many connections as before the outage",
+        DEADLINE,
+        || async {
+            let n = integration_tests::redis_clients_but_tests(&mut conn.clone()).await;
+            ensure(n == before, || format!("{n} connections, {before} before"))
+        },
+    )
+    .await;
     env.delete_scaled_objects().await;
 }

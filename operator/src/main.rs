@@ -250,7 +250,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Version => println!("ebb {BUILD}"),
         Command::Explain { object } => {
-            let client = kube::Client::try_default().await?;
+            let mut config = kube::Config::infer().await?;
+            // A 503 from the metrics API is an answer (the metric cannot be read now), not a
+            // reason to ask again for minutes, as kube's default retry policy would.
+            config.default_retry = false;
+            let client = kube::Client::try_from(config)?;
             let facts = ebb_operator::explain::gather(&client, &object).await?;
             print!("{}", ebb_operator::explain::render(&facts));
         }

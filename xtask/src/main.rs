@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: ebb's developer commands.
 
 mod bench;
+mod chaos;
 mod demo;
 mod fuzz;
 mod host;
@@ -37,6 +38,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure ebb on the dev cluster (not part of the suite); results in target/bench/.
     Bench(bench::BenchArgs),
+    /// Run the fault and churn tests at length on the dev cluster (not part of the suite, which
+    /// runs them once): each fault several times, 1,000 ScaledObjects churned.
+    Chaos(chaos::ChaosArgs),
     /// Run the fuzz targets (fuzz/) under libFuzzer for N seconds each (needs rustup; installs
     /// the nightly toolchain if missing).
     Fuzz(fuzz::FuzzArgs),
@@ -104,5 +108,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Chaos(args) => chaos::run(args),
     }
 }

@@ -1,0 +1,94 @@
+//! `cargo xtask chaos`: the fault and churn tests at length. The suite runs each fault once and
+//! churns 150 objects; this injects each fault of `faults.rs` `--rounds` times (RabbitMQ and
+//! kube-apiserver killed and restarted, the `ebb` process killed mid-cooldown, a source slower
+//! than its timeout for longer), runs the Redis outage of `operator_outage.rs` once, and churns
+//! `--objects` ScaledObjects, printing what each round measured.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use xtask::cluster;
+
+/// Options of `cargo xtask chaos`.
+#[derive(clap::Args)]
+pub struct ChaosArgs {
+    /// Times each fault is injected.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// ScaledObjects created, updated and deleted by the churn test.
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Leave the dev cluster running afterwards even if this run started it.
+    #[arg(long)]
+    keep_cluster: bool,
+}
+
+/// The test binaries that inject faults or churn.
+const TESTS: &[&str] = &["faults", "operator_outage", "churn"];
+
+/// Builds ebb, brings the cluster up and runs the fault and churn tests at length.
+pub fn run(args: ChaosArgs) -> Result<()> {
+    let started = Instant::now();
+    println!(
+        "==> cargo xtask chaos: each fault {} time(s) (RabbitMQ and kube-apiserver killed and \
+         restarted, ebb killed with SIGKILL mid-cooldown, a source slower than its timeout), a \
+         Redis outage once, then {} ScaledObjects churned, on the dev cluster",
+        args.rounds, args.objects
+    );
+    let layout = cluster::Layout::for_workspace();
+    let was_running = cluster::services::status(&layout)
+        .iter()
+        .any(|(_, state)| state.is_some());
+    cargo(
+        &[
+            "build",
+            "--locked",
+            "--package",
+            "ebb-operator",
+            "--bin",
+            "ebb",
+        ],
+        &[],
+    )?;
+    cluster::up()?;
+    let mut test_args = vec!["test", "--locked", "--package", "integration-tests"];
+    for t in TESTS {
+        test_args.extend(["--test", t]);
+    }
+    test_args.extend(["--", "--nocapture", "--test-threads=1"]);
+    let rounds = args.rounds.to_string();
+    let objects = args.objects.to_string();
+    let result = cargo(
+        &test_args,
+        &[
+            ("EBB_CHAOS_ROUNDS", &rounds),
+            ("EBB_CHURN_OBJECTS", &objects),
+        ],
+    );
+    if !was_running && !args.keep_cluster {
+        let down = cluster::down();
+        result?;
+        down?;
+    } else {
+        result?;
+    }
+    println!(
+        "==> chaos finished in {}s: every fault and the churn passed",
+        started.elapsed().as_secs()
+    );
+    Ok(())
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(xtask::workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
