@@ -420,6 +420,20 @@ impl TestEnv {
         self.cluster.redis_url.trim_start_matches("redis://")
     }
 
+    /// RabbitMQ's management API: its base URL without credentials (ending in `/`) and the
+    /// dev cluster's administrator as `(user, password)` for basic auth.
+    pub fn rabbitmq_management(&self) -> (reqwest::Url, (String, String)) {
+        let mut url = reqwest::Url::parse(&self.cluster.rabbitmq_management_url)
+            .expect("the dev cluster's management URL");
+        let user = (
+            url.username().to_string(),
+            url.password().unwrap_or("").to_string(),
+        );
+        url.set_username("").expect("an http URL");
+        url.set_password(None).expect("an http URL");
+        (url, user)
+    }
+
     /// An AMQP connection with publisher confirms to the dev cluster's RabbitMQ.
     pub async fn amqp(&self) -> Amqp {
         let connection = lapin::Connection::connect(
@@ -651,6 +665,19 @@ impl Drop for MetricsApiGuard {
         if let Some(server) = self.server.take() {
             let _ = server.join();
         }
+    }
+}
+
+/// Removes the cluster's `v1beta1.external.metrics.k8s.io` APIService when dropped, however the
+/// test that registered it ends: one without a server stalls namespace deletion.
+pub struct UnregisterMetricsApi<'a>(pub &'a TestEnv);
+
+impl Drop for UnregisterMetricsApi<'_> {
+    fn drop(&mut self) {
+        let _ = xtask::cluster::metrics_api::unregister(
+            &self.0.cluster.kubectl,
+            &self.0.cluster.kubeconfig,
+        );
     }
 }
 

@@ -119,13 +119,7 @@ async fn rabbitmq_publish_is_counted_over_amqp_and_the_management_api() {
     assert_eq!(passive.message_count(), 7);
 
     // HTTP management API: the same count, once its statistics refresh.
-    let mut url = reqwest::Url::parse(&env.cluster.rabbitmq_management_url).expect("url");
-    let (user, pass) = (
-        url.username().to_string(),
-        url.password().unwrap_or("").to_string(),
-    );
-    url.set_username("").expect("url");
-    url.set_password(None).expect("url");
+    let (url, (user, pass)) = env.rabbitmq_management();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -50,13 +50,10 @@ async fn restart_services() {
 
 /// ebb's AMQP connections, as RabbitMQ's management API lists them.
 async fn ebb_amqp_connections(env: &TestEnv) -> Result<usize, String> {
-    let mut url =
-        reqwest::Url::parse(&env.cluster.rabbitmq_management_url).map_err(|e| e.to_string())?;
-    url.set_username("").map_err(|()| "url")?;
-    url.set_password(None).map_err(|()| "url")?;
+    let (url, (user, password)) = env.rabbitmq_management();
     let connections: Vec<Value> = reqwest::Client::new()
         .get(format!("{url}api/connections"))
-        .basic_auth("guest", Some("guest"))
+        .basic_auth(user, Some(password))
         .timeout(Duration::from_secs(5))
         .send()
         .await

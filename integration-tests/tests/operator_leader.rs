@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ebb_crds::ScaledObject;
 use integration_tests::{
-    ElectedEbb, ReplicaLog, TestEnv, deployment, ensure, eventually, free_port, setup, unique_name,
+    ElectedEbb, ReplicaLog, TestEnv, UnregisterMetricsApi, deployment, ensure, eventually,
+    free_port, setup, unique_name,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -248,7 +249,7 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
         integration_tests::METRICS_API_PORT,
     )
     .expect("register the APIService");
-    let _unregister = Unregister(&env);
+    let _unregister = UnregisterMetricsApi(&env);
     // Each process is "in" a pod of its name (POD_NAME), which only the leader labels as such.
     for name in ["ebb-a", "ebb-b"] {
         env.create::<Pod>(json!({
@@ -370,16 +371,4 @@ async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
     );
     assert_eq!(env.replicas("steady").await, Ok(1));
     env.delete_scaled_objects().await;
-}
-
-/// Removes the APIService when the test ends, however it ends.
-struct Unregister<'a>(&'a TestEnv);
-
-impl Drop for Unregister<'_> {
-    fn drop(&mut self) {
-        let _ = xtask::cluster::metrics_api::unregister(
-            &self.0.cluster.kubectl,
-            &self.0.cluster.kubeconfig,
-        );
-    }
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use ebb_crds::{ScaledObject, TriggerAuthentication};
 use integration_tests::{
-    APISERVICE, METRICS_API_PORT, TestEnv, deployment, ensure, eventually, expect_success,
-    free_port, setup, unique_name,
+    APISERVICE, METRICS_API_PORT, TestEnv, UnregisterMetricsApi, deployment, ensure, eventually,
+    expect_success, free_port, setup, unique_name,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -76,18 +76,6 @@ impl Drop for EbbProcess {
     }
 }
 
-/// The APIService removed again at the end: one without a server stalls namespace deletion.
-struct Unregister<'a>(&'a TestEnv);
-
-impl Drop for Unregister<'_> {
-    fn drop(&mut self) {
-        let _ = xtask::cluster::metrics_api::unregister(
-            &self.0.cluster.kubectl,
-            &self.0.cluster.kubeconfig,
-        );
-    }
-}
-
 /// A Redis ACL user with `password`, deleted on drop.
 struct RedisUser {
     url: String,
@@ -127,21 +115,19 @@ impl Drop for RedisUser {
     }
 }
 
-/// RabbitMQ's management API as guest, and the URL without credentials.
-fn management(env: &TestEnv) -> (reqwest::Client, reqwest::Url) {
-    let mut url = reqwest::Url::parse(&env.cluster.rabbitmq_management_url).expect("url");
-    url.set_username("").expect("url");
-    url.set_password(None).expect("url");
+/// A client for RabbitMQ's management API, its URL without credentials and its administrator.
+fn management(env: &TestEnv) -> (reqwest::Client, reqwest::Url, (String, String)) {
+    let (url, admin) = env.rabbitmq_management();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("http client");
-    (http, url)
+    (http, url, admin)
 }
 
 /// A RabbitMQ user with `password` and every right on vhost `/`.
 async fn create_rabbitmq_user(env: &TestEnv, name: &str, password: &str) {
-    let (http, url) = management(env);
+    let (http, url, (admin, admin_password)) = management(env);
     for (path, body) in [
         (
             format!("api/users/{name}"),
@@ -154,7 +140,7 @@ async fn create_rabbitmq_user(env: &TestEnv, name: &str, password: &str) {
     ] {
         let response = http
             .put(format!("{url}{path}"))
-            .basic_auth("guest", Some("guest"))
+            .basic_auth(&admin, Some(&admin_password))
             .json(&body)
             .send()
             .await
@@ -168,10 +154,10 @@ async fn create_rabbitmq_user(env: &TestEnv, name: &str, password: &str) {
 }
 
 async fn delete_rabbitmq_user(env: &TestEnv, name: &str) {
-    let (http, url) = management(env);
+    let (http, url, (admin, admin_password)) = management(env);
     let _ = http
         .delete(format!("{url}api/users/{name}"))
-        .basic_auth("guest", Some("guest"))
+        .basic_auth(&admin, Some(&admin_password))
         .send()
         .await;
 }
@@ -219,7 +205,7 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         .expect("url")
         .port()
         .expect("a port");
-    let (_, management_url) = management(&env);
+    let (management_url, _) = env.rabbitmq_management();
     let management_port = management_url.port().expect("a port");
     let stored: BTreeMap<&str, String> = [
         ("redis-user", redis_user.clone()),
@@ -334,7 +320,7 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         METRICS_API_PORT,
     )
     .expect("register the APIService");
-    let _unregister = Unregister(&env);
+    let _unregister = UnregisterMetricsApi(&env);
     let ebb = EbbProcess::start(&env);
 
     for (name, trigger) in &objects {

@@ -4,11 +4,12 @@
 //! than its timeout for longer), runs the Redis outage of `operator_outage.rs` once, and churns
 //! `--objects` ScaledObjects, printing what each round measured.
 
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use xtask::cluster;
+
+use crate::host::cargo;
 
 /// Options of `cargo xtask chaos`.
 #[derive(clap::Args)]
@@ -77,18 +78,5 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         "==> chaos finished in {}s: every fault and the churn passed",
         started.elapsed().as_secs()
     );
-    Ok(())
-}
-
-fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(xtask::workspace_root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
     Ok(())
 }

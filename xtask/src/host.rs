@@ -55,6 +55,21 @@ impl Drop for Ebb {
     }
 }
 
+/// Runs `cargo ARGS` in the workspace root with extra environment variables; fails naming the
+/// command when it does.
+pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(xtask::workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 /// Cargo's target directory for this workspace.
 pub(crate) fn cargo_target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

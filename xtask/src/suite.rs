@@ -1,9 +1,8 @@
 //! `cargo xtask test`: every check CI runs, in order, each step announced and timed.
 
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use xtask::cluster;
 
 /// Options of `cargo xtask test`.
@@ -118,14 +117,7 @@ fn step(steps: &mut Vec<Step>, name: &'static str, f: impl FnOnce() -> Result<()
     result
 }
 
+/// `cargo ARGS` in the workspace root.
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(xtask::workspace_root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
+    crate::host::cargo(args, &[])
 }
