@@ -668,6 +668,16 @@ impl Drop for MetricsApiGuard {
     }
 }
 
+/// How many times a fault test injects its fault: 1 in the suite, `EBB_CHAOS_ROUNDS` (set by
+/// `cargo xtask chaos --rounds N`) otherwise.
+pub fn chaos_rounds() -> u32 {
+    std::env::var("EBB_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Removes the cluster's `v1beta1.external.metrics.k8s.io` APIService when dropped, however the
 /// test that registered it ends: one without a server stalls namespace deletion.
 pub struct UnregisterMetricsApi<'a>(pub &'a TestEnv);

@@ -8,20 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ebb_operator::scale::evaluate::Answer;
-use integration_tests::{ReplicaLog, TestEnv, ensure, eventually, setup, unique_name};
+use integration_tests::{
+    ReplicaLog, TestEnv, chaos_rounds, ensure, eventually, setup, unique_name,
+};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-/// How many times each fault is injected: 1 in the suite, more under `cargo xtask chaos`.
-fn rounds() -> u32 {
-    std::env::var("EBB_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
 
 /// One fault at a time: each stops a server the others use.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -145,7 +138,7 @@ async fn rabbitmq_killed_mid_run_scales_nothing_down_and_recovers_within_two_pol
     })
     .await;
     let replicas = ReplicaLog::start(&env);
-    for round in 1..=rounds() {
+    for round in 1..=chaos_rounds() {
         let fault = Instant::now();
 
         kill_service("rabbitmq").await;
@@ -272,7 +265,7 @@ async fn an_apiserver_restart_forgets_nothing_and_writes_little() {
         .await;
     }
     let replicas = ReplicaLog::start(&env);
-    for round in 1..=rounds() {
+    for round in 1..=chaos_rounds() {
         // Settled: no write for three seconds.
         eventually("ebb is at rest", DEADLINE, || async {
             let before = writes(&ebb);
@@ -402,7 +395,7 @@ async fn ebb_killed_mid_cooldown_keeps_the_cooldown_and_never_flaps() {
     }
     let replicas = ReplicaLog::start(&env);
     let started = Instant::now();
-    for round in 1..=rounds() {
+    for round in 1..=chaos_rounds() {
         if round > 1 {
             redis.push(&cooling, 5).await;
             env.await_replicas("cooling", "activated again", DEADLINE, |n| n == 1)
@@ -575,7 +568,7 @@ async fn a_slow_source_errors_on_time_and_delays_no_other_poll() {
         "the slow source was reported only after {reported:?}"
     );
     // Several of its polls time out while the others go on.
-    let window = 12 * u64::from(rounds());
+    let window = 12 * u64::from(chaos_rounds());
     tokio::time::sleep(Duration::from_secs(window)).await;
     let (quick_after, all_after) = lag_counts(&ebb);
     let (on_time, polls) = (quick_after - quick_before, all_after - all_before);

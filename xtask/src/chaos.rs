@@ -1,7 +1,7 @@
 //! `cargo xtask chaos`: the fault and churn tests at length. The suite runs each fault once and
-//! churns 150 objects; this injects each fault of `faults.rs` `--rounds` times (RabbitMQ and
-//! kube-apiserver killed and restarted, the `ebb` process killed mid-cooldown, a source slower
-//! than its timeout for longer), runs the Redis outage of `operator_outage.rs` once, and churns
+//! churns 150 objects; this injects each fault `--rounds` times (RabbitMQ and kube-apiserver
+//! killed and restarted and the `ebb` process killed mid-cooldown in `faults.rs`, the Redis
+//! outage of `operator_outage.rs`, a source slower than its timeout for longer), and churns
 //! `--objects` ScaledObjects, printing what each round measured.
 
 use std::time::Instant;
@@ -32,9 +32,9 @@ const TESTS: &[&str] = &["faults", "operator_outage", "churn"];
 pub fn run(args: ChaosArgs) -> Result<()> {
     let started = Instant::now();
     println!(
-        "==> cargo xtask chaos: each fault {} time(s) (RabbitMQ and kube-apiserver killed and \
-         restarted, ebb killed with SIGKILL mid-cooldown, a source slower than its timeout), a \
-         Redis outage once, then {} ScaledObjects churned, on the dev cluster",
+        "==> cargo xtask chaos: each fault {} time(s) (RabbitMQ, Redis and kube-apiserver killed \
+         and restarted, ebb killed with SIGKILL mid-cooldown, a source slower than its timeout), \
+         then {} ScaledObjects churned, on the dev cluster",
         args.rounds, args.objects
     );
     let layout = cluster::Layout::for_workspace();
