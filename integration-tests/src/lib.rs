@@ -848,7 +848,17 @@ pub fn ebb_run_command(env: &TestEnv) -> (Command, u16) {
     (cmd, admin)
 }
 
-/// Connections to a Redis server other than those named `test` (`CLIENT SETNAME test`).
+/// Names `conn` `test` (`CLIENT SETNAME`), so [`redis_clients_but_tests`] leaves it out.
+pub async fn name_as_test(conn: &mut redis::aio::MultiplexedConnection) {
+    let () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("test")
+        .query_async(conn)
+        .await
+        .expect("CLIENT SETNAME");
+}
+
+/// Connections to a Redis server other than those named `test` ([`name_as_test`]).
 pub async fn redis_clients_but_tests(conn: &mut redis::aio::MultiplexedConnection) -> usize {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")

@@ -147,12 +147,7 @@ async fn churned_objects_leave_nothing_behind() {
             .await
             .expect("a Redis connection")
     };
-    let _: () = redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg("test")
-        .query_async(&mut conn)
-        .await
-        .expect("CLIENT SETNAME");
+    integration_tests::name_as_test(&mut conn).await;
 
     // The steady objects, scaled 0 -> 1 -> 0 while the churn goes on.
     let steady_list = unique_name("steady");

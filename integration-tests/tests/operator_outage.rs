@@ -63,12 +63,7 @@ impl Drop for OwnRedis {
 
 async fn named_test(redis: &OwnRedis) -> redis::aio::MultiplexedConnection {
     let mut conn = redis.connect().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg("test")
-        .query_async(&mut conn)
-        .await
-        .expect("CLIENT SETNAME");
+    integration_tests::name_as_test(&mut conn).await;
     conn
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use xtask::cluster;
 
-use crate::host::cargo;
+use crate::host::{self, cargo};
 
 /// Options of `cargo xtask chaos`.
 #[derive(clap::Args)]
@@ -37,21 +37,8 @@ pub fn run(args: ChaosArgs) -> Result<()> {
          then {} ScaledObjects churned, on the dev cluster",
         args.rounds, args.objects
     );
-    let layout = cluster::Layout::for_workspace();
-    let was_running = cluster::services::status(&layout)
-        .iter()
-        .any(|(_, state)| state.is_some());
-    cargo(
-        &[
-            "build",
-            "--locked",
-            "--package",
-            "ebb-operator",
-            "--bin",
-            "ebb",
-        ],
-        &[],
-    )?;
+    let was_running = host::cluster_was_running();
+    host::build_ebb_binary()?;
     cluster::up()?;
     let mut test_args = vec!["test", "--locked", "--package", "integration-tests"];
     for t in TESTS {

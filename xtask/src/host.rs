@@ -70,6 +70,30 @@ pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Builds the debug `ebb` binary that integration tests run as a separate process.
+pub(crate) fn build_ebb_binary() -> Result<()> {
+    cargo(
+        &[
+            "build",
+            "--locked",
+            "--package",
+            "ebb-operator",
+            "--bin",
+            "ebb",
+        ],
+        &[],
+    )
+}
+
+/// Whether any dev cluster service is running: then it belongs to someone (a developer's
+/// cluster), and a command that did not start it leaves it up.
+pub(crate) fn cluster_was_running() -> bool {
+    let layout = xtask::cluster::Layout::for_workspace();
+    xtask::cluster::services::status(&layout)
+        .iter()
+        .any(|(_, state)| state.is_some())
+}
+
 /// Cargo's target directory for this workspace.
 pub(crate) fn cargo_target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

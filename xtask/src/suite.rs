@@ -55,22 +55,12 @@ pub fn run(args: TestArgs) -> Result<()> {
     })?;
 
     if !args.unit_only {
-        let layout = cluster::Layout::for_workspace();
-        // Anything already running belongs to someone (a developer's cluster): leave it up.
-        let was_running = cluster::services::status(&layout)
-            .iter()
-            .any(|(_, state)| state.is_some());
-        // Some integration tests run the real `ebb` binary as separate processes.
-        step(&mut steps, "build the ebb binary", || {
-            cargo(&[
-                "build",
-                "--locked",
-                "--package",
-                "ebb-operator",
-                "--bin",
-                "ebb",
-            ])
-        })?;
+        let was_running = crate::host::cluster_was_running();
+        step(
+            &mut steps,
+            "build the ebb binary",
+            crate::host::build_ebb_binary,
+        )?;
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
         let result = step(&mut steps, "integration tests", || {
             cargo(&["test", "--locked", "--package", "integration-tests"])
