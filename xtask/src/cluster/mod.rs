@@ -176,9 +176,12 @@ pub fn up() -> Result<ClusterInfo> {
     println!("==> ebb dev cluster: certificates and kubeconfigs");
     if certs::ensure(&layout)? {
         // Components still running on an older CA would refuse the new kubeconfigs.
-        services::stop_control_plane(&layout)?;
+        services::stop_built_on(&layout, services::Foundation::ClusterState)?;
     }
-    services::write_kubeconfigs(&layout)?;
+    if certs::ensure_service_tls(&layout)? {
+        services::stop_built_on(&layout, services::Foundation::ServiceTls)?;
+    }
+    certs::write_kubeconfigs(&layout)?;
     println!(
         "==> ebb dev cluster: starting services (logs in {})",
         layout.root.join("logs").display()
@@ -191,9 +194,9 @@ pub fn up() -> Result<ClusterInfo> {
         kubernetes_version: format!("v{}", binaries::KUBERNETES_VERSION),
         redis_url: format!("redis://127.0.0.1:{}", ports::REDIS),
         redis_tls_address: format!("127.0.0.1:{}", ports::REDIS_TLS),
-        tls_ca: services::service_tls_file(&layout, "ca.crt"),
-        tls_client_cert: services::service_tls_file(&layout, "client.crt"),
-        tls_client_key: services::service_tls_file(&layout, "client.key"),
+        tls_ca: certs::service_tls_file(&layout, "ca.crt"),
+        tls_client_cert: certs::service_tls_file(&layout, "client.crt"),
+        tls_client_key: certs::service_tls_file(&layout, "client.key"),
         redis_cluster_addresses: ports::REDIS_CLUSTER
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))

@@ -1,9 +1,14 @@
-//! The dev cluster's services: how each is started, how its health is read, and in which order
-//! they start and stop.
+//! The dev cluster's services as one table, [`SERVICES`]: each entry names a service, lists the
+//! ports it holds, and says how it starts, how its health is read, when `up` waits for it and
+//! what it restarts with. `up` starts the entries in table order, `status` reports them in that
+//! order and `down` stops them in reverse.
+//!
+//! Adding a server is one entry here (with the functions that build its command and read its
+//! health, unless existing ones fit) plus its port constants in [`super::ports`].
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -11,13 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 
 use super::binaries::Binaries;
-use super::certs::{FRONT_PROXY_CLIENT_NAME, write_private};
+use super::certs::{FRONT_PROXY_CLIENT_NAME, service_tls_file};
 use super::process::{self, wait_until};
 use super::{Layout, ports, tail};
 
@@ -31,48 +32,400 @@ pub const HPA_DOWNSCALE_STABILIZATION: &str = "10s";
 /// The name the sentinels know their master by.
 pub const SENTINEL_MASTER_NAME: &str = "mymaster";
 
-/// The Redis Cluster's three masters: one cluster, so they start (and are created) together.
-const REDIS_CLUSTER: [&str; 3] = ["redis-cluster-0", "redis-cluster-1", "redis-cluster-2"];
-/// The Sentinel set: a master, its replica and three sentinels, started together.
-const REDIS_SENTINEL: [&str; 5] = [
-    "redis-sentinel-master",
-    "redis-sentinel-replica",
-    "redis-sentinel-0",
-    "redis-sentinel-1",
-    "redis-sentinel-2",
+/// etcd's service name: when it is not running, it starts with empty data.
+const ETCD: &str = "etcd";
+/// kube-apiserver's service name.
+const APISERVER: &str = "kube-apiserver";
+/// What a Redis Cluster node's second port serves.
+const CLUSTER_BUS: &str = "cluster bus";
+
+/// How long a service gets to exit on SIGTERM unless its entry says otherwise.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long `up` waits at the end for a service to become healthy unless its entry says
+/// otherwise.
+const READY_AT_END: Ready = Ready::AtEnd(Duration::from_secs(60));
+
+/// Prepares a service's files (a fresh data directory, a configuration) and returns the command
+/// that runs it in the foreground.
+pub type StartCommand = fn(&Layout, &Binaries, &Service) -> Result<Command>;
+/// Creates (or updates) an object the apiserver keeps (see [`Run::ApiObject`]).
+pub type CreateObject = fn(&Layout, &Binaries) -> Result<()>;
+/// Whether a running service answers as it should.
+pub type HealthCheck = fn(&Layout, &Service) -> bool;
+/// Makes one whole of a group's started members (see [`Group::form`]).
+pub type FormGroup = fn(&Layout, &[Service]) -> Result<()>;
+
+/// A loopback port a service listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Port {
+    /// The port number on 127.0.0.1.
+    pub number: u16,
+    /// What is served on it.
+    pub serves: &'static str,
+}
+
+impl Port {
+    /// Port `number`, serving `serves`.
+    pub const fn new(number: u16, serves: &'static str) -> Self {
+        Self { number, serves }
+    }
+}
+
+/// One service of the dev cluster: an entry of [`SERVICES`].
+pub struct Service {
+    /// Its name; also the name of its pid file, log and data directory.
+    pub name: &'static str,
+    /// Every port it listens on, the one clients use first. `up` does not start it while
+    /// another process holds one of them; `down` checks that they are all free again.
+    pub ports: &'static [Port],
+    /// How it runs.
+    pub run: Run,
+    /// Whether it answers as it should (asked only while it runs).
+    pub health: HealthCheck,
+    /// When `up` waits for it to be healthy, and for how long.
+    pub ready: Ready,
+    /// What it is built on besides its own process: when `up` replaces that, the service is
+    /// stopped and started again.
+    pub built_on: Option<Foundation>,
+    /// The group it starts and stops with, if any; a group's members are consecutive entries.
+    pub group: Option<&'static Group>,
+}
+
+/// How a service runs.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// A process group of its own, recorded in a pid file and stopped by it.
+    Process {
+        /// Builds the command that runs it.
+        command: StartCommand,
+        /// How long it gets to exit on SIGTERM before SIGKILL.
+        stop_grace: Duration,
+    },
+    /// An object the apiserver keeps rather than a process: created whenever it is not healthy,
+    /// never stopped, and counted as running while its host service runs.
+    ApiObject {
+        /// Creates (or updates) the object.
+        create: CreateObject,
+        /// The service whose process keeps the object.
+        host: &'static str,
+    },
+}
+
+/// When `up` waits for a service to become healthy.
+#[derive(Clone, Copy, Debug)]
+pub enum Ready {
+    /// Right after starting it, for at most this long: the services after it need it.
+    BeforeNext(Duration),
+    /// After every service has started, for at most this long, the shortest timeouts first: the
+    /// slowest to boot are checked on last.
+    AtEnd(Duration),
+}
+
+/// State outside a service's process that `up` may replace, restarting what is built on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Foundation {
+    /// The cluster's state: etcd's data (empty whenever etcd starts) and the PKI in `pki/`.
+    ClusterState,
+    /// The TLS services' certificates in `service-tls/`.
+    ServiceTls,
+}
+
+impl Foundation {
+    /// Why a service built on this was stopped, for the message.
+    fn restart_reason(self) -> &'static str {
+        match self {
+            Foundation::ClusterState => "restarting on the new state",
+            Foundation::ServiceTls => "restarting on new certificates",
+        }
+    }
+}
+
+/// Services that only work as a whole (one Redis Cluster, one Sentinel set). When some members
+/// run and others do not, the running ones are stopped and all start fresh: a half-restarted
+/// group would hold stale cluster or replication state.
+pub struct Group {
+    /// Its name, for messages.
+    pub name: &'static str,
+    /// Run with the group's members once every service has started, e.g. to join them into one
+    /// cluster; it must do nothing when they already form one.
+    pub form: Option<FormGroup>,
+}
+
+/// The Redis Cluster's three masters: one cluster, joined once all three run.
+const REDIS_CLUSTER: Group = Group {
+    name: "redis-cluster",
+    form: Some(form_redis_cluster),
+};
+
+/// The Sentinel set: a master, its replica and three sentinels.
+const REDIS_SENTINEL: Group = Group {
+    name: "redis-sentinel",
+    form: None,
+};
+
+/// Every service, in start order.
+pub const SERVICES: &[Service] = &[
+    Service::process(
+        "epmd",
+        &[Port::new(ports::EPMD, "Erlang port mapper")],
+        epmd_command,
+        accepts_connections,
+    )
+    // RabbitMQ registers with it as it boots.
+    .ready(Ready::BeforeNext(Duration::from_secs(10))),
+    Service::process(
+        "rabbitmq",
+        &[
+            Port::new(ports::RABBITMQ_AMQP, "AMQP"),
+            Port::new(ports::RABBITMQ_MANAGEMENT, "management API (HTTP)"),
+            Port::new(ports::RABBITMQ_AMQPS, "AMQP over TLS"),
+            Port::new(ports::RABBITMQ_MANAGEMENT_TLS, "management API over HTTPS"),
+            Port::new(ports::RABBITMQ_DIST, "Erlang distribution"),
+        ],
+        rabbitmq_command,
+        rabbitmq_healthy,
+    )
+    // RabbitMQ flushes its state on SIGTERM and needs a few seconds.
+    .stop_grace(Duration::from_secs(30))
+    // RabbitMQ boots slowest: it starts early and is checked on last.
+    .ready(Ready::AtEnd(Duration::from_secs(120)))
+    .built_on(Foundation::ServiceTls),
+    Service::process(
+        "redis",
+        &[Port::new(ports::REDIS, "Redis")],
+        redis_command,
+        redis_answers_ping,
+    ),
+    Service::process(
+        "redis-tls",
+        &[Port::new(ports::REDIS_TLS, "Redis over TLS")],
+        redis_tls_command,
+        redis_tls_answers_ping,
+    )
+    .built_on(Foundation::ServiceTls),
+    Service::process(
+        "redis-cluster-0",
+        &[
+            Port::new(ports::REDIS_CLUSTER[0], "Redis"),
+            Port::new(ports::REDIS_CLUSTER_BUS[0], CLUSTER_BUS),
+        ],
+        redis_cluster_node_command,
+        redis_cluster_ok,
+    )
+    .group(&REDIS_CLUSTER),
+    Service::process(
+        "redis-cluster-1",
+        &[
+            Port::new(ports::REDIS_CLUSTER[1], "Redis"),
+            Port::new(ports::REDIS_CLUSTER_BUS[1], CLUSTER_BUS),
+        ],
+        redis_cluster_node_command,
+        redis_cluster_ok,
+    )
+    .group(&REDIS_CLUSTER),
+    Service::process(
+        "redis-cluster-2",
+        &[
+            Port::new(ports::REDIS_CLUSTER[2], "Redis"),
+            Port::new(ports::REDIS_CLUSTER_BUS[2], CLUSTER_BUS),
+        ],
+        redis_cluster_node_command,
+        redis_cluster_ok,
+    )
+    .group(&REDIS_CLUSTER),
+    Service::process(
+        "redis-sentinel-master",
+        &[Port::new(
+            ports::REDIS_SENTINEL_MASTER,
+            "Redis (the monitored master)",
+        )],
+        sentinel_master_command,
+        replicating,
+    )
+    .group(&REDIS_SENTINEL),
+    Service::process(
+        "redis-sentinel-replica",
+        &[Port::new(
+            ports::REDIS_SENTINEL_REPLICA,
+            "Redis (the master's replica)",
+        )],
+        sentinel_replica_command,
+        replicating,
+    )
+    .group(&REDIS_SENTINEL),
+    Service::process(
+        "redis-sentinel-0",
+        &[Port::new(ports::REDIS_SENTINELS[0], "Redis Sentinel")],
+        sentinel_command,
+        sentinel_has_quorum,
+    )
+    .group(&REDIS_SENTINEL),
+    Service::process(
+        "redis-sentinel-1",
+        &[Port::new(ports::REDIS_SENTINELS[1], "Redis Sentinel")],
+        sentinel_command,
+        sentinel_has_quorum,
+    )
+    .group(&REDIS_SENTINEL),
+    Service::process(
+        "redis-sentinel-2",
+        &[Port::new(ports::REDIS_SENTINELS[2], "Redis Sentinel")],
+        sentinel_command,
+        sentinel_has_quorum,
+    )
+    .group(&REDIS_SENTINEL),
+    Service::process(
+        ETCD,
+        &[
+            Port::new(ports::ETCD_CLIENT, "etcd clients"),
+            Port::new(ports::ETCD_PEER, "etcd peers"),
+        ],
+        etcd_command,
+        etcd_healthy,
+    )
+    .ready(Ready::BeforeNext(Duration::from_secs(30))),
+    Service::process(
+        APISERVER,
+        &[Port::new(ports::APISERVER, "Kubernetes API (HTTPS)")],
+        apiserver_command,
+        apiserver_ready,
+    )
+    .ready(Ready::BeforeNext(Duration::from_secs(120)))
+    .built_on(Foundation::ClusterState),
+    Service::process(
+        "kube-controller-manager",
+        &[Port::new(ports::CONTROLLER_MANAGER, "health (HTTPS)")],
+        controller_manager_command,
+        accepts_connections,
+    )
+    .built_on(Foundation::ClusterState),
+    Service::process(
+        "kube-scheduler",
+        &[Port::new(ports::SCHEDULER, "health (HTTPS)")],
+        scheduler_command,
+        accepts_connections,
+    )
+    .built_on(Foundation::ClusterState),
+    Service::process(
+        "kwok",
+        &[Port::new(ports::KWOK, "health and metrics")],
+        kwok_command,
+        accepts_connections,
+    )
+    .built_on(Foundation::ClusterState),
+    // Not a process of its own: listed so that `up` creates the fake node and `status`
+    // reports it.
+    Service::api_object("kwok-node", APISERVER, create_kwok_node, kwok_node_ready),
 ];
 
-/// Every service, in start order; `down` stops them in reverse.
-const SERVICES: [&str; 18] = [
-    "epmd",
-    "rabbitmq",
-    "redis",
-    "redis-tls",
-    "redis-cluster-0",
-    "redis-cluster-1",
-    "redis-cluster-2",
-    "redis-sentinel-master",
-    "redis-sentinel-replica",
-    "redis-sentinel-0",
-    "redis-sentinel-1",
-    "redis-sentinel-2",
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    // Not a process of its own: listed so `status` reports the fake node.
-    "kwok-node",
-];
+impl Service {
+    /// A process started with `command` and checked with `health`. Unless the methods below say
+    /// otherwise, it gets [`STOP_GRACE`] to exit, `up` waits for it at the end for up to a
+    /// minute, and it is built on nothing else and in no group.
+    pub const fn process(
+        name: &'static str,
+        ports: &'static [Port],
+        command: StartCommand,
+        health: HealthCheck,
+    ) -> Self {
+        Self {
+            name,
+            ports,
+            run: Run::Process {
+                command,
+                stop_grace: STOP_GRACE,
+            },
+            health,
+            ready: READY_AT_END,
+            built_on: None,
+            group: None,
+        }
+    }
 
-/// Services whose state lives in etcd through the apiserver: restarted whenever etcd is.
-const CONTROL_PLANE: [&str; 5] = [
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    "kwok-node",
-];
+    /// An object the process `host` keeps, made by `create` whenever `health` says it is
+    /// missing; `up` waits for it at the end for up to a minute.
+    pub const fn api_object(
+        name: &'static str,
+        host: &'static str,
+        create: CreateObject,
+        health: HealthCheck,
+    ) -> Self {
+        Self {
+            name,
+            ports: &[],
+            run: Run::ApiObject { create, host },
+            health,
+            ready: READY_AT_END,
+            built_on: None,
+            group: None,
+        }
+    }
+
+    /// The process gets `grace` to exit on SIGTERM before SIGKILL.
+    pub const fn stop_grace(mut self, grace: Duration) -> Self {
+        if let Run::Process { stop_grace, .. } = &mut self.run {
+            *stop_grace = grace;
+        }
+        self
+    }
+
+    /// `up` waits for it as `ready` says.
+    pub const fn ready(mut self, ready: Ready) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    /// It restarts whenever `up` replaces `foundation`.
+    pub const fn built_on(mut self, foundation: Foundation) -> Self {
+        self.built_on = Some(foundation);
+        self
+    }
+
+    /// It starts and stops with the rest of `group`; the members must be consecutive entries.
+    pub const fn group(mut self, group: &'static Group) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// The port clients connect to: the first it lists.
+    pub fn client_port(&self) -> Result<u16> {
+        self.ports
+            .first()
+            .map(|port| port.number)
+            .with_context(|| format!("{} lists no port", self.name))
+    }
+
+    /// The port serving `what`.
+    fn port_serving(&self, what: &str) -> Result<u16> {
+        self.ports
+            .iter()
+            .find(|port| port.serves == what)
+            .map(|port| port.number)
+            .with_context(|| format!("{} lists no {what} port", self.name))
+    }
+
+    /// Whether it runs: its process group is alive, or, for an API object, its host's.
+    fn is_running(&self, layout: &Layout) -> bool {
+        let process = match self.run {
+            Run::Process { .. } => self.name,
+            Run::ApiObject { host, .. } => host,
+        };
+        process::running(layout, process).is_some()
+    }
+
+    fn is_healthy(&self, layout: &Layout) -> bool {
+        (self.health)(layout, self)
+    }
+
+    /// Stops its process (SIGKILL after its grace period); returns whether it ran. API objects
+    /// are left to go with their host.
+    fn stop(&self, layout: &Layout) -> Result<bool> {
+        match self.run {
+            Run::Process { stop_grace, .. } => process::stop(layout, self.name, stop_grace),
+            Run::ApiObject { .. } => Ok(false),
+        }
+    }
+}
 
 /// The apiserver's URL.
 pub fn apiserver_url() -> String {
@@ -82,65 +435,49 @@ pub fn apiserver_url() -> String {
 /// Starts every service that is not running, then waits for all to be healthy.
 pub fn start_all(layout: &Layout, bin: &Binaries) -> Result<()> {
     // A fresh etcd means an empty cluster: anything still running against the old one restarts.
-    if process::running(layout, "etcd").is_none() {
-        stop_control_plane(layout)?;
+    if process::running(layout, ETCD).is_none() {
+        stop_built_on(layout, Foundation::ClusterState)?;
     }
-    // RabbitMQ boots slowest; start it first and check on it last.
-    ensure_started(layout, "epmd", || epmd(layout))?;
-    wait_healthy(layout, "epmd", Duration::from_secs(10))?;
-    if ensure_service_tls_certs(layout)? {
-        for name in ["rabbitmq", "redis-tls"] {
-            if process::stop(layout, name, Duration::from_secs(30))? {
-                println!("  stopped {name} (restarting on new certificates)");
+    for unit in start_units() {
+        match unit {
+            [service] if service.group.is_none() => ensure_started(layout, bin, service)?,
+            members => ensure_group_started(layout, bin, members)?,
+        }
+        for service in unit {
+            if let Ready::BeforeNext(timeout) = service.ready {
+                wait_healthy(layout, service, timeout)?;
             }
         }
     }
-    ensure_started(layout, "rabbitmq", || rabbitmq(layout))?;
-    ensure_started(layout, "redis", || redis(layout))?;
-    ensure_started(layout, "redis-tls", || redis_tls(layout))?;
-    ensure_group(layout, &REDIS_CLUSTER, |name| {
-        redis_cluster_node(layout, name)
-    })?;
-    ensure_group(layout, &REDIS_SENTINEL, |name| {
-        redis_sentinel_member(layout, name)
-    })?;
-    ensure_started(layout, "etcd", || etcd(layout, bin))?;
-    wait_healthy(layout, "etcd", Duration::from_secs(30))?;
-    ensure_started(layout, "kube-apiserver", || apiserver(layout, bin))?;
-    wait_healthy(layout, "kube-apiserver", Duration::from_secs(120))?;
-    ensure_started(layout, "kube-controller-manager", || {
-        controller_manager(layout, bin)
-    })?;
-    ensure_started(layout, "kube-scheduler", || scheduler(layout, bin))?;
-    ensure_started(layout, "kwok", || kwok(layout, bin))?;
-    if !healthy(layout, "kwok-node") {
-        create_kwok_node(layout, bin)?;
+    for unit in start_units() {
+        if let Some(form) = unit.first().and_then(|s| s.group).and_then(|g| g.form) {
+            form(layout, unit)?;
+        }
     }
-    create_redis_cluster(layout)?;
-    let redis_services = ["redis", "redis-tls"]
-        .into_iter()
-        .chain(REDIS_CLUSTER)
-        .chain(REDIS_SENTINEL);
-    for name in [
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kwok",
-        "kwok-node",
-    ]
-    .into_iter()
-    .chain(redis_services)
-    {
-        wait_healthy(layout, name, Duration::from_secs(60))?;
+    let mut at_end: Vec<(&Service, Duration)> = SERVICES
+        .iter()
+        .filter_map(|service| match service.ready {
+            Ready::AtEnd(timeout) => Some((service, timeout)),
+            Ready::BeforeNext(_) => None,
+        })
+        .collect();
+    at_end.sort_by_key(|&(_, timeout)| timeout);
+    for (service, timeout) in at_end {
+        wait_healthy(layout, service, timeout)?;
     }
-    wait_healthy(layout, "rabbitmq", Duration::from_secs(120))?;
     Ok(())
 }
 
-/// Stops the apiserver and everything that talks to it, newest first.
-pub fn stop_control_plane(layout: &Layout) -> Result<()> {
-    for name in CONTROL_PLANE.iter().rev() {
-        if *name != "kwok-node" && process::stop(layout, name, Duration::from_secs(10))? {
-            println!("  stopped {name} (restarting on the new state)");
+/// Stops, newest first, every service built on `foundation`, so that `up` starts it again on
+/// the new one.
+pub fn stop_built_on(layout: &Layout, foundation: Foundation) -> Result<()> {
+    for service in SERVICES.iter().rev() {
+        if service.built_on == Some(foundation) && service.stop(layout)? {
+            println!(
+                "  stopped {} ({})",
+                service.name,
+                foundation.restart_reason()
+            );
         }
     }
     Ok(())
@@ -148,25 +485,20 @@ pub fn stop_control_plane(layout: &Layout) -> Result<()> {
 
 /// Stops every service `up` started, newest first.
 pub fn stop_all(layout: &Layout) -> Result<()> {
-    for name in SERVICES.iter().rev() {
-        if *name == "kwok-node" {
-            continue;
-        }
-        // RabbitMQ flushes its state on SIGTERM and needs a few seconds.
-        let grace = if *name == "rabbitmq" { 30 } else { 10 };
-        if process::stop(layout, name, Duration::from_secs(grace))? {
-            println!("  stopped {name}");
+    for service in SERVICES.iter().rev() {
+        if service.stop(layout)? {
+            println!("  stopped {}", service.name);
         }
     }
     // Every port must be free again: nothing `up` started may linger.
     let still_open: Vec<String> = SERVICES
         .iter()
-        .filter_map(|name| {
-            service_port(name)
-                .into_iter()
-                .chain(extra_ports(name))
-                .find(|p| tcp_open(*p))
-                .map(|p| format!("{name} ({p})"))
+        .filter_map(|service| {
+            service
+                .ports
+                .iter()
+                .find(|port| tcp_open(port.number))
+                .map(|port| format!("{} ({})", service.name, port.number))
         })
         .collect();
     if !still_open.is_empty() {
@@ -175,37 +507,51 @@ pub fn stop_all(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// (service, None when stopped / Some(healthy) when running).
+/// (service, None when stopped / Some(healthy) when running), in table order.
 pub fn status(layout: &Layout) -> Vec<(&'static str, Option<bool>)> {
     SERVICES
         .iter()
-        .map(|name| {
-            let running = if *name == "kwok-node" {
-                process::running(layout, "kube-apiserver").is_some()
-            } else {
-                process::running(layout, name).is_some()
-            };
-            (*name, running.then(|| healthy(layout, name)))
+        .map(|service| {
+            let state = service
+                .is_running(layout)
+                .then(|| service.is_healthy(layout));
+            (service.name, state)
         })
         .collect()
 }
 
-fn ensure_started(
-    layout: &Layout,
-    name: &str,
-    command: impl FnOnce() -> Result<Command>,
-) -> Result<()> {
+/// The table cut into what starts as one: a group's members together, any other service alone.
+fn start_units() -> impl Iterator<Item = &'static [Service]> {
+    SERVICES.chunk_by(|a, b| {
+        a.group
+            .is_some_and(|g| b.group.is_some_and(|h| g.name == h.name))
+    })
+}
+
+/// Starts `service` unless it runs (an API object: unless it is healthy).
+fn ensure_started(layout: &Layout, bin: &Binaries, service: &Service) -> Result<()> {
+    let name = service.name;
+    let command = match service.run {
+        Run::Process { command, .. } => command,
+        Run::ApiObject { create, .. } => {
+            if !service.is_healthy(layout) {
+                create(layout, bin)?;
+            }
+            return Ok(());
+        }
+    };
     if let Some(pid) = process::running(layout, name) {
         println!("  {name}: already running (pid {pid})");
         return Ok(());
     }
-    if let Some(port) = service_port(name).filter(|p| tcp_open(*p)) {
+    if let Some(port) = service.ports.iter().find(|port| tcp_open(port.number)) {
         bail!(
-            "{name} cannot start: 127.0.0.1:{port} is already taken by a process this checkout did \
-             not start (a dev cluster of another checkout? stop it with `cargo xtask cluster down` there)"
+            "{name} cannot start: 127.0.0.1:{} is already taken by a process this checkout did \
+             not start (a dev cluster of another checkout? stop it with `cargo xtask cluster down` there)",
+            port.number
         );
     }
-    let cmd = command()?;
+    let cmd = command(layout, bin, service)?;
     let pid = process::spawn(layout, name, cmd)?;
     println!(
         "  {name}: started (pid {pid}, log {})",
@@ -214,15 +560,29 @@ fn ensure_started(
     Ok(())
 }
 
-fn wait_healthy(layout: &Layout, name: &str, timeout: Duration) -> Result<()> {
-    wait_until(name, timeout, || {
-        if name != "kwok-node" && process::running(layout, name).is_none() {
-            // Exited: no point waiting for the deadline.
-            return true;
+/// Starts every member of a group; if only some run, they are stopped first so that the group
+/// starts fresh as a whole.
+fn ensure_group_started(layout: &Layout, bin: &Binaries, members: &[Service]) -> Result<()> {
+    let running: Vec<&Service> = members.iter().filter(|m| m.is_running(layout)).collect();
+    if running.len() < members.len() {
+        for member in running {
+            member.stop(layout)?;
+            println!("  stopped {} (its group restarts as a whole)", member.name);
         }
-        healthy(layout, name)
+    }
+    for member in members {
+        ensure_started(layout, bin, member)?;
+    }
+    Ok(())
+}
+
+fn wait_healthy(layout: &Layout, service: &Service, timeout: Duration) -> Result<()> {
+    let name = service.name;
+    wait_until(name, timeout, || {
+        // Exited: no point waiting for the deadline.
+        !service.is_running(layout) || service.is_healthy(layout)
     })?;
-    if !healthy(layout, name) {
+    if !service.is_healthy(layout) {
         bail!(
             "{name} exited or is unhealthy; last lines of {}:\n{}",
             layout.log(name).display(),
@@ -232,116 +592,24 @@ fn wait_healthy(layout: &Layout, name: &str, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The port a service listens on, to detect a foreign process holding it.
-fn service_port(name: &str) -> Option<u16> {
-    match name {
-        "epmd" => Some(ports::EPMD),
-        "rabbitmq" => Some(ports::RABBITMQ_AMQP),
-        "redis" => Some(ports::REDIS),
-        "redis-tls" => Some(ports::REDIS_TLS),
-        "redis-sentinel-master" => Some(ports::REDIS_SENTINEL_MASTER),
-        "redis-sentinel-replica" => Some(ports::REDIS_SENTINEL_REPLICA),
-        "etcd" => Some(ports::ETCD_CLIENT),
-        "kube-apiserver" => Some(ports::APISERVER),
-        "kube-controller-manager" => Some(ports::CONTROLLER_MANAGER),
-        "kube-scheduler" => Some(ports::SCHEDULER),
-        "kwok" => Some(ports::KWOK),
-        _ => indexed(name, "redis-cluster-", &ports::REDIS_CLUSTER)
-            .or_else(|| indexed(name, "redis-sentinel-", &ports::REDIS_SENTINELS)),
-    }
+/// Health of a service that is up once it accepts connections on its client port.
+fn accepts_connections(_: &Layout, service: &Service) -> bool {
+    service.client_port().is_ok_and(tcp_open)
 }
 
-/// The cluster bus port of a Redis Cluster node.
-fn cluster_bus_port(name: &str) -> Option<u16> {
-    indexed(name, "redis-cluster-", &ports::REDIS_CLUSTER_BUS)
-}
-
-/// Ports a service holds besides its main one.
-fn extra_ports(name: &str) -> Vec<u16> {
-    match name {
-        "rabbitmq" => vec![
-            ports::RABBITMQ_MANAGEMENT,
-            ports::RABBITMQ_AMQPS,
-            ports::RABBITMQ_MANAGEMENT_TLS,
-        ],
-        _ => cluster_bus_port(name).into_iter().collect(),
-    }
-}
-
-/// `ports[i]` for a service named `<prefix><i>`.
-fn indexed(name: &str, prefix: &str, ports: &[u16]) -> Option<u16> {
-    let i: usize = name.strip_prefix(prefix)?.parse().ok()?;
-    ports.get(i).copied()
-}
-
-/// Whether a service answers as it should.
-fn healthy(layout: &Layout, name: &str) -> bool {
-    match name {
-        "epmd" => tcp_open(ports::EPMD),
-        "etcd" => http_get(ports::ETCD_CLIENT, "/health", None)
-            .is_some_and(|(code, body)| code == 200 && body.contains("\"health\":\"true\"")),
-        "kube-apiserver" => kubectl_raw(layout, "/readyz").is_some_and(|b| b.trim() == "ok"),
-        "kube-controller-manager" => tcp_open(ports::CONTROLLER_MANAGER),
-        "kube-scheduler" => tcp_open(ports::SCHEDULER),
-        "kwok" => tcp_open(ports::KWOK),
-        "kwok-node" => kubectl_raw(layout, &format!("/api/v1/nodes/{KWOK_NODE}"))
-            .is_some_and(|body| node_ready(&body)),
-        "redis" => redis_ping(),
-        "redis-tls" => redis_cli_tls(layout, &["PING"]).is_some_and(|out| out.trim() == "PONG"),
-        // After a failover the two swap roles: either is healthy as a master or as a replica
-        // whose link to its master is up.
-        "redis-sentinel-master" | "redis-sentinel-replica" => {
-            service_port(name).is_some_and(|port| {
-                redis_cli(port, &["INFO", "replication"]).is_some_and(|out| {
-                    out.contains("role:master") || out.contains("master_link_status:up")
-                })
-            })
-        }
-        name if name.starts_with("redis-cluster-") => service_port(name).is_some_and(|port| {
-            redis_cli(port, &["CLUSTER", "INFO"])
-                .is_some_and(|out| out.contains("cluster_state:ok"))
-        }),
-        name if name.starts_with("redis-sentinel-") => service_port(name).is_some_and(|port| {
-            // OK once the sentinels see each other and could authorise a failover.
-            redis_cli(port, &["SENTINEL", "CKQUORUM", SENTINEL_MASTER_NAME])
-                .is_some_and(|out| out.starts_with("OK"))
-        }),
-        "rabbitmq" => {
-            tcp_open(ports::RABBITMQ_AMQP)
-                && tcp_open(ports::RABBITMQ_AMQPS)
-                && tcp_open(ports::RABBITMQ_MANAGEMENT_TLS)
-                && http_get(
-                    ports::RABBITMQ_MANAGEMENT,
-                    "/api/overview",
-                    Some(("guest", "guest")),
-                )
-                .is_some_and(|(code, _)| code == 200)
-        }
-        _ => false,
-    }
-}
-
-fn node_ready(body: &str) -> bool {
-    let Ok(node) = serde_json::from_str::<serde_json::Value>(body) else {
-        return false;
-    };
-    node["status"]["conditions"]
-        .as_array()
-        .is_some_and(|conds| {
-            conds
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
-
-fn epmd(_layout: &Layout) -> Result<Command> {
+fn epmd_command(_: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
     let mut cmd = Command::new("/usr/bin/epmd");
-    cmd.args(["-port", &ports::EPMD.to_string(), "-address", "127.0.0.1"]);
+    cmd.args([
+        "-port",
+        &service.client_port()?.to_string(),
+        "-address",
+        "127.0.0.1",
+    ]);
     Ok(cmd)
 }
 
-fn rabbitmq(layout: &Layout) -> Result<Command> {
-    let data = fresh_dir(&layout.data("rabbitmq"))?;
+fn rabbitmq_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
     let home = data.join("home");
     fs::create_dir_all(&home)?;
     fs::create_dir_all(data.join("log"))?;
@@ -397,80 +665,46 @@ fn rabbitmq(layout: &Layout) -> Result<Command> {
     Ok(cmd)
 }
 
-fn redis(layout: &Layout) -> Result<Command> {
-    let data = fresh_dir(&layout.data("redis"))?;
+fn rabbitmq_healthy(_: &Layout, _: &Service) -> bool {
+    tcp_open(ports::RABBITMQ_AMQP)
+        && tcp_open(ports::RABBITMQ_AMQPS)
+        && tcp_open(ports::RABBITMQ_MANAGEMENT_TLS)
+        && http_get(
+            ports::RABBITMQ_MANAGEMENT,
+            "/api/overview",
+            Some(("guest", "guest")),
+        )
+        .is_some_and(|(code, _)| code == 200)
+}
+
+/// redis-server on 127.0.0.1:`port` (0: no plain TCP listener) with its files in `data`, keeping
+/// nothing on disk; the caller adds the flags particular to the service.
+fn redis_server(port: u16, data: &Path) -> Command {
     let mut cmd = Command::new("/usr/bin/redis-server");
-    cmd.args(["--bind", "127.0.0.1", "--port", &ports::REDIS.to_string()])
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
-        .arg(&data);
-    Ok(cmd)
+        .arg(data);
+    cmd
 }
 
-/// Where the TLS Redis's certificates live (outside `pki/`, which is regenerated as a whole).
-pub fn service_tls_file(layout: &Layout, name: &str) -> PathBuf {
-    layout.root.join("service-tls").join(name)
+fn redis_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    Ok(redis_server(service.client_port()?, &data))
 }
 
-/// Writes a CA, a server certificate for 127.0.0.1/localhost and a client certificate for the
-/// TLS Redis unless they exist; returns whether they were (re)generated.
-fn ensure_service_tls_certs(layout: &Layout) -> Result<bool> {
-    let marker = service_tls_file(layout, ".complete");
-    if marker.exists() {
-        return Ok(false);
-    }
-    let dir = service_tls_file(layout, "");
-    fs::create_dir_all(&dir)?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "ebb-dev-tls-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    fs::write(
-        service_tls_file(layout, "ca.crt"),
-        ca.self_signed(&ca_key)?.pem(),
-    )?;
-    let issuer = Issuer::new(ca, ca_key);
-    for (file, purpose, sans) in [
-        (
-            "server",
-            ExtendedKeyUsagePurpose::ServerAuth,
-            vec![
-                SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                SanType::DnsName("localhost".try_into()?),
-            ],
-        ),
-        ("client", ExtendedKeyUsagePurpose::ClientAuth, vec![]),
-    ] {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("ebb-dev-tls-{file}"));
-        params.subject_alt_names = sans;
-        params.extended_key_usages = vec![purpose];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &issuer)?;
-        fs::write(service_tls_file(layout, &format!("{file}.crt")), cert.pem())?;
-        write_private(
-            &service_tls_file(layout, &format!("{file}.key")),
-            &key.serialize_pem(),
-        )?;
-    }
-    fs::write(&marker, "")?;
-    println!(
-        "  generated the TLS Redis's certificates in {}",
-        dir.display()
-    );
-    Ok(true)
+fn redis_answers_ping(_: &Layout, service: &Service) -> bool {
+    let Some(mut s) = service.client_port().ok().and_then(connect) else {
+        return false;
+    };
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-fn redis_tls(layout: &Layout) -> Result<Command> {
-    let data = fresh_dir(&layout.data("redis-tls"))?;
-    let mut cmd = Command::new("/usr/bin/redis-server");
-    cmd.args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(["--tls-port", &ports::REDIS_TLS.to_string()])
+fn redis_tls_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    let mut cmd = redis_server(0, &data);
+    cmd.args(["--tls-port", &service.client_port()?.to_string()])
         .arg("--tls-cert-file")
         .arg(service_tls_file(layout, "server.crt"))
         .arg("--tls-key-file")
@@ -478,81 +712,58 @@ fn redis_tls(layout: &Layout) -> Result<Command> {
         .arg("--tls-ca-cert-file")
         .arg(service_tls_file(layout, "ca.crt"))
         // Client certificates are checked when presented, not required: tests cover both.
-        .args(["--tls-auth-clients", "optional"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(&data);
+        .args(["--tls-auth-clients", "optional"]);
     Ok(cmd)
 }
 
-/// Starts every member of a group that must start together (a Redis Cluster, a Sentinel set);
-/// returns whether it was started fresh. If only some members run, they are stopped first:
-/// a half-restarted group would hold stale cluster or replication state.
-fn ensure_group(
-    layout: &Layout,
-    members: &[&str],
-    command: impl Fn(&str) -> Result<Command>,
-) -> Result<bool> {
-    let running: Vec<&str> = members
-        .iter()
-        .copied()
-        .filter(|m| process::running(layout, m).is_some())
-        .collect();
-    if running.len() == members.len() {
-        for m in members {
-            ensure_started(layout, m, || command(m))?;
-        }
-        return Ok(false);
-    }
-    for m in running {
-        process::stop(layout, m, Duration::from_secs(10))?;
-        println!("  stopped {m} (its group restarts as a whole)");
-    }
-    for m in members {
-        ensure_started(layout, m, || command(m))?;
-    }
-    Ok(true)
+fn redis_tls_answers_ping(layout: &Layout, service: &Service) -> bool {
+    service.client_port().is_ok_and(|port| {
+        redis_cli_tls(layout, port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
+    })
 }
 
-fn redis_cluster_node(layout: &Layout, name: &str) -> Result<Command> {
-    let (Some(port), Some(bus)) = (service_port(name), cluster_bus_port(name)) else {
-        bail!("no ports for {name}");
-    };
-    let data = fresh_dir(&layout.data(name))?;
-    let mut cmd = Command::new("/usr/bin/redis-server");
-    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            &bus.to_string(),
-        ])
-        .arg("--cluster-config-file")
-        .arg(data.join("nodes.conf"))
-        .args(["--cluster-node-timeout", "5000"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(&data);
+fn redis_cluster_node_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let bus = service.port_serving(CLUSTER_BUS)?;
+    let data = fresh_dir(&layout.data(service.name))?;
+    let mut cmd = redis_server(service.client_port()?, &data);
+    cmd.args([
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        &bus.to_string(),
+    ])
+    .arg("--cluster-config-file")
+    .arg(data.join("nodes.conf"))
+    .args(["--cluster-node-timeout", "5000"]);
     Ok(cmd)
 }
 
-/// Joins the nodes into one cluster of three masters unless they already form one (a node that
-/// knows only itself has never joined), then waits for `cluster_state:ok`.
-fn create_redis_cluster(layout: &Layout) -> Result<()> {
+fn redis_cluster_ok(_: &Layout, service: &Service) -> bool {
+    service.client_port().is_ok_and(|port| {
+        redis_cli(port, &["CLUSTER", "INFO"]).is_some_and(|out| out.contains("cluster_state:ok"))
+    })
+}
+
+/// Joins the nodes into one cluster of masters unless they already form one (a node that knows
+/// only itself has never joined), then waits for `cluster_state:ok`.
+fn form_redis_cluster(layout: &Layout, nodes: &[Service]) -> Result<()> {
+    let mut addresses = Vec::new();
     let mut fresh = true;
-    for (name, port) in REDIS_CLUSTER.iter().zip(ports::REDIS_CLUSTER) {
-        wait_until(name, Duration::from_secs(30), || {
+    for node in nodes {
+        let port = node.client_port()?;
+        wait_until(node.name, Duration::from_secs(30), || {
             redis_cli(port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
         })?;
         fresh &= redis_cli(port, &["CLUSTER", "INFO"])
             .is_some_and(|out| out.contains("cluster_known_nodes:1\r"));
+        addresses.push(format!("127.0.0.1:{port}"));
     }
     if !fresh {
         return Ok(());
     }
     let out = Command::new("/usr/bin/redis-cli")
         .args(["--cluster", "create"])
-        .args(ports::REDIS_CLUSTER.map(|p| format!("127.0.0.1:{p}")))
+        .args(&addresses)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
         .context("running redis-cli --cluster create")?;
@@ -563,52 +774,72 @@ fn create_redis_cluster(layout: &Layout) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for name in REDIS_CLUSTER {
-        wait_healthy(layout, name, Duration::from_secs(60))?;
+    for node in nodes {
+        wait_healthy(layout, node, Duration::from_secs(60))?;
     }
-    println!("  redis-cluster: created (3 masters)");
+    println!(
+        "  {}: created ({} masters)",
+        REDIS_CLUSTER.name,
+        nodes.len()
+    );
     Ok(())
 }
 
-fn redis_sentinel_member(layout: &Layout, name: &str) -> Result<Command> {
-    let data = fresh_dir(&layout.data(name))?;
-    let master = ports::REDIS_SENTINEL_MASTER.to_string();
-    let mut cmd = Command::new("/usr/bin/redis-server");
-    match name {
-        "redis-sentinel-master" | "redis-sentinel-replica" => {
-            let port = service_port(name).unwrap_or_default();
-            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&data);
-            if name == "redis-sentinel-replica" {
-                cmd.args(["--replicaof", "127.0.0.1", &master]);
-            }
-        }
-        _ => {
-            let Some(port) = service_port(name) else {
-                bail!("no port for {name}");
-            };
-            // A sentinel rewrites its configuration file as it learns the topology.
-            let conf = data.join("sentinel.conf");
-            fs::write(
-                &conf,
-                format!(
-                    "bind 127.0.0.1\nport {port}\ndir {}\n\
-                     sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master} 2\n\
-                     sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} 3000\n\
-                     sentinel failover-timeout {SENTINEL_MASTER_NAME} 10000\n",
-                    data.display()
-                ),
-            )?;
-            cmd.arg(&conf).arg("--sentinel");
-        }
-    }
+fn sentinel_master_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    Ok(redis_server(service.client_port()?, &data))
+}
+
+fn sentinel_replica_command(layout: &Layout, bin: &Binaries, service: &Service) -> Result<Command> {
+    let mut cmd = sentinel_master_command(layout, bin, service)?;
+    cmd.args([
+        "--replicaof",
+        "127.0.0.1",
+        &ports::REDIS_SENTINEL_MASTER.to_string(),
+    ]);
     Ok(cmd)
 }
 
-fn etcd(layout: &Layout, bin: &Binaries) -> Result<Command> {
-    let data = fresh_dir(&layout.data("etcd"))?;
+/// Health of the monitored master and its replica. After a failover the two swap roles, so
+/// either is healthy as a master or as a replica whose link to its master is up.
+fn replicating(_: &Layout, service: &Service) -> bool {
+    service.client_port().is_ok_and(|port| {
+        redis_cli(port, &["INFO", "replication"])
+            .is_some_and(|out| out.contains("role:master") || out.contains("master_link_status:up"))
+    })
+}
+
+fn sentinel_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let port = service.client_port()?;
+    let data = fresh_dir(&layout.data(service.name))?;
+    // A sentinel rewrites its configuration file as it learns the topology.
+    let conf = data.join("sentinel.conf");
+    fs::write(
+        &conf,
+        format!(
+            "bind 127.0.0.1\nport {port}\ndir {}\n\
+             sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master} 2\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} 3000\n\
+             sentinel failover-timeout {SENTINEL_MASTER_NAME} 10000\n",
+            data.display(),
+            master = ports::REDIS_SENTINEL_MASTER,
+        ),
+    )?;
+    let mut cmd = Command::new("/usr/bin/redis-server");
+    cmd.arg(&conf).arg("--sentinel");
+    Ok(cmd)
+}
+
+/// OK once the sentinels see each other and could authorise a failover.
+fn sentinel_has_quorum(_: &Layout, service: &Service) -> bool {
+    service.client_port().is_ok_and(|port| {
+        redis_cli(port, &["SENTINEL", "CKQUORUM", SENTINEL_MASTER_NAME])
+            .is_some_and(|out| out.starts_with("OK"))
+    })
+}
+
+fn etcd_command(layout: &Layout, bin: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
     let client = format!("http://127.0.0.1:{}", ports::ETCD_CLIENT);
     let peer = format!("http://127.0.0.1:{}", ports::ETCD_PEER);
     let mut cmd = Command::new(bin.path("etcd"));
@@ -625,9 +856,15 @@ fn etcd(layout: &Layout, bin: &Binaries) -> Result<Command> {
     Ok(cmd)
 }
 
-fn apiserver(layout: &Layout, bin: &Binaries) -> Result<Command> {
+fn etcd_healthy(_: &Layout, _: &Service) -> bool {
+    http_get(ports::ETCD_CLIENT, "/health", None)
+        .is_some_and(|(code, body)| code == 200 && body.contains("\"health\":\"true\""))
+}
+
+fn apiserver_command(layout: &Layout, bin: &Binaries, service: &Service) -> Result<Command> {
     let pki = layout.pki();
     let p = |f: &str| pki.join(f).display().to_string();
+    let cert_dir = layout.data(service.name);
     let mut cmd = Command::new(bin.path("kube-apiserver"));
     cmd.arg(format!(
         "--etcd-servers=http://127.0.0.1:{}",
@@ -637,10 +874,7 @@ fn apiserver(layout: &Layout, bin: &Binaries) -> Result<Command> {
     .arg(format!("--secure-port={}", ports::APISERVER))
     .arg("--advertise-address=127.0.0.1")
     .arg("--endpoint-reconciler-type=none")
-    .arg(format!(
-        "--cert-dir={}",
-        layout.data("kube-apiserver").display()
-    ))
+    .arg(format!("--cert-dir={}", cert_dir.display()))
     .arg(format!("--tls-cert-file={}", p("apiserver.crt")))
     .arg(format!("--tls-private-key-file={}", p("apiserver.key")))
     .arg(format!("--client-ca-file={}", p("ca.crt")))
@@ -677,11 +911,20 @@ fn apiserver(layout: &Layout, bin: &Binaries) -> Result<Command> {
         "--proxy-client-key-file={}",
         p("front-proxy-client.key")
     ));
-    fs::create_dir_all(layout.data("kube-apiserver"))?;
+    fs::create_dir_all(&cert_dir)?;
     Ok(cmd)
 }
 
-fn controller_manager(layout: &Layout, bin: &Binaries) -> Result<Command> {
+fn apiserver_ready(layout: &Layout, _: &Service) -> bool {
+    kubectl_raw(layout, "/readyz").is_some_and(|body| body.trim() == "ok")
+}
+
+fn controller_manager_command(
+    layout: &Layout,
+    bin: &Binaries,
+    service: &Service,
+) -> Result<Command> {
+    let cert_dir = layout.data(service.name);
     let mut cmd = Command::new(bin.path("kube-controller-manager"));
     cmd.arg(format!(
         "--kubeconfig={}",
@@ -690,10 +933,7 @@ fn controller_manager(layout: &Layout, bin: &Binaries) -> Result<Command> {
     .arg("--leader-elect=false")
     .arg("--bind-address=127.0.0.1")
     .arg(format!("--secure-port={}", ports::CONTROLLER_MANAGER))
-    .arg(format!(
-        "--cert-dir={}",
-        layout.data("kube-controller-manager").display()
-    ))
+    .arg(format!("--cert-dir={}", cert_dir.display()))
     .arg(format!(
         "--root-ca-file={}",
         layout.pki().join("ca.crt").display()
@@ -710,11 +950,12 @@ fn controller_manager(layout: &Layout, bin: &Binaries) -> Result<Command> {
     .arg(format!(
         "--horizontal-pod-autoscaler-downscale-stabilization={HPA_DOWNSCALE_STABILIZATION}"
     ));
-    fs::create_dir_all(layout.data("kube-controller-manager"))?;
+    fs::create_dir_all(&cert_dir)?;
     Ok(cmd)
 }
 
-fn scheduler(layout: &Layout, bin: &Binaries) -> Result<Command> {
+fn scheduler_command(layout: &Layout, bin: &Binaries, service: &Service) -> Result<Command> {
+    let cert_dir = layout.data(service.name);
     let mut cmd = Command::new(bin.path("kube-scheduler"));
     cmd.arg(format!(
         "--kubeconfig={}",
@@ -723,15 +964,12 @@ fn scheduler(layout: &Layout, bin: &Binaries) -> Result<Command> {
     .arg("--leader-elect=false")
     .arg("--bind-address=127.0.0.1")
     .arg(format!("--secure-port={}", ports::SCHEDULER))
-    .arg(format!(
-        "--cert-dir={}",
-        layout.data("kube-scheduler").display()
-    ));
-    fs::create_dir_all(layout.data("kube-scheduler"))?;
+    .arg(format!("--cert-dir={}", cert_dir.display()));
+    fs::create_dir_all(&cert_dir)?;
     Ok(cmd)
 }
 
-fn kwok(layout: &Layout, bin: &Binaries) -> Result<Command> {
+fn kwok_command(layout: &Layout, bin: &Binaries, _: &Service) -> Result<Command> {
     let mut cmd = Command::new(bin.path("kwok"));
     cmd.arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
         .arg("--manage-all-nodes=false")
@@ -768,34 +1006,24 @@ fn create_kwok_node(layout: &Layout, bin: &Binaries) -> Result<()> {
     Ok(())
 }
 
-/// Writes the admin kubeconfig and the components' kubeconfigs.
-pub fn write_kubeconfigs(layout: &Layout) -> Result<()> {
-    for (file, cert) in [
-        (layout.kubeconfig(), "admin"),
-        (
-            layout.component_kubeconfig("controller-manager"),
-            "controller-manager",
-        ),
-        (layout.component_kubeconfig("scheduler"), "scheduler"),
-    ] {
-        let pki = layout.pki();
-        let read = |f: String| -> Result<String> {
-            Ok(BASE64.encode(fs::read(pki.join(&f)).with_context(|| format!("reading {f}"))?))
-        };
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: ebb-dev\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: ebb-dev\n  context:\n    cluster: ebb-dev\n    user: {cert}\n    namespace: default\ncurrent-context: ebb-dev\nusers:\n- name: {cert}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-            apiserver_url(),
-            read("ca.crt".into())?,
-            read(format!("{cert}.crt"))?,
-            read(format!("{cert}.key"))?,
-        );
-        write_private(&file, &text)?;
-    }
-    Ok(())
+fn kwok_node_ready(layout: &Layout, _: &Service) -> bool {
+    let Some(body) = kubectl_raw(layout, &format!("/api/v1/nodes/{KWOK_NODE}")) else {
+        return false;
+    };
+    let Ok(node) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return false;
+    };
+    node["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conds| {
+            conds
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// Removes and recreates a data directory: every fresh start begins empty.
-fn fresh_dir(dir: &Path) -> Result<std::path::PathBuf> {
+fn fresh_dir(dir: &Path) -> Result<PathBuf> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
@@ -828,25 +1056,17 @@ fn tcp_open(port: u16) -> bool {
     connect(port).is_some()
 }
 
-fn redis_ping() -> bool {
-    let Some(mut s) = connect(ports::REDIS) else {
-        return false;
-    };
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
 /// stdout of `redis-cli` against a loopback port, if it succeeded and did not print an error.
 fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
     run_redis_cli(&["-p".to_string(), port.to_string()], args)
 }
 
-/// [`redis_cli`] against the TLS Redis, with the client certificate.
-fn redis_cli_tls(layout: &Layout, args: &[&str]) -> Option<String> {
+/// [`redis_cli`] against a TLS port, with the client certificate.
+fn redis_cli_tls(layout: &Layout, port: u16, args: &[&str]) -> Option<String> {
     let file = |f: &str| service_tls_file(layout, f).display().to_string();
     let options = [
         "-p".to_string(),
-        ports::REDIS_TLS.to_string(),
+        port.to_string(),
         "--tls".to_string(),
         "--cacert".to_string(),
         file("ca.crt"),
@@ -890,4 +1110,141 @@ fn http_get(port: u16, path: &str, basic: Option<(&str, &str)>) -> Option<(u16, 
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((code, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn names(services: impl Iterator<Item = &'static Service>) -> Vec<&'static str> {
+        services.map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn services_start_in_the_order_status_reports_them() {
+        assert_eq!(
+            names(SERVICES.iter()),
+            [
+                "epmd",
+                "rabbitmq",
+                "redis",
+                "redis-tls",
+                "redis-cluster-0",
+                "redis-cluster-1",
+                "redis-cluster-2",
+                "redis-sentinel-master",
+                "redis-sentinel-replica",
+                "redis-sentinel-0",
+                "redis-sentinel-1",
+                "redis-sentinel-2",
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok",
+                "kwok-node",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_and_ports_are_unique() {
+        let mut seen_names = HashSet::new();
+        let mut seen_ports = HashSet::new();
+        for service in SERVICES {
+            assert!(
+                seen_names.insert(service.name),
+                "{} listed twice",
+                service.name
+            );
+            for port in service.ports {
+                assert!(
+                    seen_ports.insert(port.number),
+                    "port {} of {} listed twice",
+                    port.number,
+                    service.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_process_has_a_client_port_and_every_api_object_an_earlier_host() {
+        for (i, service) in SERVICES.iter().enumerate() {
+            match service.run {
+                Run::Process { .. } => assert!(service.client_port().is_ok(), "{}", service.name),
+                Run::ApiObject { host, .. } => assert!(
+                    SERVICES[..i]
+                        .iter()
+                        .any(|s| s.name == host && matches!(s.run, Run::Process { .. })),
+                    "{} is kept by {host}, which must be a process started before it",
+                    service.name
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_is_one_run_of_consecutive_entries() {
+        let mut seen = HashSet::new();
+        for unit in start_units() {
+            if let Some(group) = unit[0].group {
+                assert!(seen.insert(group.name), "{} is split", group.name);
+                assert!(
+                    unit.iter()
+                        .all(|s| s.group.is_some_and(|g| g.name == group.name))
+                );
+            } else {
+                assert_eq!(unit.len(), 1, "services without a group start alone");
+            }
+        }
+        assert_eq!(
+            seen,
+            HashSet::from([REDIS_CLUSTER.name, REDIS_SENTINEL.name])
+        );
+    }
+
+    #[test]
+    fn redis_cluster_nodes_list_their_bus_port() {
+        for node in SERVICES
+            .iter()
+            .filter(|s| s.name.starts_with("redis-cluster-"))
+        {
+            assert!(node.port_serving(CLUSTER_BUS).is_ok(), "{}", node.name);
+        }
+    }
+
+    #[test]
+    fn what_restarts_with_new_state_or_certificates() {
+        let built_on = |foundation| {
+            names(
+                SERVICES
+                    .iter()
+                    .filter(move |s| s.built_on == Some(foundation)),
+            )
+        };
+        assert_eq!(
+            built_on(Foundation::ClusterState),
+            [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok"
+            ]
+        );
+        assert_eq!(built_on(Foundation::ServiceTls), ["rabbitmq", "redis-tls"]);
+    }
+
+    #[test]
+    fn epmd_etcd_and_the_apiserver_are_healthy_before_what_needs_them_starts() {
+        for name in ["epmd", ETCD, APISERVER] {
+            let service = SERVICES.iter().find(|s| s.name == name);
+            assert!(
+                service.is_some_and(|s| matches!(s.ready, Ready::BeforeNext(_))),
+                "{name}"
+            );
+        }
+    }
 }
