@@ -37,6 +37,9 @@ struct Series {
     writes: BTreeMap<&'static str, u64>,
     requests: BTreeMap<(&'static str, String), u64>,
     reconciles: u64,
+    reconcile_errors: BTreeMap<&'static str, u64>,
+    read_errors: BTreeMap<&'static str, u64>,
+    loop_restarts: BTreeMap<&'static str, u64>,
     poll_lag: Histogram,
     poll_duration: Histogram,
 }
@@ -145,6 +148,26 @@ impl Metrics {
     /// Counts one reconcile of a ScaledObject.
     pub fn count_reconcile(&self) {
         self.series().reconciles += 1;
+    }
+
+    /// Counts a reconcile that failed and will be retried, by the error's label.
+    pub fn count_reconcile_error(&self, reason: &'static str) {
+        *self.series().reconcile_errors.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Counts a failed metric read, by the error's label.
+    pub fn count_read_error(&self, reason: &'static str) {
+        *self.series().read_errors.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Counts a scale loop restarted after it ended unasked, by how it ended (`panic`, `ended`).
+    pub fn count_loop_restart(&self, reason: &'static str) {
+        *self.series().loop_restarts.entry(reason).or_insert(0) += 1;
+    }
+
+    /// The scale loop restarts counted so far, by reason.
+    pub fn loop_restarts(&self) -> BTreeMap<&'static str, u64> {
+        self.series().loop_restarts.clone()
     }
 
     /// The reconciles counted so far.
@@ -274,6 +297,28 @@ impl Metrics {
             "# HELP ebb_reconciles_total Reconciles of ScaledObjects (a change to one's spec, annotations or owned HPA, a scale loop's request, or the periodic resync).\n# TYPE ebb_reconciles_total counter\nebb_reconciles_total {}",
             s.reconciles
         );
+        for (name, help, counts) in [
+            (
+                "ebb_reconcile_errors_total",
+                "Reconciles that failed and are retried, by the error's kind.",
+                &s.reconcile_errors,
+            ),
+            (
+                "ebb_scaler_read_errors_total",
+                "Failed reads of a trigger's metric, by the error's kind.",
+                &s.read_errors,
+            ),
+            (
+                "ebb_scale_loop_restarts_total",
+                "Scale loops started again after they panicked or ended unasked.",
+                &s.loop_restarts,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (reason, n) in counts {
+                let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+            }
+        }
         s.poll_lag.render(
             &mut out,
             "ebb_poll_lag_seconds",
@@ -386,6 +431,10 @@ mod tests {
         m.observe_poll_lag(std::time::Duration::from_millis(300));
         m.observe_poll_lag(std::time::Duration::from_secs(9));
         m.count_write("status");
+        m.count_loop_restart("panic");
+        m.count_read_error("timeout");
+        m.count_read_error("timeout");
+        m.count_reconcile_error("api");
         let text = m.render();
         for line in [
             "ebb_poll_lag_seconds_bucket{le=\"0.0025\"} 0\n",
@@ -397,6 +446,9 @@ mod tests {
             "ebb_poll_lag_seconds_count 3\n",
             "ebb_poll_duration_seconds_count 0\n",
             "ebb_apiserver_writes_total{resource=\"status\"} 1\n",
+            "ebb_scale_loop_restarts_total{reason=\"panic\"} 1\n",
+            "ebb_scaler_read_errors_total{reason=\"timeout\"} 2\n",
+            "ebb_reconcile_errors_total{reason=\"api\"} 1\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -1,9 +1,14 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease: only the holder runs the controller
 //! (and so only it writes); a standby takes over once the holder stops renewing for a lease
 //! duration, or at once when the holder steps down cleanly.
+//!
+//! Expiry is judged by this process's own clock: a standby notes when it last saw the lease
+//! record change and takes the lease only a whole lease duration after that, as client-go does.
+//! The holder's `renewTime` is another machine's clock and is never compared with this one, so
+//! clock skew between nodes cannot make two leaders.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -41,27 +46,49 @@ fn seconds(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX).max(1)
 }
 
-/// Whether `lease` is free for `identity` at `now`: unheld, held by `identity`, or expired.
-pub fn is_free(spec: &LeaseSpec, identity: &str, now: Timestamp) -> bool {
-    let holder = spec.holder_identity.as_deref().unwrap_or("");
-    if holder.is_empty() || holder == identity {
-        return true;
+/// What this process last saw of the lease, and when by its own clock.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The record last seen: holder, renew time, duration, transitions.
+    record: Option<String>,
+    /// When it was first seen as it is.
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Notes `spec` as seen at `now` and says whether the lease is free for `identity`: unheld,
+    /// held by `identity`, or held by another whose record has not changed for a whole lease
+    /// duration of this process's time.
+    pub fn is_free(&mut self, spec: &LeaseSpec, identity: &str, now: Instant) -> bool {
+        let holder = spec.holder_identity.as_deref().unwrap_or("");
+        let record = format!(
+            "{holder}|{:?}|{:?}|{:?}",
+            spec.renew_time.as_ref().map(|t| t.0),
+            spec.lease_duration_seconds,
+            spec.lease_transitions
+        );
+        if self.record.as_ref() != Some(&record) {
+            self.record = Some(record);
+            self.since = Some(now);
+        }
+        if holder.is_empty() || holder == identity {
+            return true;
+        }
+        let duration = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(15).max(1)).unwrap_or(15),
+        );
+        self.since
+            .is_some_and(|since| now.saturating_duration_since(since) >= duration)
     }
-    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else {
-        return true;
-    };
-    let duration = jiff::SignedDuration::from_secs(i64::from(
-        spec.lease_duration_seconds.unwrap_or(15).max(1),
-    ));
-    // An expiry past the end of time never comes.
-    renewed
-        .checked_add(duration)
-        .is_ok_and(|expiry| now >= expiry)
 }
 
 /// One attempt to acquire or renew. Conflicts (another process wrote first) count as held by
 /// someone else.
-pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<Attempt, kube::Error> {
+pub async fn try_acquire(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<Attempt, kube::Error> {
     let now = Timestamp::now();
     let mine = |previous: Option<&LeaseSpec>| {
         let same_holder = previous
@@ -103,7 +130,7 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<Attempt,
         }
         Some(mut lease) => {
             let spec = lease.spec.clone().unwrap_or_default();
-            if !is_free(&spec, &cfg.identity, now) {
+            if !observed.is_free(&spec, &cfg.identity, Instant::now()) {
                 return Ok(Attempt::HeldBy(spec.holder_identity.unwrap_or_default()));
             }
             lease.spec = Some(mine(Some(&spec)));
@@ -133,15 +160,30 @@ pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Er
     Ok(())
 }
 
+/// Why [`run_as_leader`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The leader's work ended (or panicked) without being asked to stop: this replica held
+    /// the lease while doing nothing, so it stepped down.
+    #[error("the leader's work ended while it held the lease {lease}; stepped down")]
+    WorkEnded {
+        /// The Lease.
+        lease: String,
+    },
+}
+
 /// Runs `work` while this process holds the lease, until `shutdown` resolves. `work` gets a
 /// receiver that turns `true` when it must stop (leadership lost or shutting down); it is
-/// started again if leadership comes back.
+/// started again if leadership comes back. Work that ends without being asked makes this
+/// process release the lease and return an error, so that its supervisor (Kubernetes)
+/// restarts it rather than let it hold the lease doing nothing.
 pub async fn run_as_leader<W, F>(
     client: Client,
     cfg: LeaseConfig,
     work: W,
     shutdown: impl Future<Output = ()>,
-) where
+) -> Result<(), LeaderError>
+where
     W: Fn(watch::Receiver<bool>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -149,16 +191,18 @@ pub async fn run_as_leader<W, F>(
     tokio::pin!(shutdown);
     let mut running: Option<Work> = None;
     let mut last_renewal = tokio::time::Instant::now();
+    let mut observed = Observed::default();
     loop {
         // A renewal that hangs (a partition that drops packets) counts as a failed one, so the
         // step-down deadline below still applies.
-        let attempt = match tokio::time::timeout(cfg.retry, try_acquire(&api, &cfg)).await {
-            Ok(attempt) => attempt.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "no answer from the apiserver within {:?}",
-                cfg.retry
-            )),
-        };
+        let attempt =
+            match tokio::time::timeout(cfg.retry, try_acquire(&api, &cfg, &mut observed)).await {
+                Ok(attempt) => attempt.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer from the apiserver within {:?}",
+                    cfg.retry
+                )),
+            };
         match (&attempt, running.is_some()) {
             (Ok(Attempt::Held), false) => {
                 info!(lease = %cfg.name, identity = %cfg.identity, "became the leader");
@@ -190,6 +234,14 @@ pub async fn run_as_leader<W, F>(
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(cfg.retry) => {}
+            () = work_ended(&mut running) => {
+                warn!(lease = %cfg.name, "the leader's work ended unasked; stepping down");
+                drop(running.take());
+                if let Err(e) = release(&api, &cfg).await {
+                    warn!(lease = %cfg.name, error = %e, "releasing the lease");
+                }
+                return Err(LeaderError::WorkEnded { lease: cfg.name.clone() });
+            }
         }
     }
     if running.is_some() {
@@ -197,6 +249,18 @@ pub async fn run_as_leader<W, F>(
         if let Err(e) = release(&api, &cfg).await {
             warn!(lease = %cfg.name, error = %e, "releasing the lease");
         }
+    }
+    Ok(())
+}
+
+/// Resolves when the running work's task has finished (returned or panicked) on its own;
+/// never while no work runs.
+async fn work_ended(running: &mut Option<Work>) {
+    match running.as_mut().and_then(|w| w.handle.as_mut()) {
+        Some(handle) => {
+            let _ = handle.await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -282,16 +346,50 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_free_when_unheld_mine_or_expired() {
-        let now = Timestamp::from_second(1_000).unwrap();
-        assert!(is_free(&spec(None, None, 15), "a", now));
-        assert!(is_free(&spec(Some(""), Some(999), 15), "a", now));
-        assert!(is_free(&spec(Some("a"), Some(999), 15), "a", now));
-        assert!(!is_free(&spec(Some("b"), Some(990), 15), "a", now));
-        assert!(
-            is_free(&spec(Some("b"), Some(985), 15), "a", now),
-            "expired at 1000"
-        );
-        assert!(is_free(&spec(Some("b"), None, 15), "a", now));
+    fn a_lease_is_free_when_unheld_mine_or_unchanged_for_a_lease_duration() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut seen = Observed::default();
+        assert!(seen.is_free(&spec(None, None, 15), "a", t0));
+        assert!(seen.is_free(&spec(Some(""), Some(999), 15), "a", t0));
+        assert!(seen.is_free(&spec(Some("a"), Some(999), 15), "a", t0));
+        let held = spec(Some("b"), Some(990), 15);
+        assert!(!seen.is_free(&held, "a", t0));
+        assert!(!seen.is_free(&held, "a", t0 + s(14)));
+        assert!(seen.is_free(&held, "a", t0 + s(15)), "unchanged for 15 s");
+        // A renewal seen starts the count again.
+        assert!(!seen.is_free(&spec(Some("b"), Some(1_005), 15), "a", t0 + s(16)));
+        assert!(!seen.is_free(&spec(Some("b"), Some(1_005), 15), "a", t0 + s(30)));
+        assert!(seen.is_free(&spec(Some("b"), Some(1_005), 15), "a", t0 + s(31)));
+    }
+
+    /// The holder's clock is 30 s off this one's, either way: its renewTime says nothing about
+    /// expiry here. Judged by renewTime (as ebb once did), a holder 30 s behind looked expired
+    /// to every standby at once (two leaders), and one 30 s ahead kept the lease 30 s past its
+    /// death.
+    #[test]
+    fn a_holder_whose_clock_is_skewed_is_judged_by_this_clock() {
+        let here = Timestamp::now().as_second();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        for skew in [-30, 30] {
+            let mut seen = Observed::default();
+            let mut renew = here + skew;
+            // The holder renews every 5 s by its own clock; the standby never takes over.
+            for tick in 0..6u64 {
+                renew += 5;
+                assert!(
+                    !seen.is_free(&spec(Some("b"), Some(renew), 15), "a", t0 + s(5 * tick)),
+                    "skew {skew}: taken at {} s while renewed",
+                    5 * tick
+                );
+            }
+            // The holder dies after its last renewal at 25 s: free 15 s later, not before.
+            assert!(!seen.is_free(&spec(Some("b"), Some(renew), 15), "a", t0 + s(39)));
+            assert!(
+                seen.is_free(&spec(Some("b"), Some(renew), 15), "a", t0 + s(40)),
+                "skew {skew}: still held 15 s after the last renewal seen"
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod explain;
 pub mod hpa;
 pub mod leader;
+pub mod loops;
 pub mod metric_store;
 pub mod metrics_api;
 pub mod scale;
@@ -19,3 +20,7 @@ pub mod status;
 pub mod target;
 pub mod triggers;
 pub mod validate;
+pub mod validation_error;
+
+#[cfg(test)]
+mod module_graph;

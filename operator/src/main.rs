@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ebb_operator::controller::{self, Context};
+use ebb_operator::controller::{self, Context, ControllerEnd};
 use ebb_operator::{admin, leader, metrics_api};
 
 /// The binary's allocator: jemalloc gives freed memory back to the system after its decay time.
@@ -156,6 +156,9 @@ async fn main() -> anyhow::Result<()> {
             ctx.metrics = metrics;
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             let ctx = Arc::new(ctx);
+            // One shutdown signal for every task: the servers, the election and the controller.
+            let shutdown = Shutdown::on_signal();
+            let mut servers = tokio::task::JoinSet::new();
             // With leader election only the leader's pod is behind the APIService, so the
             // leader sets the caBundle to its own generated CA when it takes over; a standby
             // starting up must not overwrite it.
@@ -174,18 +177,24 @@ async fn main() -> anyhow::Result<()> {
                     apiservice: apiservice.clone().filter(|_| !leader_elect),
                 };
                 let (server, ca_pem) =
-                    metrics_api::start(ctx.clone(), settings, shutdown_signal()).await?;
-                tokio::spawn(server);
+                    metrics_api::start(ctx.metrics_api_sources(), settings, shutdown.wait())
+                        .await?;
+                servers.spawn(async move {
+                    server.await;
+                    "the external metrics API"
+                });
                 if leader_elect {
                     ca_bundle_on_lead = apiservice.zip(ca_pem);
                 }
             }
             let listener = tokio::net::TcpListener::bind(admin_addr).await?;
-            tokio::spawn(admin::serve(
-                listener,
-                ctx.metrics.clone(),
-                shutdown_signal(),
-            ));
+            let admin_server = admin::serve(listener, ctx.metrics.clone(), shutdown.wait());
+            servers.spawn(async move {
+                if let Err(e) = admin_server.await {
+                    tracing::error!(error = %e, "the admin server failed");
+                }
+                "the admin server"
+            });
             // Ready once the apiserver serves the ScaledObject API to this identity.
             let objects: kube::Api<ebb_crds::ScaledObject> = match &ctx.watch_namespace {
                 Some(ns) => kube::Api::namespaced(client.clone(), ns),
@@ -205,54 +214,19 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
             ctx.metrics.set_ready(true);
-            if leader_elect {
-                let identity = identity.unwrap_or_else(|| {
-                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .map(|h| h.trim().to_string())
-                        .unwrap_or_else(|_| "ebb".into());
-                    format!("{host}-{}", std::process::id())
-                });
-                let cfg = leader::LeaseConfig {
-                    name: lease_name,
+            let work = leader_or_controller(
+                ctx,
+                client,
+                LeaderSettings {
+                    elect: leader_elect,
+                    lease_name,
                     namespace,
                     identity,
-                    duration: std::time::Duration::from_secs(15),
-                    retry: std::time::Duration::from_secs(5),
-                };
-                // Only the leader's pod carries `ebb.sh/leader=true`: the metrics API's Service
-                // selects it, since only the leader's loops hold readings.
-                let pod = std::env::var("POD_NAME").ok();
-                let pod_namespace = cfg.namespace.clone();
-                leader::mark_pod(&client, &pod_namespace, pod.as_deref(), false).await;
-                let labeller = client.clone();
-                leader::run_as_leader(
-                    client,
-                    cfg,
-                    move |mut stopped| {
-                        let ctx = ctx.clone();
-                        let (client, namespace, pod) =
-                            (labeller.clone(), pod_namespace.clone(), pod.clone());
-                        let ca_bundle = ca_bundle_on_lead.clone();
-                        async move {
-                            if let Some((apiservice, ca_pem)) = &ca_bundle {
-                                leader::set_ca_bundle(&client, apiservice, ca_pem).await;
-                            }
-                            leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
-                            controller::run(ctx, async move {
-                                let _ = stopped.wait_for(|stop| *stop).await;
-                            })
-                            .await;
-                            leader::mark_pod(&client, &namespace, pod.as_deref(), false).await;
-                        }
-                    },
-                    shutdown_signal(),
-                )
-                .await;
-            } else {
-                let pod = std::env::var("POD_NAME").ok();
-                leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
-                controller::run(ctx, shutdown_signal()).await;
-            }
+                    ca_bundle_on_lead,
+                },
+                shutdown.clone(),
+            );
+            supervise(work, servers, &shutdown).await?;
         }
         Command::Version => println!("ebb {BUILD}"),
         Command::Explain { object } => {
@@ -289,8 +263,156 @@ fn default_tls_names(namespace: &str) -> Vec<String> {
     ]
 }
 
+/// How `ebb run` decides who runs the controller.
+struct LeaderSettings {
+    elect: bool,
+    lease_name: String,
+    namespace: String,
+    identity: Option<String>,
+    /// The APIService and the generated CA the leader points it at when it takes over.
+    ca_bundle_on_lead: Option<(String, String)>,
+}
+
+/// Runs the controller: under leader election, or at once. Returns an error when it ended
+/// without being asked (a leader then has stepped down first).
+async fn leader_or_controller(
+    ctx: Arc<Context>,
+    client: kube::Client,
+    settings: LeaderSettings,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let pod = std::env::var("POD_NAME").ok();
+    if !settings.elect {
+        leader::mark_pod(&client, &settings.namespace, pod.as_deref(), true).await;
+        return match controller::run(ctx, shutdown.wait()).await {
+            ControllerEnd::Shutdown => Ok(()),
+            ControllerEnd::Ended => Err(anyhow::anyhow!("the controller ended unasked")),
+        };
+    }
+    let identity = settings.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "ebb".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let cfg = leader::LeaseConfig {
+        name: settings.lease_name,
+        namespace: settings.namespace,
+        identity,
+        duration: std::time::Duration::from_secs(15),
+        retry: std::time::Duration::from_secs(5),
+    };
+    // Only the leader's pod carries `ebb.sh/leader=true`: the metrics API's Service selects it,
+    // since only the leader's loops hold readings.
+    let pod_namespace = cfg.namespace.clone();
+    leader::mark_pod(&client, &pod_namespace, pod.as_deref(), false).await;
+    let labeller = client.clone();
+    let ca_bundle = settings.ca_bundle_on_lead;
+    leader::run_as_leader(
+        client,
+        cfg,
+        move |mut stopped| {
+            let ctx = ctx.clone();
+            let (client, namespace, pod) = (labeller.clone(), pod_namespace.clone(), pod.clone());
+            let ca_bundle = ca_bundle.clone();
+            async move {
+                if let Some((apiservice, ca_pem)) = &ca_bundle {
+                    leader::set_ca_bundle(&client, apiservice, ca_pem).await;
+                }
+                leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
+                let end = controller::run(ctx, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
+                leader::mark_pod(&client, &namespace, pod.as_deref(), false).await;
+                // Returning unasked is how the election learns that the controller ended.
+                if end == ControllerEnd::Ended {
+                    tracing::error!("the controller ended unasked");
+                }
+            }
+        },
+        shutdown.wait(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits for the controller (or the election) while watching the servers. A server that ends
+/// before shutdown was asked, or a controller that ends unasked, stops everything else and
+/// makes ebb exit non-zero, so that Kubernetes restarts it.
+async fn supervise(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    mut servers: tokio::task::JoinSet<&'static str>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    tokio::pin!(work);
+    let failure = loop {
+        tokio::select! {
+            result = &mut work => break result.err(),
+            Some(ended) = servers.join_next() => {
+                if shutdown.asked() {
+                    continue;
+                }
+                let what = ended.unwrap_or("a server task (it panicked)");
+                break Some(anyhow::anyhow!("{what} ended unasked"));
+            }
+        }
+    };
+    shutdown.ask();
+    // Whatever still runs gets a bounded time to finish (the leader releases its lease).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let _ = (&mut work).await;
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    match failure {
+        Some(e) => {
+            tracing::error!(error = %e, "stopping");
+            Err(e)
+        }
+        None => Ok(()),
+    }
+}
+
+/// The one shutdown signal of `ebb run`: turns on at SIGTERM or Ctrl-C, or when a task fails.
+#[derive(Clone)]
+struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Shutdown {
+    /// A signal that turns on at SIGTERM or Ctrl-C.
+    fn on_signal() -> Self {
+        let (sender, _) = tokio::sync::watch::channel(false);
+        let this = Self(Arc::new(sender));
+        let signalled = this.clone();
+        tokio::spawn(async move {
+            os_signal().await;
+            tracing::info!("shutting down");
+            signalled.ask();
+        });
+        this
+    }
+
+    /// Turns the signal on.
+    fn ask(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether it is on.
+    fn asked(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the signal is on.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        let mut receiver = self.0.subscribe();
+        async move {
+            let _ = receiver.wait_for(|on| *on).await;
+        }
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+async fn os_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

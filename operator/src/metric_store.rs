@@ -6,7 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::scale::evaluate::Answer;
+/// What the metrics API answers for one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A value: read, computed by the formula, or the fallback value.
+    Value(f64),
+    /// Why there is no value; never disguised as 0.
+    Error(String),
+}
 
 /// One ScaledObject's answers from one poll.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,6 @@
-//! ScaledObject status conditions, changed in place so the controller writes the status only
-//! when something in it changed.
+//! ScaledObject status conditions, changed in place so ebb writes the status only when
+//! something in it changed, and the [`StatusCell`] through which every status write of one
+//! object goes.
 
 use ebb_crds::Condition;
 use ebb_crds::condition::{
@@ -78,6 +79,50 @@ pub fn set_condition(
     }
 }
 
+/// A condition to set: type, status, reason, message.
+pub type Wanted<'a> = (&'a str, Status, &'a str, String);
+
+/// One ScaledObject's conditions as ebb last wrote them, and the one way to write its status.
+///
+/// The controller and the object's scale loop both set conditions (the controller Ready on a
+/// refusal, Paused and HPAActive; the loop Ready, Active and Fallback after each poll), and a
+/// merge patch replaces the whole conditions list. So every write holds the cell from setting
+/// its conditions until the apiserver has answered: no writer sends a list older than the one
+/// another writer sent before it.
+pub struct StatusCell {
+    conditions: tokio::sync::Mutex<Vec<Condition>>,
+}
+
+impl StatusCell {
+    /// A cell holding `conditions` (what the object's status says when ebb first sees it).
+    pub fn new(conditions: Vec<Condition>) -> Self {
+        Self {
+            conditions: tokio::sync::Mutex::new(conditions),
+        }
+    }
+
+    /// Sets `wanted`, then calls `write` with whether any condition changed and the whole
+    /// list, holding the cell until `write`'s future is done. `write` decides whether to patch.
+    pub async fn write<T, F, Fut>(&self, wanted: &[Wanted<'_>], write: F) -> T
+    where
+        F: FnOnce(bool, Vec<Condition>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let mut conditions = self.conditions.lock().await;
+        let mut changed = false;
+        for (type_, status, reason, message) in wanted {
+            changed |= set_condition(&mut conditions, type_, *status, reason, message.clone());
+        }
+        write(changed, conditions.clone()).await
+    }
+
+    /// Sets `wanted` without writing (the next write carries them); returns whether any changed.
+    pub async fn set(&self, wanted: &[Wanted<'_>]) -> bool {
+        self.write(wanted, |changed, _| async move { changed })
+            .await
+    }
+}
+
 /// The condition `type_`, if set.
 pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -85,7 +130,67 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
+
+    /// Two writers of one object's status, the second starting while the first waits for the
+    /// apiserver: the writes do not overlap, and the last one sent carries both writers'
+    /// conditions. (Before the cell, the scale loop cloned the conditions, released them and
+    /// then patched, so its older list could land after the controller's newer one.)
+    #[tokio::test]
+    async fn writes_of_one_status_never_overlap_and_the_last_carries_every_condition() {
+        let cell = Arc::new(StatusCell::new(initial_conditions()));
+        type Sent = std::sync::Mutex<Vec<(&'static str, Vec<Condition>)>>;
+        let sent: Arc<Sent> = Arc::default();
+        let in_flight = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let patch =
+            |who: &'static str, sent: Arc<Sent>, in_flight: Arc<std::sync::atomic::AtomicBool>| {
+                move |_changed: bool, conditions: Vec<Condition>| async move {
+                    assert!(
+                        !in_flight.swap(true, std::sync::atomic::Ordering::SeqCst),
+                        "two status writes of one object in flight at once"
+                    );
+                    // The apiserver takes its time answering the loop.
+                    if who == "loop" {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    sent.lock().unwrap().push((who, conditions));
+                    in_flight.store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            };
+        let active = [(
+            CONDITION_ACTIVE,
+            Status::True,
+            "ScalerActive",
+            String::new(),
+        )];
+        let refused = [(
+            CONDITION_READY,
+            Status::False,
+            "ScaledObjectCheckFailed",
+            "spec.cooldownPeriod: expected 0 or more".to_string(),
+        )];
+        let loop_write = cell.write(&active, patch("loop", sent.clone(), in_flight.clone()));
+        let controller_write = async {
+            tokio::task::yield_now().await;
+            cell.write(
+                &refused,
+                patch("controller", sent.clone(), in_flight.clone()),
+            )
+            .await;
+        };
+        tokio::join!(loop_write, controller_write);
+
+        let sent = sent.lock().unwrap();
+        assert_eq!(sent.len(), 2);
+        let (_, last) = sent.last().unwrap();
+        let ready = condition(last, CONDITION_READY).unwrap();
+        let active = condition(last, CONDITION_ACTIVE).unwrap();
+        assert_eq!(ready.reason.as_deref(), Some("ScaledObjectCheckFailed"));
+        assert_eq!(active.status, "True");
+    }
 
     #[test]
     fn starts_unknown_and_reports_changes_only() {

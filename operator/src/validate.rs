@@ -6,31 +6,17 @@ use std::collections::BTreeSet;
 use ebb_crds::ScaledObjectSpec;
 
 use crate::scale::composite::Composite;
-
-/// A spec the controller will not act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct ValidationError {
-    /// The field at fault, as a path: `spec.minReplicaCount`.
-    pub field: String,
-    /// What is wrong and what was expected.
-    pub problem: String,
-}
-
-pub(crate) fn error(field: impl Into<String>, problem: impl Into<String>) -> ValidationError {
-    ValidationError {
-        field: field.into(),
-        problem: problem.into(),
-    }
-}
+pub use crate::validation_error::ValidationError;
+use crate::validation_error::error;
 
 /// Triggers that ebb does not poll: the HPA reads them from the metrics server.
 fn is_resource_trigger(trigger_type: &str) -> bool {
     matches!(trigger_type, "cpu" | "memory")
 }
 
-/// Checks `spec`; the first problem found is returned.
-pub fn validate(spec: &ScaledObjectSpec) -> Result<(), ValidationError> {
+/// Checks `spec`; the first problem found is returned. A valid spec's `scalingModifiers` come
+/// back compiled (None without them), so nothing compiles the formula twice.
+pub fn validate(spec: &ScaledObjectSpec) -> Result<Option<Composite>, ValidationError> {
     // ebb's CRD schema refuses these already; KEDA's, which a migrating cluster may keep, does
     // not. A negative count would otherwise reach a target's /scale.
     let at_least = [
@@ -127,8 +113,7 @@ pub fn validate(spec: &ScaledObjectSpec) -> Result<(), ValidationError> {
         }
     }
 
-    Composite::of(spec)?;
-    Ok(())
+    Composite::of(spec)
 }
 
 #[cfg(test)]
@@ -147,7 +132,7 @@ mod tests {
             "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5}, triggers: [{type: cpu, metadata: {}, metricType: Utilization}, {type: redis, metadata: {}}]}",
             "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: 'a + b', target: '5', activationTarget: '0', metricType: Value}}, triggers: [{type: redis, name: a, metadata: {}}, {type: redis, name: b, metadata: {}}]}",
         ] {
-            assert_eq!(validate(&spec(yaml)), Ok(()), "{yaml}");
+            assert!(validate(&spec(yaml)).is_ok(), "{yaml}");
         }
     }
 

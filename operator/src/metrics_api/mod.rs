@@ -23,9 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use tracing::debug;
 
-use crate::controller::Context;
-use crate::metric_store::Lookup;
-use crate::scale::evaluate::Answer;
+use crate::loops::Loops;
+use crate::metric_store::{Answer, Lookup, MetricStore};
 use auth::{Claim, Identity, Peer, RequestHeader, Reviewer};
 use request::{ApiError, scaled_object_of, value_list};
 
@@ -97,15 +96,27 @@ pub async fn set_ca_bundle(
     Ok(())
 }
 
-/// Starts the metrics API for `ctx` as `settings` say; the returned future serves until
+/// Where the metrics API's answers come from: the scale loops' latest answers and, for a live
+/// read, the running loops' scalers. The apiserver client only reviews callers.
+#[derive(Clone)]
+pub struct Sources {
+    /// The apiserver, for TokenReviews, SubjectAccessReviews and the front proxy's settings.
+    pub client: kube::Client,
+    /// The scale loops' latest answers.
+    pub store: Arc<MetricStore>,
+    /// The running scale loops, for live reads.
+    pub loops: Loops,
+}
+
+/// Starts the metrics API over `sources` as `settings` say; the returned future serves until
 /// `shutdown` resolves. With a generated certificate, also returns its CA (PEM), the caBundle
 /// an APIService needs to trust this server.
 pub async fn start(
-    ctx: Arc<Context>,
+    sources: Sources,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(impl std::future::Future<Output = ()> + Send, Option<String>), StartError> {
-    let requestheader = RequestHeader::load(&ctx.client)
+    let requestheader = RequestHeader::load(&sources.client)
         .await
         .map_err(StartError::RequestHeader)?;
     let mut generated_ca = None;
@@ -122,7 +133,7 @@ pub async fn start(
         None => {
             let (key, ca_pem) = tls::generate(&settings.names)?;
             if let Some(name) = &settings.apiservice {
-                set_ca_bundle(&ctx.client, name, &ca_pem)
+                set_ca_bundle(&sources.client, name, &ca_pem)
                     .await
                     .map_err(|source| StartError::ApiService {
                         name: name.clone(),
@@ -141,8 +152,9 @@ pub async fn start(
             source,
         })?;
     let api = Arc::new(MetricsApi {
-        reviewer: Reviewer::new(ctx.client.clone()),
-        ctx,
+        reviewer: Reviewer::new(sources.client.clone()),
+        store: sources.store,
+        loops: sources.loops,
         requestheader,
     });
     Ok((serve(listener, config, api, shutdown), generated_ca))
@@ -153,8 +165,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct MetricsApi {
-    /// The controller: the scale loops' answers (`ctx.store`) and their scalers, for live reads.
-    pub ctx: Arc<Context>,
+    /// The scale loops' latest answers.
+    pub store: Arc<MetricStore>,
+    /// The running scale loops, for live reads.
+    pub loops: Loops,
     /// The front proxy's settings.
     pub requestheader: RequestHeader,
     /// TokenReview and SubjectAccessReview.
@@ -189,12 +203,15 @@ impl MetricsApi {
             ApiError::unauthorized("the front proxy named no user for this request")
         })?;
         self.reviewer.authorize(&who, namespace, metric).await?;
-        let lookup = self.ctx.store.lookup(namespace, &scaled_object, metric);
+        let lookup = self.store.lookup(namespace, &scaled_object, metric);
         // An old plain reading, or none yet from a loop that runs: ask the scaler now.
         if matches!(
             lookup,
             Lookup::Found { reread: true, .. } | Lookup::UnknownObject
-        ) && let Some(read) = self.ctx.read_live(namespace, &scaled_object, metric).await
+        ) && let Some(read) = self
+            .loops
+            .read_live(namespace, &scaled_object, metric)
+            .await
         {
             return match read {
                 Ok(value) => {

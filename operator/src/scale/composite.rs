@@ -6,7 +6,7 @@ use ebb_crds::ScaledObjectSpec;
 use ebb_scalers::{MetricSpec, MetricTargetType};
 
 use crate::scale::formula::Formula;
-use crate::validate::{ValidationError, error};
+use crate::validation_error::{ValidationError, error};
 
 /// The name of the composite metric in the HPA and the metrics API (KEDA's name).
 pub const COMPOSITE_METRIC: &str = "composite-metric";

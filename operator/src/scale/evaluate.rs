@@ -11,14 +11,7 @@ use crate::scale::decision::{self, Activity, TriggerOutcome};
 use crate::scale::fallback;
 use crate::scale::poll::TriggerResult;
 
-/// What the metrics API answers for one metric.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// A value: read, computed by the formula, or the fallback value.
-    Value(f64),
-    /// Why there is no value; never disguised as 0.
-    Error(String),
-}
+pub use crate::metric_store::Answer;
 
 /// One poll's inputs.
 pub struct Inputs<'a> {
@@ -96,7 +89,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
                         }
                         _ => {
                             all_failed_in_fallback = false;
-                            answers.insert(reading.name.clone(), Answer::Error(e.clone()));
+                            answers.insert(reading.name.clone(), Answer::Error(e.to_string()));
                             triggers_activity.insert(reading.name.clone(), false);
                         }
                     }
@@ -174,12 +167,15 @@ mod tests {
     use ebb_crds::ScaledObjectSpec;
 
     use super::*;
-    use crate::scale::poll::MetricReading;
+    use crate::scale::poll::{MetricReading, ReadError};
 
     fn reading(name: &str, value: Result<f64, &str>, active: bool) -> MetricReading {
         MetricReading {
             name: name.into(),
-            value: value.map_err(str::to_string),
+            value: value.map_err(|m| ReadError::Scaler {
+                label: "source",
+                message: m.to_string(),
+            }),
             active,
         }
     }

@@ -5,6 +5,7 @@ pub mod decision;
 pub mod evaluate;
 pub mod fallback;
 pub mod formula;
+pub mod nudge;
 pub mod poll;
 pub mod schedule;
 pub mod task;

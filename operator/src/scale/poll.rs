@@ -25,8 +25,8 @@ pub struct PolledTrigger {
 pub struct MetricReading {
     /// The metric's name.
     pub name: String,
-    /// Its value, or why it could not be read (never a credential).
-    pub value: Result<f64, String>,
+    /// Its value, or why it could not be read.
+    pub value: Result<f64, ReadError>,
     /// Whether the scaler judged it active.
     pub active: bool,
 }
@@ -44,23 +44,62 @@ pub struct TriggerResult {
     pub outcome: TriggerOutcome,
 }
 
+/// Why a metric could not be read. Its text never carries a credential (scalers' errors are
+/// clean); its [`label`](ReadError::label) names the kind for metrics.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadError {
+    /// The scaler did not answer within the poll timeout.
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The scaler answered with an error.
+    #[error("{message}")]
+    Scaler {
+        /// The error's kind ([`ebb_scalers::ScalerError::label`]).
+        label: &'static str,
+        /// Its text.
+        message: String,
+    },
+    /// The scaler answered a value that is not a finite number.
+    #[error("the value {0} is not a finite number")]
+    NotFinite(f64),
+    /// The scaler answered without a value for the metric.
+    #[error("the scaler answered without a value")]
+    NoValue,
+    /// The scaler has not learned its metrics yet (an external plugin that has not answered).
+    #[error("the scaler has no metrics yet")]
+    NoMetricsYet,
+}
+
+impl ReadError {
+    /// A stable one-word label: the `reason` of `ebb_scaler_read_errors_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReadError::Timeout(_) => "timeout",
+            ReadError::Scaler { label, .. } => label,
+            ReadError::NotFinite(_) => "not_finite",
+            ReadError::NoValue => "no_value",
+            ReadError::NoMetricsYet => "no_metrics_yet",
+        }
+    }
+}
+
 /// Reads one metric of `scaler`, cut off after `timeout`. A value that is missing or not a
 /// finite number is an error, never a number.
 pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> MetricReading {
     let answer = tokio::time::timeout(timeout, scaler.metrics_and_activity(name)).await;
     let (value, active) = match answer {
-        Err(_) => (
-            Err(format!("no answer within {} ms", timeout.as_millis())),
+        Err(_) => (Err(ReadError::Timeout(timeout)), false),
+        Ok(Err(e)) => (
+            Err(ReadError::Scaler {
+                label: e.label(),
+                message: e.to_string(),
+            }),
             false,
         ),
-        Ok(Err(e)) => (Err(e.to_string()), false),
         Ok(Ok(answer)) => match answer.values.iter().find(|v| v.name == name) {
             Some(v) if v.value.is_finite() => (Ok(v.value), answer.active),
-            Some(v) => (
-                Err(format!("the value {} is not a finite number", v.value)),
-                false,
-            ),
-            None => (Err("the scaler answered without a value".into()), false),
+            Some(v) => (Err(ReadError::NotFinite(v.value)), false),
+            None => (Err(ReadError::NoValue), false),
         },
     };
     MetricReading {
@@ -91,7 +130,7 @@ async fn poll_one(trigger: &PolledTrigger, timeout: Duration) -> TriggerResult {
             result(
                 vec![MetricReading {
                     name: format!("s{}-unknown", trigger.index),
-                    value: Err("the scaler has no metrics yet".into()),
+                    value: Err(ReadError::NoMetricsYet),
                     active: false,
                 }],
                 TriggerOutcome::Failed,
@@ -240,17 +279,18 @@ mod tests {
         );
         assert_eq!(results[0].readings[0].value, Ok(7.0));
         assert_eq!(results[0].name.as_deref(), Some("t0"));
+        let error = |i: usize| {
+            let e = results[i].readings[0].value.clone().unwrap_err();
+            (e.label(), e.to_string())
+        };
         assert_eq!(
-            results[2].readings[0].value,
-            Err("redis 127.0.0.1:1: connection refused".into())
+            error(2),
+            ("source", "redis 127.0.0.1:1: connection refused".into())
         );
+        assert_eq!(error(3), ("timeout", "no answer within 3000 ms".into()));
         assert_eq!(
-            results[3].readings[0].value,
-            Err("no answer within 3000 ms".into())
-        );
-        assert_eq!(
-            results[7].readings[0].value,
-            Err("the value NaN is not a finite number".into())
+            error(7),
+            ("not_finite", "the value NaN is not a finite number".into())
         );
         assert!(results[4].readings.is_empty());
     }

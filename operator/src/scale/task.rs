@@ -19,16 +19,16 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::admin::{Metrics, SeriesKey};
-use crate::controller::Nudge;
 use crate::events::{EventType, Events, Note};
 use crate::metric_store::{MetricStore, Published};
 use crate::scale::composite::Composite;
 use crate::scale::decision::{self, Activity, Decision, Observation, Settings, TriggerOutcome};
 use crate::scale::evaluate::{self, Evaluation, Inputs};
 use crate::scale::fallback;
+use crate::scale::nudge::Nudger;
 use crate::scale::poll::{self, PolledTrigger, TriggerResult};
 use crate::scale::schedule;
-use crate::status::{self, Status};
+use crate::status::{Status, StatusCell, Wanted};
 use crate::target::Target;
 
 /// Longest a metric read may take.
@@ -52,14 +52,14 @@ pub struct ScaleLoop {
     pub api: Api<ScaledObject>,
     /// Events.
     pub events: Arc<Events>,
-    /// The conditions ebb last wrote for this object, shared with the controller.
-    pub conditions: Arc<tokio::sync::Mutex<Vec<ebb_crds::Condition>>>,
+    /// The object's status cell, through which the controller writes too.
+    pub status: Arc<StatusCell>,
     /// Where readings are published for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Where answers are published for the external metrics API.
     pub store: Arc<MetricStore>,
     /// Asks the controller to reshape the HPA or rebuild the scalers.
-    pub nudge: Nudge,
+    pub nudge: Nudger,
 }
 
 /// The decision's settings for `so`, defaults applied.
@@ -119,8 +119,9 @@ struct Stored {
 }
 
 impl ScaleLoop {
-    /// Runs until aborted.
-    pub async fn run(self) {
+    /// Runs until `stop` turns true (or its sender goes). It stops only between polls or while
+    /// waiting for a source, never halfway through writing the status or `/scale`.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let so = &self.so;
         let spec = &so.spec;
         let interval = schedule::polling_interval(spec);
@@ -196,20 +197,34 @@ impl ScaleLoop {
             // Not known yet (before the first poll) counts as at rest: the first check may
             // come before the first poll.
             let at_rest = known.is_none_or(|(n, _)| n <= resting_count);
-            let results = tokio::select! {
+            let wake = tokio::select! {
                 biased;
-                scheduled = ticks.tick() => {
+                _ = stop.wait_for(|stop| *stop) => Wake::Stop,
+                scheduled = ticks.tick() => Wake::Poll(scheduled),
+                // The fast activation path: a check between polls while at rest.
+                Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => Wake::Check,
+            };
+            let results = match wake {
+                Wake::Stop => return,
+                Wake::Poll(scheduled) => {
                     self.metrics.observe_poll_lag(scheduled.elapsed());
                     let poll_started = Instant::now();
-                    let results = Box::pin(poll::poll(&self.triggers, POLL_TIMEOUT)).await;
+                    let Some(results) =
+                        until_stopped(&mut stop, poll::poll(&self.triggers, POLL_TIMEOUT)).await
+                    else {
+                        return;
+                    };
                     self.metrics.observe_poll_duration(poll_started.elapsed());
                     results
                 }
-                // The fast activation path: a check between polls while at rest; only a check
-                // that finds a trigger active goes on to a full poll (so failures, fallback and
-                // status keep the pollingInterval's pace).
-                Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => {
-                    let results = Box::pin(poll::poll(&self.triggers, POLL_TIMEOUT)).await;
+                // Only a check that finds a trigger active goes on to a full poll (so
+                // failures, fallback and status keep the pollingInterval's pace).
+                Wake::Check => {
+                    let Some(results) =
+                        until_stopped(&mut stop, poll::poll(&self.triggers, POLL_TIMEOUT)).await
+                    else {
+                        return;
+                    };
                     if !results.iter().any(|r| r.outcome == TriggerOutcome::Active) {
                         continue;
                     }
@@ -339,6 +354,9 @@ impl ScaleLoop {
                 .map(|t| t.type_.clone())
                 .unwrap_or_default();
             for reading in &result.readings {
+                if let Err(e) = &reading.value {
+                    self.metrics.count_read_error(e.label());
+                }
                 self.metrics.record(
                     SeriesKey {
                         namespace: so.namespace().unwrap_or_default(),
@@ -432,44 +450,42 @@ impl ScaleLoop {
             .iter()
             .map(|(name, active)| (name, TriggerActivityStatus { is_active: *active }))
             .collect();
-        let conditions = self.conditions.lock().await.clone();
-        let patch = serde_json::json!({
-            "status": {
-                "conditions": conditions,
-                "health": health,
-                "triggersActivity": activity,
-                "lastActiveTime": wanted.last_active.map(Time),
-            }
-        });
-        match self
-            .api
-            .patch_status(
-                &self.so.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+        // Sent while holding the status cell, so the conditions sent are the latest.
+        self.status
+            .write(&[], |_, conditions| async move {
+                let patch = serde_json::json!({
+                    "status": {
+                        "conditions": conditions,
+                        "health": health,
+                        "triggersActivity": activity,
+                        "lastActiveTime": wanted.last_active.map(Time),
+                    }
+                });
+                match self
+                    .api
+                    .patch_status(
+                        &self.so.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        self.metrics.count_write("status");
+                        true
+                    }
+                    Err(e) => {
+                        warn!(scaledobject = %key(&self.so), error = %e, "writing status");
+                        false
+                    }
+                }
+            })
             .await
-        {
-            Ok(_) => {
-                self.metrics.count_write("status");
-                true
-            }
-            Err(e) => {
-                warn!(scaledobject = %key(&self.so), error = %e, "writing status");
-                false
-            }
-        }
     }
 
-    /// Sets conditions in the shared cell; returns whether any changed. The caller writes.
-    async fn set_conditions(&self, wanted: &[(&str, Status, &str, String)]) -> bool {
-        let mut conditions = self.conditions.lock().await;
-        let mut changed = false;
-        for (type_, status, reason, message) in wanted {
-            changed |=
-                status::set_condition(&mut conditions, type_, *status, reason, message.clone());
-        }
-        changed
+    /// Sets conditions in the status cell; returns whether any changed. The caller writes.
+    async fn set_conditions(&self, wanted: &[Wanted<'_>]) -> bool {
+        self.status.set(wanted).await
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
@@ -484,6 +500,28 @@ impl ScaleLoop {
         } else {
             self.metrics.count_write("event");
         }
+    }
+}
+
+/// What woke a scale loop.
+enum Wake {
+    /// It is to stop.
+    Stop,
+    /// A poll is due (scheduled at this instant).
+    Poll(tokio::time::Instant),
+    /// A fast activation check is due.
+    Check,
+}
+
+/// Runs `work` unless `stop` turns true first (None then).
+async fn until_stopped<T>(
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stop| *stop) => None,
+        done = Box::pin(work) => Some(done),
     }
 }
 

@@ -1,0 +1,251 @@
+//! What every reconcile shares: the apiserver client, the trigger registry, Events, metrics,
+//! the metric store, the running scale loops, each object's status cell, and the caches the
+//! controller's watches fill while it runs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication};
+use ebb_scalers::Registry;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use crate::admin::Metrics;
+use crate::events::Events;
+use crate::loops::Loops;
+use crate::metric_store::MetricStore;
+use crate::status::{self, StatusCell};
+use crate::target::Kinds;
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The apiserver.
+    pub client: Client,
+    /// The trigger types this build knows.
+    pub registry: Registry,
+    /// Events.
+    pub events: Arc<Events>,
+    /// Where ClusterTriggerAuthentications read their Secrets.
+    pub namespace: String,
+    /// Watch ScaledObjects in this namespace only (all namespaces when `None`).
+    pub watch_namespace: Option<String>,
+    /// Metrics and readiness, served by the admin endpoints.
+    pub metrics: Arc<Metrics>,
+    /// The latest answer of every metric, for the external metrics API.
+    pub store: Arc<MetricStore>,
+    /// The running scale loops, shared with the metrics API.
+    pub loops: Loops,
+    /// Each object's status cell, shared with its scale loop.
+    statuses: Mutex<HashMap<String, Arc<StatusCell>>>,
+    /// Objects whose scalers are to be rebuilt at their next reconcile.
+    rebuilds: Mutex<HashSet<String>>,
+    /// TriggerAuthentications and ClusterTriggerAuthentications, while a controller runs.
+    pub(super) authentications: Mutex<Option<AuthStores>>,
+    /// Scale target kinds found through discovery.
+    pub(super) kinds: Kinds,
+    /// The HPAs ebb owns (their metadata and conditions only), while a controller runs.
+    pub(super) hpas: Mutex<Option<Store<HorizontalPodAutoscaler>>>,
+    /// Per ScaledObject, the HPA ebb last applied. An HPA still stored so needs no apply.
+    pub(super) applied: Mutex<HashMap<String, AppliedHpa>>,
+}
+
+/// What ebb last applied to a ScaledObject's HPA (digests).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct AppliedHpa {
+    /// The HPA ebb asked for.
+    pub(super) asked: u64,
+    /// The HPA's spec, labels and owners as the apiserver answered the apply.
+    pub(super) stored: u64,
+}
+
+/// Caches of the authentication objects, for the loops' signatures.
+#[derive(Clone)]
+pub(super) struct AuthStores {
+    pub(super) namespaced: Store<TriggerAuthentication>,
+    pub(super) cluster: Store<ClusterTriggerAuthentication>,
+}
+
+impl Context {
+    /// A context for `client`, reporting Events as `ebb`.
+    pub fn new(client: Client, registry: Registry, namespace: String) -> Self {
+        Self {
+            events: Arc::new(Events::new(
+                client.clone(),
+                "ebb",
+                std::env::var("POD_NAME").ok(),
+            )),
+            client,
+            registry,
+            namespace,
+            watch_namespace: None,
+            metrics: Arc::new(Metrics::default()),
+            store: Arc::new(MetricStore::default()),
+            loops: Loops::default(),
+            statuses: Mutex::new(HashMap::new()),
+            rebuilds: Mutex::new(HashSet::new()),
+            authentications: Mutex::new(None),
+            kinds: Kinds::default(),
+            hpas: Mutex::new(None),
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The metrics API's sources: this context's metric store and scale loops.
+    pub fn metrics_api_sources(&self) -> crate::metrics_api::Sources {
+        crate::metrics_api::Sources {
+            client: self.client.clone(),
+            store: self.store.clone(),
+            loops: self.loops.clone(),
+        }
+    }
+
+    /// Number of running scale loops.
+    pub fn running_loops(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Stops every scale loop (when the controller ends, or is cut off), and forgets their
+    /// readings: a replica that stepped down neither shows frozen series on `/metrics` nor
+    /// answers the metrics API from polls it no longer makes.
+    pub fn stop_all_loops(&self) {
+        for key in self.loops.stop_all() {
+            if let Some((namespace, name)) = key.split_once('/') {
+                self.metrics.forget(namespace, name);
+                self.store.forget(namespace, name);
+            }
+        }
+        self.metrics.set_scale_loops(0);
+    }
+
+    /// Stops the scale loop of `key` and waits for it to end.
+    pub(super) async fn stop_loop(&self, key: &str) {
+        self.loops.stop(key).await;
+        self.metrics.set_scale_loops(self.loops.len());
+    }
+
+    /// Asks for `key`'s scalers to be rebuilt at its next reconcile.
+    pub(super) fn ask_rebuild(&self, key: String) {
+        lock(&self.rebuilds).insert(key);
+    }
+
+    /// Whether a rebuild was asked for `key` (and clears the request).
+    pub(super) fn take_rebuild(&self, key: &str) -> bool {
+        lock(&self.rebuilds).remove(key)
+    }
+
+    /// The status cell of `so`, made from its stored conditions the first time.
+    pub(super) fn status_of(&self, key: &str, so: &ScaledObject) -> Arc<StatusCell> {
+        lock(&self.statuses)
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                let existing = so
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.clone())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(status::initial_conditions);
+                Arc::new(StatusCell::new(existing))
+            })
+            .clone()
+    }
+
+    /// Forgets everything kept about `key` (the object is gone).
+    pub(super) fn forget(&self, key: &str) {
+        lock(&self.statuses).remove(key);
+        lock(&self.applied).remove(key);
+        self.loops.forget(key);
+    }
+
+    /// The resourceVersions of the authentication objects `so` references, as known now.
+    pub(super) fn authentication_versions(&self, so: &ScaledObject) -> String {
+        let Some(stores) = lock(&self.authentications).clone() else {
+            return String::new();
+        };
+        let namespace = so.namespace().unwrap_or_default();
+        so.spec
+            .triggers
+            .iter()
+            .filter_map(|t| t.authentication_ref.as_ref())
+            .map(|r| {
+                let version = if r.kind.as_deref() == Some("ClusterTriggerAuthentication") {
+                    stores
+                        .cluster
+                        .get(&ObjectRef::new(&r.name))
+                        .and_then(|a| a.resource_version())
+                } else {
+                    stores
+                        .namespaced
+                        .get(&ObjectRef::new(&r.name).within(&namespace))
+                        .and_then(|a| a.resource_version())
+                };
+                version.unwrap_or_else(|| "-".into())
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Drops what a controller run filled in (it ended, or was cut off).
+    pub(super) fn clear_run_state(&self) {
+        self.loops.set_nudges(None);
+        *lock(&self.authentications) = None;
+        *lock(&self.hpas) = None;
+        lock(&self.applied).clear();
+    }
+}
+
+/// A std mutex's guard; a poisoned lock's data is still used (every writer leaves it whole).
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stopping_every_loop_forgets_their_readings() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let ctx = Arc::new(Context::new(client, Registry::new(), "ebb-system".into()));
+        ctx.metrics.record(
+            crate::admin::SeriesKey {
+                namespace: "shop".into(),
+                scaled_object: "orders".into(),
+                trigger_index: 0,
+                scaler: "redis".into(),
+                metric: "s0-redis-jobs".into(),
+            },
+            Some(3.0),
+            true,
+        );
+        ctx.store.publish(
+            "shop",
+            "orders",
+            crate::metric_store::Published {
+                at: std::time::Instant::now(),
+                fresh_for: Duration::from_secs(60),
+                reread_after: Default::default(),
+                answers: [(
+                    "s0-redis-jobs".to_string(),
+                    crate::metric_store::Answer::Value(3.0),
+                )]
+                .into(),
+            },
+        );
+        crate::loops::tests::insert_idle(&ctx.loops, "shop/orders", Vec::new());
+        assert!(ctx.metrics.render().contains("scaledObject=\"orders\""));
+
+        ctx.stop_all_loops();
+        assert_eq!(ctx.running_loops(), 0);
+        let rendered = ctx.metrics.render();
+        assert!(!rendered.contains("orders"), "{rendered}");
+        assert!(rendered.contains("ebb_scale_loops 0"), "{rendered}");
+        assert_eq!(
+            ctx.store.lookup("shop", "orders", "s0-redis-jobs"),
+            crate::metric_store::Lookup::UnknownObject
+        );
+    }
+}
