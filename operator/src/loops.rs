@@ -321,12 +321,13 @@ async fn supervise(
             ),
         },
     };
-    if let Err(e) = scale_loop
+    match scale_loop
         .events
         .publish(&note, &scale_loop.so.object_ref(&()))
         .await
     {
-        warn!(scaledobject = %key, error = %e, "publishing an event");
+        Ok(()) => scale_loop.metrics.count_write("event"),
+        Err(e) => warn!(scaledobject = %key, error = %e, "publishing an event"),
     }
     let mut stopped = stopped;
     tokio::select! {

@@ -490,8 +490,9 @@ async fn event(ctx: &Context, so: &ScaledObject, type_: EventType, reason: &str,
         action: "Reconcile",
         note: short(&note),
     };
-    if let Err(e) = ctx.events.publish(&note, &so.object_ref(&())).await {
-        warn!(scaledobject = %key_of(so), error = %e, "publishing an event");
+    match ctx.events.publish(&note, &so.object_ref(&())).await {
+        Ok(()) => ctx.metrics.count_write("event"),
+        Err(e) => warn!(scaledobject = %key_of(so), error = %e, "publishing an event"),
     }
 }
 
