@@ -1,7 +1,10 @@
 //! The pure half of the external metrics API: what a request asks for, and the documents and
 //! errors it is answered with. No I/O here.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    APIGroup, APIGroupList, APIResource, APIResourceList, GroupVersionForDiscovery, Status, Time,
+};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::hpa::quantity;
@@ -79,14 +82,12 @@ impl ApiError {
 
     /// The `Status` document.
     pub fn status(&self) -> Value {
-        json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
+        to_value(&Status {
+            status: Some("Failure".into()),
+            message: Some(self.message.clone()),
+            reason: Some(self.reason.into()),
+            code: Some(self.code.into()),
+            ..Status::default()
         })
     }
 }
@@ -191,36 +192,49 @@ pub fn value_list(
     }))
 }
 
+/// A k8s-openapi document as JSON. Its types write their own `kind` and `apiVersion`.
+fn to_value(document: &impl Serialize) -> Value {
+    // Plain structs of strings, numbers and lists: serializing them cannot fail.
+    serde_json::to_value(document).unwrap_or(Value::Null)
+}
+
 /// `/apis`: the group list.
 pub fn api_group_list() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group()]})
+    to_value(&APIGroupList {
+        groups: vec![group()],
+    })
 }
 
 /// `/apis/external.metrics.k8s.io`.
 pub fn api_group() -> Value {
-    let version = json!({"groupVersion": format!("{GROUP}/{VERSION}"), "version": VERSION});
-    json!({
-        "kind": "APIGroup",
-        "apiVersion": "v1",
-        "name": GROUP,
-        "versions": [version.clone()],
-        "preferredVersion": version,
-    })
+    to_value(&group())
+}
+
+fn group() -> APIGroup {
+    let version = GroupVersionForDiscovery {
+        group_version: format!("{GROUP}/{VERSION}"),
+        version: VERSION.into(),
+    };
+    APIGroup {
+        name: GROUP.into(),
+        versions: vec![version.clone()],
+        preferred_version: Some(version),
+        ..APIGroup::default()
+    }
 }
 
 /// `/apis/external.metrics.k8s.io/v1beta1`: one namespaced resource, `externalmetrics`.
 pub fn api_resource_list() -> Value {
-    json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": format!("{GROUP}/{VERSION}"),
-        "resources": [{
-            "name": "externalmetrics",
-            "singularName": "",
-            "namespaced": true,
-            "kind": "ExternalMetricValueList",
-            "verbs": ["get"],
-        }]
+    to_value(&APIResourceList {
+        group_version: format!("{GROUP}/{VERSION}"),
+        resources: vec![APIResource {
+            name: "externalmetrics".into(),
+            singular_name: String::new(),
+            namespaced: true,
+            kind: "ExternalMetricValueList".into(),
+            verbs: vec!["get".into()],
+            ..APIResource::default()
+        }],
     })
 }
 
@@ -295,17 +309,52 @@ mod tests {
                 .code,
             500
         );
-        let status = ApiError::not_found("no ScaledObject").status();
-        assert_eq!(status["kind"], "Status");
-        assert_eq!(status["code"], 404);
-        assert_eq!(status["reason"], "NotFound");
+        assert_eq!(
+            ApiError::not_found("no ScaledObject").status(),
+            json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "no ScaledObject",
+                "reason": "NotFound",
+                "code": 404,
+            })
+        );
     }
 
     #[test]
     fn discovery_lists_externalmetrics() {
-        let resources = api_resource_list();
-        assert_eq!(resources["resources"][0]["name"], "externalmetrics");
-        assert_eq!(resources["resources"][0]["namespaced"], true);
-        assert_eq!(api_group()["preferredVersion"]["version"], VERSION);
+        let version = json!({
+            "groupVersion": "external.metrics.k8s.io/v1beta1",
+            "version": "v1beta1",
+        });
+        let group = json!({
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": "external.metrics.k8s.io",
+            "versions": [version.clone()],
+            "preferredVersion": version,
+        });
+        assert_eq!(api_group(), group);
+        assert_eq!(
+            api_group_list(),
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})
+        );
+        assert_eq!(
+            api_resource_list(),
+            json!({
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": "external.metrics.k8s.io/v1beta1",
+                "resources": [{
+                    "name": "externalmetrics",
+                    "singularName": "",
+                    "namespaced": true,
+                    "kind": "ExternalMetricValueList",
+                    "verbs": ["get"],
+                }]
+            })
+        );
     }
 }

@@ -7,7 +7,6 @@
 //! HTTP connections itself.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties, ErrorKind};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -205,37 +205,24 @@ fn parse_host_url(text: &str) -> Result<HostUrl, String> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
-            && let (Some(h), Some(l)) = (hex(h), hex(l))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // A `%` not followed by two hex digits stays as it is; bytes that are not UTF-8 become U+FFFD.
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
+
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`): what Go's
+/// `url.QueryEscape` (KEDA) and RabbitMQ's management API expect encoded. Unlike the `url`
+/// crate's path-segment and form sets, it encodes `/` in a vhost (the default vhost `/` is
+/// `%2F`) and `*`, `$`, `^` in a regex.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Percent-encodes everything but RFC 3986's unreserved characters: safe in a path segment
 /// and in a query value.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// The queue name as KEDA puts it in the metric name: query-escaped (space as `+`).
@@ -1412,6 +1399,20 @@ mod tests {
         );
         assert_eq!(query_escape("a b/c"), "a+b%2Fc");
         assert_eq!(percent_decode("%2f%zz%41"), "/%zzA");
+        assert_eq!(percent_decode("%C3%A9%ff%4"), "\u{e9}\u{fffd}%4");
+    }
+
+    #[test]
+    fn only_unreserved_characters_stay_unencoded() {
+        for c in (0u8..=127).map(char::from).chain(['\u{e9}', '\u{1f600}']) {
+            let expected = if c.is_ascii_alphanumeric() || "-_.~".contains(c) {
+                c.to_string()
+            } else {
+                c.to_string().bytes().map(|b| format!("%{b:02X}")).collect()
+            };
+            assert_eq!(percent_encode(&c.to_string()), expected, "{c:?}");
+            assert_eq!(percent_decode(&expected), c.to_string(), "{c:?}");
+        }
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //! metadata as KEDA reads them, and one shared connection per target.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, TlsCertificates, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisFuture, ServerErrorKind, TlsCertificates, Value,
+};
 
 use crate::error::{ConfigError, ScalerError};
 use crate::pool::{Lease, SharedPool};
@@ -402,11 +404,13 @@ pub async fn connect(target: RedisTarget) -> Result<RedisConnection, ScalerError
             Ok(RedisConnection::Single(manager))
         }
         Topology::Cluster => {
-            let nodes: Vec<String> = target
+            // Seed nodes carry the address and TLS mode only; credentials go to the builder.
+            let nodes = target
                 .addresses
                 .iter()
-                .map(|a| node_url(a, target.tls.as_ref()))
-                .collect();
+                .map(|a| connection_info(a, None, None, 0, target.tls.as_ref()))
+                .collect::<redis::RedisResult<Vec<_>>>()
+                .map_err(fail)?;
             let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
                 .connection_timeout(TIMEOUT)
                 .response_timeout(TIMEOUT)
@@ -501,6 +505,10 @@ async fn resolve_master(target: &RedisTarget) -> Result<String, ScalerError> {
                 .await
         };
         match tokio::time::timeout(per_sentinel, attempt).await {
+            // An IPv6 host comes bare (`fd00::1`): bracket it so the address splits again.
+            Ok(Ok(Some((host, port)))) if host.contains(':') => {
+                return Ok(format!("[{host}]:{port}"));
+            }
             Ok(Ok(Some((host, port)))) => return Ok(format!("{host}:{port}")),
             Ok(Ok(None)) => problems.push(format!(
                 "{address} does not know master {:?}",
@@ -531,10 +539,10 @@ fn client_for(
     database: i64,
     tls: Option<&TlsSettings>,
 ) -> redis::RedisResult<redis::Client> {
-    let url = connection_url(address, username, password, database, tls);
+    let info = connection_info(address, username, password, database, tls)?;
     match tls {
-        None => redis::Client::open(url),
-        Some(tls) => redis::Client::build_with_tls(url, certificates(tls)),
+        None => redis::Client::open(info),
+        Some(tls) => redis::Client::build_with_tls(info, certificates(tls)),
     }
 }
 
@@ -551,53 +559,49 @@ fn certificates(tls: &TlsSettings) -> TlsCertificates {
     }
 }
 
-/// `redis[s]://host:port` of a cluster seed node (credentials are given to the builder).
-fn node_url(address: &str, tls: Option<&TlsSettings>) -> String {
-    match tls {
-        None => format!("redis://{address}"),
-        Some(t) if t.insecure => format!("rediss://{address}/#insecure"),
-        Some(_) => format!("rediss://{address}"),
-    }
-}
-
-/// `redis[s]://[user:password@]host:port/db[#insecure]`, with the credentials percent-encoded.
-pub fn connection_url(
+/// Where and how redis-rs connects to one server: `address` (`host:port`, an IPv6 host in
+/// brackets), the credentials as they are (no URL, so nothing to percent-encode), the database,
+/// and TLS with `unsafeSsl` as `insecure`. The certificates are added by
+/// [`redis::Client::build_with_tls`] or the cluster builder. An empty username or password is
+/// left out, as it was from a `redis://:@host` URL.
+fn connection_info(
     address: &str,
     username: Option<&str>,
     password: Option<&str>,
     database: i64,
     tls: Option<&TlsSettings>,
-) -> String {
-    let mut url = String::from(if tls.is_some() {
-        "rediss://"
-    } else {
-        "redis://"
-    });
-    if username.is_some() || password.is_some() {
-        url.push_str(&percent_encode(username.unwrap_or("")));
-        if let Some(password) = password {
-            url.push(':');
-            url.push_str(&percent_encode(password));
-        }
-        url.push('@');
+) -> redis::RedisResult<ConnectionInfo> {
+    let (host, port) = split_address(address)?;
+    let addr = match tls {
+        None => ConnectionAddr::Tcp(host, port),
+        Some(tls) => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: tls.insecure,
+            tls_params: None,
+        },
+    };
+    let mut redis = RedisConnectionInfo::default().set_db(database);
+    if let Some(username) = username.filter(|u| !u.is_empty()) {
+        redis = redis.set_username(username);
     }
-    let _ = write!(url, "{address}/{database}");
-    if tls.is_some_and(|t| t.insecure) {
-        url.push_str("#insecure");
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        redis = redis.set_password(password);
     }
-    url
+    Ok(addr.into_connection_info()?.set_redis_settings(redis))
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+/// `host:port` as a host (brackets of an IPv6 address removed) and a port.
+fn split_address(address: &str) -> redis::RedisResult<(String, u16)> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or((ErrorKind::InvalidClientConfig, "expected host:port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok((host.to_string(), port))
 }
 
 /// A Redis error without connection details (which may hold a password).
@@ -864,20 +868,95 @@ mod tests {
         }
     }
 
+    /// The parts redis-rs connects with, to compare two [`ConnectionInfo`]s.
+    fn parts(
+        info: &ConnectionInfo,
+    ) -> (
+        ConnectionAddr,
+        i64,
+        Option<String>,
+        Option<String>,
+        redis::ProtocolVersion,
+    ) {
+        let redis = info.redis_settings();
+        (
+            info.addr().clone(),
+            redis.db(),
+            redis.username().map(str::to_string),
+            redis.password().map(str::to_string),
+            redis.protocol(),
+        )
+    }
+
     #[test]
-    fn credentials_are_encoded_in_the_url() {
-        assert_eq!(
-            connection_url("r:6379", Some("app"), Some("p@ss:w/rd"), 2, None),
-            "redis://app:p%40ss%3Aw%2Frd@r:6379/2"
-        );
+    fn credentials_reach_redis_as_they_are() {
         let insecure = TlsSettings {
             ca: None,
             client: None,
             insecure: true,
         };
-        assert_eq!(
-            connection_url("r:6379", None, Some("x"), 0, Some(&insecure)),
-            "rediss://:x@r:6379/0#insecure"
+        let secure = TlsSettings {
+            insecure: false,
+            ..insecure.clone()
+        };
+        /// (address, username, password, database, TLS, the URL ebb used to build)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            i64,
+            Option<&'a TlsSettings>,
+            &'a str,
         );
+        // Each case connects exactly as the URL ebb used to build for it did.
+        let cases: &[Case] = &[
+            (
+                "r:6379",
+                Some("app"),
+                Some("p@ss:w/rd"),
+                2,
+                None,
+                "redis://app:p%40ss%3Aw%2Frd@r:6379/2",
+            ),
+            (
+                "r:6379",
+                None,
+                Some("x"),
+                0,
+                Some(&insecure),
+                "rediss://:x@r:6379/0#insecure",
+            ),
+            (
+                "r:6380",
+                Some("a b%"),
+                None,
+                1,
+                Some(&secure),
+                "rediss://a%20b%25@r:6380/1",
+            ),
+            (
+                "[::1]:7000",
+                Some(""),
+                Some(""),
+                3,
+                None,
+                "redis://:@[::1]:7000/3",
+            ),
+        ];
+        for &(address, username, password, db, tls, url) in cases {
+            let info = connection_info(address, username, password, db, tls).expect("builds");
+            let from_url = url.into_connection_info().expect("parses");
+            assert_eq!(parts(&info), parts(&from_url), "{url}");
+        }
+        let info =
+            connection_info("r:6379", Some("app"), Some("p@ss:w/rd"), 2, None).expect("builds");
+        assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd"));
+        assert_eq!(
+            connection_info("fd00::1:6379", None, None, 0, None)
+                .expect("builds")
+                .addr(),
+            &ConnectionAddr::Tcp("fd00::1".into(), 6379)
+        );
+        assert!(connection_info("r", None, None, 0, None).is_err());
     }
 }
