@@ -14,17 +14,17 @@ fn fixture(name: &str) -> String {
 }
 
 fn documents(name: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(&fixture(name))
+    serde_norway::Deserializer::from_str(&fixture(name))
         .map(|doc| Value::deserialize_from(doc))
         .collect()
 }
 
 trait FromYamlDoc {
-    fn deserialize_from(doc: serde_yaml::Deserializer<'_>) -> Value;
+    fn deserialize_from(doc: serde_norway::Deserializer<'_>) -> Value;
 }
 
 impl FromYamlDoc for Value {
-    fn deserialize_from(doc: serde_yaml::Deserializer<'_>) -> Value {
+    fn deserialize_from(doc: serde_norway::Deserializer<'_>) -> Value {
         serde::Deserialize::deserialize(doc).expect("fixture is valid YAML")
     }
 }

@@ -280,7 +280,7 @@ mod tests {
     use super::*;
 
     fn ta(yaml: &str) -> TriggerAuthenticationSpec {
-        serde_yaml::from_str(yaml).expect("spec")
+        serde_norway::from_str(yaml).expect("spec")
     }
 
     fn fetched() -> Fetched {
@@ -396,7 +396,7 @@ env:
 
     #[test]
     fn container_environment_as_the_pod_sees_it() {
-        let pod: PodSpec = serde_yaml::from_str(
+        let pod: PodSpec = serde_norway::from_str(
             r"
 containers:
 - name: app
@@ -432,7 +432,7 @@ containers:
         .collect();
         assert_eq!(env, want);
 
-        let pod: PodSpec = serde_yaml::from_str(
+        let pod: PodSpec = serde_norway::from_str(
             r"
 containers:
 - name: app

@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn scaled_object(yaml: &str) -> ScaledObject {
-        let spec: ScaledObjectSpec = serde_yaml::from_str(yaml).expect("spec");
+        let spec: ScaledObjectSpec = serde_norway::from_str(yaml).expect("spec");
         let mut so = ScaledObject::new("orders", spec);
         so.metadata.namespace = Some("shop".into());
         so.metadata.uid = Some("uid-1".into());
@@ -340,7 +340,7 @@ triggers: [{type: redis, metadata: {}}, {type: rabbitmq, metadata: {}}]
             PausedDirections::default(),
         )
         .unwrap();
-        let want: serde_json::Value = serde_yaml::from_str(
+        let want: serde_json::Value = serde_norway::from_str(
             r#"
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -415,7 +415,7 @@ triggers: [{type: cpu, metadata: {value: '60'}, metricType: Utilization}]
         let hpa = desired_hpa(&so, &[cpu, memory], PausedDirections::default()).unwrap();
         assert_eq!(hpa.metadata.name.as_deref(), Some("custom-hpa"));
         let spec = serde_json::to_value(hpa.spec.unwrap()).unwrap();
-        let want: serde_json::Value = serde_yaml::from_str(
+        let want: serde_json::Value = serde_norway::from_str(
             r"
 scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet, name: db}
 minReplicas: 3
@@ -452,7 +452,7 @@ triggers: [{type: redis, metadata: {}}]
             let hpa = desired_hpa(&so, &metrics, paused).unwrap();
             serde_json::to_value(hpa.spec.unwrap().behavior).unwrap()
         };
-        let want_in: serde_json::Value = serde_yaml::from_str(
+        let want_in: serde_json::Value = serde_norway::from_str(
             "scaleDown: {stabilizationWindowSeconds: 60, selectPolicy: Disabled}",
         )
         .unwrap();
@@ -463,7 +463,7 @@ triggers: [{type: redis, metadata: {}}]
             }),
             want_in
         );
-        let want_out: serde_json::Value = serde_yaml::from_str(
+        let want_out: serde_json::Value = serde_norway::from_str(
             "{scaleDown: {stabilizationWindowSeconds: 60}, scaleUp: {selectPolicy: Disabled}}",
         )
         .unwrap();

@@ -121,7 +121,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> ScaledObjectSpec {
-        serde_yaml::from_str(yaml).expect("spec")
+        serde_norway::from_str(yaml).expect("spec")
     }
 
     #[test]

@@ -217,7 +217,7 @@ mod tests {
     }
 
     fn composite(formula: &str, activation: &str) -> Composite {
-        let spec: ScaledObjectSpec = serde_yaml::from_str(&format!(
+        let spec: ScaledObjectSpec = serde_norway::from_str(&format!(
             "{{scaleTargetRef: {{name: w}}, advanced: {{scalingModifiers: {{formula: '{formula}', target: '4', activationTarget: '{activation}'}}}}, triggers: [{{type: redis, name: a, metadata: {{}}}}, {{type: redis, name: b, metadata: {{}}}}]}}"
         ))
         .expect("spec");

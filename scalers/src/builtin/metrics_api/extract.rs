@@ -99,7 +99,7 @@ impl Location {
                 tree_value(&doc, steps)
             }
             (Location::Path(steps), Format::Yaml) => {
-                let doc: serde_yaml::Value = serde_yaml::from_slice(body)
+                let doc: serde_norway::Value = serde_norway::from_slice(body)
                     .map_err(|e| ExtractError(format!("the body is not valid YAML: {e}")))?;
                 tree_value(&yaml_to_json(doc), steps)
             }
@@ -262,8 +262,8 @@ fn text_number(s: &str) -> Result<f64, ExtractError> {
 
 /// YAML as a JSON tree: scalar keys become strings, tags are dropped, and non-finite floats
 /// become strings (which then fail as "not a number" rather than vanish).
-fn yaml_to_json(value: serde_yaml::Value) -> serde_json::Value {
-    use serde_yaml::Value as Y;
+fn yaml_to_json(value: serde_norway::Value) -> serde_json::Value {
+    use serde_norway::Value as Y;
     match value {
         Y::Null => serde_json::Value::Null,
         Y::Bool(b) => serde_json::Value::Bool(b),
