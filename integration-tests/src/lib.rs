@@ -112,7 +112,7 @@ async fn install_crds(client: Client) -> Result<()> {
     for path in crd_manifest_paths()? {
         let text = std::fs::read_to_string(&path)?;
         let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
         api.patch(
             &name,
@@ -198,15 +198,17 @@ impl TestEnv {
     /// test's ScaledObjects first ([`TestEnv::delete_scaled_objects`]) so their finalizers go.
     /// Its apiserver requests are counted in its metrics, as `ebb run` counts them.
     pub fn start_ebb(&self) -> EbbGuard {
+        self.start_ebb_with(ebb_scalers::Registry::with_builtins())
+    }
+
+    /// [`TestEnv::start_ebb`] with the trigger types of `registry` (a test's own scaler).
+    pub fn start_ebb_with(&self, registry: ebb_scalers::Registry) -> EbbGuard {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = std::sync::Arc::new(ebb_operator::admin::Metrics::default());
         let client = ebb_operator::client::counting(self.config.clone(), metrics.clone())
             .expect("a client from the admin kubeconfig");
-        let mut ctx = ebb_operator::controller::Context::new(
-            client,
-            ebb_scalers::Registry::with_builtins(),
-            self.namespace.clone(),
-        );
+        let mut ctx =
+            ebb_operator::controller::Context::new(client, registry, self.namespace.clone());
         ctx.metrics = metrics;
         ctx.watch_namespace = Some(self.namespace.clone());
         let ctx = std::sync::Arc::new(ctx);
@@ -265,7 +267,7 @@ impl TestEnv {
     /// come back through the aggregator while the test may block in kubectl.
     pub async fn serve_metrics_api(&self, ebb: &EbbGuard) -> MetricsApiGuard {
         use ebb_operator::metrics_api;
-        let turn = METRICS_API_TURN.lock().await;
+        let turn = metrics_api_turn().await;
         if let Err(e) = xtask::cluster::metrics_api::register(
             &self.cluster.kubectl,
             &self.cluster.kubeconfig,
@@ -305,9 +307,13 @@ impl TestEnv {
                 let mut attempt = 0;
                 let serving = loop {
                     let mut stopped = stopped.clone();
-                    match metrics_api::start(ctx.clone(), settings.clone(), async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
+                    match metrics_api::start(
+                        ctx.metrics_api_sources(),
+                        settings.clone(),
+                        async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        },
+                    )
                     .await
                     {
                         Ok((serving, _ca)) => break serving,
@@ -641,8 +647,17 @@ pub const METRICS_API_PORT: u16 = xtask::cluster::metrics_api::PORT;
 /// The APIService the external metrics API is registered as.
 pub const APISERVICE: &str = xtask::cluster::metrics_api::APISERVICE;
 
-/// One metrics API registration per cluster at a time (tests of one binary take turns).
+/// One metrics API registration per cluster at a time: see [`metrics_api_turn`].
 static METRICS_API_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// This process's turn at the cluster's one `v1beta1.external.metrics.k8s.io` APIService and
+/// [`METRICS_API_PORT`]. [`TestEnv::serve_metrics_api`] takes it; a test that registers the
+/// APIService itself (or runs an `ebb` that writes its caBundle) takes it first and holds it
+/// until it has unregistered ([`UnregisterMetricsApi`], declared after the turn so it drops
+/// first). The tests of one binary run side by side; cargo runs the binaries one at a time.
+pub async fn metrics_api_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    METRICS_API_TURN.lock().await
+}
 
 /// ebb's external metrics API served on 127.0.0.1:[`METRICS_API_PORT`] and registered as the
 /// cluster's `v1beta1.external.metrics.k8s.io`; unregistered and stopped on drop.
@@ -679,7 +694,8 @@ pub fn chaos_rounds() -> u32 {
 }
 
 /// Removes the cluster's `v1beta1.external.metrics.k8s.io` APIService when dropped, however the
-/// test that registered it ends: one without a server stalls namespace deletion.
+/// test that registered it ends: one without a server stalls namespace deletion. Register only
+/// while holding [`metrics_api_turn`].
 pub struct UnregisterMetricsApi<'a>(pub &'a TestEnv);
 
 impl Drop for UnregisterMetricsApi<'_> {
@@ -720,7 +736,7 @@ pub struct EbbGuard {
 pub struct ElectedEbb {
     /// Its controller's state (how many scale loops it runs).
     pub ctx: std::sync::Arc<ebb_operator::controller::Context>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), ebb_operator::leader::LeaderError>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 

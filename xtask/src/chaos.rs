@@ -1,8 +1,9 @@
 //! `cargo xtask chaos`: the fault and churn tests at length. The suite runs each fault once and
 //! churns 150 objects; this injects each fault `--rounds` times (RabbitMQ and kube-apiserver
-//! killed and restarted and the `ebb` process killed mid-cooldown in `faults.rs`, the Redis
-//! outage of `operator_outage.rs`, a source slower than its timeout for longer), and churns
-//! `--objects` ScaledObjects, printing what each round measured.
+//! killed and restarted and the `ebb` process killed mid-cooldown in `faults`, the Redis
+//! outage of `operator_outage`, a source slower than its timeout for longer), and churns
+//! `--objects` ScaledObjects, printing what each round measured. They are modules of the
+//! integration tests' disruptive binary (`integration-tests/tests/disruptive/`).
 
 use std::time::Instant;
 
@@ -25,8 +26,8 @@ pub struct ChaosArgs {
     keep_cluster: bool,
 }
 
-/// The test binaries that inject faults or churn.
-const TESTS: &[&str] = &["faults", "operator_outage", "churn"];
+/// The modules of the disruptive test binary that inject faults or churn: name filters.
+const TESTS: &[&str] = &["faults::", "operator_outage::", "churn::"];
 
 /// Builds ebb, brings the cluster up and runs the fault and churn tests at length.
 pub fn run(args: ChaosArgs) -> Result<()> {
@@ -40,11 +41,18 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     let was_running = host::cluster_was_running();
     host::build_ebb_binary()?;
     cluster::up()?;
-    let mut test_args = vec!["test", "--locked", "--package", "integration-tests"];
-    for t in TESTS {
-        test_args.extend(["--test", t]);
-    }
-    test_args.extend(["--", "--nocapture", "--test-threads=1"]);
+    let mut test_args = vec![
+        "test",
+        "--locked",
+        "--package",
+        "integration-tests",
+        "--test",
+        "disruptive",
+        "--",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    test_args.extend(TESTS);
     let rounds = args.rounds.to_string();
     let objects = args.objects.to_string();
     let result = cargo(

@@ -62,8 +62,31 @@ pub fn run(args: TestArgs) -> Result<()> {
             crate::host::build_ebb_binary,
         )?;
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
-        let result = step(&mut steps, "integration tests", || {
-            cargo(&["test", "--locked", "--package", "integration-tests"])
+        // Two test binaries: the suite's tests side by side, then the disruptive ones (they
+        // kill and restart shared servers, or time what other tests would slow) one at a time.
+        let result = step(&mut steps, "integration suite", || {
+            cargo(&[
+                "test",
+                "--locked",
+                "--package",
+                "integration-tests",
+                "--test",
+                "suite",
+            ])
+        })
+        .and_then(|()| {
+            step(&mut steps, "integration disruptive", || {
+                cargo(&[
+                    "test",
+                    "--locked",
+                    "--package",
+                    "integration-tests",
+                    "--test",
+                    "disruptive",
+                    "--",
+                    "--test-threads=1",
+                ])
+            })
         })
         .and_then(|()| {
             // The README's first command, end to end: it fails unless the workers go

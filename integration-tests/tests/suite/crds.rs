@@ -7,7 +7,7 @@ use integration_tests::{
 use serde_json::{Value, json};
 
 fn yaml_documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("valid YAML"))
         .collect()
 }

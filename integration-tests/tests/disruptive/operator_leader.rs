@@ -63,6 +63,7 @@ async fn busy_worker(env: &TestEnv) -> (integration_tests::Redis, String) {
 
 #[tokio::test]
 async fn exactly_one_replica_writes_and_a_standby_takes_over() {
+    let _serial = crate::serial().await;
     let env = setup("operator-leader").await;
     let lease = unique_name("ebb-lease");
     let mut replicas_by_name = vec![
@@ -238,11 +239,13 @@ impl Drop for EbbProcess {
 
 #[tokio::test]
 async fn two_ebb_processes_one_writes_and_killing_it_hands_over() {
+    let _serial = crate::serial().await;
     let env = setup("operator-leader-processes").await;
     let lease = unique_name("ebb-lease");
     // The cluster's metrics APIService (pointing nowhere that answers: only its caBundle is
     // looked at), removed again at the end: an APIService without a server stalls namespace
-    // deletion.
+    // deletion. Registered in this process's turn, held until it is unregistered.
+    let _turn = integration_tests::metrics_api_turn().await;
     xtask::cluster::metrics_api::register(
         &env.cluster.kubectl,
         &env.cluster.kubeconfig,

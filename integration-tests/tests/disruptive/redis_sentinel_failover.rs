@@ -1,6 +1,6 @@
 //! `redis-sentinel` across a real failover of the dev cluster's Sentinel set: the scaler asks
-//! the sentinels again and reads the new master. In a binary of its own, so the failover does
-//! not disturb the other Sentinel tests running in parallel.
+//! the sentinels again and reads the new master. In the disruptive binary, apart from the
+//! parallel suite's Sentinel tests (`redis_topologies.rs`), which the failover would disturb.
 
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ async fn role(address: &str) -> Result<String, String> {
 
 #[tokio::test]
 async fn a_failover_is_followed_to_the_new_master() {
+    let _serial = crate::serial().await;
     let env = setup("redis-sentinel-failover").await;
     let sentinels = env.cluster.redis_sentinel_addresses.clone();
     let name = env.cluster.redis_sentinel_master.clone();

@@ -16,9 +16,6 @@ use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// One fault at a time: each stops a server the others use.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn layout() -> xtask::cluster::Layout {
     xtask::cluster::Layout::for_workspace()
 }
@@ -95,7 +92,7 @@ async fn fill_queue(env: &TestEnv, queue: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_killed_mid_run_scales_nothing_down_and_recovers_within_two_polls() {
-    let _turn = TURN.lock().await;
+    let _serial = crate::serial().await;
     let env = setup("faults-rabbitmq").await;
     let ebb = env.start_ebb();
     let queue = unique_name("faults-queue");
@@ -229,7 +226,7 @@ fn writes(ebb: &integration_tests::EbbGuard) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apiserver_restart_forgets_nothing_and_writes_little() {
-    let _turn = TURN.lock().await;
+    let _serial = crate::serial().await;
     let env = setup("faults-apiserver").await;
     let ebb = env.start_ebb();
     let mut redis = env.redis(0).await;
@@ -366,7 +363,7 @@ impl Drop for EbbProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ebb_killed_mid_cooldown_keeps_the_cooldown_and_never_flaps() {
-    let _turn = TURN.lock().await;
+    let _serial = crate::serial().await;
     let env = setup("faults-ebb-sigkill").await;
     let mut redis = env.redis(0).await;
     const COOLDOWN: u64 = 20;
@@ -507,7 +504,7 @@ fn lag_counts(ebb: &integration_tests::EbbGuard) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_source_errors_on_time_and_delays_no_other_poll() {
-    let _turn = TURN.lock().await;
+    let _serial = crate::serial().await;
     let env = setup("faults-slow-source").await;
     let ebb = env.start_ebb();
     let (port, _server) = slow_server(Duration::from_secs(30)).await;

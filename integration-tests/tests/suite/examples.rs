@@ -35,9 +35,9 @@ fn example_dir(example: &str) -> PathBuf {
 
 /// The YAML documents of one manifest file.
 fn documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|doc| {
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            let value = <serde_norway::Value as serde::Deserialize>::deserialize(doc)
                 .unwrap_or_else(|e| panic!("YAML: {e}"));
             serde_json::to_value(value).unwrap_or_else(|e| panic!("YAML as JSON: {e}"))
         })

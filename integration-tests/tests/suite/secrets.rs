@@ -314,6 +314,9 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         ),
     ];
 
+    // The cluster's one APIService and its port, which other tests of this binary serve too:
+    // held until the APIService is unregistered and ebb stopped (both declared after it).
+    let _turn = integration_tests::metrics_api_turn().await;
     xtask::cluster::metrics_api::register(
         &env.cluster.kubectl,
         &env.cluster.kubeconfig,

@@ -34,7 +34,7 @@ fn run(cmd: &mut Command, what: &str) -> String {
 /// Every object in a multi-document YAML text, keyed by kind, namespace and name.
 fn objects(yaml: &str, source: &str) -> BTreeMap<(String, String, String), Value> {
     let mut all = BTreeMap::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
+    for doc in serde_norway::Deserializer::from_str(yaml) {
         let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{source}: {e}"));
         if value.is_null() {
             continue;
@@ -146,7 +146,7 @@ fn helm_template_renders_the_plain_manifests() {
 #[test]
 fn the_chart_and_the_image_carry_the_workspace_version() {
     let version = env!("CARGO_PKG_VERSION");
-    let chart_yaml: Value = serde_yaml::from_str(
+    let chart_yaml: Value = serde_norway::from_str(
         &std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"),
     )
     .expect("Chart.yaml parses");

@@ -69,6 +69,7 @@ async fn named_test(redis: &OwnRedis) -> redis::aio::MultiplexedConnection {
 
 #[tokio::test]
 async fn an_outage_never_scales_down_and_fallback_takes_over() {
+    let _serial = crate::serial().await;
     let env = setup("operator-outage").await;
     let ebb = env.start_ebb();
     let port = free_port();

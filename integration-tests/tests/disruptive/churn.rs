@@ -135,6 +135,7 @@ async fn ready_in_wave(env: &TestEnv, wave: &str) -> Result<usize, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churned_objects_leave_nothing_behind() {
+    let _serial = crate::serial().await;
     let env = setup("churn").await;
     let total = churned_objects();
     let per_wave = total.div_ceil(WAVES);

@@ -1,0 +1,64 @@
+//! The parallel integration suite: one test binary whose tests run side by side (libtest's
+//! threads, one per core), against the one dev cluster. `cargo xtask test` runs it first, then
+//! the disruptive tests (`tests/disruptive/`) one at a time.
+//!
+//! A test belongs here when it shares the cluster without disturbing the tests beside it:
+//! - its objects live in a namespace of its own ([`integration_tests::setup`]), its in-process
+//!   ebb watches that namespace only, and what it puts in Redis or RabbitMQ has a unique name
+//!   (or a vhost of its own);
+//! - it counts only what is its own: connections on a Redis database no other test uses (e.g.
+//!   `redis_scaler` on database 11), on a vhost of its own, or requests of its own ebb;
+//! - it stops and restarts none of the shared servers and needs no quiet machine to be on time;
+//! - the cluster's one metrics APIService (`v1beta1.external.metrics.k8s.io`) and its port are
+//!   taken in turns: [`integration_tests::metrics_api_turn`], which
+//!   [`integration_tests::TestEnv::serve_metrics_api`] takes and `secrets` takes before it
+//!   registers the APIService for its `ebb` process.
+//!
+//! Anything else goes in `tests/disruptive/`.
+
+mod brokers;
+mod control_plane;
+mod crds;
+mod deploy;
+mod docs_commands;
+mod examples;
+mod explain;
+mod external_scaler;
+mod extreme_values;
+mod metrics_api;
+mod metrics_api_scaler;
+mod operator_activation;
+mod operator_auth_refresh;
+mod operator_lifecycle;
+mod operator_modifiers;
+mod operator_rabbitmq;
+mod operator_redis;
+mod operator_supervision;
+mod rabbitmq_scaler;
+mod rbac;
+mod redis_scaler;
+mod redis_streams_scaler;
+mod redis_tls;
+mod redis_topologies;
+mod secrets;
+
+/// Every file in this directory is declared above: with `autotests = false` a file left out is
+/// neither built nor run, silently.
+#[test]
+fn every_file_here_is_a_module_of_the_suite() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/suite");
+    let main = std::fs::read_to_string(dir.join("main.rs")).expect("tests/suite/main.rs");
+    for entry in std::fs::read_dir(&dir).expect("tests/suite/") {
+        let path = entry.expect("a directory entry").path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|x| x == "rs") && name != "main" {
+            assert!(
+                main.lines().any(|l| l.trim() == format!("mod {name};")),
+                "tests/suite/{name}.rs is not a module of the suite: add `mod {name};` to \
+                 tests/suite/main.rs"
+            );
+        }
+    }
+}
