@@ -17,6 +17,7 @@ pub mod metric_store;
 pub mod metrics_api;
 pub mod scale;
 pub mod status;
+pub mod supervise;
 pub mod target;
 pub mod triggers;
 pub mod validate;

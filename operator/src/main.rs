@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ebb_operator::controller::{self, Context, ControllerEnd};
+use ebb_operator::supervise::{Shutdown, Stopped, supervise};
 use ebb_operator::{admin, leader, metrics_api};
 
 /// The binary's allocator: jemalloc gives freed memory back to the system after its decay time.
@@ -226,7 +227,14 @@ async fn main() -> anyhow::Result<()> {
                 },
                 shutdown.clone(),
             );
-            supervise(work, servers, &shutdown).await?;
+            if let Err(e) = supervise(work, servers, &shutdown).await {
+                let e = match e {
+                    Stopped::Work(e) => e,
+                    Stopped::ServerEnded(_) => anyhow::anyhow!("{e}"),
+                };
+                tracing::error!(error = %e, "stopping");
+                return Err(e);
+            }
         }
         Command::Version => println!("ebb {BUILD}"),
         Command::Explain { object } => {
@@ -335,101 +343,4 @@ async fn leader_or_controller(
     )
     .await?;
     Ok(())
-}
-
-/// Waits for the controller (or the election) while watching the servers. A server that ends
-/// before shutdown was asked, or a controller that ends unasked, stops everything else and
-/// makes ebb exit non-zero, so that Kubernetes restarts it.
-async fn supervise(
-    work: impl std::future::Future<Output = anyhow::Result<()>>,
-    mut servers: tokio::task::JoinSet<&'static str>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    tokio::pin!(work);
-    let failure = loop {
-        tokio::select! {
-            result = &mut work => break result.err(),
-            Some(ended) = servers.join_next() => {
-                if shutdown.asked() {
-                    continue;
-                }
-                let what = ended.unwrap_or("a server task (it panicked)");
-                break Some(anyhow::anyhow!("{what} ended unasked"));
-            }
-        }
-    };
-    shutdown.ask();
-    // Whatever still runs gets a bounded time to finish (the leader releases its lease).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let _ = (&mut work).await;
-        while servers.join_next().await.is_some() {}
-    })
-    .await;
-    match failure {
-        Some(e) => {
-            tracing::error!(error = %e, "stopping");
-            Err(e)
-        }
-        None => Ok(()),
-    }
-}
-
-/// The one shutdown signal of `ebb run`: turns on at SIGTERM or Ctrl-C, or when a task fails.
-#[derive(Clone)]
-struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Shutdown {
-    /// A signal that turns on at SIGTERM or Ctrl-C.
-    fn on_signal() -> Self {
-        let (sender, _) = tokio::sync::watch::channel(false);
-        let this = Self(Arc::new(sender));
-        let signalled = this.clone();
-        tokio::spawn(async move {
-            os_signal().await;
-            tracing::info!("shutting down");
-            signalled.ask();
-        });
-        this
-    }
-
-    /// Turns the signal on.
-    fn ask(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Whether it is on.
-    fn asked(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once the signal is on.
-    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-        let mut receiver = self.0.subscribe();
-        async move {
-            let _ = receiver.wait_for(|on| *on).await;
-        }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn os_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
