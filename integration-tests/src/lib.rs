@@ -956,3 +956,28 @@ pub fn fixture(name: &str) -> String {
         Err(e) => panic!("reading {}: {e}", path.display()),
     }
 }
+
+/// Asserts that every `.rs` file in `integration-tests/tests/<binary>/` but `main.rs` is declared
+/// `mod <name>;` in that binary's `main.rs`: with `autotests = false` a file left out is neither
+/// built nor run, silently.
+pub fn assert_every_file_is_a_module(binary: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(binary);
+    let main = std::fs::read_to_string(dir.join("main.rs"))
+        .unwrap_or_else(|e| panic!("tests/{binary}/main.rs: {e}"));
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("tests/{binary}/: {e}"));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|x| x == "rs") && name != "main" {
+            assert!(
+                main.lines().any(|l| l.trim() == format!("mod {name};")),
+                "tests/{binary}/{name}.rs is not a module of this binary: add `mod {name};` to \
+                 tests/{binary}/main.rs"
+            );
+        }
+    }
+}

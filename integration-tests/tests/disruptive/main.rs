@@ -39,21 +39,7 @@ pub(crate) async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 /// neither built nor run, silently.
 #[test]
 fn every_file_here_is_a_module_of_the_disruptive_binary() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/disruptive");
-    let main = std::fs::read_to_string(dir.join("main.rs")).expect("tests/disruptive/main.rs");
-    for entry in std::fs::read_dir(&dir).expect("tests/disruptive/") {
-        let path = entry.expect("a directory entry").path();
-        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if path.extension().is_some_and(|x| x == "rs") && name != "main" {
-            assert!(
-                main.lines().any(|l| l.trim() == format!("mod {name};")),
-                "tests/disruptive/{name}.rs is not a module of this binary: add `mod {name};` \
-                 to tests/disruptive/main.rs"
-            );
-        }
-    }
+    integration_tests::assert_every_file_is_a_module("disruptive");
 }
 
 /// Every test in the files of this directory begins with `let _serial = crate::serial().await;`.

@@ -46,19 +46,5 @@ mod secrets;
 /// neither built nor run, silently.
 #[test]
 fn every_file_here_is_a_module_of_the_suite() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/suite");
-    let main = std::fs::read_to_string(dir.join("main.rs")).expect("tests/suite/main.rs");
-    for entry in std::fs::read_dir(&dir).expect("tests/suite/") {
-        let path = entry.expect("a directory entry").path();
-        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if path.extension().is_some_and(|x| x == "rs") && name != "main" {
-            assert!(
-                main.lines().any(|l| l.trim() == format!("mod {name};")),
-                "tests/suite/{name}.rs is not a module of the suite: add `mod {name};` to \
-                 tests/suite/main.rs"
-            );
-        }
-    }
+    integration_tests::assert_every_file_is_a_module("suite");
 }
