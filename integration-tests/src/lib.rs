@@ -732,6 +732,27 @@ pub struct EbbGuard {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+impl EbbGuard {
+    /// `ebb_apiserver_requests_total` by verb and resource, read from the text ebb serves on
+    /// `/metrics`.
+    pub fn apiserver_requests(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        self.ctx
+            .metrics
+            .render()
+            .lines()
+            .filter_map(|line| line.strip_prefix("ebb_apiserver_requests_total{verb=\""))
+            .filter_map(|rest| {
+                let (verb, rest) = rest.split_once("\",resource=\"")?;
+                let (resource, count) = rest.split_once("\"} ")?;
+                Some((
+                    (verb.to_string(), resource.to_string()),
+                    count.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
 /// An in-process ebb under leader election.
 pub struct ElectedEbb {
     /// Its controller's state (how many scale loops it runs).

@@ -2,17 +2,28 @@
 //! metric names where they exist so existing dashboards keep working).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, LabelSetEncoder, prometheus_text, text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// One scaler metric's series key: namespace, ScaledObject, trigger index, trigger type, metric.
+/// The field order makes every series of one ScaledObject adjacent, so forgetting an object is
+/// one range of the map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SeriesKey {
     /// Namespace.
@@ -27,21 +38,119 @@ pub struct SeriesKey {
     pub metric: String,
 }
 
-#[derive(Default)]
-struct Series {
-    values: BTreeMap<SeriesKey, f64>,
-    active: BTreeMap<SeriesKey, bool>,
-    errors: BTreeMap<SeriesKey, u64>,
+/// The KEDA labels of one trigger's series.
+struct TriggerLabels<'a>(&'a SeriesKey);
+
+impl EncodeLabelSet for TriggerLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let k = self.0;
+        ("namespace", k.namespace.as_str()).encode(encoder.encode_label())?;
+        ("scaledObject", k.scaled_object.as_str()).encode(encoder.encode_label())?;
+        ("scaler", k.scaler.as_str()).encode(encoder.encode_label())?;
+        ("triggerIndex", k.trigger_index).encode(encoder.encode_label())?;
+        ("metric", k.metric.as_str()).encode(encoder.encode_label())?;
+        ("type", "scaledobject").encode(encoder.encode_label())
+    }
+}
+
+/// The KEDA labels of one ScaledObject's series.
+struct ObjectLabels<'a>(&'a (String, String));
+
+impl EncodeLabelSet for ObjectLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let (namespace, name) = self.0;
+        ("namespace", namespace.as_str()).encode(encoder.encode_label())?;
+        ("scaledObject", name.as_str()).encode(encoder.encode_label())?;
+        ("type", "scaledobject").encode(encoder.encode_label())
+    }
+}
+
+/// What is known of one trigger's metric: its last value, whether it is active, its errors.
+#[derive(Debug, Default)]
+struct Reading {
+    value: Option<f64>,
+    active: bool,
+    errors: u64,
+}
+
+/// The per-ScaledObject series. They come and go with the objects, and an object's series are
+/// forgotten together, so they live in one ordered map (one key per trigger metric) and are
+/// encoded at scrape time through prometheus-client's [`Collector`], rather than in `Family`s,
+/// which can remove a series only by its full label set.
+#[derive(Debug, Default)]
+struct ObjectSeries {
+    readings: BTreeMap<SeriesKey, Reading>,
     paused: BTreeMap<(String, String), bool>,
-    scale_writes: u64,
-    writes: BTreeMap<&'static str, u64>,
-    requests: BTreeMap<(&'static str, String), u64>,
-    reconciles: u64,
-    reconcile_errors: BTreeMap<&'static str, u64>,
-    read_errors: BTreeMap<&'static str, u64>,
-    loop_restarts: BTreeMap<&'static str, u64>,
-    poll_lag: Histogram,
-    poll_duration: Histogram,
+}
+
+#[derive(Debug, Default)]
+struct ObjectCollector(Arc<Mutex<ObjectSeries>>);
+
+impl Collector for ObjectCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut family = encoder.encode_descriptor(
+            "keda_scaler_metrics_value",
+            "The last value read for a trigger's metric",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (k, r) in &s.readings {
+            if let Some(v) = r.value {
+                family.encode_family(&TriggerLabels(k))?.encode_gauge(&v)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "keda_scaler_active",
+            "Whether a trigger is active (1) or not (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (k, r) in &s.readings {
+            family
+                .encode_family(&TriggerLabels(k))?
+                .encode_gauge(&i64::from(r.active))?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keda_scaler_errors",
+            "Failed reads of a trigger's metric",
+            None,
+            MetricType::Counter,
+        )?;
+        for (k, r) in s.readings.iter().filter(|(_, r)| r.errors > 0) {
+            family
+                .encode_family(&TriggerLabels(k))?
+                .encode_counter::<TriggerLabels, _, u64>(&r.errors, None)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keda_scaled_object_paused",
+            "Whether a ScaledObject is paused (1) or not (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (object, paused) in &s.paused {
+            family
+                .encode_family(&ObjectLabels(object))?
+                .encode_gauge(&i64::from(*paused))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Written {
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Request {
+    verb: &'static str,
+    resource: String,
 }
 
 /// Upper bounds (seconds) of the histogram buckets.
@@ -50,148 +159,238 @@ const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A Prometheus histogram with [`BUCKETS`].
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
-    }
-}
-
 /// ebb's metrics and readiness, shared by the controller, the scale loops and the server.
-#[derive(Default)]
+/// Encoding, escaping and the exposition formats are prometheus-client's.
 pub struct Metrics {
-    series: Mutex<Series>,
+    registry: Registry,
+    objects: Arc<Mutex<ObjectSeries>>,
+    scale_loops: Gauge,
+    scale_writes: Counter,
+    writes: Family<Written, Counter>,
+    requests: Family<Request, Counter>,
+    reconciles: Counter,
+    reconcile_errors: Family<Reason, Counter>,
+    read_errors: Family<Reason, Counter>,
+    loop_restarts: Family<Reason, Counter>,
+    poll_lag: Histogram,
+    poll_duration: Histogram,
     ready: AtomicBool,
     syncing: AtomicBool,
-    scale_loops: AtomicUsize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let objects = Arc::<Mutex<ObjectSeries>>::default();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ObjectCollector(objects.clone())));
+        let scale_loops = Gauge::default();
+        registry.register(
+            "ebb_scale_loops",
+            "Scale loops running: one per ScaledObject this replica polls",
+            scale_loops.clone(),
+        );
+        let scale_writes = Counter::default();
+        registry.register(
+            "ebb_scale_writes",
+            "Writes to scale targets' /scale by ebb",
+            scale_writes.clone(),
+        );
+        let writes = Family::default();
+        registry.register(
+            "ebb_apiserver_writes",
+            "Successful writes to the apiserver by ebb, by what was written",
+            writes.clone(),
+        );
+        let requests = Family::default();
+        registry.register(
+            "ebb_apiserver_requests",
+            "Requests ebb sent to the apiserver, reads and watches included, by verb and resource",
+            requests.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register(
+            "ebb_reconciles",
+            "Reconciles of ScaledObjects (a change to one's spec, annotations or owned HPA, a scale loop's request, or the periodic resync)",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::default();
+        registry.register(
+            "ebb_reconcile_errors",
+            "Reconciles that failed and are retried, by the error's kind",
+            reconcile_errors.clone(),
+        );
+        let read_errors = Family::default();
+        registry.register(
+            "ebb_scaler_read_errors",
+            "Failed reads of a trigger's metric, by the error's kind",
+            read_errors.clone(),
+        );
+        let loop_restarts = Family::default();
+        registry.register(
+            "ebb_scale_loop_restarts",
+            "Scale loops started again after they panicked or ended unasked",
+            loop_restarts.clone(),
+        );
+        let poll_lag = Histogram::new(BUCKETS);
+        registry.register(
+            "ebb_poll_lag_seconds",
+            "How late a scale loop's poll started after its scheduled tick",
+            poll_lag.clone(),
+        );
+        let poll_duration = Histogram::new(BUCKETS);
+        registry.register(
+            "ebb_poll_duration_seconds",
+            "How long one poll of a ScaledObject's triggers took",
+            poll_duration.clone(),
+        );
+        Self {
+            registry,
+            objects,
+            scale_loops,
+            scale_writes,
+            writes,
+            requests,
+            reconciles,
+            reconcile_errors,
+            read_errors,
+            loop_restarts,
+            poll_lag,
+            poll_duration,
+            ready: AtomicBool::new(false),
+            syncing: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Metrics {
-    fn series(&self) -> std::sync::MutexGuard<'_, Series> {
-        self.series.lock().unwrap_or_else(PoisonError::into_inner)
+    fn objects(&self) -> MutexGuard<'_, ObjectSeries> {
+        self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records one reading: its value (if read) and activity, or an error.
     pub fn record(&self, key: SeriesKey, value: Option<f64>, active: bool) {
-        let mut s = self.series();
+        let mut s = self.objects();
+        let reading = s.readings.entry(key).or_default();
         match value {
-            Some(v) => {
-                s.values.insert(key.clone(), v);
-            }
-            None => *s.errors.entry(key.clone()).or_insert(0) += 1,
+            Some(v) => reading.value = Some(v),
+            None => reading.errors += 1,
         }
-        s.active.insert(key, active);
+        reading.active = active;
     }
 
     /// Records whether a ScaledObject is paused.
     pub fn set_paused(&self, namespace: &str, scaled_object: &str, paused: bool) {
-        self.series()
+        self.objects()
             .paused
             .insert((namespace.to_string(), scaled_object.to_string()), paused);
     }
 
     /// Sets the number of running scale loops.
     pub fn set_scale_loops(&self, n: usize) {
-        self.scale_loops.store(n, Ordering::Relaxed);
+        self.scale_loops.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a write to a target's `/scale`.
     pub fn count_scale_write(&self) {
-        let mut s = self.series();
-        s.scale_writes += 1;
-        *s.writes.entry("scale").or_insert(0) += 1;
+        self.scale_writes.inc();
+        self.count_write("scale");
     }
 
     /// Counts a successful write to the apiserver, by what was written (`status`, `hpa`,
     /// `event`; `/scale` writes are counted by [`Metrics::count_scale_write`]).
     pub fn count_write(&self, resource: &'static str) {
-        *self.series().writes.entry(resource).or_insert(0) += 1;
+        self.writes.get_or_create(&Written { resource }).inc();
     }
 
     /// Counts a request to the apiserver, by verb and resource.
     pub fn count_request(&self, verb: &'static str, resource: &str) {
-        *self
-            .series()
-            .requests
-            .entry((verb, resource.to_string()))
-            .or_insert(0) += 1;
+        let request = Request {
+            verb,
+            resource: resource.to_string(),
+        };
+        self.requests.get_or_create(&request).inc();
     }
 
-    /// The requests counted so far, by verb and resource.
-    pub fn requests(&self) -> BTreeMap<(&'static str, String), u64> {
-        self.series().requests.clone()
+    /// The requests counted so far with this verb and resource.
+    pub fn requests(&self, verb: &'static str, resource: &str) -> u64 {
+        let request = Request {
+            verb,
+            resource: resource.to_string(),
+        };
+        self.requests.get(&request).map_or(0, |c| c.get())
     }
 
     /// Counts one reconcile of a ScaledObject.
     pub fn count_reconcile(&self) {
-        self.series().reconciles += 1;
+        self.reconciles.inc();
     }
 
     /// Counts a reconcile that failed and will be retried, by the error's label.
     pub fn count_reconcile_error(&self, reason: &'static str) {
-        *self.series().reconcile_errors.entry(reason).or_insert(0) += 1;
+        self.reconcile_errors
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// The failed reconciles counted so far with this error label.
+    pub fn reconcile_errors(&self, reason: &'static str) -> u64 {
+        self.reconcile_errors
+            .get(&Reason { reason })
+            .map_or(0, |c| c.get())
     }
 
     /// Counts a failed metric read, by the error's label.
     pub fn count_read_error(&self, reason: &'static str) {
-        *self.series().read_errors.entry(reason).or_insert(0) += 1;
+        self.read_errors.get_or_create(&Reason { reason }).inc();
     }
 
     /// Counts a scale loop restarted after it ended unasked, by how it ended (`panic`, `ended`).
     pub fn count_loop_restart(&self, reason: &'static str) {
-        *self.series().loop_restarts.entry(reason).or_insert(0) += 1;
+        self.loop_restarts.get_or_create(&Reason { reason }).inc();
     }
 
-    /// The scale loop restarts counted so far, by reason.
-    pub fn loop_restarts(&self) -> BTreeMap<&'static str, u64> {
-        self.series().loop_restarts.clone()
+    /// The scale loop restarts counted so far for this reason.
+    pub fn loop_restarts(&self, reason: &'static str) -> u64 {
+        self.loop_restarts
+            .get(&Reason { reason })
+            .map_or(0, |c| c.get())
     }
 
     /// The reconciles counted so far.
     pub fn reconciles(&self) -> u64 {
-        self.series().reconciles
+        self.reconciles.get()
     }
 
     /// Records how late a poll started after its scheduled tick.
     pub fn observe_poll_lag(&self, lag: std::time::Duration) {
-        self.series().poll_lag.observe(lag.as_secs_f64());
+        self.poll_lag.observe(lag.as_secs_f64());
     }
 
     /// Records how long one poll of a ScaledObject's triggers took.
     pub fn observe_poll_duration(&self, took: std::time::Duration) {
-        self.series().poll_duration.observe(took.as_secs_f64());
+        self.poll_duration.observe(took.as_secs_f64());
     }
 
     /// Forgets every series of a ScaledObject (deleted, or rebuilt with other triggers).
     pub fn forget(&self, namespace: &str, scaled_object: &str) {
-        let mut s = self.series();
-        let mine = |k: &SeriesKey| k.namespace == namespace && k.scaled_object == scaled_object;
-        s.values.retain(|k, _| !mine(k));
-        s.active.retain(|k, _| !mine(k));
-        s.errors.retain(|k, _| !mine(k));
+        let first = SeriesKey {
+            namespace: namespace.to_string(),
+            scaled_object: scaled_object.to_string(),
+            trigger_index: 0,
+            scaler: String::new(),
+            metric: String::new(),
+        };
+        let mut s = self.objects();
+        let mine: Vec<SeriesKey> = s
+            .readings
+            .range(&first..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.namespace == namespace && k.scaled_object == scaled_object)
+            .cloned()
+            .collect();
+        for k in &mine {
+            s.readings.remove(k);
+        }
         s.paused
             .remove(&(namespace.to_string(), scaled_object.to_string()));
     }
@@ -213,132 +412,20 @@ impl Metrics {
         self.ready.load(Ordering::SeqCst) && !self.syncing.load(Ordering::SeqCst)
     }
 
-    /// The Prometheus text exposition of every series.
+    /// Every series in the Prometheus text format (0.0.4).
     pub fn render(&self) -> String {
-        let s = self.series();
         let mut out = String::new();
-        let labels = |k: &SeriesKey| {
-            format!(
-                "namespace=\"{}\",scaledObject=\"{}\",scaler=\"{}\",triggerIndex=\"{}\",metric=\"{}\",type=\"scaledobject\"",
-                escape(&k.namespace),
-                escape(&k.scaled_object),
-                escape(&k.scaler),
-                k.trigger_index,
-                escape(&k.metric)
-            )
-        };
-        let _ = writeln!(
-            out,
-            "# HELP keda_scaler_metrics_value The last value read for a trigger's metric.\n# TYPE keda_scaler_metrics_value gauge"
-        );
-        for (k, v) in &s.values {
-            let _ = writeln!(out, "keda_scaler_metrics_value{{{}}} {v}", labels(k));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keda_scaler_active Whether a trigger is active (1) or not (0).\n# TYPE keda_scaler_active gauge"
-        );
-        for (k, v) in &s.active {
-            let _ = writeln!(out, "keda_scaler_active{{{}}} {}", labels(k), u8::from(*v));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keda_scaler_errors_total Failed reads of a trigger's metric.\n# TYPE keda_scaler_errors_total counter"
-        );
-        for (k, v) in &s.errors {
-            let _ = writeln!(out, "keda_scaler_errors_total{{{}}} {v}", labels(k));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keda_scaled_object_paused Whether a ScaledObject is paused (1) or not (0).\n# TYPE keda_scaled_object_paused gauge"
-        );
-        for ((namespace, name), paused) in &s.paused {
-            let _ = writeln!(
-                out,
-                "keda_scaled_object_paused{{namespace=\"{}\",scaledObject=\"{}\",type=\"scaledobject\"}} {}",
-                escape(namespace),
-                escape(name),
-                u8::from(*paused)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ebb_scale_loops Scale loops running: one per ScaledObject this replica polls.\n# TYPE ebb_scale_loops gauge\nebb_scale_loops {}",
-            self.scale_loops.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ebb_scale_writes_total Writes to scale targets' /scale by ebb.\n# TYPE ebb_scale_writes_total counter\nebb_scale_writes_total {}",
-            s.scale_writes
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ebb_apiserver_writes_total Successful writes to the apiserver by ebb, by what was written.\n# TYPE ebb_apiserver_writes_total counter"
-        );
-        for (resource, n) in &s.writes {
-            let _ = writeln!(
-                out,
-                "ebb_apiserver_writes_total{{resource=\"{resource}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ebb_apiserver_requests_total Requests ebb sent to the apiserver, reads and watches included, by verb and resource.\n# TYPE ebb_apiserver_requests_total counter"
-        );
-        for ((verb, resource), n) in &s.requests {
-            let _ = writeln!(
-                out,
-                "ebb_apiserver_requests_total{{verb=\"{verb}\",resource=\"{}\"}} {n}",
-                escape(resource)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ebb_reconciles_total Reconciles of ScaledObjects (a change to one's spec, annotations or owned HPA, a scale loop's request, or the periodic resync).\n# TYPE ebb_reconciles_total counter\nebb_reconciles_total {}",
-            s.reconciles
-        );
-        for (name, help, counts) in [
-            (
-                "ebb_reconcile_errors_total",
-                "Reconciles that failed and are retried, by the error's kind.",
-                &s.reconcile_errors,
-            ),
-            (
-                "ebb_scaler_read_errors_total",
-                "Failed reads of a trigger's metric, by the error's kind.",
-                &s.read_errors,
-            ),
-            (
-                "ebb_scale_loop_restarts_total",
-                "Scale loops started again after they panicked or ended unasked.",
-                &s.loop_restarts,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (reason, n) in counts {
-                let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
-            }
-        }
-        s.poll_lag.render(
-            &mut out,
-            "ebb_poll_lag_seconds",
-            "How late a scale loop's poll started after its scheduled tick.",
-        );
-        s.poll_duration.render(
-            &mut out,
-            "ebb_poll_duration_seconds",
-            "How long one poll of a ScaledObject's triggers took.",
-        );
+        // Writing to a String cannot fail, and every label set here encodes.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
-}
 
-/// A label value escaped for the text format.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    /// Every series in the OpenMetrics text format, for scrapers that ask for it.
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::new();
+        let _ = text::encode(&mut out, &self.registry);
+        out
+    }
 }
 
 /// The admin router.
@@ -358,11 +445,29 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics.render(),
-    )
+/// The OpenMetrics media type, served to scrapers whose `Accept` asks for it.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics_text(
+    State(metrics): State<Arc<Metrics>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, OPENMETRICS)],
+            metrics.render_openmetrics(),
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            metrics.render(),
+        )
+    }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -401,7 +506,7 @@ mod tests {
         let text = m.render();
         let labels = "namespace=\"shop\",scaledObject=\"orders\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-jobs\",type=\"scaledobject\"";
         assert!(
-            text.contains(&format!("keda_scaler_metrics_value{{{labels}}} 7\n")),
+            text.contains(&format!("keda_scaler_metrics_value{{{labels}}} 7.0\n")),
             "{text}"
         );
         assert!(
@@ -422,6 +527,86 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("scaledObject=\"orders\""), "{text}");
         assert!(text.contains("scaledObject=\"quo\\\"te\""));
+    }
+
+    #[test]
+    fn forgetting_an_object_keeps_its_neighbours() {
+        let m = Metrics::default();
+        let mut other_namespace = key("orders", "s0-redis-jobs");
+        other_namespace.namespace = "shop2".into();
+        let mut second_trigger = key("orders", "s1-redis-more");
+        second_trigger.trigger_index = 1;
+        for k in [
+            key("order", "s0-redis-jobs"),
+            key("orders", "s0-redis-jobs"),
+            second_trigger,
+            key("orders2", "s0-redis-jobs"),
+            other_namespace,
+        ] {
+            m.record(k, Some(1.0), true);
+        }
+        m.forget("shop", "orders");
+        let text = m.render();
+        let values: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keda_scaler_metrics_value{"))
+            .collect();
+        assert_eq!(values.len(), 3, "{text}");
+        for kept in [
+            "namespace=\"shop\",scaledObject=\"order\"",
+            "namespace=\"shop\",scaledObject=\"orders2\"",
+            "namespace=\"shop2\",scaledObject=\"orders\"",
+        ] {
+            assert!(values.iter().any(|l| l.contains(kept)), "{kept}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_prometheus_text_unless_openmetrics_is_asked_for() {
+        use tower::ServiceExt as _;
+        let metrics = Arc::new(Metrics::default());
+        metrics.count_reconcile();
+        let scrape = |accept: Option<&'static str>| {
+            let mut request = axum::http::Request::get("/metrics");
+            if let Some(accept) = accept {
+                request = request.header(header::ACCEPT, accept);
+            }
+            let request = request.body(axum::body::Body::empty()).unwrap();
+            router(metrics.clone()).oneshot(request)
+        };
+        let response = scrape(None).await.unwrap();
+        let kind = response.headers()[header::CONTENT_TYPE].clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(kind, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(
+            body.contains("# TYPE ebb_reconciles_total counter\n"),
+            "{body}"
+        );
+        assert!(body.contains("\nebb_reconciles_total 1\n"), "{body}");
+        assert!(!body.contains("# EOF"), "{body}");
+
+        // Prometheus's own Accept header when it prefers OpenMetrics.
+        let response = scrape(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ))
+        .await
+        .unwrap();
+        let kind = response.headers()[header::CONTENT_TYPE].clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            kind.to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        assert!(body.contains("# TYPE ebb_reconciles counter\n"), "{body}");
+        assert!(body.contains("\nebb_reconciles_total 1\n"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
     }
 
     #[test]

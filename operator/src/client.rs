@@ -188,8 +188,8 @@ mod tests {
                 "{status}: 1 request, 3 retries"
             );
             assert_eq!(
-                metrics.requests().get(&("get", "configmaps".to_string())),
-                Some(&4),
+                metrics.requests("get", "configmaps"),
+                4,
                 "{status}: every attempt is counted"
             );
         }

@@ -215,11 +215,9 @@ async fn rabbitmq_killed_mid_run_scales_nothing_down_and_recovers_within_two_pol
 
 /// Writes (anything but get, list and watch) ebb's client made.
 fn writes(ebb: &integration_tests::EbbGuard) -> u64 {
-    ebb.ctx
-        .metrics
-        .requests()
-        .iter()
-        .filter(|((verb, _), _)| !matches!(*verb, "get" | "list" | "watch"))
+    ebb.apiserver_requests()
+        .into_iter()
+        .filter(|((verb, _), _)| !matches!(verb.as_str(), "get" | "list" | "watch"))
         .map(|(_, n)| n)
         .sum()
 }

@@ -222,7 +222,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     .await;
     // The reading is on /metrics under KEDA's name.
     let series = format!(
-        "keda_scaler_metrics_value{{namespace=\"{}\",scaledObject=\"worker\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-{list}\",type=\"scaledobject\"}} 3",
+        "keda_scaler_metrics_value{{namespace=\"{}\",scaledObject=\"worker\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-{list}\",type=\"scaledobject\"}} 3.0\n",
         env.namespace
     );
     eventually("the reading on /metrics", DEADLINE, || async {
@@ -400,12 +400,10 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
 
 /// The apiserver requests an in-process ebb made, watches and lists left out (a watch
 /// reconnects on its own schedule).
-fn requests_made(ebb: &integration_tests::EbbGuard) -> Vec<((&'static str, String), u64)> {
-    ebb.ctx
-        .metrics
-        .requests()
+fn requests_made(ebb: &integration_tests::EbbGuard) -> Vec<((String, String), u64)> {
+    ebb.apiserver_requests()
         .into_iter()
-        .filter(|((verb, _), _)| !matches!(*verb, "watch" | "list"))
+        .filter(|((verb, _), _)| !matches!(verb.as_str(), "watch" | "list"))
         .collect()
 }
 
