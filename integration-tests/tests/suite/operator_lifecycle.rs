@@ -1,6 +1,7 @@
 //! ebb's replica handling over time, each case on the real apiserver, HPA controller and Redis
 //! with ebb in process: restoreToOriginalReplicaCount, minReplicaCount >= 1, idleReplicaCount,
-//! and the paused, paused-replicas and paused-scale-in annotations.
+//! and the paused, paused-replicas and paused-scale-in annotations (a paused object's HPA delete
+//! included, when the apiserver refuses it).
 
 use std::time::Duration;
 
@@ -256,6 +257,129 @@ async fn paused_leaves_replicas_alone() {
     stays(&env, 0, "active, but paused").await;
     annotate(&env, "worker", json!({"autoscaling.keda.sh/paused": null})).await;
     until_at_least(&env, 1, "activated once unpaused").await;
+    env.delete_scaled_objects().await;
+}
+
+/// While the apiserver refuses to delete a paused object's HPA (here a ValidatingAdmissionPolicy
+/// denies it), ebb does not report the object paused: it counts the failure and tries again, and
+/// the HPA goes once the apiserver lets it. Only a 404 (already gone) counts as deleted.
+#[tokio::test]
+async fn a_refused_hpa_delete_is_retried_until_the_hpa_is_gone() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let env = setup("operator-paused-hpa-refused").await;
+    let ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    create(
+        &env,
+        0,
+        scaled_object(&env, "worker", &list, json!({}), json!({})),
+    )
+    .await;
+    let hpas = env.api::<HorizontalPodAutoscaler>();
+    eventually("the HPA", DEADLINE, || async {
+        hpas.get("keda-hpa-worker").await.map_err(|e| e.to_string())
+    })
+    .await;
+
+    // Deny every HPA delete in this namespace.
+    let name = unique_name("deny-hpa-delete");
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(env.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(env.client.clone());
+    let policy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["autoscaling"], "apiVersions": ["*"],
+                "operations": ["DELETE"], "resources": ["horizontalpodautoscalers"]
+            }]},
+            "validations": [{"expression": "false", "message": "HPA deletes are denied here"}]
+        }
+    }))
+    .expect("policy");
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create the policy");
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": env.namespace}
+            }}
+        }
+    }))
+    .expect("binding");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create the binding");
+    // The apiserver loads policies asynchronously: a dry-run delete tells when it enforces it.
+    eventually("the policy enforced", DEADLINE, || async {
+        match hpas
+            .delete("keda-hpa-worker", &DeleteParams::default().dry_run())
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code != 404 => Ok(()),
+            other => Err(format!("a dry-run delete gave {other:?}")),
+        }
+    })
+    .await;
+
+    let failed_before = ebb.ctx.metrics.reconcile_errors("api");
+    annotate(
+        &env,
+        "worker",
+        json!({"autoscaling.keda.sh/paused": "true"}),
+    )
+    .await;
+    eventually("the refused delete counted", DEADLINE, || async {
+        let failed = ebb.ctx.metrics.reconcile_errors("api");
+        ensure(failed >= failed_before + 2, || {
+            format!("{failed} failed reconciles (api), {failed_before} before: not retried")
+        })
+    })
+    .await;
+    assert!(
+        hpas.get_opt("keda-hpa-worker")
+            .await
+            .expect("get")
+            .is_some(),
+        "the apiserver refused the delete, so the HPA is still there"
+    );
+    let paused = env.condition("worker", "Paused").await.map(|c| c.0);
+    assert_ne!(
+        paused.as_deref(),
+        Ok("True"),
+        "Paused=True while the HPA still scales the target"
+    );
+
+    // Allowed again: the next retry deletes the HPA and the object is paused.
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the binding");
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the policy");
+    eventually("the HPA deleted and Paused=True", DEADLINE, || async {
+        let hpa = hpas
+            .get_opt("keda-hpa-worker")
+            .await
+            .map_err(|e| e.to_string())?;
+        let (paused, _, _) = env.condition("worker", "Paused").await?;
+        ensure(hpa.is_none() && paused == "True", || {
+            format!("HPA present: {}, Paused={paused}", hpa.is_some())
+        })
+    })
+    .await;
     env.delete_scaled_objects().await;
 }
 

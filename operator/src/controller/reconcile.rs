@@ -49,7 +49,7 @@ pub(super) async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(Error::from)
 }
 
 /// Why ebb will not act on an object, with the Event reason KEDA gives for it.
