@@ -240,7 +240,7 @@ impl Trigger {
         Ok(value)
     }
 
-    /// A boolean written as `true`/`false` (any case), or `default`.
+    /// A boolean as KEDA reads one (Go's `strconv.ParseBool`), or `default`.
     pub fn bool_or(
         &self,
         key: &str,
@@ -249,11 +249,42 @@ impl Trigger {
     ) -> Result<bool, ConfigError> {
         match self.lookup(key, sources)? {
             None => Ok(default),
-            Some(found) => match found.value.trim().to_ascii_lowercase().as_str() {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(self.error(key, "expected true or false")),
-            },
+            Some(found) => parse_bool(found.value.trim())
+                .ok_or_else(|| self.error(key, "expected true or false")),
+        }
+    }
+
+    /// A duration as KEDA reads one: a Go duration (`5s`, `1m30s`, `1500ms`) or a whole number
+    /// of milliseconds; `default` when absent. Zero and negative durations are refused.
+    pub fn duration_or(
+        &self,
+        key: &str,
+        sources: &[Source],
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration, ConfigError> {
+        let Some(found) = self.lookup(key, sources)? else {
+            return Ok(default);
+        };
+        let text = found.value.trim();
+        let parsed = parse_go_duration(text).or_else(|| {
+            text.parse::<u64>()
+                .ok()
+                .map(std::time::Duration::from_millis)
+        });
+        match parsed {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => {
+                let got = match (found.source, quoted(&found.value)) {
+                    (Source::Metadata, Some(q)) => format!(", got {q}"),
+                    _ => String::new(),
+                };
+                Err(self.error(
+                    key,
+                    format!(
+                        "expected a duration above 0 (\"5s\", \"1m30s\") or a whole number of milliseconds{got}"
+                    ),
+                ))
+            }
         }
     }
 
@@ -265,7 +296,18 @@ impl Trigger {
         allowed: &[&'static str],
         default: &'static str,
     ) -> Result<&'static str, ConfigError> {
-        match self.lookup(key, &[Source::Metadata])? {
+        self.one_of_from(key, &[Source::Metadata], allowed, default)
+    }
+
+    /// [`Trigger::one_of`], looked up in `sources`.
+    pub fn one_of_from(
+        &self,
+        key: &str,
+        sources: &[Source],
+        allowed: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str, ConfigError> {
+        match self.lookup(key, sources)? {
             None => Ok(default),
             Some(found) => allowed
                 .iter()
@@ -307,8 +349,87 @@ impl Trigger {
     }
 }
 
+/// Go's `strconv.ParseBool`: `1 t T TRUE true True` and `0 f F FALSE false False`.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's `time.ParseDuration` for non-negative durations: decimal numbers, each with a unit
+/// (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), one after another (`1h30m`, `1.5s`); a bare `0`.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        nanos += value * scale;
+        rest = after;
+    }
+    (nanos.is_finite() && nanos < u64::MAX as f64)
+        .then(|| std::time::Duration::from_nanos(nanos as u64))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn booleans_and_durations_read_as_go_reads_them() {
+        use super::{parse_bool, parse_go_duration};
+        use std::time::Duration;
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        for bad in ["tRUE", "yes", "", " true", "2"] {
+            assert_eq!(parse_bool(bad), None, "{bad:?}");
+        }
+        for (text, want) in [
+            ("5s", Duration::from_secs(5)),
+            ("1500ms", Duration::from_millis(1500)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("2us", Duration::from_micros(2)),
+            ("0", Duration::ZERO),
+            ("+3s", Duration::from_secs(3)),
+        ] {
+            assert_eq!(parse_go_duration(text), Some(want), "{text}");
+        }
+        for bad in ["", "5", "s", "5 s", "-5s", "5d", "1..5s", "1500"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn trigger(meta: &[(&str, &str)]) -> Trigger {

@@ -1,6 +1,6 @@
 //! ScaledObjects with extreme values, on the real apiserver and HPA controller with ebb in
 //! process: counts and periods at the ends of their range, a thousand triggers, a 64 KiB
-//! metadata value, and a metrics-api source answering 1e308 or NaN. Each is refused by the
+//! metadata value, and a metrics-api source answering 1e308, -3 or NaN. Each is refused by the
 //! schema naming the field, or runs with a clear condition; none stops ebb or the canary
 //! object beside them, and no quantity overflows.
 
@@ -20,7 +20,8 @@ fn redis_trigger(env: &TestEnv, list: &str) -> Value {
     }})
 }
 
-/// Serves `{"value": <body>}` documents: `/big` answers 1e308, `/nan` the string "NaN".
+/// Serves `{"value": <body>}` documents: `/big` answers 1e308, `/negative` -3, `/nan` the
+/// string "NaN".
 async fn odd_values_server() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -35,6 +36,8 @@ async fn odd_values_server() -> u16 {
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let body = if request.starts_with("GET /big") {
                     "{\"value\": 1e308}"
+                } else if request.starts_with("GET /negative") {
+                    "{\"value\": -3}"
                 } else {
                     "{\"value\": \"NaN\"}"
                 };
@@ -199,7 +202,11 @@ async fn extreme_values_get_a_clear_answer_and_stop_nothing() {
     // A source answering 1e308: read as a number, but no quantity can hold it; the metrics API
     // says so rather than answering a wrapped value. NaN: an error naming it.
     let port = odd_values_server().await;
-    for (name, path) in [("huge", "big"), ("not-a-number", "nan")] {
+    for (name, path) in [
+        ("huge", "big"),
+        ("not-a-number", "nan"),
+        ("negative", "negative"),
+    ] {
         env.create_target(
             name,
             0,
@@ -241,6 +248,43 @@ async fn extreme_values_get_a_clear_answer_and_stop_nothing() {
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(env.replicas("huge").await, Ok(1));
+
+    // -3: read as 0, as KEDA clamps it, so the HPA gets an answer (not a failed query), with
+    // one Warning Event for the object however many polls read it.
+    let negative = path.replace("name%3Dhuge", "name%3Dnegative");
+    eventually("negative: answered as 0", DEADLINE, || async {
+        let out = env.kubectl(&["get", "--raw", &negative]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        ensure(
+            out.status.success() && text.contains("\"value\":\"0\""),
+            || format!("{text} {}", String::from_utf8_lossy(&out.stderr)),
+        )
+    })
+    .await;
+    let warnings = || async {
+        env.events_of("negative").await.map(|events| {
+            events
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("NegativeMetricValue"))
+                .map(|e| (e.count.unwrap_or(1), e.message.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        })
+    };
+    eventually(
+        "negative: one NegativeMetricValue Event",
+        DEADLINE,
+        || async {
+            let found = warnings().await?;
+            ensure(found.len() == 1, || format!("{found:?}"))
+        },
+    )
+    .await;
+    // Several more polls (one a second) add nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let found = warnings().await.expect("events");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 1, "reported once: {found:?}");
+    assert!(found[0].1.contains("-3"), "{found:?}");
     drop(api);
 
     // Through all of it, the canary kept working.

@@ -1,12 +1,13 @@
 //! A rabbitmq ScaledObject, over AMQP and over the management API, scales its Deployment from
 //! zero when the queue passes the activation value and back to zero after the cooldown, with
 //! ebb in process against the real apiserver and RabbitMQ. Credentials come from a Secret
-//! through a TriggerAuthentication.
+//! through a TriggerAuthentication. In MessageRate mode a backlog keeps the target up after the
+//! publishes stop.
 
 use std::time::Duration;
 
 use ebb_crds::{ScaledObject, TriggerAuthentication};
-use integration_tests::{deployment, setup, unique_name};
+use integration_tests::{deployment, ensure, eventually, setup, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
@@ -107,5 +108,95 @@ async fn queue_scales_from_zero_and_back_over_amqp_and_http() {
         )
         .await;
     }
+    env.delete_scaled_objects().await;
+}
+
+/// KEDA's MessageRate activity counts the backlog as well as the publish rate: a queue holding
+/// messages that nobody publishes to any more still has work, so the target stays up; only
+/// once the queue is empty does it go back to zero.
+#[tokio::test]
+async fn message_rate_stays_active_while_messages_wait_with_no_publishes() {
+    let env = setup("operator-rabbitmq-rate").await;
+    let _ebb = env.start_ebb();
+    let amqp = env.amqp().await;
+    let (management, (user, password)) = env.rabbitmq_management();
+    let queue = unique_name("backlog");
+    amqp.declare(&queue).await;
+    env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
+        .await;
+    let mut host = management.clone();
+    host.set_username(&user).expect("an http URL");
+    host.set_password(Some(&password)).expect("an http URL");
+    env.create::<ScaledObject>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "worker"},
+        "spec": {
+            "scaleTargetRef": {"name": "worker"},
+            "pollingInterval": 1,
+            "cooldownPeriod": 2,
+            "triggers": [{
+                "type": "rabbitmq",
+                "metadata": {
+                    "host": host.as_str(),
+                    "queueName": queue,
+                    "mode": "MessageRate",
+                    "value": "5",
+                    "activationValue": "1"
+                }
+            }]
+        }
+    }))
+    .await;
+
+    amqp.publish(&queue, 50).await;
+    env.await_replicas("worker", "scaled up from zero", DEADLINE, |n| n >= 1)
+        .await;
+
+    // No more publishes: wait until the management API's publish rate has fallen to 0 with
+    // the 50 messages still queued...
+    let client = reqwest::Client::new();
+    let url = management
+        .join(&format!("api/queues/%2F/{queue}"))
+        .expect("queue URL");
+    eventually(
+        "the publish rate at 0, 50 messages waiting",
+        DEADLINE,
+        || async {
+            let body: serde_json::Value = client
+                .get(url.clone())
+                .basic_auth(&user, Some(&password))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let rate = body
+                .pointer("/message_stats/publish_details/rate")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
+            let messages = body.get("messages").and_then(serde_json::Value::as_u64);
+            ensure(rate == 0.0 && messages == Some(50), || {
+                format!("rate {rate}, messages {messages:?}")
+            })
+        },
+    )
+    .await;
+    // ... then the target stays up for several cooldown periods.
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < end {
+        let n = env.replicas("worker").await;
+        assert!(
+            matches!(n, Ok(n) if n >= 1),
+            "{n:?} replicas with 50 messages waiting and no publishes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Drained: idle, back to zero.
+    amqp.purge(&queue).await;
+    env.await_replicas("worker", "back to zero once drained", DEADLINE, |n| n == 0)
+        .await;
     env.delete_scaled_objects().await;
 }

@@ -177,6 +177,7 @@ mod tests {
                 message: m.to_string(),
             }),
             active,
+            clamped: None,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct MetricReading {
     pub value: Result<f64, ReadError>,
     /// Whether the scaler judged it active.
     pub active: bool,
+    /// A negative value the scaler answered, read as 0 (as KEDA clamps it).
+    pub clamped: Option<f64>,
 }
 
 /// One trigger's result.
@@ -84,9 +86,11 @@ impl ReadError {
 }
 
 /// Reads one metric of `scaler`, cut off after `timeout`. A value that is missing or not a
-/// finite number is an error, never a number.
+/// finite number is an error, never a number; a negative one reads as 0, as in KEDA (a
+/// negative quantity would make the HPA's metric query fail).
 pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> MetricReading {
     let answer = tokio::time::timeout(timeout, scaler.metrics_and_activity(name)).await;
+    let mut clamped = None;
     let (value, active) = match answer {
         Err(_) => (Err(ReadError::Timeout(timeout)), false),
         Ok(Err(e)) => (
@@ -97,7 +101,12 @@ pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> 
             false,
         ),
         Ok(Ok(answer)) => match answer.values.iter().find(|v| v.name == name) {
-            Some(v) if v.value.is_finite() => (Ok(v.value), answer.active),
+            Some(v) if v.value.is_finite() => {
+                if v.value < 0.0 {
+                    clamped = Some(v.value);
+                }
+                (Ok(v.value.max(0.0)), answer.active)
+            }
             Some(v) => (Err(ReadError::NotFinite(v.value)), false),
             None => (Err(ReadError::NoValue), false),
         },
@@ -106,6 +115,7 @@ pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> 
         name: name.to_string(),
         value,
         active,
+        clamped,
     }
 }
 
@@ -132,6 +142,7 @@ async fn poll_one(trigger: &PolledTrigger, timeout: Duration) -> TriggerResult {
                     name: format!("s{}-unknown", trigger.index),
                     value: Err(ReadError::NoMetricsYet),
                     active: false,
+                    clamped: None,
                 }],
                 TriggerOutcome::Failed,
             )
@@ -256,6 +267,7 @@ mod tests {
             external(5, Behaviour::NoValue),
             learning,
             external(7, Behaviour::Answer(f64::NAN, true)),
+            external(8, Behaviour::Answer(-4.5, false)),
         ];
         let started = tokio::time::Instant::now();
         let results = poll(&triggers, Duration::from_secs(3)).await;
@@ -275,8 +287,13 @@ mod tests {
                 (5, TriggerOutcome::Failed),
                 (6, TriggerOutcome::Failed),
                 (7, TriggerOutcome::Failed),
+                (8, TriggerOutcome::Inactive),
             ]
         );
+        // A negative value reads as 0, as KEDA clamps it, and says what it was.
+        assert_eq!(results[8].readings[0].value, Ok(0.0));
+        assert_eq!(results[8].readings[0].clamped, Some(-4.5));
+        assert_eq!(results[0].readings[0].clamped, None);
         assert_eq!(results[0].readings[0].value, Ok(7.0));
         assert_eq!(results[0].name.as_deref(), Some("t0"));
         let error = |i: usize| {

@@ -193,6 +193,8 @@ impl ScaleLoop {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        // A negative reading is reported once per loop, not at every poll.
+        let mut warned_negative = false;
         loop {
             // Not known yet (before the first poll) counts as at rest: the first check may
             // come before the first poll.
@@ -232,6 +234,20 @@ impl ScaleLoop {
                 }
             };
             self.record_series(&results);
+            if !warned_negative
+                && let Some((metric, value)) = results
+                    .iter()
+                    .flat_map(|r| &r.readings)
+                    .find_map(|r| r.clamped.map(|v| (r.name.clone(), v)))
+            {
+                warned_negative = true;
+                self.event(
+                    EventType::Warning,
+                    "NegativeMetricValue",
+                    format!("metric {metric} read {value}; a negative value counts as 0"),
+                )
+                .await;
+            }
 
             // A scaler that learns its metrics late (an external plugin) reshapes the HPA.
             let now_specs = specs_of(&self.triggers);

@@ -78,13 +78,90 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
-/// What the trigger measures.
+/// What the trigger measures (KEDA's modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Messages in the queue.
     QueueLength,
     /// Messages published per second (management API only).
     MessageRate,
+    /// Messages delivered or fetched per second (management API only).
+    DeliverGetRate,
+    /// Published per second over delivered per second (management API only).
+    PublishedToDeliveredRatio,
+    /// Seconds until the queue is drained at the current rates (management API only).
+    ExpectedQueueConsumptionTime,
+}
+
+impl Mode {
+    const NAMES: [&str; 5] = [
+        "QueueLength",
+        "MessageRate",
+        "DeliverGetRate",
+        "PublishedToDeliveredRatio",
+        "ExpectedQueueConsumptionTime",
+    ];
+
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "QueueLength" => Mode::QueueLength,
+            "MessageRate" => Mode::MessageRate,
+            "DeliverGetRate" => Mode::DeliverGetRate,
+            "PublishedToDeliveredRatio" => Mode::PublishedToDeliveredRatio,
+            "ExpectedQueueConsumptionTime" => Mode::ExpectedQueueConsumptionTime,
+            _ => return None,
+        })
+    }
+}
+
+/// What one queue (or a regex's queues, combined) reports: the figures every mode reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct QueueStats {
+    /// `messages`, or `messages_ready` with excludeUnacknowledged.
+    messages: f64,
+    /// Messages published per second.
+    publish_rate: f64,
+    /// Messages delivered or fetched per second.
+    deliver_get_rate: f64,
+}
+
+impl QueueStats {
+    /// The metric value and activity of `mode`, with KEDA's formulas.
+    fn measure(self, mode: Mode, activation: f64) -> (f64, bool) {
+        let QueueStats {
+            messages,
+            publish_rate: published,
+            deliver_get_rate: delivered,
+        } = self;
+        match mode {
+            Mode::QueueLength => (messages, messages > activation),
+            // Active on the rate or on a backlog: a queue full of messages with no new
+            // publishes still has work waiting.
+            Mode::MessageRate => (published, published > activation || messages > activation),
+            Mode::DeliverGetRate => (delivered, delivered > activation),
+            Mode::PublishedToDeliveredRatio => {
+                if published > 0.0 && delivered == 0.0 {
+                    // Published, nothing consumed: active, at the activation value.
+                    (activation, true)
+                } else if published > 0.0 {
+                    let ratio = published / delivered;
+                    (ratio, ratio > activation)
+                } else {
+                    (0.0, 0.0 > activation)
+                }
+            }
+            Mode::ExpectedQueueConsumptionTime => {
+                if delivered == 0.0 {
+                    // Nothing consumed: active at the activation value while messages wait;
+                    // an empty queue is idle (KEDA 2.20 held even an empty queue active).
+                    (activation, messages > 0.0)
+                } else {
+                    let seconds = (published - delivered) / delivered + messages / delivered;
+                    (seconds, seconds > activation)
+                }
+            }
+        }
+    }
 }
 
 /// How the queues matched by a regex are combined.
@@ -248,39 +325,40 @@ fn regex_url(base: &str, vhost: &str, regex: &str, page_size: u32) -> String {
     )
 }
 
-/// The value of one queue object of the management API.
-fn queue_value(queue: &Value, mode: Mode, exclude_unacknowledged: bool) -> Result<f64, String> {
-    match mode {
-        Mode::QueueLength => {
-            let field = if exclude_unacknowledged {
-                "messages_ready"
-            } else {
-                "messages"
-            };
-            queue
-                .get(field)
-                .and_then(Value::as_f64)
-                .filter(|n| n.is_finite() && *n >= 0.0)
-                .ok_or_else(|| {
-                    format!("the management API reported no {field:?} count for the queue (yet)")
-                })
-        }
-        // No publish statistics: nothing was published lately.
-        Mode::MessageRate => Ok(queue
-            .pointer("/message_stats/publish_details/rate")
-            .and_then(Value::as_f64)
-            .filter(|n| n.is_finite())
-            .unwrap_or(0.0)),
+/// One figure of a queue object: absent or null is 0, as KEDA decodes it; anything else but a
+/// finite non-negative number is an error.
+fn figure(queue: &Value, pointer: &str) -> Result<f64, String> {
+    match queue.pointer(pointer) {
+        None | Some(Value::Null) => Ok(0.0),
+        Some(v) => v
+            .as_f64()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| format!("the management API reported {pointer:?} as {v}, not a count")),
     }
 }
 
-/// The combined value of a regex query's page (`items`, `page_count`).
-fn regex_value(
+/// The figures of one queue object of the management API.
+fn queue_stats(queue: &Value, exclude_unacknowledged: bool) -> Result<QueueStats, String> {
+    Ok(QueueStats {
+        messages: figure(
+            queue,
+            if exclude_unacknowledged {
+                "/messages_ready"
+            } else {
+                "/messages"
+            },
+        )?,
+        publish_rate: figure(queue, "/message_stats/publish_details/rate")?,
+        deliver_get_rate: figure(queue, "/message_stats/deliver_get_details/rate")?,
+    })
+}
+
+/// The combined figures of a regex query's page (`items`, `page_count`).
+fn regex_stats(
     page: &Value,
-    mode: Mode,
     exclude_unacknowledged: bool,
     operation: Operation,
-) -> Result<f64, String> {
+) -> Result<QueueStats, String> {
     let items = page
         .get("items")
         .and_then(Value::as_array)
@@ -291,16 +369,27 @@ fn regex_value(
             "the regex matches more queues than one page holds ({pages} pages); raise pageSize or narrow the regex"
         ));
     }
-    let values = items
+    let each = items
         .iter()
         .map(|q| {
-            queue_value(q, mode, exclude_unacknowledged).map_err(|e| {
+            queue_stats(q, exclude_unacknowledged).map_err(|e| {
                 let name = q.get("name").and_then(Value::as_str).unwrap_or("?");
                 format!("queue {name:?}: {e}")
             })
         })
-        .collect::<Result<Vec<f64>, String>>()?;
-    Ok(aggregate(&values, operation))
+        .collect::<Result<Vec<QueueStats>, String>>()?;
+    let combined =
+        |f: fn(&QueueStats) -> f64| aggregate(&each.iter().map(f).collect::<Vec<_>>(), operation);
+    let mut messages = combined(|s| s.messages);
+    if operation == Operation::Avg {
+        // A count averages to a whole count, as in KEDA.
+        messages = messages.floor();
+    }
+    Ok(QueueStats {
+        messages,
+        publish_rate: combined(|s| s.publish_rate),
+        deliver_get_rate: combined(|s| s.deliver_get_rate),
+    })
 }
 
 /// Sum, average or maximum; 0 for no queues.
@@ -321,7 +410,12 @@ impl RabbitMqConfig {
         let host = t.required("host", &[Source::Metadata, Source::Auth, Source::Env])?;
         let url = parse_host_url(&host.value).map_err(|problem| t.error("host", problem))?;
         let is_amqp = matches!(url.scheme.as_str(), "amqp" | "amqps");
-        let protocol = match t.one_of("protocol", &["auto", "amqp", "http"], "auto")? {
+        let protocol = match t.one_of_from(
+            "protocol",
+            &[Source::Metadata, Source::Auth],
+            &["auto", "amqp", "http"],
+            "auto",
+        )? {
             "auto" if is_amqp => "amqp",
             "auto" => "http",
             "amqp" if !is_amqp => {
@@ -358,19 +452,11 @@ impl RabbitMqConfig {
             if exclude_unacknowledged {
                 return Err(t.error("excludeUnacknowledged", only_http));
             }
-            if mode == Mode::MessageRate {
-                return Err(t.error("mode", format!("MessageRate {only_http}")));
+            if mode != Mode::QueueLength {
+                return Err(t.error("mode", format!("{mode:?} {only_http}")));
             }
         }
-        let timeout_ms: u64 = t.parse_or(
-            "timeout",
-            &[Source::Metadata],
-            DEFAULT_TIMEOUT.as_millis() as u64,
-            "a timeout in milliseconds",
-        )?;
-        if timeout_ms == 0 {
-            return Err(t.error("timeout", "expected a timeout in milliseconds above 0"));
-        }
+        let timeout = t.duration_or("timeout", &[Source::Metadata], DEFAULT_TIMEOUT)?;
 
         // Credentials from the TriggerAuthentication or the environment override the URL's.
         let secrets = [Source::Auth, Source::Env];
@@ -450,7 +536,7 @@ impl RabbitMqConfig {
             operation,
             page_size,
             exclude_unacknowledged,
-            timeout: Duration::from_millis(timeout_ms),
+            timeout,
         })
     }
 
@@ -486,14 +572,16 @@ impl RabbitMqConfig {
             };
             return Ok((mode, positive(old, DEFAULT_QUEUE_LENGTH)?));
         }
-        let mode = match t.one_of("mode", &["QueueLength", "MessageRate"], "QueueLength")? {
-            "MessageRate" => Mode::MessageRate,
-            _ => Mode::QueueLength,
-        };
-        if present("mode") && !present("value") {
-            return Err(t.error("value", "required with mode"));
+        let mode = Mode::from_name(t.one_of("mode", &Mode::NAMES, "QueueLength")?)
+            .unwrap_or(Mode::QueueLength);
+        match (present("mode"), present("value")) {
+            (true, false) => Err(t.error("value", "required with mode")),
+            (false, true) => Err(t.error(
+                "mode",
+                format!("required with value: one of {}", Mode::NAMES.join(", ")),
+            )),
+            _ => Ok((mode, positive("value", DEFAULT_QUEUE_LENGTH)?)),
         }
-        Ok((mode, positive("value", DEFAULT_QUEUE_LENGTH)?))
     }
 
     /// The auth parameters `tls` (enable|disable), `ca`, `cert`, `key`; `None` when TLS is not
@@ -605,7 +693,7 @@ impl RabbitMqScaler {
         }
     }
 
-    async fn read(&self) -> Result<f64, ScalerError> {
+    async fn read(&self) -> Result<QueueStats, ScalerError> {
         match &self.backend {
             Backend::Amqp(lease) => self.read_amqp(lease).await,
             Backend::Http(lease) => self.read_http(lease).await,
@@ -635,7 +723,10 @@ impl RabbitMqScaler {
             .await
     }
 
-    async fn read_amqp(&self, lease: &Lease<AmqpKey, Connection>) -> Result<f64, ScalerError> {
+    async fn read_amqp(
+        &self,
+        lease: &Lease<AmqpKey, Connection>,
+    ) -> Result<QueueStats, ScalerError> {
         let conn = self.amqp_connection(lease).await?;
         // A channel per poll: a passive declare of a missing queue closes its channel, which
         // must not disturb the other triggers on the connection. Dropping it closes it.
@@ -658,7 +749,10 @@ impl RabbitMqScaler {
                 lease.invalidate(&conn).await;
                 Err(self.timeout_error())
             }
-            Ok(Ok(queue)) => Ok(f64::from(queue.message_count())),
+            Ok(Ok(queue)) => Ok(QueueStats {
+                messages: f64::from(queue.message_count()),
+                ..QueueStats::default()
+            }),
             Ok(Err(e)) => {
                 if let ErrorKind::ProtocolError(amqp) = e.kind()
                     && let AMQPErrorKind::Soft(soft) = amqp.kind()
@@ -682,7 +776,10 @@ impl RabbitMqScaler {
         }
     }
 
-    async fn read_http(&self, lease: &Lease<HttpKey, reqwest::Client>) -> Result<f64, ScalerError> {
+    async fn read_http(
+        &self,
+        lease: &Lease<HttpKey, reqwest::Client>,
+    ) -> Result<QueueStats, ScalerError> {
         let Endpoint::Http { key, base, vhost } = &self.config.endpoint else {
             return Err(self.source_error("not an HTTP trigger"));
         };
@@ -732,17 +829,16 @@ impl RabbitMqScaler {
         let json: Value = serde_json::from_slice(&body).map_err(|e| {
             self.source_error(format!("the management API answered invalid JSON: {e}"))
         })?;
-        let value = if self.config.use_regex {
-            regex_value(
+        let stats = if self.config.use_regex {
+            regex_stats(
                 &json,
-                self.config.mode,
                 self.config.exclude_unacknowledged,
                 self.config.operation,
             )
         } else {
-            queue_value(&json, self.config.mode, self.config.exclude_unacknowledged)
+            queue_stats(&json, self.config.exclude_unacknowledged)
         };
-        value.map_err(|message| self.source_error(message))
+        stats.map_err(|message| self.source_error(message))
     }
 }
 
@@ -821,13 +917,16 @@ impl Scaler for RabbitMqScaler {
         if metric != self.config.metric_name {
             return Err(ScalerError::UnknownMetric(metric.to_string()));
         }
-        let value = self.read().await?;
+        let (value, active) = self
+            .read()
+            .await?
+            .measure(self.config.mode, self.config.activation_value);
         Ok(MetricsAndActivity {
             values: vec![MetricValue {
                 name: self.config.metric_name.clone(),
                 value,
             }],
-            active: value > self.config.activation_value,
+            active,
         })
     }
 }
@@ -1044,6 +1143,17 @@ mod tests {
                 "{host}"
             );
         }
+        // protocol may come from the TriggerAuthentication, as in KEDA.
+        let c = parse(
+            &[("host", "https://r"), ("queueName", "q")],
+            &[("protocol", "http")],
+        );
+        assert!(matches!(c.endpoint, Endpoint::Http { .. }));
+        let c = parse(
+            &[("host", "http://r"), ("queueName", "q"), ("timeout", "2s")],
+            &[],
+        );
+        assert_eq!(c.timeout, Duration::from_secs(2));
         let c = parse(&[("host", "https://r"), ("queueName", "q")], &[]);
         assert_eq!(http(&c).0.origin, "https://r:443");
         let c = parse(&[("host", "http://r"), ("queueName", "q")], &[]);
@@ -1070,12 +1180,6 @@ mod tests {
             &[],
         );
         assert_eq!((c.mode, c.value), (Mode::MessageRate, 3.0));
-        // A value without mode is a queue length.
-        let c = parse(
-            &[("host", "amqp://r"), ("queueName", "q"), ("value", "4")],
-            &[],
-        );
-        assert_eq!((c.mode, c.value), (Mode::QueueLength, 4.0));
     }
 
     #[test]
@@ -1197,7 +1301,13 @@ mod tests {
                 &[Q, H, ("mode", "Length")],
                 &[],
                 "mode",
-                "expected one of QueueLength, MessageRate, got \"Length\"",
+                "expected one of QueueLength, MessageRate, DeliverGetRate, PublishedToDeliveredRatio, ExpectedQueueConsumptionTime, got \"Length\"",
+            ),
+            (
+                &[Q, H, ("value", "4")],
+                &[],
+                "mode",
+                "required with value: one of QueueLength, MessageRate, DeliverGetRate, PublishedToDeliveredRatio, ExpectedQueueConsumptionTime",
             ),
             (
                 &[Q, H, ("mode", "QueueLength")],
@@ -1212,13 +1322,13 @@ mod tests {
                 "expected a number, got \"ten\"",
             ),
             (
-                &[Q, H, ("value", "0")],
+                &[Q, H, ("mode", "QueueLength"), ("value", "0")],
                 &[],
                 "value",
                 "expected a number above 0",
             ),
             (
-                &[Q, H, ("value", "-3")],
+                &[Q, H, ("mode", "QueueLength"), ("value", "-3")],
                 &[],
                 "value",
                 "expected a finite number >= 0, got -3",
@@ -1252,6 +1362,17 @@ mod tests {
                 &[],
                 "mode",
                 "MessageRate needs the http protocol (the management API); AMQP reads one queue's ready messages",
+            ),
+            (
+                &[
+                    Q,
+                    H,
+                    ("mode", "ExpectedQueueConsumptionTime"),
+                    ("value", "5"),
+                ],
+                &[],
+                "mode",
+                "ExpectedQueueConsumptionTime needs the http protocol (the management API); AMQP reads one queue's ready messages",
             ),
             (&[Q, H, ("useRegex", "true")], &[], "useRegex", only_http),
             (
@@ -1288,13 +1409,13 @@ mod tests {
                 &[Q, W, ("timeout", "0")],
                 &[],
                 "timeout",
-                "expected a timeout in milliseconds above 0",
+                "expected a duration above 0 (\"5s\", \"1m30s\") or a whole number of milliseconds, got \"0\"",
             ),
             (
-                &[Q, W, ("timeout", "3s")],
+                &[Q, W, ("timeout", "3 s")],
                 &[],
                 "timeout",
-                "expected a timeout in milliseconds, got \"3s\"",
+                "expected a duration above 0 (\"5s\", \"1m30s\") or a whole number of milliseconds, got \"3 s\"",
             ),
             (
                 &[Q, W],
@@ -1434,31 +1555,102 @@ mod tests {
     #[test]
     fn values_from_the_management_api() {
         let q = json!({"name": "q", "messages": 12, "messages_ready": 5,
-            "message_stats": {"publish_details": {"rate": 2.5}}});
-        // (queue, mode, excludeUnacknowledged, expected)
-        let cases: [(&Value, Mode, bool, Result<f64, &str>); 6] = [
-            (&q, Mode::QueueLength, false, Ok(12.0)),
-            (&q, Mode::QueueLength, true, Ok(5.0)),
-            (&q, Mode::MessageRate, false, Ok(2.5)),
-            (&json!({"messages": 0}), Mode::MessageRate, false, Ok(0.0)),
+            "message_stats": {"publish_details": {"rate": 2.5}, "deliver_get_details": {"rate": 0.5}}});
+        let stats = |messages, publish_rate, deliver_get_rate| QueueStats {
+            messages,
+            publish_rate,
+            deliver_get_rate,
+        };
+        // (queue, excludeUnacknowledged, expected)
+        let cases: [(&Value, bool, Result<QueueStats, &str>); 6] = [
+            (&q, false, Ok(stats(12.0, 2.5, 0.5))),
+            (&q, true, Ok(stats(5.0, 2.5, 0.5))),
+            (&json!({"messages": 0}), false, Ok(stats(0.0, 0.0, 0.0))),
+            // No figures at all (a queue the management plugin has not sampled yet): 0, as
+            // KEDA decodes it.
+            (&json!({}), false, Ok(stats(0.0, 0.0, 0.0))),
+            (&json!({"messages": null}), false, Ok(stats(0.0, 0.0, 0.0))),
             (
-                &json!({}),
-                Mode::QueueLength,
-                false,
-                Err("the management API reported no \"messages\" count for the queue (yet)"),
-            ),
-            (
-                &json!({"messages": "x"}),
-                Mode::QueueLength,
+                &json!({"messages_ready": "x"}),
                 true,
-                Err("the management API reported no \"messages_ready\" count for the queue (yet)"),
+                Err("the management API reported \"/messages_ready\" as \"x\", not a count"),
             ),
         ];
-        for (queue, mode, exclude, expected) in cases {
+        for (queue, exclude, expected) in cases {
             assert_eq!(
-                queue_value(queue, mode, exclude),
+                queue_stats(queue, exclude),
                 expected.map_err(String::from),
-                "{queue} {mode:?}"
+                "{queue} {exclude}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_mode_measures_as_keda_does() {
+        let stats = |messages, publish_rate, deliver_get_rate| QueueStats {
+            messages,
+            publish_rate,
+            deliver_get_rate,
+        };
+        // (mode, figures, activationValue, expected value and activity)
+        let cases = [
+            (Mode::QueueLength, stats(12.0, 0.0, 0.0), 0.0, (12.0, true)),
+            (Mode::QueueLength, stats(3.0, 0.0, 0.0), 3.0, (3.0, false)),
+            // A backlog with no new publishes keeps a MessageRate trigger active.
+            (Mode::MessageRate, stats(5000.0, 0.0, 0.0), 0.0, (0.0, true)),
+            (Mode::MessageRate, stats(0.0, 2.5, 0.0), 1.0, (2.5, true)),
+            (Mode::MessageRate, stats(1.0, 1.0, 0.0), 1.0, (1.0, false)),
+            (Mode::DeliverGetRate, stats(9.0, 0.0, 4.0), 0.0, (4.0, true)),
+            (
+                Mode::DeliverGetRate,
+                stats(9.0, 0.0, 0.0),
+                0.0,
+                (0.0, false),
+            ),
+            (
+                Mode::PublishedToDeliveredRatio,
+                stats(0.0, 6.0, 2.0),
+                1.0,
+                (3.0, true),
+            ),
+            // Published, nothing delivered: active at the activation value.
+            (
+                Mode::PublishedToDeliveredRatio,
+                stats(0.0, 6.0, 0.0),
+                2.0,
+                (2.0, true),
+            ),
+            (
+                Mode::PublishedToDeliveredRatio,
+                stats(50.0, 0.0, 3.0),
+                0.0,
+                (0.0, false),
+            ),
+            // (publish - deliver) / deliver + messages / deliver = (2 - 4) / 4 + 10 / 4 = 2.
+            (
+                Mode::ExpectedQueueConsumptionTime,
+                stats(10.0, 2.0, 4.0),
+                1.0,
+                (2.0, true),
+            ),
+            (
+                Mode::ExpectedQueueConsumptionTime,
+                stats(10.0, 0.0, 0.0),
+                30.0,
+                (30.0, true),
+            ),
+            (
+                Mode::ExpectedQueueConsumptionTime,
+                stats(0.0, 0.0, 0.0),
+                30.0,
+                (30.0, false),
+            ),
+        ];
+        for (mode, figures, activation, expected) in cases {
+            assert_eq!(
+                figures.measure(mode, activation),
+                expected,
+                "{mode:?} {figures:?} activation {activation}"
             );
         }
     }
@@ -1467,41 +1659,44 @@ mod tests {
     fn regex_results_are_combined() {
         let page = json!({"page_count": 1, "items": [
             {"name": "a", "messages": 3, "messages_ready": 1, "message_stats": {"publish_details": {"rate": 1.0}}},
-            {"name": "b", "messages": 9, "messages_ready": 4},
+            {"name": "b", "messages": 8, "messages_ready": 4},
         ]});
+        // (excludeUnacknowledged, operation, messages, publish rate)
         let cases = [
-            (Mode::QueueLength, false, Operation::Sum, 12.0),
-            (Mode::QueueLength, false, Operation::Avg, 6.0),
-            (Mode::QueueLength, false, Operation::Max, 9.0),
-            (Mode::QueueLength, true, Operation::Sum, 5.0),
-            (Mode::MessageRate, false, Operation::Sum, 1.0),
-            (Mode::MessageRate, false, Operation::Max, 1.0),
-            (Mode::MessageRate, false, Operation::Avg, 0.5),
+            (false, Operation::Sum, 11.0, 1.0),
+            // Counts average to whole counts, as in KEDA; rates do not.
+            (false, Operation::Avg, 5.0, 0.5),
+            (false, Operation::Max, 8.0, 1.0),
+            (true, Operation::Sum, 5.0, 1.0),
         ];
-        for (mode, exclude, op, expected) in cases {
+        for (exclude, op, messages, publish_rate) in cases {
             assert_eq!(
-                regex_value(&page, mode, exclude, op),
-                Ok(expected),
-                "{mode:?} {exclude} {op:?}"
+                regex_stats(&page, exclude, op),
+                Ok(QueueStats {
+                    messages,
+                    publish_rate,
+                    deliver_get_rate: 0.0
+                }),
+                "{exclude} {op:?}"
             );
         }
         let empty = json!({"page_count": 0, "items": []});
         assert_eq!(
-            regex_value(&empty, Mode::QueueLength, false, Operation::Max),
-            Ok(0.0)
+            regex_stats(&empty, false, Operation::Max),
+            Ok(QueueStats::default())
         );
         let more = json!({"page_count": 3, "items": []});
         assert!(
-            regex_value(&more, Mode::QueueLength, false, Operation::Sum)
+            regex_stats(&more, false, Operation::Sum)
                 .unwrap_err()
                 .contains("more queues than one page holds (3 pages)")
         );
-        let bad = json!({"items": [{"name": "c"}]});
+        let bad = json!({"items": [{"name": "c", "messages": -1}]});
         assert_eq!(
-            regex_value(&bad, Mode::QueueLength, false, Operation::Sum),
-            Err("queue \"c\": the management API reported no \"messages\" count for the queue (yet)".into())
+            regex_stats(&bad, false, Operation::Sum),
+            Err("queue \"c\": the management API reported \"/messages\" as -1, not a count".into())
         );
-        assert!(regex_value(&json!([]), Mode::QueueLength, false, Operation::Sum).is_err());
+        assert!(regex_stats(&json!([]), false, Operation::Sum).is_err());
         assert_eq!(aggregate(&[], Operation::Avg), 0.0);
     }
 
