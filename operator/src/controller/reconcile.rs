@@ -143,7 +143,7 @@ struct Pause {
 impl Pause {
     fn of(so: &ScaledObject) -> Option<Self> {
         let replicas = annotation(so, ANNOTATION_PAUSED_REPLICAS);
-        (is_true(so, ANNOTATION_PAUSED) || replicas.is_some()).then_some(Self { replicas })
+        (paused_annotation(so) || replicas.is_some()).then_some(Self { replicas })
     }
 }
 
@@ -538,6 +538,14 @@ fn annotation(so: &ScaledObject, key: &str) -> Option<String> {
     so.annotations().get(key).map(|v| v.trim().to_string())
 }
 
+/// `autoscaling.keda.sh/paused` as KEDA reads it: Go's `ParseBool`, and a value that is not a
+/// boolean pauses (only a readable false, `false`/`0`/`f`..., leaves the object running).
+fn paused_annotation(so: &ScaledObject) -> bool {
+    so.annotations()
+        .get(ANNOTATION_PAUSED)
+        .is_some_and(|v| ebb_scalers::trigger::parse_bool(v) != Some(false))
+}
+
 fn is_true(so: &ScaledObject, key: &str) -> bool {
     annotation(so, key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
@@ -552,4 +560,48 @@ fn signature(so: &ScaledObject, authentication_versions: &str) -> String {
         is_true(so, ANNOTATION_FORCE_ACTIVATION),
         annotation(so, schedule::ANNOTATION_ACTIVATION_POLLING),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_paused_annotation_reads_as_keda_reads_it() {
+        let with = |value: Option<&str>| -> ScaledObject {
+            let mut so: ScaledObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "ScaledObject",
+                "metadata": {"name": "worker", "namespace": "shop"},
+                "spec": {"scaleTargetRef": {"name": "worker"}, "triggers": []}
+            }))
+            .expect("a ScaledObject");
+            if let Some(v) = value {
+                so.annotations_mut()
+                    .insert(ANNOTATION_PAUSED.to_string(), v.to_string());
+            }
+            so
+        };
+        for (value, paused) in [
+            (None, false),
+            (Some("true"), true),
+            (Some("True"), true),
+            (Some("1"), true),
+            (Some("t"), true),
+            (Some("false"), false),
+            (Some("FALSE"), false),
+            (Some("0"), false),
+            (Some("f"), false),
+            // Not a boolean to Go: KEDA pauses.
+            (Some("yes"), true),
+            (Some("tRuE"), true),
+            (Some(""), true),
+        ] {
+            assert_eq!(
+                Pause::of(&with(value)).is_some(),
+                paused,
+                "paused annotation {value:?}"
+            );
+        }
+    }
 }
