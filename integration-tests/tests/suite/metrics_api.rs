@@ -1,5 +1,6 @@
 //! ebb's external metrics API behind the real apiserver's aggregation layer, read by the real
-//! HPA controller: discovery, live values through `kubectl get --raw`, a Deployment taken
+//! HPA controller: discovery, live values through `kubectl get --raw` (a cron trigger outside its
+//! window reads 0), a Deployment taken
 //! 0 -> 1 by ebb, 1 -> 8 by the HPA on ebb's metric (a redis list, a rabbitmq queue over AMQP
 //! and the management API) and back; errors and refusals as
 //! Kubernetes Status objects; fallback values served while Redis is down.
@@ -87,6 +88,39 @@ async fn the_hpa_scales_on_ebbs_metric_through_the_aggregator() {
         || async {
             let value = raw(&env, &metric_path(&env, &metric, "worker"))?;
             ensure(value["items"][0]["value"] == "3", || value.to_string())
+        },
+    )
+    .await;
+
+    // A cron trigger outside its window reads 0, as in KEDA, not one replica's worth (which a
+    // metricType Value or a scalingModifiers formula would see).
+    env.create::<Deployment>(serde_json::to_value(deployment("nightly", 0, &[])).expect("json"))
+        .await;
+    env.create::<ScaledObject>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "scaleTargetRef": {"name": "nightly"},
+            "pollingInterval": 1,
+            "triggers": [{"type": "cron", "metadata": {
+                "timezone": "Etc/UTC",
+                "start": "0 0 1 1 *",
+                "end": "0 1 1 1 *",
+                "desiredReplicas": "3"
+            }}]
+        }
+    }))
+    .await;
+    eventually(
+        "kubectl get --raw reads 0 outside the cron window",
+        DEADLINE,
+        || async {
+            let value = raw(
+                &env,
+                &metric_path(&env, "s0-cron-Etc-UTC-0011x-0111x", "nightly"),
+            )?;
+            ensure(value["items"][0]["value"] == "0", || value.to_string())
         },
     )
     .await;

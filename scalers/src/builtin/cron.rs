@@ -2,8 +2,9 @@
 //!
 //! A window opens at each time `start` matches and closes at the next time `end` matches. The
 //! trigger is active while a window is open, which is exactly when the next `end` comes no
-//! later than the next `start`. The metric is `desiredReplicas` while active and 1 otherwise,
-//! against a target of 1, so the HPA asks for `desiredReplicas` pods inside the window.
+//! later than the next `start`. The metric is `desiredReplicas` while active and 0 otherwise
+//! (as in KEDA since 2.18), against a target of 1, so the HPA asks for `desiredReplicas` pods
+//! inside the window.
 //!
 //! Nothing is polled: the decision is a pure function of the clock
 //! ([`CronConfig::is_active_at`]).
@@ -20,8 +21,11 @@ use crate::registry::Registry;
 use crate::scaler::Scaler;
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
-/// The metric's value outside a window (and the target): one replica's worth.
-const OUTSIDE_WINDOW: f64 = 1.0;
+/// The metric's value outside a window.
+const OUTSIDE_WINDOW: f64 = 0.0;
+
+/// The metric's target: one replica's worth.
+const TARGET: f64 = 1.0;
 
 /// Registers `cron`.
 pub fn register(registry: &mut Registry) {
@@ -64,10 +68,10 @@ impl CronConfig {
             &[Source::Metadata],
             "a whole number of replicas",
         )?;
-        if desired_replicas < 0 {
+        if desired_replicas < 1 {
             return Err(t.error(
                 "desiredReplicas",
-                format!("expected a whole number of replicas >= 0, got {desired_replicas}"),
+                format!("expected a whole number of replicas above 0, got {desired_replicas}"),
             ));
         }
         Ok(Self {
@@ -140,12 +144,17 @@ fn normalise(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The schedule as it appears in the metric name: no spaces, `*` as `x`
-/// (`0 6 * * *` becomes `06xxx`).
+/// The schedule as it appears in the metric name, as KEDA writes it: no spaces, `*` as `x`,
+/// `/` as `Sl`, `?` as `Qm` (`0 6 * * *` becomes `06xxx`, `*/2 * * * *` becomes `xSl2xxxx`).
 fn compact(text: &str) -> String {
     text.chars()
         .filter(|c| !c.is_whitespace())
-        .map(|c| if c == '*' { 'x' } else { c })
+        .map(|c| match c {
+            '*' => "x".to_string(),
+            '/' => "Sl".to_string(),
+            '?' => "Qm".to_string(),
+            c => c.to_string(),
+        })
         .collect()
 }
 
@@ -174,7 +183,7 @@ impl Scaler for CronScaler {
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: self.config.metric_name.clone(),
-            target: OUTSIDE_WINDOW,
+            target: TARGET,
             target_type: self.config.metric_type,
         }]
     }
@@ -236,6 +245,19 @@ mod tests {
     fn defaults_and_every_documented_key() {
         let c = config("Asia/Kolkata", "0 6 * * *", "0 20 * * *");
         assert_eq!(c.metric_name, "s0-cron-Asia-Kolkata-06xxx-020xxx");
+        // KEDA's own examples of its names: `*` x, `/` Sl, `?` Qm, `,` and `-` kept.
+        assert_eq!(
+            config("Etc/UTC", "0 0 * * Thu", "59 23 * * Thu").metric_name,
+            "s0-cron-Etc-UTC-00xxThu-5923xxThu"
+        );
+        assert_eq!(
+            config("Etc/UTC", "0 */2 * * *", "0 1-23/2 * * *").metric_name,
+            "s0-cron-Etc-UTC-0xSl2xxx-01-23Sl2xxx"
+        );
+        assert_eq!(
+            config("Etc/UTC", "0 8 ? * 1,3", "0 18 ? * 1,3").metric_name,
+            "s0-cron-Etc-UTC-08Qmx1,3-018Qmx1,3"
+        );
         assert_eq!(c.desired_replicas, 10);
         assert_eq!(c.metric_type, MetricTargetType::AverageValue);
         let scaler = CronScaler { config: c };
@@ -259,7 +281,8 @@ mod tests {
         let c = CronConfig::parse(&t).unwrap();
         assert_eq!(c.metric_name, "s2-cron-Etc-UTC-00xxThu-5923xxThu");
         assert_eq!(c.metric_type, MetricTargetType::Value);
-        assert_eq!((c.value(true), c.value(false)), (3.0, 1.0));
+        // Outside a window the metric is 0, as in KEDA (1 before KEDA 2.18).
+        assert_eq!((c.value(true), c.value(false)), (3.0, 0.0));
 
         let c = config("Etc/UTC", "@hourly", "30 * * * *");
         assert!(c.is_active_at(utc(2026, 1, 1, 10, 10, 0)).unwrap());
@@ -372,7 +395,12 @@ mod tests {
             (
                 with("desiredReplicas", "-1"),
                 "desiredReplicas",
-                "expected a whole number of replicas >= 0, got -1",
+                "expected a whole number of replicas above 0, got -1",
+            ),
+            (
+                with("desiredReplicas", "0"),
+                "desiredReplicas",
+                "expected a whole number of replicas above 0, got 0",
             ),
         ];
         for (meta, key, problem) in cases {
