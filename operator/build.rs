@@ -1,4 +1,5 @@
-//! Stamps the `ebb` binary with its git commit and target triple, for `ebb version`.
+//! Stamps the `ebb` binary with its git commit and target triple, for `ebb version`, and the
+//! compiler's version, for `keda_build_info`.
 //! `EBB_GIT_COMMIT` overrides the commit (an image build has no `.git`).
 
 use std::process::Command;
@@ -21,6 +22,17 @@ fn main() {
         "cargo:rustc-env=EBB_TARGET={}",
         std::env::var("TARGET").unwrap_or_default()
     );
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        // "rustc 1.95.0 (59807616e 2026-04-14)" -> "rustc1.95.0", as Go writes "go1.24.1".
+        .and_then(|v| v.split_whitespace().nth(1).map(|n| format!("rustc{n}")))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=EBB_RUSTC_VERSION={rustc_version}");
     println!("cargo:rerun-if-env-changed=EBB_GIT_COMMIT");
     // The commit changes with HEAD (and with the branch it points at).
     for path in ["../.git/HEAD", "../.git/refs/heads"] {

@@ -38,6 +38,26 @@ pub struct SeriesKey {
     pub metric: String,
 }
 
+/// KEDA's `scaler` label value for a trigger type without a name: the name of the scaler
+/// that serves it in KEDA (`redisScaler`), so dashboards that filter on it keep working. A type
+/// KEDA does not know keeps its own name.
+pub fn keda_scaler_label(trigger_type: &str) -> String {
+    let known = match trigger_type {
+        "redis" | "redis-cluster" | "redis-sentinel" => "redisScaler",
+        "redis-streams" | "redis-cluster-streams" | "redis-sentinel-streams" => {
+            "redisStreamsScaler"
+        }
+        "rabbitmq" => "rabbitMQScaler",
+        "metrics-api" => "metricsAPIScaler",
+        "cron" => "cronScaler",
+        "external" => "externalScaler",
+        "external-push" => "externalPushScaler",
+        "cpu" | "memory" => "cpuMemoryScaler",
+        other => return other.to_string(),
+    };
+    known.to_string()
+}
+
 /// The KEDA labels of one trigger's series.
 struct TriggerLabels<'a>(&'a SeriesKey);
 
@@ -60,67 +80,141 @@ impl EncodeLabelSet for ObjectLabels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         let (namespace, name) = self.0;
         ("namespace", namespace.as_str()).encode(encoder.encode_label())?;
-        ("scaledObject", name.as_str()).encode(encoder.encode_label())?;
-        ("type", "scaledobject").encode(encoder.encode_label())
+        ("scaledObject", name.as_str()).encode(encoder.encode_label())
     }
 }
 
-/// What is known of one trigger's metric: its last value, whether it is active, its errors.
+/// The labels of `keda_internal_scale_loop_latency_seconds`.
+struct LoopLabels<'a>(&'a (String, String));
+
+impl EncodeLabelSet for LoopLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let (namespace, name) = self.0;
+        ("namespace", namespace.as_str()).encode(encoder.encode_label())?;
+        ("type", "scaledobject").encode(encoder.encode_label())?;
+        ("resource", name.as_str()).encode(encoder.encode_label())
+    }
+}
+
+/// What is known of one trigger's metric: its last value, whether it is active, its errors,
+/// how long its last read took.
 #[derive(Debug, Default)]
 struct Reading {
     value: Option<f64>,
     active: bool,
     errors: u64,
+    latency: f64,
+}
+
+/// What is known of one ScaledObject as a whole.
+#[derive(Debug, Default)]
+struct ObjectState {
+    /// Whether it is paused; None until it is reconciled.
+    paused: Option<bool>,
+    /// Its triggers' types, for `keda_trigger_registered_total`.
+    trigger_types: Vec<String>,
+    /// Failed reads of any of its triggers.
+    errors: u64,
+    /// How late its last poll started, in seconds.
+    loop_latency: Option<f64>,
 }
 
 /// The per-ScaledObject series. They come and go with the objects, and an object's series are
-/// forgotten together, so they live in one ordered map (one key per trigger metric) and are
-/// encoded at scrape time through prometheus-client's [`Collector`], rather than in `Family`s,
-/// which can remove a series only by its full label set.
+/// forgotten together, so they live in ordered maps (one key per trigger metric, one per
+/// object) and are encoded at scrape time through prometheus-client's [`Collector`], rather
+/// than in `Family`s, which can remove a series only by its full label set.
 #[derive(Debug, Default)]
 struct ObjectSeries {
     readings: BTreeMap<SeriesKey, Reading>,
-    paused: BTreeMap<(String, String), bool>,
+    objects: BTreeMap<(String, String), ObjectState>,
 }
 
 #[derive(Debug, Default)]
 struct ObjectCollector(Arc<Mutex<ObjectSeries>>);
 
+impl ObjectCollector {
+    /// A gauge or counter family over the readings.
+    fn readings<T>(
+        encoder: &mut DescriptorEncoder,
+        s: &ObjectSeries,
+        (name, help, kind): (&str, &str, MetricType),
+        value: impl Fn(&Reading) -> Option<T>,
+    ) -> Result<(), std::fmt::Error>
+    where
+        T: prometheus_client::encoding::EncodeGaugeValue
+            + prometheus_client::encoding::EncodeCounterValue,
+    {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for (k, r) in &s.readings {
+            if let Some(v) = value(r) {
+                let labels = TriggerLabels(k);
+                let mut metric = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => {
+                        metric.encode_counter::<TriggerLabels, _, u64>(&v, None)?
+                    }
+                    _ => metric.encode_gauge(&v)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Collector for ObjectCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut family = encoder.encode_descriptor(
-            "keda_scaler_metrics_value",
-            "The last value read for a trigger's metric",
-            None,
-            MetricType::Gauge,
+        Self::readings(
+            &mut encoder,
+            &s,
+            (
+                "keda_scaler_metrics_value",
+                "The last value read for a trigger's metric",
+                MetricType::Gauge,
+            ),
+            |r| r.value,
         )?;
-        for (k, r) in &s.readings {
-            if let Some(v) = r.value {
-                family.encode_family(&TriggerLabels(k))?.encode_gauge(&v)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "keda_scaler_active",
-            "Whether a trigger is active (1) or not (0)",
-            None,
-            MetricType::Gauge,
+        Self::readings(
+            &mut encoder,
+            &s,
+            (
+                "keda_scaler_active",
+                "Whether a trigger is active (1) or not (0)",
+                MetricType::Gauge,
+            ),
+            |r| Some(u64::from(r.active)),
         )?;
-        for (k, r) in &s.readings {
-            family
-                .encode_family(&TriggerLabels(k))?
-                .encode_gauge(&i64::from(r.active))?;
-        }
+        Self::readings(
+            &mut encoder,
+            &s,
+            (
+                "keda_scaler_metrics_latency_seconds",
+                "How long the last read of a trigger's metric took",
+                MetricType::Gauge,
+            ),
+            |r| Some(r.latency),
+        )?;
+        // Present from the first read, at 0 until a read fails, as in KEDA.
+        Self::readings(
+            &mut encoder,
+            &s,
+            (
+                "keda_scaler_detail_errors",
+                "Failed reads of a trigger's metric",
+                MetricType::Counter,
+            ),
+            |r| Some(r.errors),
+        )?;
         let mut family = encoder.encode_descriptor(
-            "keda_scaler_errors",
-            "Failed reads of a trigger's metric",
+            "keda_scaled_object_errors",
+            "Failed reads of any of a ScaledObject's triggers",
             None,
             MetricType::Counter,
         )?;
-        for (k, r) in s.readings.iter().filter(|(_, r)| r.errors > 0) {
+        for (object, state) in &s.objects {
             family
-                .encode_family(&TriggerLabels(k))?
-                .encode_counter::<TriggerLabels, _, u64>(&r.errors, None)?;
+                .encode_family(&ObjectLabels(object))?
+                .encode_counter::<ObjectLabels, _, u64>(&state.errors, None)?;
         }
         let mut family = encoder.encode_descriptor(
             "keda_scaled_object_paused",
@@ -128,12 +222,83 @@ impl Collector for ObjectCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (object, paused) in &s.paused {
+        for (object, state) in &s.objects {
+            if let Some(paused) = state.paused {
+                family
+                    .encode_family(&ObjectLabels(object))?
+                    .encode_gauge(&i64::from(paused))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "keda_internal_scale_loop_latency_seconds",
+            "How late a ScaledObject's last poll started after its scheduled time",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (object, state) in &s.objects {
+            if let Some(lag) = state.loop_latency {
+                family
+                    .encode_family(&LoopLabels(object))?
+                    .encode_gauge(&lag)?;
+            }
+        }
+        // KEDA's registration gauges: triggers by type, ScaledObjects by namespace.
+        let mut triggers: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut per_namespace: BTreeMap<&str, i64> = BTreeMap::new();
+        for ((namespace, _), state) in &s.objects {
+            *per_namespace.entry(namespace.as_str()).or_default() += 1;
+            for t in &state.trigger_types {
+                *triggers.entry(t.as_str()).or_default() += 1;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "keda_trigger_registered_total",
+            "Triggers of the ScaledObjects ebb handles, by type",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, n) in &triggers {
+            family.encode_family(&[("type", *kind)])?.encode_gauge(n)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keda_resource_registered_total",
+            "ScaledObjects ebb handles, by namespace",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, n) in &per_namespace {
             family
-                .encode_family(&ObjectLabels(object))?
-                .encode_gauge(&i64::from(*paused))?;
+                .encode_family(&[("type", "scaled_object"), ("namespace", *namespace)])?
+                .encode_gauge(n)?;
         }
         Ok(())
+    }
+}
+
+/// `keda_build_info`'s labels, KEDA's names: Go's names for the OS and architecture.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildInfo {
+    version: &'static str,
+    git_commit: &'static str,
+    goversion: &'static str,
+    goos: &'static str,
+    goarch: &'static str,
+}
+
+impl BuildInfo {
+    fn of_this_binary() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION"),
+            git_commit: env!("EBB_GIT_COMMIT"),
+            goversion: env!("EBB_RUSTC_VERSION"),
+            goos: std::env::consts::OS,
+            goarch: match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "386",
+                other => other,
+            },
+        }
     }
 }
 
@@ -183,6 +348,15 @@ impl Default for Metrics {
         let objects = Arc::<Mutex<ObjectSeries>>::default();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ObjectCollector(objects.clone())));
+        let build_info = Family::<BuildInfo, Gauge>::default();
+        build_info
+            .get_or_create(&BuildInfo::of_this_binary())
+            .set(1);
+        registry.register(
+            "keda_build_info",
+            "The build of the running ebb, under KEDA's name (goversion is the Rust compiler's version)",
+            build_info,
+        );
         let scale_loops = Gauge::default();
         registry.register(
             "ebb_scale_loops",
@@ -267,22 +441,60 @@ impl Metrics {
         self.objects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records one reading: its value (if read) and activity, or an error.
-    pub fn record(&self, key: SeriesKey, value: Option<f64>, active: bool) {
+    /// Records one reading: its value (if read) and activity, or an error, and how long the
+    /// read took.
+    pub fn record(
+        &self,
+        key: SeriesKey,
+        value: Option<f64>,
+        active: bool,
+        took: std::time::Duration,
+    ) {
         let mut s = self.objects();
+        if value.is_none() {
+            s.objects
+                .entry((key.namespace.clone(), key.scaled_object.clone()))
+                .or_default()
+                .errors += 1;
+        }
         let reading = s.readings.entry(key).or_default();
         match value {
             Some(v) => reading.value = Some(v),
             None => reading.errors += 1,
         }
         reading.active = active;
+        reading.latency = took.as_secs_f64();
     }
 
-    /// Records whether a ScaledObject is paused.
-    pub fn set_paused(&self, namespace: &str, scaled_object: &str, paused: bool) {
-        self.objects()
-            .paused
-            .insert((namespace.to_string(), scaled_object.to_string()), paused);
+    /// Records a reconciled ScaledObject: whether it is paused, and its triggers' types.
+    pub fn register(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        paused: bool,
+        trigger_types: Vec<String>,
+    ) {
+        let mut s = self.objects();
+        let state = s
+            .objects
+            .entry((namespace.to_string(), scaled_object.to_string()))
+            .or_default();
+        state.paused = Some(paused);
+        state.trigger_types = trigger_types;
+    }
+
+    /// Records how late a ScaledObject's poll started after its scheduled time.
+    pub fn record_loop_latency(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        lag: std::time::Duration,
+    ) {
+        let mut s = self.objects();
+        s.objects
+            .entry((namespace.to_string(), scaled_object.to_string()))
+            .or_default()
+            .loop_latency = Some(lag.as_secs_f64());
     }
 
     /// Sets the number of running scale loops.
@@ -391,7 +603,7 @@ impl Metrics {
         for k in &mine {
             s.readings.remove(k);
         }
-        s.paused
+        s.objects
             .remove(&(namespace.to_string(), scaled_object.to_string()));
     }
 
@@ -490,7 +702,7 @@ mod tests {
             namespace: "shop".into(),
             scaled_object: so.into(),
             trigger_index: 0,
-            scaler: "redis".into(),
+            scaler: keda_scaler_label("redis"),
             metric: metric.into(),
         }
     }
@@ -498,35 +710,73 @@ mod tests {
     #[test]
     fn renders_keda_names_and_forgets_deleted_objects() {
         let m = Metrics::default();
-        m.record(key("orders", "s0-redis-jobs"), Some(7.0), true);
-        m.record(key("orders", "s0-redis-jobs"), None, false);
-        m.record(key("quo\"te", "s0-redis-x"), Some(0.5), false);
-        m.set_paused("shop", "orders", false);
+        let ms = std::time::Duration::from_millis;
+        m.record(key("orders", "s0-redis-jobs"), Some(7.0), true, ms(4));
+        m.record(key("orders", "s0-redis-jobs"), None, false, ms(250));
+        m.record(key("quo\"te", "s0-redis-x"), Some(0.5), false, ms(1));
+        m.register("shop", "orders", false, vec!["redis".into(), "cron".into()]);
+        m.register("shop", "quo\"te", true, vec!["redis".into()]);
+        m.register("other", "a", false, vec!["redis".into()]);
+        m.record_loop_latency("shop", "orders", ms(3));
         m.count_scale_write();
         let text = m.render();
-        let labels = "namespace=\"shop\",scaledObject=\"orders\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-jobs\",type=\"scaledobject\"";
-        assert!(
-            text.contains(&format!("keda_scaler_metrics_value{{{labels}}} 7.0\n")),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("keda_scaler_active{{{labels}}} 0\n")),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("keda_scaler_errors_total{{{labels}}} 1\n")),
-            "{text}"
-        );
-        assert!(text.contains("scaledObject=\"quo\\\"te\""), "{text}");
-        assert!(text.contains("keda_scaled_object_paused{namespace=\"shop\",scaledObject=\"orders\",type=\"scaledobject\"} 0\n"));
-        assert!(text.contains("ebb_scale_writes_total 1\n"));
-        assert!(text.contains("ebb_apiserver_writes_total{resource=\"scale\"} 1\n"));
-        assert!(text.contains("# TYPE keda_scaler_errors_total counter"));
+        let labels = "namespace=\"shop\",scaledObject=\"orders\",scaler=\"redisScaler\",triggerIndex=\"0\",metric=\"s0-redis-jobs\",type=\"scaledobject\"";
+        let quote = "namespace=\"shop\",scaledObject=\"quo\\\"te\",scaler=\"redisScaler\",triggerIndex=\"0\",metric=\"s0-redis-x\",type=\"scaledobject\"";
+        for line in [
+            format!("keda_scaler_metrics_value{{{labels}}} 7.0\n"),
+            format!("keda_scaler_active{{{labels}}} 0\n"),
+            format!("keda_scaler_metrics_latency_seconds{{{labels}}} 0.25\n"),
+            format!("keda_scaler_detail_errors_total{{{labels}}} 1\n"),
+            // Present at 0 from the first read, as in KEDA.
+            format!("keda_scaler_detail_errors_total{{{quote}}} 0\n"),
+            "# TYPE keda_scaler_detail_errors_total counter\n".into(),
+            "keda_scaled_object_errors_total{namespace=\"shop\",scaledObject=\"orders\"} 1\n".into(),
+            "keda_scaled_object_paused{namespace=\"shop\",scaledObject=\"orders\"} 0\n".into(),
+            "keda_scaled_object_paused{namespace=\"shop\",scaledObject=\"quo\\\"te\"} 1\n".into(),
+            "keda_internal_scale_loop_latency_seconds{namespace=\"shop\",type=\"scaledobject\",resource=\"orders\"} 0.003\n".into(),
+            "keda_trigger_registered_total{type=\"redis\"} 3\n".into(),
+            "keda_trigger_registered_total{type=\"cron\"} 1\n".into(),
+            "keda_resource_registered_total{type=\"scaled_object\",namespace=\"shop\"} 2\n".into(),
+            "keda_resource_registered_total{type=\"scaled_object\",namespace=\"other\"} 1\n".into(),
+            format!(
+                "keda_build_info{{version=\"{}\",git_commit=\"{}\",",
+                env!("CARGO_PKG_VERSION"),
+                env!("EBB_GIT_COMMIT")
+            ),
+            "ebb_scale_writes_total 1\n".into(),
+            "ebb_apiserver_writes_total{resource=\"scale\"} 1\n".into(),
+        ] {
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        // KEDA removed keda_scaler_errors_total (now keda_scaler_detail_errors_total).
+        assert!(!text.contains("keda_scaler_errors"), "{text}");
 
         m.forget("shop", "orders");
         let text = m.render();
         assert!(!text.contains("scaledObject=\"orders\""), "{text}");
+        assert!(!text.contains("resource=\"orders\""), "{text}");
+        assert!(
+            text.contains("keda_trigger_registered_total{type=\"redis\"} 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("type=\"cron\""), "{text}");
         assert!(text.contains("scaledObject=\"quo\\\"te\""));
+    }
+
+    #[test]
+    fn keda_scaler_labels_are_kedas_scaler_names() {
+        for (trigger, label) in [
+            ("redis", "redisScaler"),
+            ("redis-sentinel", "redisScaler"),
+            ("redis-cluster-streams", "redisStreamsScaler"),
+            ("rabbitmq", "rabbitMQScaler"),
+            ("metrics-api", "metricsAPIScaler"),
+            ("cron", "cronScaler"),
+            ("external-push", "externalPushScaler"),
+            ("my-plugin", "my-plugin"),
+        ] {
+            assert_eq!(keda_scaler_label(trigger), label);
+        }
     }
 
     #[test]
@@ -543,7 +793,7 @@ mod tests {
             key("orders2", "s0-redis-jobs"),
             other_namespace,
         ] {
-            m.record(k, Some(1.0), true);
+            m.record(k, Some(1.0), true, std::time::Duration::ZERO);
         }
         m.forget("shop", "orders");
         let text = m.render();

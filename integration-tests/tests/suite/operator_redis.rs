@@ -222,7 +222,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     .await;
     // The reading is on /metrics under KEDA's name.
     let series = format!(
-        "keda_scaler_metrics_value{{namespace=\"{}\",scaledObject=\"worker\",scaler=\"redis\",triggerIndex=\"0\",metric=\"s0-redis-{list}\",type=\"scaledobject\"}} 3.0\n",
+        "keda_scaler_metrics_value{{namespace=\"{}\",scaledObject=\"worker\",scaler=\"redisScaler\",triggerIndex=\"0\",metric=\"s0-redis-{list}\",type=\"scaledobject\"}} 3.0\n",
         env.namespace
     );
     eventually("the reading on /metrics", DEADLINE, || async {

@@ -220,6 +220,7 @@ mod tests {
             },
             Some(3.0),
             true,
+            std::time::Duration::from_millis(2),
         );
         ctx.store.publish(
             "shop",

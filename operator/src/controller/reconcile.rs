@@ -186,7 +186,8 @@ async fn pause_object(
         }
         fields = serde_json::json!({ "pausedReplicaCount": replicas });
     }
-    ctx.metrics.set_paused(&namespace, &so.name_any(), true);
+    ctx.metrics
+        .register(&namespace, &so.name_any(), true, trigger_types(so));
     write_status(
         ctx,
         key,
@@ -321,7 +322,8 @@ async fn start_loop(
     ctx.stop_loop(key).await;
     ctx.metrics.forget(&namespace, &name);
     ctx.store.forget(&namespace, &name);
-    ctx.metrics.set_paused(&namespace, &name, false);
+    ctx.metrics
+        .register(&namespace, &name, false, trigger_types(so));
     let scale_loop = ScaleLoop {
         so: so.clone(),
         target: built.target.clone(),
@@ -528,6 +530,11 @@ async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> 
 /// The External metrics' names, for `status.externalMetricNames`.
 fn external_names(specs: &[MetricSpec]) -> Vec<&str> {
     specs.iter().filter_map(MetricSpec::external_name).collect()
+}
+
+/// The types of an object's triggers, for `keda_trigger_registered_total`.
+fn trigger_types(so: &ScaledObject) -> Vec<String> {
+    so.spec.triggers.iter().map(|t| t.type_.clone()).collect()
 }
 
 fn key_of(so: &ScaledObject) -> String {

@@ -178,6 +178,7 @@ mod tests {
             }),
             active,
             clamped: None,
+            took: std::time::Duration::ZERO,
         }
     }
 

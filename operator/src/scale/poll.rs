@@ -31,6 +31,8 @@ pub struct MetricReading {
     pub active: bool,
     /// A negative value the scaler answered, read as 0 (as KEDA clamps it).
     pub clamped: Option<f64>,
+    /// How long the read took.
+    pub took: Duration,
 }
 
 /// One trigger's result.
@@ -89,7 +91,9 @@ impl ReadError {
 /// finite number is an error, never a number; a negative one reads as 0, as in KEDA (a
 /// negative quantity would make the HPA's metric query fail).
 pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> MetricReading {
+    let started = tokio::time::Instant::now();
     let answer = tokio::time::timeout(timeout, scaler.metrics_and_activity(name)).await;
+    let took = started.elapsed();
     let mut clamped = None;
     let (value, active) = match answer {
         Err(_) => (Err(ReadError::Timeout(timeout)), false),
@@ -116,6 +120,7 @@ pub async fn read_metric(scaler: &dyn Scaler, name: &str, timeout: Duration) -> 
         value,
         active,
         clamped,
+        took,
     }
 }
 
@@ -143,6 +148,7 @@ async fn poll_one(trigger: &PolledTrigger, timeout: Duration) -> TriggerResult {
                     value: Err(ReadError::NoMetricsYet),
                     active: false,
                     clamped: None,
+                    took: Duration::ZERO,
                 }],
                 TriggerOutcome::Failed,
             )

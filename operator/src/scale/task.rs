@@ -209,7 +209,13 @@ impl ScaleLoop {
             let results = match wake {
                 Wake::Stop => return,
                 Wake::Poll(scheduled) => {
-                    self.metrics.observe_poll_lag(scheduled.elapsed());
+                    let lag = scheduled.elapsed();
+                    self.metrics.observe_poll_lag(lag);
+                    self.metrics.record_loop_latency(
+                        &self.so.namespace().unwrap_or_default(),
+                        &self.so.name_any(),
+                        lag,
+                    );
                     let poll_started = Instant::now();
                     let Some(results) =
                         until_stopped(&mut stop, poll::poll(&self.triggers, POLL_TIMEOUT)).await
@@ -363,11 +369,15 @@ impl ScaleLoop {
     fn record_series(&self, results: &[TriggerResult]) {
         let so = &self.so;
         for result in results {
+            // KEDA's `scaler` label: the trigger's name, or its scaler's name.
             let scaler = so
                 .spec
                 .triggers
                 .get(result.index)
-                .map(|t| t.type_.clone())
+                .map(|t| match t.name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(name) => name.to_string(),
+                    None => crate::admin::keda_scaler_label(&t.type_),
+                })
                 .unwrap_or_default();
             for reading in &result.readings {
                 if let Err(e) = &reading.value {
@@ -383,6 +393,7 @@ impl ScaleLoop {
                     },
                     reading.value.as_ref().ok().copied(),
                     reading.active,
+                    reading.took,
                 );
             }
         }
