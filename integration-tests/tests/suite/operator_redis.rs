@@ -507,3 +507,52 @@ async fn an_idle_scaled_object_reconciles_without_requests_and_its_changed_hpa_i
     .await;
     env.delete_scaled_objects().await;
 }
+
+/// As in KEDA: one trigger active while another fails leaves Ready Unknown
+/// (`PartialTriggerError`), not True; the active trigger still scales the target.
+#[tokio::test]
+async fn one_trigger_active_while_another_fails_is_ready_unknown() {
+    let env = setup("operator-partial").await;
+    let _ebb = env.start_ebb();
+    let mut redis = env.redis(0).await;
+    let list = unique_name("jobs");
+    redis.push(&list, 10).await;
+    // Nothing listens on this address: the second trigger's every read fails.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    env.create_target(
+        "worker",
+        0,
+        json!({
+            "pollingInterval": 1,
+            "triggers": [
+                {"type": "redis", "metadata": {
+                    "address": env.redis_address(), "listName": list, "listLength": "5"
+                }},
+                {"type": "redis", "metadata": {
+                    "address": dead, "listName": list, "listLength": "5"
+                }}
+            ]
+        }),
+    )
+    .await;
+    env.await_replicas(
+        "worker",
+        "activated by the working trigger",
+        DEADLINE,
+        |n| n >= 1,
+    )
+    .await;
+    eventually("Ready=Unknown PartialTriggerError", DEADLINE, || async {
+        let (status, reason, message) = env.condition("worker", "Ready").await?;
+        ensure(
+            status == "Unknown" && reason == "PartialTriggerError" && message.contains(&dead),
+            || format!("Ready={status} {reason}: {message}"),
+        )
+    })
+    .await;
+    redis.del(&[&list]).await;
+    env.delete_scaled_objects().await;
+}

@@ -599,6 +599,17 @@ fn conditions(
             "TriggerError",
             short(&evaluation.errors.join("; ")),
         )
+    } else if evaluation.activity == Activity::Active && !evaluation.errors.is_empty() {
+        // As KEDA: active on one trigger while another fails is neither ready nor not.
+        (
+            CONDITION_READY,
+            Status::Unknown,
+            "PartialTriggerError",
+            short(&format!(
+                "Some triggers defined in ScaledObject are not working correctly: {}",
+                evaluation.errors.join("; ")
+            )),
+        )
     } else {
         (
             CONDITION_READY,
@@ -681,6 +692,42 @@ mod tests {
         assert_eq!(last_active_refresh(s(3600), s(5)), s(60));
         assert_eq!(last_active_refresh(s(10), s(2)), s(2));
         assert_eq!(last_active_refresh(s(0), s(1)), s(1));
+    }
+
+    #[test]
+    fn ready_is_unknown_while_one_trigger_is_active_and_another_fails() {
+        let evaluation = |activity, errors: &[&str]| Evaluation {
+            activity,
+            in_fallback: false,
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            answers: BTreeMap::new(),
+            triggers_activity: BTreeMap::new(),
+            derived: Default::default(),
+        };
+        let ready = |activity, errors: &[&str], has_fallback| {
+            let [ready, ..] = conditions(
+                has_fallback,
+                &evaluation(activity, errors),
+                Decision::StayActive,
+            );
+            (ready.1, ready.2, ready.3)
+        };
+        let (status, reason, message) = ready(Activity::Active, &["s1-redis-x: refused"], false);
+        assert_eq!((status, reason), (Status::Unknown, "PartialTriggerError"));
+        assert!(
+            message.ends_with("not working correctly: s1-redis-x: refused"),
+            "{message}"
+        );
+        assert_eq!(
+            ready(Activity::Unknown, &["s1-redis-x: refused"], false).1,
+            "TriggerError"
+        );
+        assert_eq!(
+            ready(Activity::Active, &[], false).0,
+            Status::True,
+            "every trigger read"
+        );
+        assert_eq!(ready(Activity::Inactive, &[], false).0, Status::True);
     }
 
     #[test]
