@@ -130,8 +130,23 @@ pub fn needs(spec: &TriggerAuthenticationSpec) -> Needs {
     }
 }
 
-/// The authentication parameters, from `secretTargetRef`, then `configMapTargetRef`, then
-/// `env`; a later source overrides an earlier one for the same parameter.
+/// Resolved authentication parameters, and the references that could not be read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Parameter -> value.
+    pub params: BTreeMap<String, String>,
+    /// Secrets, ConfigMaps or keys that are missing: their parameters resolved to an empty
+    /// string, as KEDA resolves them. Each names the field, object and key, never a value.
+    pub missing: Vec<AuthError>,
+}
+
+/// The authentication parameters, in KEDA's order: `env`, then `configMapTargetRef`, then
+/// `secretTargetRef`; a later source overrides an earlier one for the same parameter, so a
+/// Secret wins over a ConfigMap, which wins over the environment.
+///
+/// A missing Secret, ConfigMap or key resolves to an empty string, as in KEDA (manifests rely
+/// on it, an empty Redis password for one); it is listed in [`Resolved::missing`] so that it is
+/// reported.
 ///
 /// `container_envs` maps each container of the scale target to its resolved environment;
 /// `default_container` is the one `env[]` entries without `containerName` read.
@@ -140,26 +155,12 @@ pub fn resolve(
     fetched: &Fetched,
     container_envs: &BTreeMap<String, BTreeMap<String, String>>,
     default_container: Option<&str>,
-) -> Result<BTreeMap<String, String>, AuthError> {
+) -> Result<Resolved, AuthError> {
     let unsupported = spec.unsupported_providers();
     if !unsupported.is_empty() {
         return Err(AuthError::Unsupported(unsupported.join(", ")));
     }
-    let mut params = BTreeMap::new();
-    for (i, r) in spec.secret_target_ref.iter().flatten().enumerate() {
-        let field = format!("spec.secretTargetRef[{i}]");
-        params.insert(
-            r.parameter.clone(),
-            fetched.lookup(field, "Secret", &r.name, &r.key)?,
-        );
-    }
-    for (i, r) in spec.config_map_target_ref.iter().flatten().enumerate() {
-        let field = format!("spec.configMapTargetRef[{i}]");
-        params.insert(
-            r.parameter.clone(),
-            fetched.lookup(field, "ConfigMap", &r.name, &r.key)?,
-        );
-    }
+    let mut resolved = Resolved::default();
     for (i, e) in spec.env.iter().flatten().enumerate() {
         let field = format!("spec.env[{i}]");
         let container = e
@@ -175,12 +176,35 @@ pub fn resolve(
                 container: container.to_string(),
             })?;
         // As KEDA: an unset variable gives an empty parameter, which scalers treat as absent.
-        params.insert(
+        resolved.params.insert(
             e.parameter.clone(),
             env.get(&e.name).cloned().unwrap_or_default(),
         );
     }
-    Ok(params)
+    let references = spec
+        .config_map_target_ref
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| (format!("spec.configMapTargetRef[{i}]"), "ConfigMap", r))
+        .chain(
+            spec.secret_target_ref
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, r)| (format!("spec.secretTargetRef[{i}]"), "Secret", r)),
+        );
+    for (field, kind, r) in references {
+        let value = match fetched.lookup(field, kind, &r.name, &r.key) {
+            Ok(value) => value,
+            Err(missing) => {
+                resolved.missing.push(missing);
+                String::new()
+            }
+        };
+        resolved.params.insert(r.parameter.clone(), value);
+    }
+    Ok(resolved)
 }
 
 /// The Secrets and ConfigMaps a pod template's containers read their environment from
@@ -335,22 +359,25 @@ configMapTargetRef: [{parameter: host, name: redis-config, key: host}]
     }
 
     #[test]
-    fn resolves_each_source_and_later_sources_win() {
+    fn resolves_each_source_and_the_secret_wins_over_the_config_map_over_env() {
         let spec = ta(r"
 secretTargetRef:
 - {parameter: password, name: redis-auth, key: password}
 - {parameter: username, name: redis-auth, key: user}
 configMapTargetRef:
 - {parameter: host, name: redis-config, key: host}
+- {parameter: password, name: redis-config, key: host}
 env:
 - {parameter: username, name: REDIS_USER}
+- {parameter: host, name: REDIS_USER}
 - {parameter: token, name: TOKEN, containerName: sidecar}
 - {parameter: unset, name: NOT_SET}
 ");
-        let params = resolve(&spec, &fetched(), &envs(), Some("app")).unwrap();
+        let resolved = resolve(&spec, &fetched(), &envs(), Some("app")).unwrap();
         let want: BTreeMap<String, String> = [
+            // Secret over ConfigMap, Secret over env, ConfigMap over env: KEDA's order.
             ("password", "s3cret"),
-            ("username", "from-env"),
+            ("username", "app"),
             ("host", "redis.shop:6379"),
             ("token", "t0k3n"),
             ("unset", ""),
@@ -358,24 +385,52 @@ env:
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        assert_eq!(params, want);
+        assert_eq!(resolved.params, want);
+        assert!(resolved.missing.is_empty());
     }
 
     #[test]
-    fn errors_name_the_field_and_object_but_no_value() {
+    fn a_missing_object_or_key_is_empty_and_reported_without_a_value() {
         let cases = [
             (
                 "secretTargetRef: [{parameter: p, name: nope, key: k}]",
                 "spec.secretTargetRef[0]: Secret \"nope\" not found in namespace \"shop\"",
             ),
             (
-                "secretTargetRef: [{parameter: p, name: redis-auth, key: password}, {parameter: q, name: redis-auth, key: pass}]",
+                "secretTargetRef: [{parameter: q, name: redis-auth, key: password}, {parameter: p, name: redis-auth, key: pass}]",
                 "spec.secretTargetRef[1]: Secret \"redis-auth\" has no key \"pass\"",
             ),
             (
                 "configMapTargetRef: [{parameter: p, name: redis-config, key: port}]",
                 "spec.configMapTargetRef[0]: ConfigMap \"redis-config\" has no key \"port\"",
             ),
+        ];
+        for (yaml, want) in cases {
+            let resolved = resolve(&ta(yaml), &fetched(), &envs(), Some("app")).unwrap();
+            assert_eq!(
+                resolved.params.get("p").map(String::as_str),
+                Some(""),
+                "{yaml}"
+            );
+            let missing: Vec<String> = resolved.missing.iter().map(|m| m.to_string()).collect();
+            assert_eq!(missing, vec![want.to_string()], "{yaml}");
+            assert!(!missing[0].contains("s3cret"));
+        }
+        // A missing Secret key does not erase what the environment gave: KEDA writes the
+        // empty string over it, and so does ebb (a later source always wins).
+        let resolved = resolve(
+            &ta("env: [{parameter: p, name: REDIS_USER}]\nsecretTargetRef: [{parameter: p, name: nope, key: k}]"),
+            &fetched(),
+            &envs(),
+            Some("app"),
+        )
+        .unwrap();
+        assert_eq!(resolved.params["p"], "");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_object_but_no_value() {
+        let cases = [
             (
                 "env: [{parameter: p, name: X, containerName: web}]",
                 "spec.env[0]: the scale target has no container \"web\"",

@@ -50,6 +50,9 @@ pub struct Built {
     pub specs: Vec<MetricSpec>,
     /// `status.authenticationsTypes`: the referenced authentications' names.
     pub authentication_names: Vec<String>,
+    /// Secrets, ConfigMaps or keys that were missing, each resolved to an empty parameter (as
+    /// KEDA resolves them): what to report, naming the trigger, field, object and key.
+    pub missing_auth: Vec<String>,
 }
 
 /// Reads named Secrets and ConfigMaps of `namespace`.
@@ -124,6 +127,7 @@ pub async fn build(
         triggers: Vec::new(),
         specs: Vec::new(),
         authentication_names: Vec::new(),
+        missing_auth: Vec::new(),
     };
     for (index, t) in so.spec.triggers.iter().enumerate() {
         let mut auth_params = BTreeMap::new();
@@ -151,8 +155,16 @@ pub async fn build(
                 (ta.spec, namespace.as_str())
             };
             let fetched = fetch(client, secret_namespace, &auth::needs(&spec)).await?;
-            auth_params = auth::resolve(&spec, &fetched, &envs, default_container.as_deref())
+            let resolved = auth::resolve(&spec, &fetched, &envs, default_container.as_deref())
                 .map_err(|source| BuildError::Auth { index, source })?;
+            built.missing_auth.extend(resolved.missing.iter().map(|m| {
+                format!(
+                    "spec.triggers[{index}] ({} {:?}): {m}",
+                    reference.kind.as_deref().unwrap_or("TriggerAuthentication"),
+                    reference.name
+                )
+            }));
+            auth_params = resolved.params;
             if !built.authentication_names.contains(&reference.name) {
                 built.authentication_names.push(reference.name.clone());
             }

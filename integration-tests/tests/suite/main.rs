@@ -29,6 +29,7 @@ mod metrics_api;
 mod metrics_api_scaler;
 mod operator_activation;
 mod operator_auth_refresh;
+mod operator_auth_resolution;
 mod operator_lifecycle;
 mod operator_modifiers;
 mod operator_rabbitmq;

@@ -126,6 +126,20 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
     start_loop(ctx, &key, &so, checked, &built, signature).await;
+    if !built.scalers.missing_auth.is_empty() {
+        // Resolved as empty, as KEDA resolves them: reported once per build, never a value.
+        event(
+            ctx,
+            &so,
+            EventType::Warning,
+            "AuthenticationValueMissing",
+            format!(
+                "{}; the parameter is empty, as in KEDA",
+                built.scalers.missing_auth.join("; ")
+            ),
+        )
+        .await;
+    }
     info!(scaledobject = %key, hpa = %hpa_name(&so), rebuild, "scale loop started");
     let first = running.is_none();
     if first {
