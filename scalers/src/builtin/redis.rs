@@ -260,8 +260,8 @@ mod tests {
         let cases: [Case; 6] = [
             (
                 &[("listName", "l")],
-                "host",
-                "required; set metadata \"host\" or metadata \"hostFromEnv\" or authentication parameter \"host\"",
+                "address",
+                "required; set address or addresses (host:port, comma-separated), or host(s) and port(s)",
             ),
             (
                 &[("address", "r:6379")],
@@ -271,12 +271,12 @@ mod tests {
             (
                 &[("address", "r"), ("listName", "l")],
                 "address",
-                "expected host:port",
+                "expected host:port[,host:port...]",
             ),
             (
                 &[("host", "r"), ("port", "http"), ("listName", "l")],
                 "port",
-                "expected a port number, got \"http\"",
+                "expected comma-separated port numbers, got \"http\"",
             ),
             (
                 &[("address", "r:1"), ("listName", "l"), ("listLength", "0")],

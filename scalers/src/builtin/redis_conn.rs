@@ -23,7 +23,6 @@ use crate::trigger::{ANY_SOURCE, Source, Trigger};
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Sources of credentials: never plain metadata.
-const SECRET_SOURCES: &[Source] = &[Source::Auth, Source::Env];
 
 /// How the Redis deployment is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,8 +91,8 @@ impl RedisTarget {
     /// Parses the connection keys of a trigger for `topology`.
     pub fn parse(t: &Trigger, topology: Topology) -> Result<Self, ConfigError> {
         let addresses = match topology {
-            Topology::Standalone => vec![single_address(t)?],
-            Topology::Cluster | Topology::Sentinel => address_list(t)?,
+            Topology::Standalone => addresses(t)?.into_iter().take(1).collect(),
+            Topology::Cluster | Topology::Sentinel => addresses(t)?,
         };
         let database = match topology {
             // A cluster has database 0 only; KEDA ignores the key there, and so does ebb.
@@ -114,8 +113,9 @@ impl RedisTarget {
                     .trim()
                     .to_string(),
                 username: t.lookup("sentinelUsername", ANY_SOURCE)?.map(|f| f.value),
+                // KEDA reads it from metadata too.
                 password: t
-                    .lookup("sentinelPassword", SECRET_SOURCES)?
+                    .lookup("sentinelPassword", ADDRESS_SOURCES)?
                     .map(|f| f.value),
             }),
             Topology::Standalone | Topology::Cluster => None,
@@ -125,7 +125,8 @@ impl RedisTarget {
             addresses,
             database,
             username: t.lookup("username", ANY_SOURCE)?.map(|f| f.value),
-            password: t.lookup("password", SECRET_SOURCES)?.map(|f| f.value),
+            // KEDA reads it from metadata too (then the environment, then authentication).
+            password: t.lookup("password", ANY_SOURCE)?.map(|f| f.value),
             sentinel,
             tls: parse_tls(t)?,
         })
@@ -150,57 +151,73 @@ impl RedisTarget {
     }
 }
 
-/// `address`, or `host` + `port`.
-fn single_address(t: &Trigger) -> Result<String, ConfigError> {
-    let address = match t.lookup("address", ANY_SOURCE)? {
-        Some(found) => found.value.trim().to_string(),
-        None => {
-            let host = t.required("host", ANY_SOURCE)?.value;
-            let port: u16 = t.parse_required("port", ANY_SOURCE, "a port number")?;
-            format!("{}:{port}", host.trim())
+/// KEDA's order for the addresses: metadata, then authentication, then the environment.
+const ADDRESS_SOURCES: &[Source] = &[Source::Metadata, Source::Auth, Source::Env];
+
+/// The first value of any of `keys` (KEDA's alternative spellings) among `sources`, with the key
+/// it was found under.
+fn first_of<'k>(
+    t: &Trigger,
+    keys: &[&'k str],
+    sources: &[Source],
+) -> Result<Option<(&'k str, String)>, ConfigError> {
+    for key in keys {
+        if let Some(found) = t.lookup(key, sources)? {
+            return Ok(Some((key, found.value)));
         }
-    };
-    if !is_host_port(&address) {
-        return Err(t.error("address", "expected host:port"));
     }
-    Ok(address)
+    Ok(None)
 }
 
-/// `addresses` (comma-separated), or `hosts` + `ports` (comma-separated, pairwise).
-fn address_list(t: &Trigger) -> Result<Vec<String>, ConfigError> {
+/// The addresses as KEDA reads them, for every topology: `address` or `addresses`
+/// (comma-separated), followed by the `host`/`hosts` and `port`/`ports` pairs
+/// (comma-separated, one port per host). A standalone server uses the first.
+fn addresses(t: &Trigger) -> Result<Vec<String>, ConfigError> {
     let split = |s: &str| -> Vec<String> {
         s.split(',')
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect()
     };
-    let addresses = match t.lookup("addresses", ANY_SOURCE)? {
-        Some(found) => split(&found.value),
-        None => {
-            let hosts = split(&t.required("hosts", ANY_SOURCE)?.value);
-            let ports = split(&t.required("ports", ANY_SOURCE)?.value);
-            if hosts.len() != ports.len() {
+    let (list_key, mut addresses) = first_of(t, &["address", "addresses"], ADDRESS_SOURCES)?
+        .map_or(("address", Vec::new()), |(key, v)| (key, split(&v)));
+    let hosts = first_of(t, &["host", "hosts"], ANY_SOURCE)?;
+    let ports = first_of(t, &["port", "ports"], ANY_SOURCE)?;
+    if let (Some((_, hosts)), Some((port_key, ports))) = (hosts, ports) {
+        let (hosts, ports) = (split(&hosts), split(&ports));
+        if hosts.len() != ports.len() {
+            return Err(t.error(
+                port_key,
+                format!(
+                    "expected one port per host ({} hosts, {} ports)",
+                    hosts.len(),
+                    ports.len()
+                ),
+            ));
+        }
+        for (host, port) in hosts.iter().zip(&ports) {
+            if port.parse::<u16>().is_err() {
+                let got = if t.metadata.contains_key(port_key) {
+                    format!(", got {port:?}")
+                } else {
+                    String::new()
+                };
                 return Err(t.error(
-                    "ports",
-                    format!(
-                        "expected one port per host ({} hosts, {} ports)",
-                        hosts.len(),
-                        ports.len()
-                    ),
+                    port_key,
+                    format!("expected comma-separated port numbers{got}"),
                 ));
             }
-            let mut out = Vec::with_capacity(hosts.len());
-            for (host, port) in hosts.iter().zip(&ports) {
-                if port.parse::<u16>().is_err() {
-                    return Err(t.error("ports", "expected comma-separated port numbers"));
-                }
-                out.push(format!("{host}:{port}"));
-            }
-            out
+            addresses.push(format!("{host}:{port}"));
         }
-    };
-    if addresses.is_empty() || !addresses.iter().all(|a| is_host_port(a)) {
-        return Err(t.error("addresses", "expected host:port[,host:port...]"));
+    }
+    if addresses.is_empty() {
+        return Err(t.error(
+            "address",
+            "required; set address or addresses (host:port, comma-separated), or host(s) and port(s)",
+        ));
+    }
+    if !addresses.iter().all(|a| is_host_port(a)) {
+        return Err(t.error(list_key, "expected host:port[,host:port...]"));
     }
     Ok(addresses)
 }
@@ -702,10 +719,26 @@ mod tests {
         assert_eq!(target.addresses, ["n1:7000", "n2:7001"]);
         assert_eq!(target.database, 0);
 
-        // A password in plain metadata is not read (KEDA takes it from auth or env only).
+        // A password in plain metadata is read, as KEDA reads it (a Secret is the better place).
         let t = trigger(&[("address", "r:1"), ("password", "plain")], &[]);
         let target = RedisTarget::parse(&t, Topology::Standalone).unwrap();
-        assert_eq!(target.password, None);
+        assert_eq!(target.password.as_deref(), Some("plain"));
+        // Every spelling for every topology: addresses then the host/port pairs.
+        let t = trigger(
+            &[("addresses", "a:1, b:2"), ("hosts", "c,d"), ("ports", "3,4")],
+            &[],
+        );
+        for (topology, want) in [
+            (Topology::Cluster, vec!["a:1", "b:2", "c:3", "d:4"]),
+            (Topology::Standalone, vec!["a:1"]),
+        ] {
+            assert_eq!(RedisTarget::parse(&t, topology).unwrap().addresses, want);
+        }
+        let t = trigger(&[("host", "h"), ("port", "6379"), ("sentinelMaster", "m")], &[]);
+        assert_eq!(
+            RedisTarget::parse(&t, Topology::Sentinel).unwrap().addresses,
+            ["h:6379"]
+        );
     }
 
     #[test]
@@ -759,8 +792,8 @@ mod tests {
                 Topology::Cluster,
                 vec![],
                 vec![],
-                "hosts",
-                "required; set metadata \"hosts\" or metadata \"hostsFromEnv\" or authentication parameter \"hosts\"",
+                "address",
+                "required; set address or addresses (host:port, comma-separated), or host(s) and port(s)",
             ),
             (
                 Topology::Cluster,
@@ -774,7 +807,7 @@ mod tests {
                 vec![("hosts", "a"), ("ports", "x")],
                 vec![],
                 "ports",
-                "expected comma-separated port numbers",
+                "expected comma-separated port numbers, got \"x\"",
             ),
             (
                 Topology::Cluster,
@@ -851,7 +884,7 @@ mod tests {
                 vec![("address", "user:pw@host:1")],
                 vec![],
                 "address",
-                "expected host:port",
+                "expected host:port[,host:port...]",
             ),
         ];
         for (topology, meta, auth, key, problem) in cases {

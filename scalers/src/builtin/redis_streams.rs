@@ -54,7 +54,11 @@ impl RedisStreamsConfig {
                 "streamLength",
                 t.threshold_or("streamLength", 5.0)?,
             ),
-            Some(group) => match t.lookup("lagCount", &[Source::Metadata])? {
+            // As KEDA: `lagCount: "0"` selects the pending-entries count, as no lagCount does.
+            Some(group) => match t
+                .lookup("lagCount", &[Source::Metadata])?
+                .filter(|f| f.value.trim().parse::<f64>().ok() != Some(0.0))
+            {
                 Some(_) => (
                     StreamMeasure::Lag { group },
                     "lagCount",
@@ -259,7 +263,7 @@ mod tests {
             f64,
         );
         let group = || "workers".to_string();
-        let cases: [Case; 6] = [
+        let cases: [Case; 7] = [
             (&[], StreamMeasure::Length, 5.0, 0.0),
             (
                 &[("streamLength", "50"), ("activationLagCount", "3")],
@@ -282,6 +286,17 @@ mod tests {
             ),
             (
                 &[("consumerGroup", "workers"), ("pendingEntriesCount", "10")],
+                StreamMeasure::Pending { group: group() },
+                10.0,
+                0.0,
+            ),
+            (
+                // lagCount 0 is KEDA's pending-entries mode, not an error.
+                &[
+                    ("consumerGroup", "workers"),
+                    ("pendingEntriesCount", "10"),
+                    ("lagCount", "0"),
+                ],
                 StreamMeasure::Pending { group: group() },
                 10.0,
                 0.0,
@@ -320,7 +335,7 @@ mod tests {
             &'static str,
             &'static str,
         );
-        let cases: [Case; 5] = [
+        let cases: [Case; 4] = [
             (
                 &[("address", "r:1")],
                 "stream",
@@ -329,16 +344,6 @@ mod tests {
             (
                 &[("address", "r:1"), ("stream", "s"), ("streamLength", "0")],
                 "streamLength",
-                "expected a number above 0",
-            ),
-            (
-                &[
-                    ("address", "r:1"),
-                    ("stream", "s"),
-                    ("consumerGroup", "g"),
-                    ("lagCount", "0"),
-                ],
-                "lagCount",
                 "expected a number above 0",
             ),
             (
