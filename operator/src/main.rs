@@ -65,9 +65,14 @@ enum Command {
 /// `ebb run`'s settings.
 #[derive(clap::Args)]
 struct RunArgs {
-    /// ebb's own namespace: where ClusterTriggerAuthentications read their Secrets.
+    /// ebb's own namespace: the Lease's, and where ClusterTriggerAuthentications read their
+    /// Secrets unless --cluster-object-namespace says otherwise.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ebb-system")]
     namespace: String,
+    /// Where ClusterTriggerAuthentications read their Secrets and ConfigMaps (default:
+    /// --namespace). KEDA's variable, so a migrated cluster's Secrets can stay where they are.
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    cluster_object_namespace: Option<String>,
     /// Watch ScaledObjects in this namespace only (default: every namespace).
     #[arg(long, env = "WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -124,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let RunArgs {
                 namespace,
+                cluster_object_namespace,
                 watch_namespace,
                 leader_elect,
                 lease_name,
@@ -152,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
             let mut ctx = Context::new(
                 client.clone(),
                 ebb_scalers::Registry::with_builtins(),
-                namespace.clone(),
+                cluster_objects_namespace(cluster_object_namespace, &namespace),
             );
             ctx.metrics = metrics;
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
@@ -261,6 +267,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The names the aggregator and local clients reach the metrics API by: the Service
+/// Where ClusterTriggerAuthentications read their Secrets: `--cluster-object-namespace`
+/// (KEDA's `KEDA_CLUSTER_OBJECT_NAMESPACE`) if set and not empty, else ebb's namespace.
+fn cluster_objects_namespace(configured: Option<String>, namespace: &str) -> String {
+    configured
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| namespace.to_string())
+}
+
 /// `ebb-metrics` in ebb's namespace (as `deploy/20-metrics-api.yaml` creates it) and loopback.
 fn default_tls_names(namespace: &str) -> Vec<String> {
     vec![
@@ -343,4 +357,54 @@ async fn leader_or_controller(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Run(args) => *args,
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn cluster_trigger_authentications_read_from_kedas_namespace_when_asked() {
+        let args = run_args(&["ebb", "run", "--namespace", "ebb-system"]);
+        assert_eq!(
+            cluster_objects_namespace(args.cluster_object_namespace, &args.namespace),
+            "ebb-system"
+        );
+        let args = run_args(&[
+            "ebb",
+            "run",
+            "--namespace",
+            "ebb-system",
+            "--cluster-object-namespace",
+            "keda",
+        ]);
+        assert_eq!(
+            cluster_objects_namespace(args.cluster_object_namespace, &args.namespace),
+            "keda"
+        );
+        assert_eq!(
+            cluster_objects_namespace(Some(String::new()), "ebb-system"),
+            "ebb-system"
+        );
+        // KEDA's variable is the flag's environment variable.
+        let run = <Cli as clap::CommandFactory>::command()
+            .find_subcommand("run")
+            .cloned()
+            .expect("run");
+        let flag = run
+            .get_arguments()
+            .find(|a| a.get_id() == "cluster_object_namespace")
+            .expect("the flag");
+        assert_eq!(
+            flag.get_env().and_then(|e| e.to_str()),
+            Some("KEDA_CLUSTER_OBJECT_NAMESPACE")
+        );
+    }
 }
