@@ -22,8 +22,6 @@ use crate::trigger::{ANY_SOURCE, Source, Trigger};
 /// Limit for connecting and for each query.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Sources of credentials: never plain metadata.
-
 /// How the Redis deployment is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topology {
@@ -725,7 +723,11 @@ mod tests {
         assert_eq!(target.password.as_deref(), Some("plain"));
         // Every spelling for every topology: addresses then the host/port pairs.
         let t = trigger(
-            &[("addresses", "a:1, b:2"), ("hosts", "c,d"), ("ports", "3,4")],
+            &[
+                ("addresses", "a:1, b:2"),
+                ("hosts", "c,d"),
+                ("ports", "3,4"),
+            ],
             &[],
         );
         for (topology, want) in [
@@ -734,9 +736,14 @@ mod tests {
         ] {
             assert_eq!(RedisTarget::parse(&t, topology).unwrap().addresses, want);
         }
-        let t = trigger(&[("host", "h"), ("port", "6379"), ("sentinelMaster", "m")], &[]);
+        let t = trigger(
+            &[("host", "h"), ("port", "6379"), ("sentinelMaster", "m")],
+            &[],
+        );
         assert_eq!(
-            RedisTarget::parse(&t, Topology::Sentinel).unwrap().addresses,
+            RedisTarget::parse(&t, Topology::Sentinel)
+                .unwrap()
+                .addresses,
             ["h:6379"]
         );
     }
