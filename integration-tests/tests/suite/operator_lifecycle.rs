@@ -405,6 +405,14 @@ async fn paused_scale_in_blocks_the_step_to_zero() {
     .await;
     let behavior = serde_json::to_value(hpa.spec.and_then(|s| s.behavior)).expect("json");
     assert_eq!(behavior["scaleDown"]["selectPolicy"], "Disabled");
+    // As in KEDA: one paused direction is Paused=True, with its Event.
+    eventually("Paused=True ScaledObjectPaused", DEADLINE, || async {
+        let (paused, reason, _) = env.condition("worker", "Paused").await?;
+        ensure(paused == "True" && reason == "ScaledObjectPaused", || {
+            format!("Paused={paused} {reason}")
+        })
+    })
+    .await;
     stays(
         &env,
         3,
@@ -418,7 +426,33 @@ async fn paused_scale_in_blocks_the_step_to_zero() {
     )
     .await;
     until_replicas(&env, 0, "scaled in once resumed").await;
+    let (paused, _, _) = env.condition("worker", "Paused").await.expect("Paused");
+    assert_eq!(paused, "False");
     env.delete_scaled_objects().await;
+    // KEDA's Events: paused, unpaused once the annotation went, deleted.
+    eventually(
+        "ScaledObjectPaused, Unpaused and Deleted",
+        DEADLINE,
+        || async {
+            let reasons: Vec<String> = env
+                .events_of("worker")
+                .await?
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+            ensure(
+                [
+                    "ScaledObjectPaused",
+                    "ScaledObjectUnpaused",
+                    "ScaledObjectDeleted",
+                ]
+                .iter()
+                .all(|r| reasons.iter().filter(|x| x == r).count() == 1),
+                || format!("{reasons:?}"),
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

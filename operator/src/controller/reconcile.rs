@@ -125,6 +125,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         checked.paused,
     )
     .await?;
+    let paused_directions = checked.paused;
     start_loop(ctx, &key, &so, checked, &built, signature).await;
     if !built.scalers.missing_auth.is_empty() {
         // Resolved as empty, as KEDA resolves them: reported once per build, never a value.
@@ -145,7 +146,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     if first {
         started_event(ctx, &so).await;
     }
-    write_started_status(ctx, &key, &so, &built, first).await?;
+    write_started_status(ctx, &key, &so, &built, first, paused_directions).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -202,6 +203,7 @@ async fn pause_object(
     }
     ctx.metrics
         .register(&namespace, &so.name_any(), true, trigger_types(so));
+    pause_transition_event(ctx, so, true).await;
     write_status(
         ctx,
         key,
@@ -336,8 +338,12 @@ async fn start_loop(
     ctx.stop_loop(key).await;
     ctx.metrics.forget(&namespace, &name);
     ctx.store.forget(&namespace, &name);
-    ctx.metrics
-        .register(&namespace, &name, false, trigger_types(so));
+    ctx.metrics.register(
+        &namespace,
+        &name,
+        checked.paused.scale_in || checked.paused.scale_out,
+        trigger_types(so),
+    );
     let scale_loop = ScaleLoop {
         so: so.clone(),
         target: built.target.clone(),
@@ -352,6 +358,43 @@ async fn start_loop(
     };
     ctx.loops.start(key, signature, scale_loop);
     ctx.metrics.set_scale_loops(ctx.loops.len());
+}
+
+/// Whether the object's status says it was paused.
+fn was_paused(so: &ScaledObject) -> bool {
+    so.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == CONDITION_PAUSED))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// KEDA's `ScaledObjectPaused` / `ScaledObjectUnpaused` Events, when the object becomes
+/// paused (any pause annotation) or stops being paused.
+async fn pause_transition_event(ctx: &Context, so: &ScaledObject, paused: bool) {
+    match (was_paused(so), paused) {
+        (false, true) => {
+            event(
+                ctx,
+                so,
+                EventType::Normal,
+                "ScaledObjectPaused",
+                "ScaledObject is paused".into(),
+            )
+            .await
+        }
+        (true, false) => {
+            event(
+                ctx,
+                so,
+                EventType::Normal,
+                "ScaledObjectUnpaused",
+                "pause annotation removed for ScaledObject".into(),
+            )
+            .await
+        }
+        _ => {}
+    }
 }
 
 async fn started_event(ctx: &Context, so: &ScaledObject) {
@@ -373,6 +416,7 @@ async fn write_started_status(
     so: &ScaledObject,
     built: &Built,
     first: bool,
+    paused: PausedDirections,
 ) -> Result<(), Error> {
     let resources: Vec<&str> = built
         .scalers
@@ -386,12 +430,24 @@ async fn write_started_status(
     let types: Vec<&str> = so.spec.triggers.iter().map(|t| t.type_.as_str()).collect();
     // Once a loop runs, Ready is the loop's to say (a trigger may be failing); a new loop
     // starts Ready until its first poll says otherwise.
-    let unpaused = (
-        CONDITION_PAUSED,
-        Status::False,
-        "ScaledObjectUnpaused",
-        "ScaledObject is not paused".to_string(),
-    );
+    // paused-scale-in/out pause one direction: Paused=True, as in KEDA, while the loop runs.
+    let one_direction = paused.scale_in || paused.scale_out;
+    let unpaused = if one_direction {
+        (
+            CONDITION_PAUSED,
+            Status::True,
+            "ScaledObjectPaused",
+            "ScaledObject is paused".to_string(),
+        )
+    } else {
+        (
+            CONDITION_PAUSED,
+            Status::False,
+            "ScaledObjectUnpaused",
+            "ScaledObject is not paused".to_string(),
+        )
+    };
+    pause_transition_event(ctx, so, one_direction).await;
     let ready = (
         CONDITION_READY,
         Status::True,
@@ -537,6 +593,14 @@ async fn cleanup(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> 
             }
         }
     }
+    event(
+        ctx,
+        &so,
+        EventType::Normal,
+        "ScaledObjectDeleted",
+        "ScaledObject was deleted".into(),
+    )
+    .await;
     info!(scaledobject = %key, "deleted; scale loop stopped");
     Ok(Action::await_change())
 }
