@@ -383,6 +383,55 @@ async fn a_refused_hpa_delete_is_retried_until_the_hpa_is_gone() {
     env.delete_scaled_objects().await;
 }
 
+/// Renaming the HPA (`advanced.horizontalPodAutoscalerConfig.name`) deletes the HPA of the old
+/// name: two HPAs must never scale one workload.
+#[tokio::test]
+async fn renaming_the_hpa_deletes_the_old_one() {
+    let env = setup("operator-hpa-rename").await;
+    let _ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    create(
+        &env,
+        1,
+        scaled_object(
+            &env,
+            "worker",
+            &list,
+            json!({"minReplicaCount": 1}),
+            json!({}),
+        ),
+    )
+    .await;
+    let hpas = env.api::<HorizontalPodAutoscaler>();
+    eventually("the HPA", DEADLINE, || async {
+        hpas.get("keda-hpa-worker").await.map_err(|e| e.to_string())
+    })
+    .await;
+    env.api::<ScaledObject>()
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"advanced": {
+                "horizontalPodAutoscalerConfig": {"name": "worker-hpa"}
+            }}})),
+        )
+        .await
+        .expect("rename the HPA");
+    eventually("only the HPA of the new name", DEADLINE, || async {
+        let names: Vec<String> = hpas
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter_map(|h| h.metadata.name)
+            .collect();
+        ensure(names == ["worker-hpa"], || format!("{names:?}"))
+    })
+    .await;
+    env.delete_scaled_objects().await;
+}
+
 #[tokio::test]
 async fn paused_scale_in_blocks_the_step_to_zero() {
     let env = setup("operator-paused-scale-in").await;

@@ -11,7 +11,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::digest;
 use crate::hpa::{PausedDirections, desired_hpa, hpa_active, hpa_name};
@@ -78,6 +78,42 @@ pub(super) async fn apply(
         .set(&[(CONDITION_HPA_ACTIVE, status, &reason, short(&message))])
         .await;
     Ok(())
+}
+
+/// Deletes the HPA the object had under another name (`horizontalPodAutoscalerConfig.name`
+/// changed), so that two HPAs never scale one workload. Only an HPA this object owns is
+/// deleted; one already gone is fine, any other failure is retried.
+pub(super) async fn delete_renamed(ctx: &Context, so: &ScaledObject) -> Result<(), Error> {
+    let Some(old) = so
+        .status
+        .as_ref()
+        .and_then(|s| s.hpa_name.as_deref())
+        .filter(|old| !old.is_empty() && *old != hpa_name(so))
+    else {
+        return Ok(());
+    };
+    let hpas: Api<HorizontalPodAutoscaler> =
+        Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
+    let Some(hpa) = hpas.get_opt(old).await? else {
+        return Ok(());
+    };
+    let uid = so.uid();
+    let owned = hpa
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == uid.as_ref());
+    if !owned {
+        return Ok(());
+    }
+    match hpas.delete(old, &DeleteParams::default()).await {
+        Ok(_) => {
+            ctx.metrics.count_write("hpa");
+            info!(hpa = old, new = %hpa_name(so), "deleted the HPA of the old name");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes the object's HPA; one that is already gone is fine, any other failure is retried.

@@ -116,6 +116,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         Ok(b) => b,
         Err(refusal) => return refuse(ctx, &key, &so, refusal).await,
     };
+    owned_hpa::delete_renamed(ctx, &so).await?;
     owned_hpa::apply(
         ctx,
         &key,
