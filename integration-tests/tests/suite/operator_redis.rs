@@ -220,6 +220,22 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         ensure(n >= 1, || format!("replicas {n}"))
     })
     .await;
+    // KEDA's label on the object itself.
+    eventually("the scaledobject.keda.sh/name label", DEADLINE, || async {
+        let so = env
+            .api::<ScaledObject>()
+            .get("worker")
+            .await
+            .map_err(|e| e.to_string())?;
+        let label = so
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("scaledobject.keda.sh/name")
+            .cloned();
+        ensure(label.as_deref() == Some("worker"), || format!("{label:?}"))
+    })
+    .await;
     // The reading is on /metrics under KEDA's name.
     let series = format!(
         "keda_scaler_metrics_value{{namespace=\"{}\",scaledObject=\"worker\",scaler=\"redisScaler\",triggerIndex=\"0\",metric=\"s0-redis-{list}\",type=\"scaledobject\"}} 3.0\n",
@@ -276,7 +292,7 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
         "metadata": {"name": "redis-auth"},
-        "spec": {"secretTargetRef": [{"parameter": "password", "name": "missing-secret", "key": "password"}]}
+        "spec": {"secretTargetRef": [{"parameter": "address", "name": "missing-secret", "key": "address"}]}
     }))
     .await;
 
@@ -317,9 +333,11 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
             "spec.minReplicaCount: 3 is above maxReplicaCount 1",
         ),
         (
+            // A missing Secret is an empty parameter, as in KEDA; the address it should have
+            // given is then missing.
             "missing-secret",
-            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({})), "authenticationRef": {"name": "redis-auth"}}]}),
-            "spec.secretTargetRef[0]: Secret \"missing-secret\" not found",
+            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": {"listName": list}, "authenticationRef": {"name": "redis-auth"}}]}),
+            "trigger 0 (redis): address: required",
         ),
         (
             "missing-authentication",

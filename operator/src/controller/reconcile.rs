@@ -12,7 +12,7 @@ use std::time::Duration;
 use ebb_crds::condition::{CONDITION_PAUSED, CONDITION_READY};
 use ebb_crds::scaled_object::{
     ANNOTATION_FORCE_ACTIVATION, ANNOTATION_PAUSED, ANNOTATION_PAUSED_REPLICAS,
-    ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT, FINALIZER,
+    ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT, FINALIZER, SCALED_OBJECT_NAME_LABEL,
 };
 use ebb_crds::{Condition, ScaledObject};
 use ebb_scalers::MetricSpec;
@@ -99,6 +99,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
     if let Some(pause) = Pause::of(&so) {
         return pause_object(ctx, &key, &so, pause).await;
     }
+    ensure_name_label(ctx, &so).await?;
     let checked = match check(&so) {
         Ok(c) => c,
         Err(refusal) => return refuse(ctx, &key, &so, refusal).await,
@@ -359,6 +360,27 @@ async fn start_loop(
     };
     ctx.loops.start(key, signature, scale_loop);
     ctx.metrics.set_scale_loops(ctx.loops.len());
+}
+
+/// KEDA's `scaledobject.keda.sh/name` label on the object itself, set once if missing or
+/// different (as KEDA sets it, after the pause check).
+async fn ensure_name_label(ctx: &Context, so: &ScaledObject) -> Result<(), Error> {
+    let name = so.name_any();
+    if so.labels().get(SCALED_OBJECT_NAME_LABEL) == Some(&name) {
+        return Ok(());
+    }
+    let api: Api<ScaledObject> =
+        Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": {"labels": {(SCALED_OBJECT_NAME_LABEL): name}}
+        })),
+    )
+    .await?;
+    ctx.metrics.count_write("scaledobject");
+    Ok(())
 }
 
 /// Whether the object's status says it was paused.
