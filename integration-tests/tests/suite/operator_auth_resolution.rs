@@ -96,3 +96,83 @@ async fn the_secret_wins_and_a_missing_key_is_an_empty_parameter() {
     redis.del(&[&list]).await;
     env.delete_scaled_objects().await;
 }
+
+/// After a move from KEDA, TriggerAuthentications and ClusterTriggerAuthentications carry
+/// KEDA's `finalizer.keda.sh`; deleting one must not hang in Terminating. ebb removes it, as
+/// KEDA's operator did, and leaves any other finalizer alone.
+#[tokio::test]
+async fn kedas_finalizer_is_released_when_an_authentication_is_deleted() {
+    use ebb_crds::ClusterTriggerAuthentication;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    let env = setup("operator-auth-finalizer").await;
+    let _ebb = env.start_ebb();
+    let tas = env.api::<TriggerAuthentication>();
+    env.create::<TriggerAuthentication>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "from-keda", "finalizers": ["finalizer.keda.sh"]},
+        "spec": {"secretTargetRef": [{"parameter": "password", "name": "s", "key": "k"}]}
+    }))
+    .await;
+    env.create::<TriggerAuthentication>(json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "held", "finalizers": ["finalizer.keda.sh", "example.com/hold"]},
+        "spec": {"secretTargetRef": [{"parameter": "password", "name": "s", "key": "k"}]}
+    }))
+    .await;
+    let ctas: Api<ClusterTriggerAuthentication> = Api::all(env.client.clone());
+    let cta_name = unique_name("from-keda");
+    ctas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ClusterTriggerAuthentication",
+            "metadata": {"name": cta_name, "finalizers": ["finalizer.keda.sh"]},
+            "spec": {"secretTargetRef": [{"parameter": "password", "name": "s", "key": "k"}]}
+        }))
+        .expect("a ClusterTriggerAuthentication"),
+    )
+    .await
+    .expect("create the ClusterTriggerAuthentication");
+
+    for name in ["from-keda", "held"] {
+        tas.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    ctas.delete(&cta_name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the deleted authentications gone", DEADLINE, || async {
+        let ta = tas.get_opt("from-keda").await.map_err(|e| e.to_string())?;
+        let cta = ctas.get_opt(&cta_name).await.map_err(|e| e.to_string())?;
+        ensure(ta.is_none() && cta.is_none(), || {
+            format!(
+                "TriggerAuthentication left: {}, ClusterTriggerAuthentication left: {}",
+                ta.is_some(),
+                cta.is_some()
+            )
+        })
+    })
+    .await;
+    // Another controller's finalizer stays: only KEDA's is released.
+    let held = eventually("KEDA's finalizer released from held", DEADLINE, || async {
+        let held = tas.get("held").await.map_err(|e| e.to_string())?;
+        let finalizers = held.metadata.finalizers.clone().unwrap_or_default();
+        ensure(finalizers == ["example.com/hold"], || {
+            format!("{finalizers:?}")
+        })
+        .map(|()| held)
+    })
+    .await;
+    assert!(held.metadata.deletion_timestamp.is_some());
+    tas.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release the test's own finalizer");
+}

@@ -91,6 +91,9 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
             "--all-namespaces",
         ],
         &["watch", "clustertriggerauthentications.keda.sh"],
+        // To release KEDA's finalizer.keda.sh after a move from KEDA.
+        &["patch", "triggerauthentications.keda.sh", "-n", ns],
+        &["patch", "clustertriggerauthentications.keda.sh"],
         &["create", "horizontalpodautoscalers.autoscaling", "-n", ns],
         &["patch", "deployments.apps", "--subresource=scale", "-n", ns],
         &[
@@ -129,6 +132,8 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["get", "*.*", "-n", ns],
         &["update", "deployments.apps", "-n", ns],
         &["delete", "scaledobjects.keda.sh", "-n", ns],
+        &["delete", "triggerauthentications.keda.sh", "-n", ns],
+        &["update", "triggerauthentications.keda.sh", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", ns],
         &["patch", "pods", "-n", ns],
         &["create", "clusterroles.rbac.authorization.k8s.io"],

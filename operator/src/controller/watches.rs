@@ -9,13 +9,13 @@ use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, controller, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::digest;
 use crate::scale::nudge::Nudge;
@@ -193,6 +193,7 @@ async fn watch_authentications<K>(
         + 'static,
 {
     let kind = K::kind(&()).into_owned();
+    let patcher = api.clone();
     let mut events = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default()).modify(|a| a.managed_fields_mut().clear()),
@@ -202,6 +203,7 @@ async fn watch_authentications<K>(
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                release_keda_finalizer(&patcher, &object).await;
                 let namespace = object.namespace();
                 for so in referencing(&objects, &kind, &object.name_any(), namespace.as_deref()) {
                     let _ = nudges.unbounded_send(Nudge::Reconcile {
@@ -215,6 +217,46 @@ async fn watch_authentications<K>(
         }
     }
 }
+
+/// KEDA puts `finalizer.keda.sh` on TriggerAuthentications and ClusterTriggerAuthentications
+/// and removes it when they are deleted. After a move from KEDA nothing else would, so a
+/// deleted one would hang in Terminating: ebb removes it, as KEDA does (whether or not a
+/// ScaledObject still references the object).
+async fn release_keda_finalizer<K>(api: &Api<K>, object: &K)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    if object.meta().deletion_timestamp.is_none() {
+        return;
+    }
+    if !object.finalizers().iter().any(|f| f == KEDA_AUTH_FINALIZER) {
+        return;
+    }
+    // The list without KEDA's finalizer, at the resourceVersion it was read at: a concurrent
+    // change to the list is refused (409) rather than overwritten; the next event tries again.
+    let rest: Vec<&String> = object
+        .finalizers()
+        .iter()
+        .filter(|f| *f != KEDA_AUTH_FINALIZER)
+        .collect();
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": rest,
+        "resourceVersion": object.resource_version(),
+    }});
+    let name = object.name_any();
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => info!(kind = %K::kind(&()), name = %name, "released KEDA's finalizer"),
+        Err(e) => {
+            warn!(kind = %K::kind(&()), name = %name, error = %e, "releasing KEDA's finalizer")
+        }
+    }
+}
+
+/// KEDA's finalizer on authentication objects.
+const KEDA_AUTH_FINALIZER: &str = "finalizer.keda.sh";
 
 /// The ScaledObjects in `objects` that reference an authentication object.
 fn referencing(
