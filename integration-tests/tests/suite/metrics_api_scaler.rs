@@ -653,6 +653,14 @@ async fn bad_answers_are_errors_never_zero() {
         format!("metrics-api {url}: answered HTTP 500 Internal Server Error")
     );
 
+    // Only 200 is an answer, as in KEDA: a 203 with a readable body is still an error.
+    api.set(203, r#"{"n": 4}"#);
+    let err = error(scaler.as_ref()).await;
+    assert_eq!(
+        err,
+        format!("metrics-api {url}: answered HTTP 203 Non Authoritative Information")
+    );
+
     api.set(200, "<html>gateway says hi</html>");
     let err = error(scaler.as_ref()).await;
     assert!(

@@ -221,19 +221,7 @@ impl MetricsApiConfig {
         if !target_value.is_finite() || target_value <= 0.0 {
             return Err(t.error("targetValue", "expected a number above 0"));
         }
-        let timeout_ms: u64 = t.parse_or(
-            "timeout",
-            &[Source::Metadata],
-            0,
-            "a number of milliseconds",
-        )?;
-        let timeout = match timeout_ms {
-            0 if t.lookup("timeout", &[Source::Metadata])?.is_some() => {
-                return Err(t.error("timeout", "expected a number of milliseconds above 0"));
-            }
-            0 => DEFAULT_TIMEOUT,
-            ms => Duration::from_millis(ms),
-        };
+        let timeout = t.duration_or("timeout", &[Source::Metadata], DEFAULT_TIMEOUT)?;
 
         if t.bool_or(
             "aggregateFromKubeServiceEndpoints",
@@ -450,7 +438,8 @@ impl MetricsApiScaler {
         }
         let mut response = request.send().await.map_err(http_error)?;
         let status = response.status();
-        if !status.is_success() {
+        // Only 200 is an answer, as in KEDA (a 204 or 206 has no value to read).
+        if status != reqwest::StatusCode::OK {
             return Err(c.source_error(format!("answered HTTP {status}")));
         }
         let too_big = || c.source_error(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
@@ -785,13 +774,13 @@ mod tests {
                 with(&[("timeout", "0")]),
                 &[],
                 "timeout",
-                "expected a number of milliseconds above 0",
+                "expected a duration above 0 (\"5s\", \"1m30s\") or a whole number of milliseconds, got \"0\"",
             ),
             (
-                with(&[("timeout", "3s")]),
+                with(&[("timeout", "3 s")]),
                 &[],
                 "timeout",
-                "expected a number of milliseconds, got \"3s\"",
+                "expected a duration above 0 (\"5s\", \"1m30s\") or a whole number of milliseconds, got \"3 s\"",
             ),
             (
                 with(&[("authMode", "digest")]),
