@@ -40,6 +40,8 @@ pub const ANNOTATION_PAUSED_SCALE_IN: &str = "autoscaling.keda.sh/paused-scale-i
 pub const ANNOTATION_PAUSED_SCALE_OUT: &str = "autoscaling.keda.sh/paused-scale-out";
 /// Annotation that makes every trigger count as active.
 pub const ANNOTATION_FORCE_ACTIVATION: &str = "autoscaling.keda.sh/force-activation";
+/// Annotation listing (comma-separated) the ScaledObject's labels not to copy onto its HPA.
+pub const ANNOTATION_HPA_EXCLUDED_LABELS: &str = "scaledobject.keda.sh/hpa-excluded-labels";
 /// Finalizer that lets the controller restore the target and stop its loop on deletion.
 pub const FINALIZER: &str = "finalizer.keda.sh";
 /// Label selecting a ScaledObject's external metrics (`scaledobject.keda.sh/name`).

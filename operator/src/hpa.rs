@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ebb_crds::ScaledObject;
-use ebb_crds::scaled_object::SCALED_OBJECT_NAME_LABEL;
+use ebb_crds::scaled_object::{ANNOTATION_HPA_EXCLUDED_LABELS, SCALED_OBJECT_NAME_LABEL};
 use ebb_scalers::{MetricSpec, MetricTargetType};
 use k8s_openapi::api::autoscaling::v2::{
     ContainerResourceMetricSource, CrossVersionObjectReference, ExternalMetricSource,
@@ -74,7 +74,18 @@ pub fn desired_hpa(
     let name = hpa_name(so);
     let uid = so.meta().uid.clone().ok_or(HpaError::NotStored)?;
 
-    let mut labels: BTreeMap<String, String> = so.labels().clone();
+    // The object's labels, but those its hpa-excluded-labels annotation lists (as in KEDA).
+    let excluded: Vec<&str> = so
+        .annotations()
+        .get(ANNOTATION_HPA_EXCLUDED_LABELS)
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = so
+        .labels()
+        .iter()
+        .filter(|(k, _)| !excluded.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     labels.extend([
         ("app.kubernetes.io/name".to_string(), name.clone()),
         ("app.kubernetes.io/part-of".to_string(), so_name.clone()),
@@ -319,6 +330,37 @@ mod tests {
             target,
             target_type,
         }
+    }
+
+    #[test]
+    fn labels_listed_in_hpa_excluded_labels_stay_off_the_hpa() {
+        let mut so = scaled_object("{scaleTargetRef: {name: worker}, triggers: []}");
+        so.metadata.labels = Some(
+            [("team", "payments"), ("cost-centre", "42"), ("tier", "web")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        );
+        so.metadata.annotations = Some(
+            [(
+                ANNOTATION_HPA_EXCLUDED_LABELS.to_string(),
+                "cost-centre, tier".to_string(),
+            )]
+            .into(),
+        );
+        let hpa = desired_hpa(
+            &so,
+            &[external("s0-redis-jobs", 5.0, MetricTargetType::AverageValue)],
+            PausedDirections::default(),
+        )
+        .expect("an HPA");
+        let labels = hpa.metadata.labels.unwrap_or_default();
+        assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
+        assert!(!labels.contains_key("cost-centre"), "{labels:?}");
+        assert!(!labels.contains_key("tier"), "{labels:?}");
+        assert_eq!(
+            labels.get(SCALED_OBJECT_NAME_LABEL).map(String::as_str),
+            Some("orders")
+        );
     }
 
     #[test]
