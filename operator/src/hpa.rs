@@ -349,7 +349,11 @@ mod tests {
         );
         let hpa = desired_hpa(
             &so,
-            &[external("s0-redis-jobs", 5.0, MetricTargetType::AverageValue)],
+            &[external(
+                "s0-redis-jobs",
+                5.0,
+                MetricTargetType::AverageValue,
+            )],
             PausedDirections::default(),
         )
         .expect("an HPA");

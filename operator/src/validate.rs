@@ -101,16 +101,6 @@ pub fn validate(spec: &ScaledObjectSpec) -> Result<Option<Composite>, Validation
                 "fallback needs at least one trigger other than cpu or memory",
             ));
         }
-        for (i, trigger) in spec.triggers.iter().enumerate() {
-            if !is_resource_trigger(&trigger.type_)
-                && trigger.metric_type.as_deref() == Some("Value")
-            {
-                return Err(error(
-                    format!("spec.triggers[{i}].metricType"),
-                    "fallback works with AverageValue metrics only; expected metricType AverageValue (the default) or no fallback",
-                ));
-            }
-        }
     }
 
     Composite::of(spec)
@@ -202,10 +192,6 @@ mod tests {
             (
                 "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5}, triggers: [{type: cpu, metadata: {}, metricType: Utilization}]}",
                 "spec.fallback: fallback needs at least one trigger other than cpu or memory",
-            ),
-            (
-                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 5}, triggers: [{type: redis, metadata: {}}, {type: redis, metadata: {}, metricType: Value}]}",
-                "spec.triggers[1].metricType: fallback works with AverageValue metrics only; expected metricType AverageValue (the default) or no fallback",
             ),
             (
                 "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {target: '5'}}, triggers: [{type: redis, metadata: {}}]}",

@@ -389,17 +389,25 @@ async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").to_string()
     };
-    for (name, extra) in [
-        ("plain", json!({})),
+    for (name, extra, metric_type) in [
+        ("plain", json!({}), "AverageValue"),
         (
             "with-fallback",
             json!({"fallback": {"failureThreshold": 1, "replicas": 4}}),
+            "AverageValue",
+        ),
+        // As KEDA since 2.18: fallback with a Value metric.
+        (
+            "value-fallback",
+            json!({"fallback": {"failureThreshold": 1, "replicas": 4}}),
+            "Value",
         ),
     ] {
         env.create::<Deployment>(serde_json::to_value(deployment(name, 2, &[])).expect("json"))
             .await;
         let mut so = redis_scaled_object(&env, name, "jobs", extra);
         so["spec"]["triggers"][0]["metadata"]["address"] = json!(dead);
+        so["spec"]["triggers"][0]["metricType"] = json!(metric_type);
         env.create::<ScaledObject>(so).await;
     }
     // Without fallback: the API answers an error, the HPA says it cannot read the metric, and
@@ -424,13 +432,15 @@ async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value
     assert!(err.contains(&dead) || err.contains("unable"), "{err}");
     assert_eq!(env.replicas("plain").await, Ok(2));
     // With fallback: the HPA converges on fallback.replicas.
-    env.await_replicas(
-        "with-fallback",
-        "the HPA converges on fallback.replicas",
-        DEADLINE,
-        |n| n == 4,
-    )
-    .await;
+    for name in ["with-fallback", "value-fallback"] {
+        env.await_replicas(
+            name,
+            "the HPA converges on fallback.replicas",
+            DEADLINE,
+            |n| n == 4,
+        )
+        .await;
+    }
     assert_eq!(env.replicas("plain").await, Ok(2));
     env.delete_scaled_objects().await;
 }

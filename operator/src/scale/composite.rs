@@ -73,12 +73,6 @@ impl Composite {
                 ));
             }
         };
-        if spec.fallback.is_some() && target_type == MetricTargetType::Value {
-            return Err(error(
-                "spec.advanced.scalingModifiers.metricType",
-                "fallback works with AverageValue metrics only; expected metricType AverageValue (the default) or no fallback",
-            ));
-        }
         let names: Vec<&str> = spec
             .triggers
             .iter()
@@ -163,10 +157,6 @@ mod tests {
             (
                 "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: 'a +', target: '5'}}, triggers: [{type: redis, name: a, metadata: {}}]}",
                 "spec.advanced.scalingModifiers.formula: formula: unexpected end of formula at character 4",
-            ),
-            (
-                "{scaleTargetRef: {name: w}, fallback: {failureThreshold: 3, replicas: 2}, advanced: {scalingModifiers: {formula: a, target: '5', metricType: Value}}, triggers: [{type: redis, name: a, metadata: {}}]}",
-                "spec.advanced.scalingModifiers.metricType: fallback works with AverageValue metrics only; expected metricType AverageValue (the default) or no fallback",
             ),
             (
                 "{scaleTargetRef: {name: w}, advanced: {scalingModifiers: {formula: a, target: '5', metricType: Utilization}}, triggers: [{type: redis, name: a, metadata: {}}]}",

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ebb_crds::scaled_object::Fallback;
+use ebb_scalers::MetricTargetType;
 
 use crate::scale::composite::{COMPOSITE_METRIC, Composite};
 use crate::scale::decision::{self, Activity, TriggerOutcome};
@@ -17,8 +18,8 @@ pub use crate::metric_store::Answer;
 pub struct Inputs<'a> {
     /// The triggers' readings.
     pub results: &'a [TriggerResult],
-    /// Each External metric's target, by name (for fallback values).
-    pub targets: &'a BTreeMap<String, f64>,
+    /// Each External metric's target and target type, by name (for fallback values).
+    pub targets: &'a BTreeMap<String, (f64, MetricTargetType)>,
     /// `spec.fallback`.
     pub fallback: Option<&'a Fallback>,
     /// `advanced.scalingModifiers`, compiled.
@@ -78,11 +79,20 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
                     errors.push(format!("trigger {}: {e}", result.index));
                     match inputs.fallback {
                         Some(f) if fallback::in_fallback(Some(f), *count) => {
-                            let target = inputs.targets.get(&reading.name).copied().unwrap_or(0.0);
+                            let (target, target_type) = inputs
+                                .targets
+                                .get(&reading.name)
+                                .copied()
+                                .unwrap_or((0.0, MetricTargetType::AverageValue));
                             let replicas = fallback_replicas(f, inputs.current_replicas);
                             answers.insert(
                                 reading.name.clone(),
-                                Answer::Value(fallback::fallback_value(target, replicas)),
+                                Answer::Value(fallback::fallback_value(
+                                    target,
+                                    target_type,
+                                    replicas,
+                                    inputs.current_replicas,
+                                )),
                             );
                             derived.insert(reading.name.clone());
                             triggers_activity.insert(reading.name.clone(), true);
@@ -136,7 +146,12 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
                 errors.push(format!("scalingModifiers.{e}"));
                 answers.insert(
                     COMPOSITE_METRIC.to_string(),
-                    Answer::Value(fallback::fallback_value(composite.target, replicas)),
+                    Answer::Value(fallback::fallback_value(
+                        composite.target,
+                        composite.target_type,
+                        replicas,
+                        inputs.current_replicas,
+                    )),
                 );
                 triggers_activity.insert(COMPOSITE_METRIC.to_string(), true);
                 TriggerOutcome::Active
@@ -198,13 +213,17 @@ mod tests {
         }
     }
 
-    fn targets() -> BTreeMap<String, f64> {
-        BTreeMap::from([("s0-redis-a".into(), 5.0), ("s1-redis-b".into(), 10.0)])
+    fn targets() -> BTreeMap<String, (f64, MetricTargetType)> {
+        let average = MetricTargetType::AverageValue;
+        BTreeMap::from([
+            ("s0-redis-a".into(), (5.0, average)),
+            ("s1-redis-b".into(), (10.0, average)),
+        ])
     }
 
     fn inputs<'a>(
         results: &'a [TriggerResult],
-        targets: &'a BTreeMap<String, f64>,
+        targets: &'a BTreeMap<String, (f64, MetricTargetType)>,
         fallback: Option<&'a Fallback>,
         composite: Option<&'a Composite>,
     ) -> Inputs<'a> {

@@ -2,6 +2,7 @@
 //! the failure count in `status.health` and the fallback settings.
 
 use ebb_crds::scaled_object::{Fallback, FallbackBehavior};
+use ebb_scalers::MetricTargetType;
 
 /// `status.health[metric].status` values.
 pub const HAPPY: &str = "Happy";
@@ -33,10 +34,21 @@ pub fn fallback_replicas(behavior: FallbackBehavior, replicas: i32, current: i32
     }
 }
 
-/// The value an AverageValue metric answers on fallback: what makes the HPA compute exactly
-/// `replicas` (target times replicas; the HPA divides by the replica count).
-pub fn fallback_value(target: f64, replicas: i32) -> f64 {
-    target * f64::from(replicas.max(0))
+/// The value a metric answers on fallback: what makes the HPA compute exactly `replicas`.
+/// AverageValue: target times replicas (the HPA divides by the replica count). Value: target
+/// times replicas over the current count (the HPA multiplies the current count by value over
+/// target), as KEDA does with the ready pods; at 0 replicas, as for 1.
+pub fn fallback_value(
+    target: f64,
+    target_type: MetricTargetType,
+    replicas: i32,
+    current: i32,
+) -> f64 {
+    let total = target * f64::from(replicas.max(0));
+    match target_type {
+        MetricTargetType::Value => total / f64::from(current.max(1)),
+        _ => total,
+    }
 }
 
 #[cfg(test)]
@@ -91,8 +103,13 @@ mod tests {
 
     #[test]
     fn the_value_makes_the_hpa_compute_the_fallback_count() {
-        assert_eq!(fallback_value(5.0, 6), 30.0);
-        assert_eq!(fallback_value(2.5, 0), 0.0);
-        assert_eq!(fallback_value(2.5, -3), 0.0);
+        let average = MetricTargetType::AverageValue;
+        assert_eq!(fallback_value(5.0, average, 6, 2), 30.0);
+        assert_eq!(fallback_value(2.5, average, 0, 2), 0.0);
+        assert_eq!(fallback_value(2.5, average, -3, 2), 0.0);
+        // Value: the HPA computes current * value / target = 3 * 10 / 5 = 6 replicas.
+        let value = MetricTargetType::Value;
+        assert_eq!(fallback_value(5.0, value, 6, 3), 10.0);
+        assert_eq!(fallback_value(5.0, value, 6, 0), 30.0);
     }
 }

@@ -101,11 +101,15 @@ fn specs_of(triggers: &[PolledTrigger]) -> Vec<MetricSpec> {
 }
 
 /// Each External metric's target, by name (what a fallback value is computed from).
-fn targets_of(specs: &[MetricSpec]) -> BTreeMap<String, f64> {
+fn targets_of(specs: &[MetricSpec]) -> BTreeMap<String, (f64, ebb_scalers::MetricTargetType)> {
     specs
         .iter()
         .filter_map(|s| match s {
-            MetricSpec::External { name, target, .. } => Some((name.clone(), *target)),
+            MetricSpec::External {
+                name,
+                target,
+                target_type,
+            } => Some((name.clone(), (*target, *target_type))),
             MetricSpec::Resource { .. } => None,
         })
         .collect()
