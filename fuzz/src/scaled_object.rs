@@ -201,6 +201,13 @@ pub fn run(data: &[u8]) {
             return;
         };
         let replicas = fallback_replicas(behavior, fallback.replicas, input.current_replicas);
-        let _ = fallback_value(input.target_value, replicas);
+        for target_type in [MetricTargetType::AverageValue, MetricTargetType::Value] {
+            let _ = fallback_value(
+                input.target_value,
+                target_type,
+                replicas,
+                input.current_replicas,
+            );
+        }
     }
 }
