@@ -852,6 +852,11 @@ impl Drop for ReplicaLog {
     }
 }
 
+/// A loopback `host:port` nobody listens on now: a source whose every read fails.
+pub fn dead_address() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -385,10 +385,7 @@ async fn without_fallback_the_hpa_sees_an_error_with_fallback_the_fallback_value
     let ebb = env.start_ebb();
     let _api = env.serve_metrics_api(&ebb).await;
     // Nothing listens on this address: every read fails.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").to_string()
-    };
+    let dead = integration_tests::dead_address();
     for (name, extra, metric_type) in [
         ("plain", json!({}), "AverageValue"),
         (

@@ -21,10 +21,7 @@ async fn the_secret_wins_and_a_missing_key_is_an_empty_parameter() {
     let list = unique_name("jobs");
     redis.push(&list, 3).await;
     // Nothing listens here: a trigger that read the ConfigMap's address would fail.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").to_string()
-    };
+    let dead = integration_tests::dead_address();
     env.create::<Secret>(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "redis"},

@@ -536,10 +536,7 @@ async fn one_trigger_active_while_another_fails_is_ready_unknown() {
     let list = unique_name("jobs");
     redis.push(&list, 10).await;
     // Nothing listens on this address: the second trigger's every read fails.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").to_string()
-    };
+    let dead = integration_tests::dead_address();
     env.create_target(
         "worker",
         0,
