@@ -7,5 +7,6 @@ pub mod fallback;
 pub mod formula;
 pub mod nudge;
 pub mod poll;
+pub mod push;
 pub mod schedule;
 pub mod task;

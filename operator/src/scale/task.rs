@@ -27,6 +27,7 @@ use crate::scale::evaluate::{self, Evaluation, Inputs};
 use crate::scale::fallback;
 use crate::scale::nudge::Nudger;
 use crate::scale::poll::{self, PolledTrigger, TriggerResult};
+use crate::scale::push::{self, Pushes};
 use crate::scale::schedule;
 use crate::status::{Status, StatusCell, Wanted};
 use crate::target::Target;
@@ -199,6 +200,9 @@ impl ScaleLoop {
         });
         // A negative reading is reported once per loop, not at every poll.
         let mut warned_negative = false;
+        // `external-push` triggers' activity streams, open for the loop's life.
+        let mut pushes = Pushes::open(&self.triggers);
+        let object_key = key(so);
         loop {
             // Not known yet (before the first poll) counts as at rest: the first check may
             // come before the first poll.
@@ -209,6 +213,8 @@ impl ScaleLoop {
                 scheduled = ticks.tick() => Wake::Poll(scheduled),
                 // The fast activation path: a check between polls while at rest.
                 Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => Wake::Check,
+                // A push: poll now, whatever the interval.
+                Some(pushed) = pushes.next(&object_key), if pushes.any() => Wake::Push(pushed),
             };
             let results = match wake {
                 Wake::Stop => return,
@@ -240,6 +246,15 @@ impl ScaleLoop {
                     if !results.iter().any(|r| r.outcome == TriggerOutcome::Active) {
                         continue;
                     }
+                    results
+                }
+                Wake::Push(pushed) => {
+                    let Some(mut results) =
+                        until_stopped(&mut stop, poll::poll(&self.triggers, POLL_TIMEOUT)).await
+                    else {
+                        return;
+                    };
+                    push::apply(&mut results, &pushed);
                     results
                 }
             };
@@ -542,6 +557,8 @@ enum Wake {
     Poll(tokio::time::Instant),
     /// A fast activation check is due.
     Check,
+    /// `external-push` triggers pushed their activity (by trigger index).
+    Push(BTreeMap<usize, bool>),
 }
 
 /// Runs `work` unless `stop` turns true first (None then).
