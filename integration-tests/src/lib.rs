@@ -852,6 +852,23 @@ impl Drop for ReplicaLog {
     }
 }
 
+/// `key` (a PKCS#8 PEM key) encrypted with `password` (PBES2, AES-256-CBC): what a
+/// `keyPassword` opens.
+pub fn encrypted_key(key: &str, password: &str) -> String {
+    use pkcs8::der::Decode as _;
+    use pkcs8::der::pem::LineEnding;
+    let (_, der) = pkcs8::der::pem::decode_vec(key.trim().as_bytes()).expect("a PEM key");
+    let info = pkcs8::PrivateKeyInfo::from_der(&der).expect("a PKCS#8 key");
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"ebb-salt", &[7; 16])
+            .expect("parameters");
+    info.encrypt_with_params(params, password)
+        .expect("encrypts")
+        .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .expect("PEM")
+        .to_string()
+}
+
 /// A loopback `host:port` nobody listens on now: a source whose every read fails.
 pub fn dead_address() -> String {
     format!("127.0.0.1:{}", free_port())

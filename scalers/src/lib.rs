@@ -43,5 +43,5 @@ pub use pool::{Lease, SharedPool};
 pub use registry::Registry;
 pub use scaler::{ActivityStream, PushScaler, Scaler};
 /// PEM parsing shared with the operator's metrics API (its serving certificate and CAs).
-pub use tls::{PemError, pem_certificates, pem_private_key};
+pub use tls::{PemError, decrypt_private_key, pem_certificates, pem_private_key};
 pub use trigger::{MetricTargetType, Source, Trigger};

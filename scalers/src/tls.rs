@@ -35,6 +35,11 @@ pub enum PemError {
     /// No unencrypted private key (an encrypted one is not read either).
     #[error("expected an unencrypted PEM private key")]
     PrivateKey,
+    /// `keyPassword` is set, but the key is not an encrypted PKCS#8 key it opens.
+    #[error(
+        "expected an encrypted PKCS#8 PEM key (BEGIN ENCRYPTED PRIVATE KEY) that keyPassword decrypts"
+    )]
+    KeyPassword,
 }
 
 /// The certificates in `pem`, at least one.
@@ -51,6 +56,28 @@ pub fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, PemEr
 /// The first private key in `pem`.
 pub fn pem_private_key(pem: &str) -> Result<PrivateKeyDer<'static>, PemError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| PemError::PrivateKey)
+}
+
+/// The unencrypted PKCS#8 PEM of `pem`, an encrypted PKCS#8 key (`BEGIN ENCRYPTED PRIVATE
+/// KEY`), opened with `password`: what KEDA's `keyPassword` reads. The result is a secret, as
+/// the key is; errors never quote either.
+pub fn decrypt_private_key(pem: &str, password: &str) -> Result<String, PemError> {
+    use pkcs8::der::Decode as _;
+    use pkcs8::der::pem::LineEnding;
+    use pkcs8::{EncryptedPrivateKeyInfo, PrivateKeyInfo};
+    let (label, der) =
+        pkcs8::der::pem::decode_vec(pem.trim().as_bytes()).map_err(|_| PemError::KeyPassword)?;
+    if label != "ENCRYPTED PRIVATE KEY" {
+        return Err(PemError::KeyPassword);
+    }
+    let info = EncryptedPrivateKeyInfo::from_der(&der).map_err(|_| PemError::KeyPassword)?;
+    let document = info.decrypt(password).map_err(|_| PemError::KeyPassword)?;
+    // Only a well-formed key is handed on.
+    PrivateKeyInfo::from_der(document.as_bytes()).map_err(|_| PemError::KeyPassword)?;
+    document
+        .to_pem("PRIVATE KEY", LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|_| PemError::KeyPassword)
 }
 
 /// A rustls client configuration for `tls` on the ring provider: the system roots plus `ca`
@@ -159,6 +186,16 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgr7c914aRPG3qgLhA
 RPtqUV8Jjum9/M5fkRAhxN20Sq2hRANCAAS6vEkuGqh0n986GWpM3dObR0cQ+AAA
 g7aXfNxHvGR3fipFIbSOgzIOZX46a5Ude/s2QdmRvdLZ1yO14VZkyKDL
 -----END PRIVATE KEY-----\n";
+    /// [`KEY`] encrypted (PKCS#8, PBES2 with AES-256-CBC) with the password [`KEY_PASSWORD`].
+    pub(crate) const ENCRYPTED_KEY: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhM4RjAQuFAAQICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEMo8jLgKzLqNtdizsoXummMEgZBG
+wQljj0BWVfTz7S7gWWzufe88iiVpSwezC4yqqtw26Z4vsJSaGcnZYkO7zQefk2yH
+r8AmbfQX0rzl0qw/Aj6B1SngPLXG4pBrIxxY1oWmicICVLqf+SzwrtfE59jd19fq
+hYSxba7oHpj96UQfuA6w4hqght7UYpWIhLkMrS2n6QTD9gk10eb+Vk4/vlru/hQ=
+-----END ENCRYPTED PRIVATE KEY-----\n";
+    /// What opens [`ENCRYPTED_KEY`].
+    pub(crate) const KEY_PASSWORD: &str = "open-sesame";
 }
 
 #[cfg(test)]
@@ -184,6 +221,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn key_password_opens_an_encrypted_pkcs8_key_and_nothing_else() {
+        let opened =
+            decrypt_private_key(test_pem::ENCRYPTED_KEY, test_pem::KEY_PASSWORD).expect("opens");
+        assert_eq!(
+            pem_private_key(&opened).map(|k| k.secret_der().to_vec()),
+            pem_private_key(test_pem::KEY).map(|k| k.secret_der().to_vec()),
+            "the same key, unencrypted"
+        );
+        for (pem, password) in [
+            (test_pem::ENCRYPTED_KEY, "wrong"),
+            (test_pem::ENCRYPTED_KEY, ""),
+            // An unencrypted key with a password set: KEDA refuses it too.
+            (test_pem::KEY, test_pem::KEY_PASSWORD),
+            (test_pem::CERT, test_pem::KEY_PASSWORD),
+            ("hunter2", test_pem::KEY_PASSWORD),
+        ] {
+            let err = decrypt_private_key(pem, password).unwrap_err();
+            assert_eq!(err, PemError::KeyPassword, "{password}");
+            assert!(!err.to_string().contains(password) || password.is_empty());
+        }
+        // Without the password, the encrypted key is refused as it always was.
+        assert_eq!(
+            pem_private_key(test_pem::ENCRYPTED_KEY).err(),
+            Some(PemError::PrivateKey)
+        );
     }
 
     #[test]

@@ -619,10 +619,110 @@ async fn tls_over_amqps_and_https_with_the_ca_and_a_client_certificate() {
         );
     }
 
-    // unsafeSsl skips verification over https.
-    let mut t = trigger(&https, &queue, &[("unsafeSsl", "true")]);
-    t.auth_params = [("tls".to_string(), "enable".to_string())].into();
-    let scaler = Registry::with_builtins().build(&t).expect("builds");
+    // unsafeSsl skips verification over https and amqps, with or without `tls: enable`.
+    for (host, auth) in [
+        (&https, vec![("tls", "enable".to_string())]),
+        (
+            &env.cluster.rabbitmq_amqps_url,
+            vec![("tls", "enable".to_string())],
+        ),
+        (&env.cluster.rabbitmq_amqps_url, vec![]),
+    ] {
+        let mut t = tls_trigger(host, &queue, &auth);
+        t.metadata.insert("unsafeSsl".into(), "true".into());
+        let scaler = Registry::with_builtins().build(&t).expect("builds");
+        assert_eq!(until_value(scaler.as_ref(), 3.0).await.values[0].value, 3.0);
+    }
+
+    // keyPassword: the client key, encrypted (PKCS#8), opened with its password.
+    let password = "open-sesame";
+    let with_encrypted_key = vec![
+        ("tls", "enable".to_string()),
+        ("ca", ca.clone()),
+        ("cert", read(&env.cluster.tls_client_cert)),
+        ("key", integration_tests::encrypted_key(&key, password)),
+        ("keyPassword", password.to_string()),
+    ];
+    let scaler = Registry::with_builtins()
+        .build(&tls_trigger(
+            &env.cluster.rabbitmq_amqps_url,
+            &queue,
+            &with_encrypted_key,
+        ))
+        .expect("builds");
     assert_eq!(until_value(scaler.as_ref(), 3.0).await.values[0].value, 3.0);
+    delete(&channel, &queue).await;
+}
+
+/// With a client certificate and no credentials, ebb logs in with SASL EXTERNAL as the user
+/// the certificate names (its CN), not as guest.
+#[tokio::test]
+async fn a_client_certificate_without_credentials_logs_in_with_sasl_external() {
+    let env = setup("rabbitmq-scaler-external").await;
+    let broker = Broker::new(&env);
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).expect("PEM");
+    // The dev client certificate's CN; RabbitMQ needs a user of that name (no password).
+    let user = "ebb-dev-tls-client";
+    broker
+        .management(
+            reqwest::Method::PUT,
+            &format!("/api/users/{user}"),
+            Some(serde_json::json!({"password_hash": "", "tags": ""})),
+        )
+        .await;
+    broker
+        .management(
+            reqwest::Method::PUT,
+            &format!("/api/permissions/%2F/{user}"),
+            Some(serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await;
+    let (_conn, channel) = broker.channel(None).await;
+    let queue = unique_name("orders-external");
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 3).await;
+
+    let amqps = reqwest::Url::parse(&env.cluster.rabbitmq_amqps_url).expect("url");
+    let without_credentials = format!(
+        "amqps://{}:{}/",
+        amqps.host_str().expect("host"),
+        amqps.port().expect("port")
+    );
+    let auth = vec![
+        ("tls", "enable".to_string()),
+        ("ca", read(&env.cluster.tls_ca)),
+        ("cert", read(&env.cluster.tls_client_cert)),
+        ("key", read(&env.cluster.tls_client_key)),
+    ];
+    let scaler = Registry::with_builtins()
+        .build(&tls_trigger(&without_credentials, &queue, &auth))
+        .expect("builds");
+    assert_eq!(until_value(scaler.as_ref(), 3.0).await.values[0].value, 3.0);
+
+    // The broker's view of that connection (its statistics lag a few seconds): the
+    // certificate's user, by EXTERNAL.
+    eventually("an EXTERNAL login", STATS_DEADLINE, || async {
+        let connections = broker
+            .management(reqwest::Method::GET, "/api/connections", None)
+            .await;
+        let logins: Vec<(String, String)> = connections
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|c| c["client_properties"]["connection_name"] == "ebb" && c["ssl"] == true)
+            .map(|c| {
+                (
+                    c["user"].as_str().unwrap_or_default().to_string(),
+                    c["auth_mechanism"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        ensure(
+            logins.contains(&(user.to_string(), "EXTERNAL".to_string())),
+            || format!("{logins:?}"),
+        )
+    })
+    .await;
+    drop(scaler);
     delete(&channel, &queue).await;
 }

@@ -198,3 +198,59 @@ async fn an_unreachable_server_is_an_error_within_the_timeout() {
         .expect_err("an error, never a zero");
     assert!(err.to_string().starts_with("redis 127.0.0.1:1"), "{err}");
 }
+
+/// `username` and `password` in plain metadata (KEDA reads them there too) log in: the right
+/// password reads the list, a wrong one is an error naming the refusal, never a 0.
+#[tokio::test]
+async fn a_password_in_metadata_is_used() {
+    let env = setup("redis-scaler-metadata-password").await;
+    let addr = address(&env.cluster.redis_url);
+    let mut control = redis_conn(&env.cluster.redis_url, 0).await;
+    let user = unique_name("ebb-user");
+    let list = unique_name("passworded");
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", &user, "on", ">s3cret-pw", "~*", "+@all"])
+        .query_async(&mut control)
+        .await
+        .expect("ACL SETUSER");
+    let mut conn = redis_conn(&env.cluster.redis_url, 4).await;
+    let _: i64 = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(&["a", "b", "c"])
+        .query_async(&mut conn)
+        .await
+        .expect("RPUSH");
+
+    let with = |password: &str| {
+        let mut t = trigger(&addr, &list, "4");
+        t.metadata.insert("username".into(), user.clone());
+        t.metadata.insert("password".into(), password.into());
+        Registry::with_builtins().build(&t).expect("builds")
+    };
+    let name = format!("s0-redis-{list}");
+    let right = with("s3cret-pw");
+    let got = right.metrics_and_activity(&name).await.expect("reads");
+    assert_eq!(got.values[0].value, 3.0);
+    let wrong = with("not-the-password");
+    let err = wrong
+        .metrics_and_activity(&name)
+        .await
+        .expect_err("a wrong password is an error")
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("authentication failed"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let _: () = redis::cmd("ACL")
+        .arg(&["DELUSER", &user])
+        .query_async(&mut control)
+        .await
+        .expect("ACL DELUSER");
+}

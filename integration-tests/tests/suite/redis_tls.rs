@@ -123,6 +123,23 @@ async fn lists_over_tls_with_the_ca_from_the_trigger_authentication() {
         ))
         .expect("builds");
     assert_eq!(read(&*insecure).await, (6.0, true));
+
+    // keyPassword: the client key, encrypted (PKCS#8), opened with its password.
+    let encrypted = integration_tests::encrypted_key(&key, "open-sesame");
+    let with_password = Registry::with_builtins()
+        .build(&trigger(
+            "redis",
+            &[("address", &addr), ("listName", &list)],
+            &[
+                ("tls", "enable"),
+                ("ca", &ca),
+                ("cert", &cert),
+                ("key", &encrypted),
+                ("keyPassword", "open-sesame"),
+            ],
+        ))
+        .expect("builds");
+    assert_eq!(read(&*with_password).await, (6.0, true));
 }
 
 #[tokio::test]

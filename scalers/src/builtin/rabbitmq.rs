@@ -13,9 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::options::QueueDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector};
 use lapin::types::FieldTable;
-use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::uri::{
+    AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo, SASLMechanism,
+};
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use reqwest::Url;
@@ -27,7 +29,9 @@ use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::Scaler;
-use crate::tls::{ClientTls, pem_certificates, pem_private_key};
+use crate::tls::{
+    ClientTls, client_config, decrypt_private_key, pem_certificates, pem_private_key,
+};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 /// Limit for connecting and for each query, unless the trigger sets `timeout`.
@@ -52,6 +56,16 @@ pub struct AmqpKey {
     password: Option<String>,
     /// TLS (`amqps://`): the CA and client certificate, if given.
     tls: Option<ClientTls>,
+}
+
+impl AmqpKey {
+    /// Whether the connection authenticates with SASL EXTERNAL: over TLS with a client
+    /// certificate and no username or password, as KEDA 2.20 does.
+    fn uses_sasl_external(&self) -> bool {
+        self.username.is_none()
+            && self.password.is_none()
+            && self.tls.as_ref().is_some_and(|tls| tls.cert.is_some())
+    }
 }
 
 /// Identity of a shared management API client. Holds credentials: never printed.
@@ -500,14 +514,12 @@ impl RabbitMqConfig {
             }
         } else {
             // As with https, the scheme decides: `tls` settings apply to `amqps://` only.
+            // `unsafeSsl` applies with or without `tls: enable` (KEDA reads it only with it).
             let tls = if url.scheme == "amqps" {
-                if t.bool_or("unsafeSsl", &[Source::Metadata], false)? {
-                    return Err(t.error(
-                        "unsafeSsl",
-                        "not supported over AMQP; give the server's CA as the authentication parameter \"ca\", or use the management API over https",
-                    ));
-                }
-                Some(tls.unwrap_or_default())
+                Some(ClientTls {
+                    unsafe_ssl: t.bool_or("unsafeSsl", &[Source::Metadata], false)?,
+                    ..tls.unwrap_or_default()
+                })
             } else {
                 None
             };
@@ -596,15 +608,19 @@ impl RabbitMqConfig {
                 _ => return Err(t.error("tls", "expected enable or disable")),
             },
         }
-        if t.lookup("keyPassword", &auth)?.is_some() {
-            return Err(t.error(
-                "keyPassword",
-                "encrypted private keys are not supported; give an unencrypted PEM key",
-            ));
-        }
         let ca = t.lookup("ca", &auth)?.map(|f| f.value);
         let cert = t.lookup("cert", &auth)?.map(|f| f.value);
-        let key = t.lookup("key", &auth)?.map(|f| f.value);
+        let key = match (
+            t.lookup("key", &auth)?.map(|f| f.value),
+            t.lookup("keyPassword", &auth)?.map(|f| f.value),
+        ) {
+            // An encrypted PKCS#8 key, opened once here, as KEDA does.
+            (Some(key), Some(password)) if !password.is_empty() => Some(
+                decrypt_private_key(&key, &password)
+                    .map_err(|p| t.error("keyPassword", p.to_string()))?,
+            ),
+            (key, _) => key,
+        };
         if let Some(ca) = &ca {
             pem_certificates(ca).map_err(|p| t.error("ca", p.to_string()))?;
         }
@@ -842,58 +858,71 @@ impl RabbitMqScaler {
     }
 }
 
-/// Opens an AMQP connection named [`CONNECTION_NAME`].
+/// Opens an AMQP connection named [`CONNECTION_NAME`]. Over `amqps://` the TLS session is
+/// ebb's own rustls configuration (the system roots plus `ca`, or `unsafeSsl`, and the client
+/// certificate); with a client certificate and no credentials it authenticates with SASL
+/// EXTERNAL (the broker takes the user from the certificate), otherwise with PLAIN.
 async fn connect_amqp(
     key: AmqpKey,
     source_name: String,
     timeout: Duration,
 ) -> Result<Connection, ScalerError> {
+    let source_error = |message: String| ScalerError::Source {
+        source_name: source_name.clone(),
+        message,
+    };
     let defaults = AMQPUserInfo::default();
+    let external = key.uses_sasl_external();
     let uri = AMQPUri {
-        scheme: if key.tls.is_some() {
-            AMQPScheme::AMQPS
-        } else {
-            AMQPScheme::AMQP
-        },
+        // The TLS session is set up below: lapin connects plain TCP.
+        scheme: AMQPScheme::AMQP,
         authority: AMQPAuthority {
             userinfo: AMQPUserInfo {
                 username: key.username.unwrap_or(defaults.username),
                 password: key.password.unwrap_or(defaults.password),
             },
-            host: key.host,
+            host: key.host.clone(),
             port: key.port,
         },
         vhost: key.vhost,
         query: AMQPQueryString {
             heartbeat: Some(HEARTBEAT_SECS),
             connection_timeout: Some(timeout.as_millis() as u64),
+            auth_mechanism: external.then_some(SASLMechanism::External),
             ..Default::default()
         },
     };
-    // The system's roots plus the `ca` given, and the client certificate if any.
-    let tls = key.tls.unwrap_or_default();
-    let tls_config = OwnedTLSConfig {
-        identity: match (tls.cert, tls.key) {
-            (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-                pem: cert.into_bytes(),
-                key: key.into_bytes(),
-            }),
-            _ => None,
-        },
-        cert_chain: tls.ca,
+    let tls = match &key.tls {
+        Some(tls) => Some(RustlsConnector::from(Arc::new(
+            client_config(tls).map_err(|e| source_error(format!("TLS settings: {e}")))?,
+        ))),
+        None => None,
     };
-    let source_error = |message: String| ScalerError::Source {
-        source_name: source_name.clone(),
-        message,
-    };
+    let host = key.host;
     let runtime =
         lapin::runtime::default_runtime().map_err(|e| source_error(format!("connecting: {e}")))?;
     let properties = ConnectionProperties::default().with_connection_name(CONNECTION_NAME.into());
     // lapin's errors name the failure (refused, ACCESS_REFUSED, a certificate problem), never
     // the password.
-    Connection::connect_uri_with_config(uri, properties, tls_config, runtime)
-        .await
-        .map_err(|e| source_error(format!("connecting: {e}")))
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let stream = AMQPUriTcpExt::connect_with_config_async(
+                &uri,
+                lapin::tcp::TLSConfig::default(),
+                &runtime,
+            )
+            .await?;
+            match &tls {
+                Some(connector) => Ok(stream.into_rustls(connector, &host).await?),
+                None => Ok(stream),
+            }
+        },
+        properties,
+    )
+    .await
+    .map_err(|e| source_error(format!("connecting: {e}")))
 }
 
 /// A client for the management API with `tls`, bounded by `timeout`.
@@ -1236,7 +1265,37 @@ mod tests {
         .expect("TLS");
         assert_eq!(tls.ca.as_deref(), Some(ca));
         assert!(tls.cert.is_some() && tls.key.is_some());
+        // keyPassword opens an encrypted PKCS#8 key once, at parse time.
+        let tls = amqp_tls(
+            "amqps://r/",
+            &[
+                ("tls", "enable"),
+                ("cert", ca),
+                ("key", test_pem::ENCRYPTED_KEY),
+                ("keyPassword", test_pem::KEY_PASSWORD),
+            ],
+        )
+        .expect("TLS");
+        assert_eq!(
+            tls.key.as_deref().map(pem_private_key).map(|k| k.is_ok()),
+            Some(true)
+        );
         assert!(amqp_tls("amqps://r/", &[]) == Some(ClientTls::default()));
+        // unsafeSsl over amqps, with or without `tls: enable`.
+        let unsafe_ssl = |auth: &[(&str, &str)]| match parse(
+            &[
+                ("host", "amqps://r/"),
+                ("queueName", "q"),
+                ("unsafeSsl", "true"),
+            ],
+            auth,
+        )
+        .endpoint
+        {
+            Endpoint::Amqp(key) => key.tls.is_some_and(|tls| tls.unsafe_ssl),
+            Endpoint::Http { .. } => panic!("an AMQP endpoint"),
+        };
+        assert!(unsafe_ssl(&[]) && unsafe_ssl(&[("tls", "enable")]));
         assert!(amqp_tls("amqp://r/", &[("tls", "enable"), ("ca", ca)]).is_none());
     }
 
@@ -1430,12 +1489,6 @@ mod tests {
                 "required when password is set",
             ),
             (
-                &[Q, ("host", "amqps://u:hunter2@r/"), ("unsafeSsl", "true")],
-                &[],
-                "unsafeSsl",
-                "not supported over AMQP; give the server's CA as the authentication parameter \"ca\", or use the management API over https",
-            ),
-            (
                 &[Q, W],
                 &[("tls", "on")],
                 "tls",
@@ -1465,9 +1518,14 @@ mod tests {
             ),
             (
                 &[Q, W],
-                &[("tls", "enable"), ("keyPassword", "hunter2")],
+                &[
+                    ("tls", "enable"),
+                    ("cert", test_pem::CERT),
+                    ("key", test_pem::ENCRYPTED_KEY),
+                    ("keyPassword", "hunter2"),
+                ],
                 "keyPassword",
-                "encrypted private keys are not supported; give an unencrypted PEM key",
+                "expected an encrypted PKCS#8 PEM key (BEGIN ENCRYPTED PRIVATE KEY) that keyPassword decrypts",
             ),
             (
                 &[Q, ("hostFromEnv", "NOPE")],

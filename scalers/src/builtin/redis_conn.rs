@@ -16,7 +16,7 @@ use redis::{
 
 use crate::error::{ConfigError, ScalerError};
 use crate::pool::{Lease, SharedPool};
-use crate::tls::{pem_certificates, pem_private_key};
+use crate::tls::{decrypt_private_key, pem_certificates, pem_private_key};
 use crate::trigger::{ANY_SOURCE, Source, Trigger};
 
 /// Limit for connecting and for each query.
@@ -261,12 +261,6 @@ fn parse_tls(t: &Trigger) -> Result<Option<TlsSettings>, ConfigError> {
         return Ok(None);
     }
     let auth = |key: &str| t.lookup(key, &[Source::Auth]).map(|f| f.map(|f| f.value));
-    if auth("keyPassword")?.is_some() {
-        return Err(t.error(
-            "keyPassword",
-            "encrypted client keys are not supported; give an unencrypted PEM key",
-        ));
-    }
     let ca = auth("ca")?;
     if let Some(ca) = &ca
         && pem_certificates(ca).is_err()
@@ -278,6 +272,12 @@ fn parse_tls(t: &Trigger) -> Result<Option<TlsSettings>, ConfigError> {
         (Some(_), None) => return Err(t.error("key", "required when cert is set")),
         (None, Some(_)) => return Err(t.error("cert", "required when key is set")),
         (Some(cert), Some(key)) => {
+            // An encrypted PKCS#8 key, opened once here, as KEDA does.
+            let key = match auth("keyPassword")? {
+                Some(password) if !password.is_empty() => decrypt_private_key(&key, &password)
+                    .map_err(|p| t.error("keyPassword", p.to_string()))?,
+                _ => key,
+            };
             if pem_certificates(&cert).is_err() {
                 return Err(t.error("cert", "expected a PEM certificate"));
             }
@@ -774,6 +774,27 @@ mod tests {
         assert!(tls.insecure);
         assert!(!format!("{target:?}").contains("PRIVATE"));
 
+        // keyPassword opens an encrypted PKCS#8 key once, at parse time.
+        let t = trigger(
+            &[("address", "r:1"), ("enableTLS", "true")],
+            &[
+                ("cert", &cert),
+                ("key", crate::tls::test_pem::ENCRYPTED_KEY),
+                ("keyPassword", crate::tls::test_pem::KEY_PASSWORD),
+            ],
+        );
+        let (_, opened) = RedisTarget::parse(&t, Topology::Standalone)
+            .unwrap()
+            .tls
+            .unwrap()
+            .client
+            .unwrap();
+        assert!(opened.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(
+            pem_private_key(&opened).map(|k| k.secret_der().to_vec()),
+            pem_private_key(crate::tls::test_pem::KEY).map(|k| k.secret_der().to_vec())
+        );
+
         // Disabled: certificates are ignored.
         let t = trigger(&[("address", "r:1")], &[("tls", "disable"), ("ca", "x")]);
         assert!(
@@ -884,7 +905,7 @@ mod tests {
                 vec![("address", "a:1"), ("enableTLS", "true")],
                 vec![("cert", &cert), ("key", &key), ("keyPassword", "k")],
                 "keyPassword",
-                "encrypted client keys are not supported; give an unencrypted PEM key",
+                "expected an encrypted PKCS#8 PEM key (BEGIN ENCRYPTED PRIVATE KEY) that keyPassword decrypts",
             ),
             (
                 Topology::Standalone,

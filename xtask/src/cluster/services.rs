@@ -616,7 +616,8 @@ fn rabbitmq_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<
     let conf = data.join("rabbitmq.conf");
     let file = |f: &str| service_tls_file(layout, f).display().to_string();
     // Plain and TLS listeners for AMQP and the management API. TLS clients may present a
-    // certificate signed by the dev CA (verified when they do), or none.
+    // certificate signed by the dev CA (verified when they do), or none; over amqps, a client
+    // may log in with SASL EXTERNAL as the user its certificate's CN names.
     let tls = |prefix: &str| {
         format!(
             "{prefix}.cacertfile = {}\n{prefix}.certfile = {}\n{prefix}.keyfile = {}\n",
@@ -633,6 +634,10 @@ fn rabbitmq_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<
              {ssl_options}\
              ssl_options.verify = verify_peer\n\
              ssl_options.fail_if_no_peer_cert = false\n\
+             auth_mechanisms.1 = PLAIN\n\
+             auth_mechanisms.2 = AMQPLAIN\n\
+             auth_mechanisms.3 = EXTERNAL\n\
+             ssl_cert_login_from = common_name\n\
              management.tcp.ip = 127.0.0.1\n\
              management.tcp.port = {management}\n\
              management.ssl.ip = 127.0.0.1\n\
@@ -647,7 +652,11 @@ fn rabbitmq_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<
         ),
     )?;
     let plugins = data.join("enabled_plugins");
-    fs::write(&plugins, "[rabbitmq_management].\n")?;
+    // SASL EXTERNAL (the user named by a client certificate's CN) for the amqps tests.
+    fs::write(
+        &plugins,
+        "[rabbitmq_management,rabbitmq_auth_mechanism_ssl].\n",
+    )?;
     // The Debian wrapper in /usr/sbin switches to the rabbitmq user and its fixed paths; the
     // script it wraps takes every location from the environment.
     let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
