@@ -83,10 +83,12 @@ pub struct TriggerAuthenticationSpec {
     /// AWS Secrets Manager (not implemented by ebb).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_secret_manager: Option<AwsSecretManager>,
-    /// Bound service-account tokens as parameters (not implemented by ebb).
+    /// Bound service-account tokens as parameters: a TokenRequest for each service account, in
+    /// the ScaledObject's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_service_account_token: Option<Vec<BoundServiceAccountToken>>,
-    /// A JSON file of parameters mounted into the operator (not implemented by ebb).
+    /// A JSON file of parameters (an object of strings) in ebb's pod, relative to
+    /// `--filepath-auth-root-path`; ClusterTriggerAuthentications only, as in KEDA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_path: Option<String>,
     /// OAuth2 client-credentials flow (not implemented by ebb).
@@ -168,13 +170,6 @@ impl TriggerAuthenticationSpec {
             (self.azure_key_vault.is_some(), "azureKeyVault"),
             (self.gcp_secret_manager.is_some(), "gcpSecretManager"),
             (self.aws_secret_manager.is_some(), "awsSecretManager"),
-            (
-                self.bound_service_account_token
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty()),
-                "boundServiceAccountToken",
-            ),
-            (self.file_path.is_some(), "filePath"),
             (self.oauth2.is_some(), "oauth2"),
             (
                 self.azure_service_principal.is_some(),

@@ -203,6 +203,16 @@ impl TestEnv {
 
     /// [`TestEnv::start_ebb`] with the trigger types of `registry` (a test's own scaler).
     pub fn start_ebb_with(&self, registry: ebb_scalers::Registry) -> EbbGuard {
+        self.start_ebb_tuned(registry, |_| {})
+    }
+
+    /// [`TestEnv::start_ebb_with`], with `tune` setting what `ebb run`'s flags set (a file
+    /// root, a token life) before the controller starts.
+    pub fn start_ebb_tuned(
+        &self,
+        registry: ebb_scalers::Registry,
+        tune: impl FnOnce(&mut ebb_operator::controller::Context),
+    ) -> EbbGuard {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = std::sync::Arc::new(ebb_operator::admin::Metrics::default());
         let client = ebb_operator::client::counting(self.config.clone(), metrics.clone())
@@ -211,6 +221,7 @@ impl TestEnv {
             ebb_operator::controller::Context::new(client, registry, self.namespace.clone());
         ctx.metrics = metrics;
         ctx.watch_namespace = Some(self.namespace.clone());
+        tune(&mut ctx);
         let ctx = std::sync::Arc::new(ctx);
         tokio::spawn(ebb_operator::controller::run(ctx.clone(), async move {
             let _ = stopped.await;

@@ -5,6 +5,7 @@
 //! Values are credentials: no error here ever contains one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use ebb_crds::trigger_authentication::TriggerAuthenticationSpec;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
@@ -47,6 +48,23 @@ pub enum AuthError {
     /// A provider ebb does not implement is configured.
     #[error("unsupported authentication providers: {0}")]
     Unsupported(String),
+    /// A bound service-account token could not be had.
+    #[error(
+        "{field}: no token for ServiceAccount {service_account:?} in namespace {namespace:?}: {reason}"
+    )]
+    Token {
+        /// The referencing field.
+        field: String,
+        /// The service account.
+        service_account: String,
+        /// Its namespace.
+        namespace: String,
+        /// The apiserver's answer (never a token).
+        reason: String,
+    },
+    /// `filePath` could not be read.
+    #[error("spec.filePath: {0}")]
+    FilePath(String),
 }
 
 /// Secrets and ConfigMaps to read, by name, in one namespace.
@@ -56,6 +74,8 @@ pub struct Needs {
     pub secrets: BTreeSet<String>,
     /// ConfigMap names.
     pub config_maps: BTreeSet<String>,
+    /// Service accounts to request a token for (`boundServiceAccountToken`).
+    pub service_accounts: BTreeSet<String>,
 }
 
 /// What was read: name -> (key -> value). A name missing from the map was not found.
@@ -67,6 +87,10 @@ pub struct Fetched {
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
     /// ConfigMaps' data.
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Bound tokens by service account, or the apiserver's refusal.
+    pub tokens: BTreeMap<String, Result<String, String>>,
+    /// The parameters of `filePath`'s file, or why it could not be read (`None`: no file).
+    pub file: Option<Result<BTreeMap<String, String>, String>>,
 }
 
 impl std::fmt::Debug for Fetched {
@@ -81,6 +105,14 @@ impl std::fmt::Debug for Fetched {
             .field("namespace", &self.namespace)
             .field("secrets", &keys(&self.secrets))
             .field("config_maps", &keys(&self.config_maps))
+            .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
+            .field(
+                "file",
+                &self
+                    .file
+                    .as_ref()
+                    .map(|f| f.as_ref().map(|p| p.keys().collect::<Vec<_>>())),
+            )
             .finish()
     }
 }
@@ -127,7 +159,41 @@ pub fn needs(spec: &TriggerAuthenticationSpec) -> Needs {
             .flatten()
             .map(|r| r.name.clone())
             .collect(),
+        service_accounts: spec
+            .bound_service_account_token
+            .iter()
+            .flatten()
+            .map(|b| b.service_account_name.clone())
+            .collect(),
     }
+}
+
+/// Where `filePath`'s file is: `relative` under `root` (`--filepath-auth-root-path`), as KEDA
+/// checks it: no root configured, an absolute path or one with `..` is refused.
+pub fn file_path_within(root: Option<&Path>, relative: &str) -> Result<PathBuf, AuthError> {
+    let Some(root) = root else {
+        return Err(AuthError::FilePath(
+            "ebb runs without --filepath-auth-root-path, so no file can be read".into(),
+        ));
+    };
+    if Path::new(relative).is_absolute() || relative.contains("..") {
+        return Err(AuthError::FilePath(format!(
+            "{relative:?}: expected a path relative to --filepath-auth-root-path, without '..'"
+        )));
+    }
+    Ok(root.join(relative))
+}
+
+/// The parameters in a `filePath` file: a JSON object of strings. The error never quotes the
+/// text (it holds credentials).
+pub fn parse_auth_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|e| {
+        format!(
+            "expected a JSON object of string values (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })
 }
 
 /// Resolved authentication parameters, and the references that could not be read.
@@ -148,10 +214,18 @@ pub struct Resolved {
 /// on it, an empty Redis password for one); it is listed in [`Resolved::missing`] so that it is
 /// reported.
 ///
+/// `boundServiceAccountToken` entries come last, each from its TokenRequest; a token that
+/// could not be had is an empty parameter, listed in [`Resolved::missing`] (KEDA logs it and
+/// goes on with an empty value).
+///
+/// `filePath`, in a ClusterTriggerAuthentication only (`cluster`), gives the file's parameters
+/// and nothing else, as in KEDA.
+///
 /// `container_envs` maps each container of the scale target to its resolved environment;
 /// `default_container` is the one `env[]` entries without `containerName` read.
 pub fn resolve(
     spec: &TriggerAuthenticationSpec,
+    cluster: bool,
     fetched: &Fetched,
     container_envs: &BTreeMap<String, BTreeMap<String, String>>,
     default_container: Option<&str>,
@@ -159,6 +233,22 @@ pub fn resolve(
     let unsupported = spec.unsupported_providers();
     if !unsupported.is_empty() {
         return Err(AuthError::Unsupported(unsupported.join(", ")));
+    }
+    if spec.file_path.as_deref().is_some_and(|p| !p.is_empty()) {
+        if !cluster {
+            return Err(AuthError::FilePath(
+                "only a ClusterTriggerAuthentication may read a file of ebb's pod, as in KEDA"
+                    .into(),
+            ));
+        }
+        return match &fetched.file {
+            Some(Ok(params)) => Ok(Resolved {
+                params: params.clone(),
+                missing: Vec::new(),
+            }),
+            Some(Err(reason)) => Err(AuthError::FilePath(reason.clone())),
+            None => Err(AuthError::FilePath("the file was not read".into())),
+        };
     }
     let mut resolved = Resolved::default();
     for (i, e) in spec.env.iter().flatten().enumerate() {
@@ -203,6 +293,29 @@ pub fn resolve(
             }
         };
         resolved.params.insert(r.parameter.clone(), value);
+    }
+    for (i, b) in spec
+        .bound_service_account_token
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let value = match fetched.tokens.get(&b.service_account_name) {
+            Some(Ok(token)) => token.clone(),
+            other => {
+                resolved.missing.push(AuthError::Token {
+                    field: format!("spec.boundServiceAccountToken[{i}]"),
+                    service_account: b.service_account_name.clone(),
+                    namespace: fetched.namespace.clone(),
+                    reason: match other {
+                        Some(Err(reason)) => reason.clone(),
+                        _ => "not requested".into(),
+                    },
+                });
+                String::new()
+            }
+        };
+        resolved.params.insert(b.parameter.clone(), value);
     }
     Ok(resolved)
 }
@@ -324,6 +437,15 @@ mod tests {
                 [("host".to_string(), "redis.shop:6379".to_string())].into(),
             )]
             .into(),
+            tokens: [
+                ("prometheus".to_string(), Ok("eyJ.t0k3n".to_string())),
+                (
+                    "forbidden".to_string(),
+                    Err("serviceaccounts \"forbidden\" is forbidden".to_string()),
+                ),
+            ]
+            .into(),
+            file: None,
         }
     }
 
@@ -373,7 +495,7 @@ env:
 - {parameter: token, name: TOKEN, containerName: sidecar}
 - {parameter: unset, name: NOT_SET}
 ");
-        let resolved = resolve(&spec, &fetched(), &envs(), Some("app")).unwrap();
+        let resolved = resolve(&spec, false, &fetched(), &envs(), Some("app")).unwrap();
         let want: BTreeMap<String, String> = [
             // Secret over ConfigMap, Secret over env, ConfigMap over env: KEDA's order.
             ("password", "s3cret"),
@@ -406,7 +528,7 @@ env:
             ),
         ];
         for (yaml, want) in cases {
-            let resolved = resolve(&ta(yaml), &fetched(), &envs(), Some("app")).unwrap();
+            let resolved = resolve(&ta(yaml), false, &fetched(), &envs(), Some("app")).unwrap();
             assert_eq!(
                 resolved.params.get("p").map(String::as_str),
                 Some(""),
@@ -420,6 +542,7 @@ env:
         // empty string over it, and so does ebb (a later source always wins).
         let resolved = resolve(
             &ta("env: [{parameter: p, name: REDIS_USER}]\nsecretTargetRef: [{parameter: p, name: nope, key: k}]"),
+            false,
             &fetched(),
             &envs(),
             Some("app"),
@@ -441,12 +564,101 @@ env:
             ),
         ];
         for (yaml, want) in cases {
-            let err = resolve(&ta(yaml), &fetched(), &envs(), Some("app")).unwrap_err();
+            let err = resolve(&ta(yaml), false, &fetched(), &envs(), Some("app")).unwrap_err();
             let text = err.to_string();
             assert_eq!(text, want, "{yaml}");
             assert!(!text.contains("s3cret"));
         }
         assert!(!format!("{:?}", fetched()).contains("s3cret"));
+    }
+
+    #[test]
+    fn bound_service_account_tokens_come_last_and_a_refusal_is_empty_and_reported() {
+        let spec = ta(r"
+secretTargetRef: [{parameter: bearerToken, name: redis-auth, key: password}]
+boundServiceAccountToken:
+- {parameter: bearerToken, serviceAccountName: prometheus}
+- {parameter: other, serviceAccountName: forbidden}
+");
+        assert_eq!(
+            needs(&spec)
+                .service_accounts
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["forbidden", "prometheus"]
+        );
+        let resolved = resolve(&spec, false, &fetched(), &envs(), Some("app")).unwrap();
+        assert_eq!(resolved.params["bearerToken"], "eyJ.t0k3n");
+        assert_eq!(resolved.params["other"], "");
+        let missing: Vec<String> = resolved.missing.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            missing,
+            [
+                "spec.boundServiceAccountToken[1]: no token for ServiceAccount \"forbidden\" in namespace \"shop\": serviceaccounts \"forbidden\" is forbidden"
+            ]
+        );
+        assert!(!format!("{:?}", fetched()).contains("t0k3n"));
+    }
+
+    #[test]
+    fn file_path_is_for_cluster_authentications_under_the_root_only() {
+        let root = Path::new("/etc/ebb/auth");
+        assert_eq!(
+            file_path_within(Some(root), "creds/api.json"),
+            Ok(PathBuf::from("/etc/ebb/auth/creds/api.json"))
+        );
+        for (root, relative, want) in [
+            (
+                None,
+                "creds.json",
+                "ebb runs without --filepath-auth-root-path",
+            ),
+            (Some(root), "/etc/passwd", "expected a path relative"),
+            (Some(root), "../../var/run/secrets/token", "without '..'"),
+        ] {
+            let err = file_path_within(root, relative).unwrap_err().to_string();
+            assert!(
+                err.starts_with("spec.filePath: ") && err.contains(want),
+                "{err}"
+            );
+        }
+
+        assert_eq!(
+            parse_auth_file(r#"{"apiKey": "k3y", "host": "h"}"#),
+            Ok([("apiKey", "k3y"), ("host", "h")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect())
+        );
+        for bad in [r#"{"apiKey": 12345}"#, "apiKey=k3y", "[]"] {
+            let err = parse_auth_file(bad).unwrap_err();
+            assert!(
+                err.starts_with("expected a JSON object of string values"),
+                "{err}"
+            );
+            assert!(!err.contains("12345") && !err.contains("k3y"), "{err}");
+        }
+
+        let spec = ta(
+            "filePath: creds.json\nsecretTargetRef: [{parameter: password, name: redis-auth, key: password}]",
+        );
+        let mut with_file = fetched();
+        with_file.file = Some(Ok([("apiKey".to_string(), "k3y".to_string())].into()));
+        // The file's parameters and nothing else, as in KEDA.
+        let resolved = resolve(&spec, true, &with_file, &envs(), Some("app")).unwrap();
+        assert_eq!(resolved.params.keys().collect::<Vec<_>>(), ["apiKey"]);
+        let err = resolve(&spec, false, &with_file, &envs(), Some("app")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only a ClusterTriggerAuthentication"),
+            "{err}"
+        );
+        with_file.file = Some(Err("cannot read /etc/ebb/auth/creds.json: not found".into()));
+        let err = resolve(&spec, true, &with_file, &envs(), Some("app")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.filePath: cannot read /etc/ebb/auth/creds.json: not found"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod digest;

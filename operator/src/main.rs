@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
+use ebb_operator::cli::{BUILD, Cli, Command, LogFormat, RunArgs, cluster_objects_namespace};
 use ebb_operator::controller::{self, Context, ControllerEnd};
 use ebb_operator::supervise::{Shutdown, Stopped, supervise};
 use ebb_operator::{admin, leader, metrics_api};
@@ -17,112 +18,6 @@ use ebb_operator::{admin, leader, metrics_api};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's API.
-/// This build: version, git commit and target, as `ebb version` and `--version` print it.
-const BUILD: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("EBB_GIT_COMMIT"),
-    ", ",
-    env!("EBB_TARGET"),
-    ")"
-);
-
-#[derive(Parser)]
-#[command(
-    name = "ebb",
-    version = BUILD,
-    about = "Event-driven autoscaling for Kubernetes, speaking KEDA's keda.sh/v1alpha1 API",
-    after_help = "Examples:\n  ebb run --namespace ebb-system\n  ebb explain shop/orders-worker\n  ebb crds | kubectl apply --server-side -f -\n\nKubernetes access comes from the in-cluster ServiceAccount or the kubeconfig (KUBECONFIG, ~/.kube/config). Docs: docs/configuration.md"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print the version of this build (version, git commit, target).
-    Version,
-    /// Print the CustomResourceDefinitions ebb serves, as YAML.
-    Crds,
-    /// Run the controller (and the external metrics API) until SIGTERM or Ctrl-C.
-    #[command(
-        after_help = "Every flag can also be set by the environment variable shown. Log verbosity follows RUST_LOG (default: info), e.g. RUST_LOG=ebb_operator=debug."
-    )]
-    Run(Box<RunArgs>),
-    /// Explain why a ScaledObject is at its replica count: each metric as the HPA reads it, its
-    /// target and activity, the HPA's state, and the decision ebb takes next.
-    #[command(
-        after_help = "Reads the object, its HPA and target, and asks ebb's external metrics API through the apiserver (as the HPA does), with the kubeconfig's credentials. Example: ebb explain shop/orders-worker"
-    )]
-    Explain {
-        /// The ScaledObject, as `<namespace>/<name>`.
-        object: String,
-    },
-}
-
-/// `ebb run`'s settings.
-#[derive(clap::Args)]
-struct RunArgs {
-    /// ebb's own namespace: the Lease's, and where ClusterTriggerAuthentications read their
-    /// Secrets unless --cluster-object-namespace says otherwise.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ebb-system")]
-    namespace: String,
-    /// Where ClusterTriggerAuthentications read their Secrets and ConfigMaps (default:
-    /// --namespace). KEDA's variable, so a migrated cluster's Secrets can stay where they are.
-    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
-    cluster_object_namespace: Option<String>,
-    /// Watch ScaledObjects in this namespace only (default: every namespace).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
-    /// Elect a leader through a Lease so that several replicas can run and exactly one
-    /// writes.
-    #[arg(long, env = "EBB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
-    /// The Lease's name (in `--namespace`).
-    #[arg(long, env = "EBB_LEASE_NAME", default_value = "ebb-operator")]
-    lease_name: String,
-    /// This replica's identity in the Lease (default: the pod name, else host and pid).
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    #[arg(long, env = "EBB_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
-    admin_addr: std::net::SocketAddr,
-    /// Log format.
-    #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
-    log_format: LogFormat,
-    /// Where the external metrics API (HTTPS) is served; `off` disables it.
-    #[arg(long, env = "EBB_METRICS_API_ADDR", default_value = "0.0.0.0:6443")]
-    metrics_api_addr: String,
-    /// Serving certificate chain (PEM) of the metrics API, reloaded when it changes; a
-    /// certificate is generated at startup when absent.
-    #[arg(long, env = "EBB_TLS_CERT_FILE", requires = "tls_private_key_file")]
-    tls_cert_file: Option<std::path::PathBuf>,
-    /// Its private key (PEM).
-    #[arg(long, env = "EBB_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
-    tls_private_key_file: Option<std::path::PathBuf>,
-    /// DNS names and IP addresses of a generated certificate, comma-separated [default: the
-    /// metrics Service's names in `--namespace`, `ebb-metrics.<namespace>.svc` and
-    /// `ebb-metrics.<namespace>.svc.cluster.local`, then `localhost,127.0.0.1`].
-    #[arg(long, env = "EBB_TLS_NAMES", value_delimiter = ',')]
-    tls_names: Vec<String>,
-    /// APIService (e.g. `v1beta1.external.metrics.k8s.io`) whose caBundle is set to the
-    /// generated certificate's CA: at startup, or with leader election each time this replica
-    /// becomes the leader. Not used with `--tls-cert-file`.
-    #[arg(long, env = "EBB_APISERVICE")]
-    apiservice: Option<String>,
-}
-
-/// How logs are written.
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// One human-readable line per event.
-    Plain,
-    /// One JSON object per line.
-    Json,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -130,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
             let RunArgs {
                 namespace,
                 cluster_object_namespace,
+                filepath_auth_root_path,
+                bound_service_account_token_expiry,
                 watch_namespace,
                 leader_elect,
                 lease_name,
@@ -162,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
             );
             ctx.metrics = metrics;
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
+            ctx.file_path_root = filepath_auth_root_path;
+            ctx.token_expiry = bound_service_account_token_expiry;
             let ctx = Arc::new(ctx);
             // One shutdown signal for every task: the servers, the election and the controller.
             let shutdown = Shutdown::on_signal();
@@ -267,14 +166,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The names the aggregator and local clients reach the metrics API by: the Service
-/// Where ClusterTriggerAuthentications read their Secrets: `--cluster-object-namespace`
-/// (KEDA's `KEDA_CLUSTER_OBJECT_NAMESPACE`) if set and not empty, else ebb's namespace.
-fn cluster_objects_namespace(configured: Option<String>, namespace: &str) -> String {
-    configured
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| namespace.to_string())
-}
-
 /// `ebb-metrics` in ebb's namespace (as `deploy/20-metrics-api.yaml` creates it) and loopback.
 fn default_tls_names(namespace: &str) -> Vec<String> {
     vec![
@@ -357,54 +248,4 @@ async fn leader_or_controller(
     )
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run_args(args: &[&str]) -> RunArgs {
-        match Cli::try_parse_from(args).expect("parses").command {
-            Command::Run(args) => *args,
-            _ => panic!("not run"),
-        }
-    }
-
-    #[test]
-    fn cluster_trigger_authentications_read_from_kedas_namespace_when_asked() {
-        let args = run_args(&["ebb", "run", "--namespace", "ebb-system"]);
-        assert_eq!(
-            cluster_objects_namespace(args.cluster_object_namespace, &args.namespace),
-            "ebb-system"
-        );
-        let args = run_args(&[
-            "ebb",
-            "run",
-            "--namespace",
-            "ebb-system",
-            "--cluster-object-namespace",
-            "keda",
-        ]);
-        assert_eq!(
-            cluster_objects_namespace(args.cluster_object_namespace, &args.namespace),
-            "keda"
-        );
-        assert_eq!(
-            cluster_objects_namespace(Some(String::new()), "ebb-system"),
-            "ebb-system"
-        );
-        // KEDA's variable is the flag's environment variable.
-        let run = <Cli as clap::CommandFactory>::command()
-            .find_subcommand("run")
-            .cloned()
-            .expect("run");
-        let flag = run
-            .get_arguments()
-            .find(|a| a.get_id() == "cluster_object_namespace")
-            .expect("the flag");
-        assert_eq!(
-            flag.get_env().and_then(|e| e.to_str()),
-            Some("KEDA_CLUSTER_OBJECT_NAMESPACE")
-        );
-    }
 }

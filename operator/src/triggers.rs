@@ -2,12 +2,16 @@
 //! target's container environment from the apiserver, then asks the registry.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ebb_crds::trigger_authentication::TriggerAuthenticationSpec;
 use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication};
 use ebb_scalers::{MetricSpec, Registry, ScalerError, Trigger};
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, ServiceAccount};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
 use crate::auth::{self, AuthError, Fetched, Needs};
@@ -37,6 +41,15 @@ pub enum BuildError {
     /// The scaler refused its configuration.
     #[error(transparent)]
     Scaler(#[from] ScalerError),
+    /// The scaler refused its configuration, and some of its parameters were empty because
+    /// their source was missing: both are said, since the second is usually the cause.
+    #[error("{source}; empty parameters: {missing}")]
+    ScalerWithMissingAuth {
+        /// The scaler's refusal.
+        source: ScalerError,
+        /// What was missing (names, never values).
+        missing: String,
+    },
     /// The apiserver failed.
     #[error("reading authentication: {0}")]
     Api(#[from] kube::Error),
@@ -53,6 +66,98 @@ pub struct Built {
     /// Secrets, ConfigMaps or keys that were missing, each resolved to an empty parameter (as
     /// KEDA resolves them): what to report, naming the trigger, field, object and key.
     pub missing_auth: Vec<String>,
+    /// When the scalers should be built again because a bound service-account token they hold
+    /// nears its expiry (at 80 % of its life), if any.
+    pub rebuild_after: Option<Duration>,
+}
+
+/// Where authentication comes from, besides the objects themselves.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Where ClusterTriggerAuthentications read their Secrets and ConfigMaps.
+    pub cluster_object_namespace: String,
+    /// `--filepath-auth-root-path`: the directory `filePath` is relative to (`None`: no file
+    /// may be read).
+    pub file_path_root: Option<PathBuf>,
+    /// The life asked for each bound service-account token.
+    pub token_expiry: Duration,
+}
+
+/// KEDA's default life of a bound service-account token.
+pub const DEFAULT_TOKEN_EXPIRY: Duration = Duration::from_secs(3600);
+
+impl AuthSettings {
+    /// ClusterTriggerAuthentications read `namespace`; no file root; one-hour tokens.
+    pub fn new(cluster_object_namespace: &str) -> Self {
+        Self {
+            cluster_object_namespace: cluster_object_namespace.to_string(),
+            file_path_root: None,
+            token_expiry: DEFAULT_TOKEN_EXPIRY,
+        }
+    }
+}
+
+/// Requests a token for each service account of `namespace`, with `expiry`; a refusal is kept
+/// as its reason (never a token). Returns the tokens and the earliest expiry seen.
+async fn request_tokens(
+    client: &Client,
+    namespace: &str,
+    service_accounts: &std::collections::BTreeSet<String>,
+    expiry: Duration,
+) -> (BTreeMap<String, Result<String, String>>, Option<Duration>) {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let mut tokens = BTreeMap::new();
+    let mut shortest: Option<Duration> = None;
+    for name in service_accounts {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(i64::try_from(expiry.as_secs()).unwrap_or(i64::MAX)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = match api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+        {
+            Ok(TokenRequest {
+                status: Some(status),
+                ..
+            }) if !status.token.is_empty() => {
+                // The apiserver may grant a shorter life than asked.
+                let life = Duration::try_from(
+                    status
+                        .expiration_timestamp
+                        .0
+                        .duration_since(jiff::Timestamp::now()),
+                )
+                .unwrap_or(Duration::ZERO)
+                .min(expiry);
+                shortest = Some(shortest.map_or(life, |s| s.min(life)));
+                Ok(status.token)
+            }
+            Ok(_) => Err("the apiserver answered without a token".to_string()),
+            Err(kube::Error::Api(status)) => Err(status.message),
+            Err(e) => Err(e.to_string()),
+        };
+        tokens.insert(name.clone(), answer);
+    }
+    (tokens, shortest)
+}
+
+/// Reads `filePath`'s parameters under `root`; the error names the path, never the content.
+async fn read_auth_file(
+    root: Option<&Path>,
+    relative: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let path = auth::file_path_within(root, relative).map_err(|e| match e {
+        AuthError::FilePath(reason) => reason,
+        other => other.to_string(),
+    })?;
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+    auth::parse_auth_file(&text).map_err(|reason| format!("{}: {reason}", path.display()))
 }
 
 /// Reads named Secrets and ConfigMaps of `namespace`.
@@ -86,13 +191,13 @@ async fn fetch(client: &Client, namespace: &str, needs: &Needs) -> Result<Fetche
 }
 
 /// Builds the scalers of `so`. `pod` is the scale target's pod template, if it has one;
-/// `ebb_namespace` is where ClusterTriggerAuthentications read their Secrets.
+/// `settings` say where ClusterTriggerAuthentications read their Secrets and files.
 pub async fn build(
     client: &Client,
     registry: &Registry,
     so: &ScaledObject,
     pod: Option<&PodSpec>,
-    ebb_namespace: &str,
+    settings: &AuthSettings,
 ) -> Result<Built, BuildError> {
     let namespace = so.namespace().unwrap_or_default();
 
@@ -128,6 +233,7 @@ pub async fn build(
         specs: Vec::new(),
         authentication_names: Vec::new(),
         missing_auth: Vec::new(),
+        rebuild_after: None,
     };
     for (index, t) in so.spec.triggers.iter().enumerate() {
         let mut auth_params = BTreeMap::new();
@@ -142,7 +248,10 @@ pub async fn build(
                         name: reference.name.clone(),
                     }
                 })?;
-                (cta.spec.auth.clone(), ebb_namespace)
+                (
+                    cta.spec.auth.clone(),
+                    settings.cluster_object_namespace.as_str(),
+                )
             } else {
                 let api: Api<TriggerAuthentication> = Api::namespaced(client.clone(), &namespace);
                 let ta = api.get_opt(&reference.name).await?.ok_or_else(|| {
@@ -154,9 +263,36 @@ pub async fn build(
                 })?;
                 (ta.spec, namespace.as_str())
             };
-            let fetched = fetch(client, secret_namespace, &auth::needs(&spec)).await?;
-            let resolved = auth::resolve(&spec, &fetched, &envs, default_container.as_deref())
-                .map_err(|source| BuildError::Auth { index, source })?;
+            let needs = auth::needs(&spec);
+            let mut fetched = fetch(client, secret_namespace, &needs).await?;
+            // Tokens are for service accounts of the ScaledObject's namespace, for either kind.
+            if !needs.service_accounts.is_empty() {
+                let (tokens, life) = request_tokens(
+                    client,
+                    &namespace,
+                    &needs.service_accounts,
+                    settings.token_expiry,
+                )
+                .await;
+                fetched.tokens = tokens;
+                if let Some(life) = life {
+                    let refresh = life.mul_f64(0.8);
+                    built.rebuild_after =
+                        Some(built.rebuild_after.map_or(refresh, |r| r.min(refresh)));
+                }
+            }
+            if cluster && let Some(relative) = spec.file_path.as_deref().filter(|p| !p.is_empty()) {
+                fetched.file =
+                    Some(read_auth_file(settings.file_path_root.as_deref(), relative).await);
+            }
+            let resolved = auth::resolve(
+                &spec,
+                cluster,
+                &fetched,
+                &envs,
+                default_container.as_deref(),
+            )
+            .map_err(|source| BuildError::Auth { index, source })?;
             built.missing_auth.extend(resolved.missing.iter().map(|m| {
                 format!(
                     "spec.triggers[{index}] ({} {:?}): {m}",
@@ -180,7 +316,24 @@ pub async fn build(
             scaled_object_name: so.name_any(),
             scaled_object_namespace: namespace.clone(),
         };
-        let scaler: Arc<dyn ebb_scalers::Scaler> = Arc::from(registry.build(&trigger)?);
+        let scaler: Arc<dyn ebb_scalers::Scaler> =
+            Arc::from(registry.build(&trigger).map_err(|source| {
+                let prefix = format!("spec.triggers[{index}] ");
+                let missing: Vec<&str> = built
+                    .missing_auth
+                    .iter()
+                    .filter(|m| m.starts_with(&prefix))
+                    .map(String::as_str)
+                    .collect();
+                if missing.is_empty() {
+                    BuildError::Scaler(source)
+                } else {
+                    BuildError::ScalerWithMissingAuth {
+                        source,
+                        missing: missing.join("; "),
+                    }
+                }
+            })?);
         built.specs.extend(scaler.metric_specs());
         built.triggers.push(PolledTrigger {
             index,

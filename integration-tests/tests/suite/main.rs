@@ -28,6 +28,7 @@ mod extreme_values;
 mod metrics_api;
 mod metrics_api_scaler;
 mod operator_activation;
+mod operator_auth_providers;
 mod operator_auth_refresh;
 mod operator_auth_resolution;
 mod operator_lifecycle;

@@ -28,6 +28,10 @@ pub struct Context {
     pub events: Arc<Events>,
     /// Where ClusterTriggerAuthentications read their Secrets.
     pub namespace: String,
+    /// `--filepath-auth-root-path`: where `filePath` files are (none may be read when unset).
+    pub file_path_root: Option<std::path::PathBuf>,
+    /// The life asked for bound service-account tokens.
+    pub token_expiry: std::time::Duration,
     /// Watch ScaledObjects in this namespace only (all namespaces when `None`).
     pub watch_namespace: Option<String>,
     /// Metrics and readiness, served by the admin endpoints.
@@ -78,6 +82,8 @@ impl Context {
             client,
             registry,
             namespace,
+            file_path_root: None,
+            token_expiry: crate::triggers::DEFAULT_TOKEN_EXPIRY,
             watch_namespace: None,
             metrics: Arc::new(Metrics::default()),
             store: Arc::new(MetricStore::default()),
@@ -88,6 +94,15 @@ impl Context {
             kinds: Kinds::default(),
             hpas: Mutex::new(None),
             applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where authentication comes from, besides the objects.
+    pub fn auth_settings(&self) -> crate::triggers::AuthSettings {
+        crate::triggers::AuthSettings {
+            cluster_object_namespace: self.namespace.clone(),
+            file_path_root: self.file_path_root.clone(),
+            token_expiry: self.token_expiry,
         }
     }
 

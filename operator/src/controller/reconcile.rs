@@ -310,9 +310,15 @@ async fn build(ctx: &Context, so: &ScaledObject, checked: &Checked) -> Result<Bu
         None => target.replicas().await.ok(),
     };
     let pod = object.as_ref().and_then(pod_spec);
-    let scalers = triggers::build(&ctx.client, &ctx.registry, so, pod.as_ref(), &ctx.namespace)
-        .await
-        .map_err(Refusal::scaler)?;
+    let scalers = triggers::build(
+        &ctx.client,
+        &ctx.registry,
+        so,
+        pod.as_ref(),
+        &ctx.auth_settings(),
+    )
+    .await
+    .map_err(Refusal::scaler)?;
     desired_hpa(
         so,
         &hpa_metrics(&scalers.specs, checked.composite.as_ref()),
@@ -357,6 +363,7 @@ async fn start_loop(
         metrics: ctx.metrics.clone(),
         store: ctx.store.clone(),
         nudge: ctx.loops.nudger(&namespace, &name),
+        rebuild_after: built.scalers.rebuild_after,
     };
     ctx.loops.start(key, signature, scale_loop);
     ctx.metrics.set_scale_loops(ctx.loops.len());

@@ -61,6 +61,9 @@ pub struct ScaleLoop {
     pub store: Arc<MetricStore>,
     /// Asks the controller to reshape the HPA or rebuild the scalers.
     pub nudge: Nudger,
+    /// Rebuild the scalers this long after the loop starts (a bound service-account token
+    /// nearing its expiry), if set.
+    pub rebuild_after: Option<Duration>,
 }
 
 /// The decision's settings for `so`, defaults applied.
@@ -203,6 +206,10 @@ impl ScaleLoop {
         // `external-push` triggers' activity streams, open for the loop's life.
         let mut pushes = Pushes::open(&self.triggers);
         let object_key = key(so);
+        // Credentials that expire (bound tokens) are renewed by building the scalers again.
+        let renew_at = self
+            .rebuild_after
+            .map(|after| tokio::time::Instant::now() + after);
         loop {
             // Not known yet (before the first poll) counts as at rest: the first check may
             // come before the first poll.
@@ -215,9 +222,16 @@ impl ScaleLoop {
                 Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => Wake::Check,
                 // A push: poll now, whatever the interval.
                 Some(pushed) = pushes.next(&object_key), if pushes.any() => Wake::Push(pushed),
+                () = async { if let Some(at) = renew_at { tokio::time::sleep_until(at).await } }, if renew_at.is_some() && !rebuild_requested => Wake::Renew,
             };
             let results = match wake {
                 Wake::Stop => return,
+                Wake::Renew => {
+                    rebuild_requested = true;
+                    info!(scaledobject = %object_key, "renewing bound service-account tokens");
+                    self.nudge.rebuild();
+                    continue;
+                }
                 Wake::Poll(scheduled) => {
                     let lag = scheduled.elapsed();
                     self.metrics.observe_poll_lag(lag);
@@ -559,6 +573,8 @@ enum Wake {
     Check,
     /// `external-push` triggers pushed their activity (by trigger index).
     Push(BTreeMap<usize, bool>),
+    /// Expiring credentials are to be renewed: the scalers are built again.
+    Renew,
 }
 
 /// Runs `work` unless `stop` turns true first (None then).
