@@ -432,6 +432,105 @@ async fn renaming_the_hpa_deletes_the_old_one() {
     env.delete_scaled_objects().await;
 }
 
+/// KEDA's `scaledobject.keda.sh/transfer-hpa-ownership`: a ScaledObject naming a user's
+/// existing HPA takes it over (its owner, spec and labels become the object's), no second HPA
+/// appears, and deleting the object deletes the HPA it now owns.
+#[tokio::test]
+async fn an_existing_hpa_is_taken_over_with_transfer_hpa_ownership() {
+    let env = setup("operator-hpa-transfer").await;
+    let _ebb = env.start_ebb();
+    let list = List::new(&env).await;
+    let worker = deployment("worker", 2, &[]);
+    env.create::<Deployment>(serde_json::to_value(worker).expect("json"))
+        .await;
+    // The user's HPA, on CPU, made before ebb was installed.
+    env.create::<HorizontalPodAutoscaler>(json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "legacy", "labels": {"team": "shop"}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}
+            }}]
+        }
+    }))
+    .await;
+    env.create::<ScaledObject>(scaled_object(
+        &env,
+        "worker",
+        &list,
+        json!({
+            "minReplicaCount": 1,
+            "maxReplicaCount": 7,
+            "advanced": {"horizontalPodAutoscalerConfig": {"name": "legacy"}}
+        }),
+        json!({"scaledobject.keda.sh/transfer-hpa-ownership": "true"}),
+    ))
+    .await;
+    let uid = env
+        .api::<ScaledObject>()
+        .get("worker")
+        .await
+        .expect("the ScaledObject")
+        .metadata
+        .uid
+        .expect("a uid");
+    let hpas = env.api::<HorizontalPodAutoscaler>();
+    eventually("the HPA legacy is the ScaledObject's", DEADLINE, || async {
+        let hpa = hpas.get("legacy").await.map_err(|e| e.to_string())?;
+        let owned = hpa
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true));
+        let spec = hpa.spec.clone().unwrap_or_default();
+        let metric_types: Vec<String> = spec
+            .metrics
+            .iter()
+            .flatten()
+            .map(|m| m.type_.clone())
+            .collect();
+        let labelled = hpa
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("scaledobject.keda.sh/name"))
+            .map(String::as_str)
+            == Some("worker");
+        ensure(
+            owned
+                && labelled
+                && spec.min_replicas == Some(1)
+                && spec.max_replicas == 7
+                && metric_types == ["External"],
+            || format!("owned {owned}, labelled {labelled}, spec {spec:?}"),
+        )
+    })
+    .await;
+    let names: Vec<String> = hpas
+        .list(&Default::default())
+        .await
+        .expect("HPAs")
+        .items
+        .into_iter()
+        .filter_map(|h| h.metadata.name)
+        .collect();
+    assert_eq!(names, ["legacy"], "one HPA for the workload");
+
+    env.delete_scaled_objects().await;
+    eventually("the HPA it took over goes with it", DEADLINE, || async {
+        match hpas.get_opt("legacy").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("legacy still exists".to_string()),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn paused_scale_in_blocks_the_step_to_zero() {
     let env = setup("operator-paused-scale-in").await;
