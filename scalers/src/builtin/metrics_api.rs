@@ -729,10 +729,10 @@ mod tests {
                 "expected one of json, yaml, xml, prometheus, got \"csv\"",
             ),
             (
-                with(&[("valueLocation", "items.#.count")]),
+                with(&[("valueLocation", "items.@pretty")]),
                 &[],
                 "valueLocation",
-                "gjson's `#.` queries over arrays are not supported; `#` must be the last element",
+                "gjson's @pretty modifier is not supported by ebb: it only reformats JSON text, which cannot give a number",
             ),
             (
                 with(&[("format", "prometheus"), ("valueLocation", "m{a!=\"b\"}")]),
