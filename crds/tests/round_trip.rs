@@ -235,8 +235,6 @@ fn unsupported_providers_are_named() {
             "azureKeyVault",
             "gcpSecretManager",
             "awsSecretManager",
-            "boundServiceAccountToken",
-            "filePath",
             "oauth2",
             "azureServicePrincipal",
         ]

@@ -21,6 +21,7 @@ mod control_plane;
 mod crds;
 mod deploy;
 mod docs_commands;
+mod docs_conformance;
 mod examples;
 mod explain;
 mod external_scaler;

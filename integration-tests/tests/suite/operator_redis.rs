@@ -310,7 +310,14 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         }
         metadata
     };
-    // (name, spec, what the Ready message must say)
+    // (name, spec, what the Ready message must say). A scaler that cannot be built also gets
+    // a KEDAScalerFailed Event, as in KEDA; every refusal's reason is ScaledObjectCheckFailed.
+    let scaler_failed = [
+        "unknown-type",
+        "bad-metadata",
+        "missing-secret",
+        "missing-authentication",
+    ];
     let cases = [
         (
             "unknown-type",
@@ -368,28 +375,43 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
 
     for (name, _, message) in &cases {
         eventually(&format!("{name}: Ready=False"), DEADLINE, || async {
-            let (status, _, m) = env.condition(name, "Ready").await?;
-            ensure(status == "False" && m.contains(message), || {
-                format!("Ready={status}: {m}")
-            })
-        })
-        .await;
-        eventually(&format!("{name}: a Warning Event"), DEADLINE, || async {
-            let events = env.events_of(name).await?;
+            let (status, reason, m) = env.condition(name, "Ready").await?;
             ensure(
-                events.iter().any(|e| {
-                    e.type_.as_deref() == Some("Warning")
-                        && e.message.as_deref().is_some_and(|m| m.contains(message))
-                }),
-                || {
-                    format!(
-                        "{:?}",
-                        events.iter().map(|e| &e.message).collect::<Vec<_>>()
-                    )
-                },
+                status == "False" && reason == "ScaledObjectCheckFailed" && m.contains(message),
+                || format!("Ready={status} {reason}: {m}"),
             )
         })
         .await;
+        let mut reasons = vec!["ScaledObjectCheckFailed"];
+        if scaler_failed.contains(name) {
+            reasons.push("KEDAScalerFailed");
+        }
+        for reason in reasons {
+            eventually(
+                &format!("{name}: a Warning Event {reason}"),
+                DEADLINE,
+                || async {
+                    let events = env.events_of(name).await?;
+                    ensure(
+                        events.iter().any(|e| {
+                            e.type_.as_deref() == Some("Warning")
+                                && e.reason.as_deref() == Some(reason)
+                                && e.message.as_deref().is_some_and(|m| m.contains(message))
+                        }),
+                        || {
+                            format!(
+                                "{:?}",
+                                events
+                                    .iter()
+                                    .map(|e| (&e.reason, &e.message))
+                                    .collect::<Vec<_>>()
+                            )
+                        },
+                    )
+                },
+            )
+            .await;
+        }
     }
 
     // The good one scales regardless of its broken neighbours.

@@ -52,7 +52,9 @@ pub(super) async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Resul
     .map_err(Error::from)
 }
 
-/// Why ebb will not act on an object, with the Event reason KEDA gives for it.
+/// Why ebb will not act on an object, as KEDA tells the two apart: the condition reason is
+/// `ScaledObjectCheckFailed` for both, and scalers that cannot be built also get a
+/// `KEDAScalerFailed` Event, as KEDA's scale handler publishes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refused {
     /// The spec, an annotation or the scale target is wrong.
@@ -61,12 +63,15 @@ enum Refused {
     ScalerFailed,
 }
 
+/// The Ready reason (and Event) of every refusal, as KEDA writes it.
+const CHECK_FAILED: &str = "ScaledObjectCheckFailed";
+
 impl Refused {
-    /// The Event and condition reason.
-    fn reason(self) -> &'static str {
+    /// The Event reasons, in the order KEDA publishes them.
+    fn event_reasons(self) -> &'static [&'static str] {
         match self {
-            Refused::CheckFailed => "ScaledObjectCheckFailed",
-            Refused::ScalerFailed => "KEDAScalerFailed",
+            Refused::CheckFailed => &[CHECK_FAILED],
+            Refused::ScalerFailed => &["KEDAScalerFailed", CHECK_FAILED],
         }
     }
 }
@@ -520,7 +525,6 @@ async fn refuse(
 ) -> Result<Action, Error> {
     // Stopped (and ended) before Ready=False is written, so the loop cannot write over it.
     ctx.stop_loop(key).await;
-    let reason = refusal.why.reason();
     let message = refusal.message;
     let already = so
         .status
@@ -528,15 +532,23 @@ async fn refuse(
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| status::condition(c, CONDITION_READY))
         .is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message.as_str()));
-    warn!(scaledobject = %key, reason, message = %message, "not ready");
+    let reasons = refusal.why.event_reasons();
+    warn!(scaledobject = %key, reason = reasons[0], message = %message, "not ready");
     if !already {
-        event(ctx, so, EventType::Warning, reason, message.clone()).await;
+        for reason in reasons {
+            event(ctx, so, EventType::Warning, reason, message.clone()).await;
+        }
     }
     write_status(
         ctx,
         key,
         so,
-        &[(CONDITION_READY, Status::False, reason, short(&message))],
+        &[(
+            CONDITION_READY,
+            Status::False,
+            CHECK_FAILED,
+            short(&message),
+        )],
         serde_json::json!({}),
     )
     .await?;

@@ -7,6 +7,7 @@
 //! the pure functions of [`extract`].
 
 pub mod extract;
+pub mod gjson;
 
 use std::fmt;
 use std::time::Duration;
