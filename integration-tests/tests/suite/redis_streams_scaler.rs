@@ -163,6 +163,23 @@ async fn pending_entries_of_a_consumer_group() {
     assert_eq!(read(&*scaler).await, (1.0, false));
     read_group(&mut c, &stream, group, 3).await;
     assert_eq!(read(&*scaler).await, (4.0, true));
+
+    // `lagCount: "0"` selects pending entries too, as in KEDA (target: the default 5).
+    let zero_lag = Registry::with_builtins()
+        .build(&trigger(
+            &addr,
+            &[
+                ("stream", &stream),
+                ("consumerGroup", group),
+                ("lagCount", "0"),
+            ],
+        ))
+        .expect("builds");
+    assert_eq!(
+        zero_lag.metric_specs(),
+        spec(format!("s0-redis-streams-{stream}"), 5.0)
+    );
+    assert_eq!(read(&*zero_lag).await, (4.0, true));
 }
 
 #[tokio::test]

@@ -331,6 +331,27 @@ async fn sentinel_lists_and_streams_read_the_master() {
         .await
         .expect_err("unknown master");
     assert!(err.to_string().contains("does not know master"), "{err}");
+
+    // `sentinelPassword` in plain metadata is used, as KEDA reads it there: these sentinels
+    // have no password, so sending one is refused, where ignoring it would read the list.
+    let with_password = registry
+        .build(&trigger(
+            "redis-sentinel",
+            &[
+                ("addresses", &sentinels),
+                ("sentinelMaster", &master),
+                ("sentinelPassword", "not-set-on-these-sentinels"),
+                ("listName", "l"),
+            ],
+        ))
+        .expect("builds");
+    let err = with_password
+        .metrics_and_activity("s1-redis-l")
+        .await
+        .expect_err("a password the sentinels do not have");
+    let text = err.to_string();
+    assert!(text.contains("Password authentication failed"), "{text}");
+    assert!(!text.contains("not-set-on-these-sentinels"), "{text}");
 }
 
 #[tokio::test]
