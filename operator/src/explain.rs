@@ -181,7 +181,7 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
     let annotations = so.annotations();
     let paused = if let Some(n) = annotations.get(ANNOTATION_PAUSED_REPLICAS) {
         Some(format!("paused-replicas: {n}"))
-    } else if task::annotation(&so, ANNOTATION_PAUSED) {
+    } else if task::pause_annotation(&so, ANNOTATION_PAUSED) {
         Some("paused".to_string())
     } else {
         None

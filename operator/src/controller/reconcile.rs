@@ -246,8 +246,8 @@ fn check(so: &ScaledObject) -> Result<Checked, Refusal> {
     Ok(Checked {
         composite,
         paused: PausedDirections {
-            scale_in: is_true(so, ANNOTATION_PAUSED_SCALE_IN),
-            scale_out: is_true(so, ANNOTATION_PAUSED_SCALE_OUT),
+            scale_in: crate::scale::task::pause_annotation(so, ANNOTATION_PAUSED_SCALE_IN),
+            scale_out: crate::scale::task::pause_annotation(so, ANNOTATION_PAUSED_SCALE_OUT),
         },
     })
 }
@@ -668,13 +668,7 @@ fn annotation(so: &ScaledObject, key: &str) -> Option<String> {
 /// `autoscaling.keda.sh/paused` as KEDA reads it: Go's `ParseBool`, and a value that is not a
 /// boolean pauses (only a readable false, `false`/`0`/`f`..., leaves the object running).
 fn paused_annotation(so: &ScaledObject) -> bool {
-    so.annotations()
-        .get(ANNOTATION_PAUSED)
-        .is_some_and(|v| ebb_scalers::trigger::parse_bool(v) != Some(false))
-}
-
-fn is_true(so: &ScaledObject, key: &str) -> bool {
-    annotation(so, key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    crate::scale::task::pause_annotation(so, ANNOTATION_PAUSED)
 }
 
 /// What a running loop depends on besides the spec.
@@ -682,9 +676,9 @@ fn signature(so: &ScaledObject, authentication_versions: &str) -> String {
     format!(
         "{}|{}|{}|{}|{:?}|{authentication_versions}",
         so.metadata.generation.unwrap_or_default(),
-        is_true(so, ANNOTATION_PAUSED_SCALE_IN),
-        is_true(so, ANNOTATION_PAUSED_SCALE_OUT),
-        is_true(so, ANNOTATION_FORCE_ACTIVATION),
+        crate::scale::task::pause_annotation(so, ANNOTATION_PAUSED_SCALE_IN),
+        crate::scale::task::pause_annotation(so, ANNOTATION_PAUSED_SCALE_OUT),
+        crate::scale::task::annotation(so, ANNOTATION_FORCE_ACTIVATION),
         annotation(so, schedule::ANNOTATION_ACTIVATION_POLLING),
     )
 }
@@ -728,6 +722,57 @@ mod tests {
                 Pause::of(&with(value)).is_some(),
                 paused,
                 "paused annotation {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn directional_pauses_and_force_activation_read_booleans_as_go_does() {
+        let with = |key: &str, value: &str| -> ScaledObject {
+            let mut so: ScaledObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "ScaledObject",
+                "metadata": {"name": "worker", "namespace": "shop", "annotations": {key: value}},
+                "spec": {
+                    "scaleTargetRef": {"name": "worker"},
+                    "triggers": [{"type": "cron", "metadata": {
+                        "timezone": "UTC", "start": "0 * * * *", "end": "1 * * * *",
+                        "desiredReplicas": "1"
+                    }}]
+                }
+            }))
+            .expect("a ScaledObject");
+            so
+        };
+        // (value, pauses a direction, forces activation)
+        for (value, pauses, forces) in [
+            ("true", true, true),
+            ("True", true, true),
+            ("1", true, true),
+            ("t", true, true),
+            ("false", false, false),
+            ("0", false, false),
+            ("F", false, false),
+            // Not a boolean to Go: a pause pauses, as `paused` does; activation is not forced.
+            ("yes", true, false),
+            ("tRuE", true, false),
+        ] {
+            for key in [ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT] {
+                let checked = check(&with(key, value)).expect("valid");
+                let paused = if key == ANNOTATION_PAUSED_SCALE_IN {
+                    checked.paused.scale_in
+                } else {
+                    checked.paused.scale_out
+                };
+                assert_eq!(paused, pauses, "{key}: {value:?}");
+            }
+            assert_eq!(
+                crate::scale::task::annotation(
+                    &with(ANNOTATION_FORCE_ACTIVATION, value),
+                    ANNOTATION_FORCE_ACTIVATION
+                ),
+                forces,
+                "force-activation: {value:?}"
             );
         }
     }

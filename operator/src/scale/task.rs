@@ -76,16 +76,26 @@ pub fn settings(so: &ScaledObject) -> Settings {
         initial_cooldown: SignedDuration::from_secs(i64::from(
             spec.initial_cooldown_period_seconds(),
         )),
-        paused_scale_in: annotation(so, ANNOTATION_PAUSED_SCALE_IN),
-        paused_scale_out: annotation(so, ANNOTATION_PAUSED_SCALE_OUT),
+        paused_scale_in: pause_annotation(so, ANNOTATION_PAUSED_SCALE_IN),
+        paused_scale_out: pause_annotation(so, ANNOTATION_PAUSED_SCALE_OUT),
     }
 }
 
-/// Whether an annotation is set to `true`.
+/// Whether an annotation reads as true with Go's `ParseBool`, as KEDA reads
+/// `autoscaling.keda.sh/force-activation` (`true`, `True`, `TRUE`, `t`, `1`).
 pub fn annotation(so: &ScaledObject, key: &str) -> bool {
     so.annotations()
         .get(key)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        .is_some_and(|v| ebb_scalers::trigger::parse_bool(v) == Some(true))
+}
+
+/// Whether a pause annotation (`paused`, `paused-scale-in`, `paused-scale-out`) pauses: it is
+/// set and does not read as false with Go's `ParseBool`, as KEDA reads `paused` (a value that
+/// is not a boolean pauses).
+pub fn pause_annotation(so: &ScaledObject, key: &str) -> bool {
+    so.annotations()
+        .get(key)
+        .is_some_and(|v| ebb_scalers::trigger::parse_bool(v) != Some(false))
 }
 
 /// How stale the stored `lastActiveTime` may get while the object stays active: a tenth of the
