@@ -729,7 +729,7 @@ mod tests {
     #[test]
     fn directional_pauses_and_force_activation_read_booleans_as_go_does() {
         let with = |key: &str, value: &str| -> ScaledObject {
-            let mut so: ScaledObject = serde_json::from_value(serde_json::json!({
+            let so: ScaledObject = serde_json::from_value(serde_json::json!({
                 "apiVersion": "keda.sh/v1alpha1",
                 "kind": "ScaledObject",
                 "metadata": {"name": "worker", "namespace": "shop", "annotations": {key: value}},
