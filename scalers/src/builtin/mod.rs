@@ -3,6 +3,9 @@
 pub mod cron;
 pub mod external;
 pub mod metrics_api;
+pub mod mysql;
+pub mod postgresql;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
 pub mod redis_conn;
@@ -16,6 +19,9 @@ pub fn register(registry: &mut Registry) {
     self::cron::register(registry);
     self::external::register(registry);
     self::metrics_api::register(registry);
+    self::mysql::register(registry);
+    self::postgresql::register(registry);
+    self::prometheus::register(registry);
     self::rabbitmq::register(registry);
     self::redis::register(registry);
     self::resource::register(registry);

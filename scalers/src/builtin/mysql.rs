@@ -1,0 +1,6 @@
+//! `mysql`: not written yet (issue 20); registers nothing until it is.
+
+use crate::registry::Registry;
+
+/// Registers `mysql` (nothing yet).
+pub fn register(_registry: &mut Registry) {}
