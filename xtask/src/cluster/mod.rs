@@ -1,9 +1,11 @@
 //! The local development cluster: upstream Kubernetes, etcd, kwok, Redis (standalone, TLS,
-//! Cluster, Sentinel) and RabbitMQ as plain processes on loopback, each under its own pid file
-//! and log in `target/dev-cluster/`.
+//! Cluster, Sentinel), RabbitMQ, PostgreSQL, MariaDB and Prometheus (scraping an exporter the
+//! tests control) as plain processes on loopback, each under its own pid file and log in
+//! `target/dev-cluster/`.
 
 pub mod binaries;
 pub mod certs;
+pub mod exporter;
 pub mod metrics_api;
 pub mod packages;
 pub mod process;
@@ -59,6 +61,14 @@ pub mod ports {
     pub const RABBITMQ_DIST: u16 = 32674;
     /// Erlang port mapper used by RabbitMQ.
     pub const EPMD: u16 = 32369;
+    /// PostgreSQL (password auth; TLS with the dev CA's server certificate).
+    pub const POSTGRES: u16 = 32632;
+    /// MariaDB, the MySQL protocol (password auth).
+    pub const MARIADB: u16 = 32634;
+    /// Prometheus's HTTP API.
+    pub const PROMETHEUS: u16 = 32690;
+    /// The exporter Prometheus scrapes, whose series the tests set.
+    pub const PROMETHEUS_EXPORTER: u16 = 32691;
 }
 
 /// Files and directories of the running cluster, under `target/dev-cluster/`.
@@ -162,6 +172,24 @@ pub struct ClusterInfo {
     pub rabbitmq_management_https_url: String,
     /// The fake node that kwok keeps Ready.
     pub node_name: String,
+    /// `http://` URL of Prometheus (no credentials).
+    #[serde(default)]
+    pub prometheus_url: String,
+    /// `http://` URL of the exporter Prometheus scrapes (`POST /set`, `POST /delete`).
+    #[serde(default)]
+    pub prometheus_exporter_url: String,
+    /// How often Prometheus scrapes the exporter.
+    #[serde(default)]
+    pub prometheus_scrape_interval_ms: u64,
+    /// `postgresql://` URL of PostgreSQL as its superuser, credentials included.
+    #[serde(default)]
+    pub postgres_url: String,
+    /// `host:port` of MariaDB.
+    #[serde(default)]
+    pub mysql_address: String,
+    /// MariaDB's user and password for the tests (all privileges), and their database.
+    #[serde(default)]
+    pub mysql_user: (String, String, String),
 }
 
 /// `cargo xtask cluster up`: installs, builds and starts whatever is missing; idempotent.
@@ -220,6 +248,20 @@ pub fn up() -> Result<ClusterInfo> {
             ports::RABBITMQ_MANAGEMENT_TLS
         ),
         node_name: services::KWOK_NODE.to_string(),
+        prometheus_url: format!("http://127.0.0.1:{}", ports::PROMETHEUS),
+        prometheus_exporter_url: format!("http://127.0.0.1:{}", ports::PROMETHEUS_EXPORTER),
+        prometheus_scrape_interval_ms: services::PROMETHEUS_SCRAPE_INTERVAL_MS,
+        postgres_url: format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/postgres",
+            services::DATABASE_PASSWORD,
+            ports::POSTGRES
+        ),
+        mysql_address: format!("127.0.0.1:{}", ports::MARIADB),
+        mysql_user: (
+            services::MARIADB_USER.to_string(),
+            services::DATABASE_PASSWORD.to_string(),
+            services::MARIADB_DATABASE.to_string(),
+        ),
     };
     fs::write(layout.info_file(), serde_json::to_string_pretty(&info)?)?;
     println!("==> ebb dev cluster is up");
@@ -250,6 +292,18 @@ pub fn up() -> Result<ClusterInfo> {
         "  rabbitmq tls: amqps://127.0.0.1:{} (management https://127.0.0.1:{})",
         ports::RABBITMQ_AMQPS,
         ports::RABBITMQ_MANAGEMENT_TLS
+    );
+    println!(
+        "  postgresql: postgresql://postgres@127.0.0.1:{} (TLS too)",
+        ports::POSTGRES
+    );
+    println!(
+        "  mariadb:    {} (user {})",
+        info.mysql_address, info.mysql_user.0
+    );
+    println!(
+        "  prometheus: {} (scraping {} every {} ms)",
+        info.prometheus_url, info.prometheus_exporter_url, info.prometheus_scrape_interval_ms
     );
     Ok(info)
 }

@@ -1,5 +1,6 @@
-//! Debian packages the dev cluster runs: Redis, RabbitMQ (management plugin included), openssl and
-//! protoc. Installed with apt when a program is missing; their system services are not started.
+//! Debian packages the dev cluster runs: Redis, RabbitMQ (management plugin included),
+//! PostgreSQL, MariaDB, Prometheus, openssl and protoc. Installed with apt when a program is
+//! missing; their system services are not started.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,13 +8,17 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// (program that must exist, Debian package providing it).
-const REQUIRED: [(&str, &str); 6] = [
+const REQUIRED: [(&str, &str); 10] = [
     ("/usr/bin/redis-server", "redis-server"),
     ("/usr/bin/redis-cli", "redis-tools"),
     ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
     ("/usr/bin/epmd", "erlang-base"),
     ("/usr/bin/openssl", "openssl"),
     ("/usr/bin/protoc", "protobuf-compiler"),
+    ("/usr/lib/postgresql/15/bin/postgres", "postgresql-15"),
+    ("/usr/bin/pg_isready", "postgresql-client-15"),
+    ("/usr/sbin/mariadbd", "mariadb-server"),
+    ("/usr/bin/prometheus", "prometheus"),
 ];
 
 /// Installs the packages whose programs are missing.
@@ -24,7 +29,9 @@ pub fn ensure() -> Result<()> {
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
-        println!("  redis-server, rabbitmq-server, openssl, protoc: installed");
+        println!(
+            "  redis-server, rabbitmq-server, postgresql, mariadb-server, prometheus, openssl, protoc: installed"
+        );
         return Ok(());
     }
     println!("  installing {} with apt-get", missing.join(" "));

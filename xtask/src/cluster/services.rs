@@ -316,7 +316,49 @@ pub const SERVICES: &[Service] = &[
     // Not a process of its own: listed so that `up` creates the fake node and `status`
     // reports it.
     Service::api_object("kwok-node", APISERVER, create_kwok_node, kwok_node_ready),
+    Service::process(
+        "postgresql",
+        &[Port::new(
+            ports::POSTGRES,
+            "PostgreSQL (password auth, TLS)",
+        )],
+        postgres_command,
+        postgres_ready,
+    )
+    .built_on(Foundation::ServiceTls),
+    Service::process(
+        "mariadb",
+        &[Port::new(ports::MARIADB, "MariaDB (MySQL protocol)")],
+        mariadb_command,
+        mariadb_ready,
+    ),
+    Service::process(
+        "prometheus-exporter",
+        &[Port::new(
+            ports::PROMETHEUS_EXPORTER,
+            "the series the tests set (HTTP)",
+        )],
+        exporter_command,
+        exporter_ready,
+    ),
+    Service::process(
+        "prometheus",
+        &[Port::new(ports::PROMETHEUS, "Prometheus API (HTTP)")],
+        prometheus_command,
+        prometheus_ready,
+    ),
 ];
+
+/// The password of the databases' users: PostgreSQL's `postgres`, MariaDB's [`MARIADB_USER`].
+pub const DATABASE_PASSWORD: &str = "ebb-dev";
+/// MariaDB's user for the tests (every privilege).
+pub const MARIADB_USER: &str = "ebb";
+/// MariaDB's database for the tests.
+pub const MARIADB_DATABASE: &str = "ebb";
+/// How often Prometheus scrapes the exporter.
+pub const PROMETHEUS_SCRAPE_INTERVAL_MS: u64 = 1000;
+/// PostgreSQL's programs (Debian's `postgresql-15`).
+const POSTGRES_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 impl Service {
     /// A process started with `command` and checked with `health`. Unless the methods below say
@@ -1032,6 +1074,242 @@ fn kwok_node_ready(layout: &Layout, _: &Service) -> bool {
 }
 
 /// Removes and recreates a data directory: every fresh start begins empty.
+/// `program` run as the system account `account` when this runs as root (PostgreSQL refuses to
+/// run as root), else as the current user.
+fn as_account(account: &str, program: &str) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut cmd = Command::new("/usr/bin/setpriv");
+        cmd.args([
+            "--reuid",
+            account,
+            "--regid",
+            account,
+            "--init-groups",
+            "--",
+            program,
+        ]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Gives `path` (recursively) to `account` when this runs as root.
+fn give_to(account: &str, path: &Path) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let user = nix::unistd::User::from_name(account)?
+        .with_context(|| format!("no system account {account:?} (its Debian package makes it)"))?;
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", user.uid, user.gid))
+        .arg(path)
+        .status()?;
+    if !status.success() {
+        bail!("chown -R {account} {} failed", path.display());
+    }
+    Ok(())
+}
+
+/// Runs `cmd` to completion, failing with its output.
+fn run_to_end(mut cmd: Command, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A fresh PostgreSQL cluster: `postgres` with [`DATABASE_PASSWORD`] (SCRAM), TLS with the
+/// dev CA's server certificate, no fsync (test data only).
+fn postgres_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    let pgdata = data.join("pgdata");
+    let pwfile = data.join("pwfile");
+    fs::write(&pwfile, DATABASE_PASSWORD)?;
+    for file in ["server.crt", "server.key"] {
+        fs::copy(service_tls_file(layout, file), data.join(file))?;
+    }
+    fs::set_permissions(
+        data.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    give_to("postgres", &data)?;
+    let mut initdb = as_account("postgres", &format!("{POSTGRES_BIN}/initdb"));
+    initdb
+        .arg("-D")
+        .arg(&pgdata)
+        .args([
+            "-U",
+            "postgres",
+            "--auth",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])
+        .arg("--pwfile")
+        .arg(&pwfile);
+    run_to_end(initdb, "initdb")?;
+    let mut conf = fs::OpenOptions::new()
+        .append(true)
+        .open(pgdata.join("postgresql.conf"))?;
+    writeln!(
+        conf,
+        concat!(
+            "listen_addresses = '127.0.0.1'\n",
+            "port = {port}\n",
+            "unix_socket_directories = '{dir}'\n",
+            "max_connections = 300\n",
+            "fsync = off\n",
+            "synchronous_commit = off\n",
+            "full_page_writes = off\n",
+            "ssl = on\n",
+            "ssl_cert_file = '{dir}/server.crt'\n",
+            "ssl_key_file = '{dir}/server.key'",
+        ),
+        port = ports::POSTGRES,
+        dir = data.display()
+    )?;
+    let mut cmd = as_account("postgres", &format!("{POSTGRES_BIN}/postgres"));
+    cmd.arg("-D").arg(&pgdata);
+    Ok(cmd)
+}
+
+fn postgres_ready(_: &Layout, _: &Service) -> bool {
+    Command::new("/usr/bin/pg_isready")
+        .args(["-q", "-h", "127.0.0.1", "-p", &ports::POSTGRES.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A fresh MariaDB: user [`MARIADB_USER`] with [`DATABASE_PASSWORD`] and every privilege, and
+/// database [`MARIADB_DATABASE`], made by an init file at start.
+fn mariadb_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    let datadir = data.join("db");
+    // mariadbd runs as root only when told to; otherwise as the current user.
+    let user = nix::unistd::geteuid().is_root().then_some("--user=root");
+    let mut install = Command::new("/usr/bin/mariadb-install-db");
+    install
+        .args([
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .arg(format!("--datadir={}", datadir.display()))
+        .args(user);
+    run_to_end(install, "mariadb-install-db")?;
+    let init = data.join("init.sql");
+    fs::write(
+        &init,
+        format!(
+            concat!(
+                "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';\n",
+                "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';\n",
+                "CREATE DATABASE IF NOT EXISTS {database};\n",
+            ),
+            user = MARIADB_USER,
+            password = DATABASE_PASSWORD,
+            database = MARIADB_DATABASE,
+        ),
+    )?;
+    let mut cmd = Command::new("/usr/sbin/mariadbd");
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", datadir.display()))
+        .arg(format!("--port={}", ports::MARIADB))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", data.join("mysqld.sock").display()))
+        .arg(format!("--pid-file={}", data.join("mysqld.pid").display()))
+        .arg(format!("--init-file={}", init.display()))
+        .args(["--max-connections=300", "--innodb-buffer-pool-size=32M"])
+        .args(user);
+    Ok(cmd)
+}
+
+fn mariadb_ready(_: &Layout, _: &Service) -> bool {
+    Command::new("/usr/bin/mariadb-admin")
+        .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1"])
+        .arg(format!("--port={}", ports::MARIADB))
+        .arg(format!("--user={MARIADB_USER}"))
+        .arg(format!("--password={DATABASE_PASSWORD}"))
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The exporter the tests set series on ([`super::exporter`]), built as `ebb-dev-exporter`.
+fn exporter_command(_: &Layout, _: &Binaries, _: &Service) -> Result<Command> {
+    let root = crate::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--bin",
+            "ebb-dev-exporter",
+        ])
+        .current_dir(&root);
+    run_to_end(build, "building ebb-dev-exporter")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut cmd = Command::new(target.join("debug/ebb-dev-exporter"));
+    cmd.arg(ports::PROMETHEUS_EXPORTER.to_string());
+    Ok(cmd)
+}
+
+fn exporter_ready(_: &Layout, _: &Service) -> bool {
+    http_get(ports::PROMETHEUS_EXPORTER, "/metrics", None).is_some_and(|(code, _)| code == 200)
+}
+
+/// Prometheus scraping the exporter every [`PROMETHEUS_SCRAPE_INTERVAL_MS`], keeping an hour.
+fn prometheus_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    let config = data.join("prometheus.yml");
+    fs::write(
+        &config,
+        format!(
+            concat!(
+                "global:\n",
+                "  scrape_interval: {every}ms\n",
+                "  evaluation_interval: {every}ms\n",
+                "scrape_configs:\n",
+                "  - job_name: ebb-tests\n",
+                "    static_configs:\n",
+                "      - targets: ['127.0.0.1:{port}']\n",
+            ),
+            every = PROMETHEUS_SCRAPE_INTERVAL_MS,
+            port = ports::PROMETHEUS_EXPORTER
+        ),
+    )?;
+    let mut cmd = Command::new("/usr/bin/prometheus");
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("tsdb").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            ports::PROMETHEUS
+        ))
+        .args(["--storage.tsdb.retention.time=1h", "--log.level=warn"]);
+    Ok(cmd)
+}
+
+fn prometheus_ready(_: &Layout, _: &Service) -> bool {
+    http_get(ports::PROMETHEUS, "/-/ready", None).is_some_and(|(code, _)| code == 200)
+}
+
 fn fresh_dir(dir: &Path) -> Result<PathBuf> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -1154,6 +1432,10 @@ mod tests {
                 "kube-scheduler",
                 "kwok",
                 "kwok-node",
+                "postgresql",
+                "mariadb",
+                "prometheus-exporter",
+                "prometheus",
             ]
         );
     }
@@ -1243,7 +1525,10 @@ mod tests {
                 "kwok"
             ]
         );
-        assert_eq!(built_on(Foundation::ServiceTls), ["rabbitmq", "redis-tls"]);
+        assert_eq!(
+            built_on(Foundation::ServiceTls),
+            ["rabbitmq", "redis-tls", "postgresql"]
+        );
     }
 
     #[test]
