@@ -37,6 +37,7 @@ mod operator_modifiers;
 mod operator_rabbitmq;
 mod operator_redis;
 mod operator_supervision;
+mod prometheus_scaler;
 mod rabbitmq_scaler;
 mod rbac;
 mod redis_scaler;

@@ -1,0 +1,142 @@
+//! The `prometheus` scaler against the dev cluster's real Prometheus, which scrapes an exporter
+//! whose series the test sets: a value below activation holds, above it is active, and what
+//! KEDA treats as errors (two series, an empty result with `ignoreNullValues: false`, a bad
+//! query, no server) is an error, never a 0.
+
+use std::time::Duration;
+
+use ebb_scalers::{MetricsAndActivity, Registry, Scaler, Trigger};
+use integration_tests::{dead_address, ensure, eventually, setup, unique_name};
+
+/// Long enough for a scrape (every second) and a query.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn trigger(server: &str, query: &str, extra: &[(&str, &str)]) -> Trigger {
+    let mut metadata: std::collections::BTreeMap<String, String> = [
+        ("serverAddress", server),
+        ("query", query),
+        ("threshold", "5"),
+        ("activationThreshold", "2"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    Trigger {
+        index: 0,
+        trigger_type: "prometheus".into(),
+        metadata,
+        ..Default::default()
+    }
+}
+
+/// Sets series on the exporter Prometheus scrapes (`<series> <value>` lines).
+async fn set(exporter: &str, lines: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{exporter}/set"))
+        .body(lines.to_string())
+        .send()
+        .await
+        .expect("the exporter answers");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn poll(scaler: &dyn Scaler) -> Result<MetricsAndActivity, String> {
+    let name = scaler.metric_specs()[0]
+        .external_name()
+        .expect("an external metric")
+        .to_string();
+    scaler
+        .metrics_and_activity(&name)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until the scaler reads `value` (Prometheus has scraped what the test set).
+async fn until(scaler: &dyn Scaler, value: f64) -> MetricsAndActivity {
+    eventually(&format!("prometheus reads {value}"), DEADLINE, || async {
+        let got = poll(scaler).await?;
+        ensure(got.values[0].value == value, || format!("{got:?}"))?;
+        Ok(got)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_query_reads_the_scraped_value_and_errors_are_never_zero() {
+    let env = setup("prometheus-scaler").await;
+    let server = env.cluster.prometheus_url.clone();
+    let exporter = env.cluster.prometheus_exporter_url.clone();
+    let test = unique_name("depth").replace('-', "_");
+    let series = |queue: &str| format!("ebb_test_queue_depth{{test=\"{test}\",queue=\"{queue}\"}}");
+    let sum = format!("sum(ebb_test_queue_depth{{test=\"{test}\"}})");
+
+    let registry = Registry::with_builtins();
+    let scaler = registry
+        .build(&trigger(&server, &sum, &[]))
+        .expect("builds");
+    assert_eq!(
+        scaler.metric_specs()[0].external_name(),
+        Some("s0-prometheus"),
+        "KEDA's metric name"
+    );
+
+    // Nothing scraped yet: an empty result reads 0 (ignoreNullValues defaults to true).
+    let got = poll(scaler.as_ref()).await.expect("an empty result");
+    assert_eq!((got.values[0].value, got.active), (0.0, false));
+    // ... and is an error when nulls are not ignored.
+    let strict = registry
+        .build(&trigger(&server, &sum, &[("ignoreNullValues", "false")]))
+        .expect("builds");
+    let err = poll(strict.as_ref()).await.expect_err("empty is an error");
+    assert!(err.contains("prometheus"), "{err}");
+
+    // Below activation, then above.
+    set(&exporter, &format!("{} 2", series("orders"))).await;
+    assert!(!until(scaler.as_ref(), 2.0).await.active);
+    set(
+        &exporter,
+        &format!("{} 4\n{} 3", series("orders"), series("refunds")),
+    )
+    .await;
+    assert!(until(scaler.as_ref(), 7.0).await.active);
+
+    // Two series without an aggregation: an error naming the count, as in KEDA.
+    let unaggregated = registry
+        .build(&trigger(
+            &server,
+            &format!("ebb_test_queue_depth{{test=\"{test}\"}}"),
+            &[],
+        ))
+        .expect("builds");
+    let err = poll(unaggregated.as_ref())
+        .await
+        .expect_err("two series are an error");
+    assert!(err.contains('2'), "{err}");
+
+    // A query Prometheus refuses: its own reason, never a 0.
+    let bad = registry
+        .build(&trigger(&server, "sum(", &[]))
+        .expect("builds");
+    let err = poll(bad.as_ref()).await.expect_err("a bad query");
+    assert!(
+        err.contains("parse error") || err.contains("bad_data"),
+        "{err}"
+    );
+
+    // No server there: an error within the timeout.
+    let nobody = registry
+        .build(&trigger(&format!("http://{}", dead_address()), &sum, &[]))
+        .expect("builds");
+    let started = tokio::time::Instant::now();
+    poll(nobody.as_ref()).await.expect_err("nobody listens");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let _ = reqwest::Client::new()
+        .post(format!("{exporter}/delete"))
+        .body(format!("{}\n{}", series("orders"), series("refunds")))
+        .send()
+        .await;
+}
