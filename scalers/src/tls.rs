@@ -9,6 +9,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::error::ConfigError;
+use crate::trigger::{Source, Trigger};
+
 /// A trigger's TLS client settings: PEM texts as given and `unsafeSsl`. Holds a private key:
 /// never printed, so no `Debug`.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
@@ -78,6 +81,43 @@ pub fn decrypt_private_key(pem: &str, password: &str) -> Result<String, PemError
         .to_pem("PRIVATE KEY", LineEnding::LF)
         .map(|pem| pem.to_string())
         .map_err(|_| PemError::KeyPassword)
+}
+
+/// The TriggerAuthentication parameters `ca`, `cert`, `key` and `keyPassword` as a scaler's TLS
+/// settings (`unsafe_ssl` off): an encrypted PKCS#8 key is opened with `keyPassword` once, here,
+/// and the PEM is checked here, so a bad certificate fails the trigger when it is built.
+pub(crate) fn from_auth_params(t: &Trigger) -> Result<ClientTls, ConfigError> {
+    let auth = [Source::Auth];
+    let ca = t.lookup("ca", &auth)?.map(|f| f.value);
+    let cert = t.lookup("cert", &auth)?.map(|f| f.value);
+    let key = match (
+        t.lookup("key", &auth)?.map(|f| f.value),
+        t.lookup("keyPassword", &auth)?.map(|f| f.value),
+    ) {
+        (Some(key), Some(password)) if !password.is_empty() => Some(
+            decrypt_private_key(&key, &password)
+                .map_err(|p| t.error("keyPassword", p.to_string()))?,
+        ),
+        (key, _) => key,
+    };
+    if let Some(ca) = &ca {
+        pem_certificates(ca).map_err(|p| t.error("ca", p.to_string()))?;
+    }
+    match (&cert, &key) {
+        (Some(c), Some(k)) => {
+            pem_certificates(c).map_err(|p| t.error("cert", p.to_string()))?;
+            pem_private_key(k).map_err(|p| t.error("key", p.to_string()))?;
+        }
+        (Some(_), None) => return Err(t.error("key", "required when cert is set")),
+        (None, Some(_)) => return Err(t.error("cert", "required when key is set")),
+        (None, None) => {}
+    }
+    Ok(ClientTls {
+        ca,
+        cert,
+        key,
+        unsafe_ssl: false,
+    })
 }
 
 /// A rustls client configuration for `tls` on the ring provider: the system roots plus `ca`

@@ -45,6 +45,7 @@ mod redis_streams_scaler;
 mod redis_tls;
 mod redis_topologies;
 mod secrets;
+mod sql_scalers;
 
 /// Every file in this directory is declared above: with `autotests = false` a file left out is
 /// neither built nor run, silently.

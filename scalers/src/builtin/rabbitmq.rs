@@ -29,9 +29,7 @@ use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::Scaler;
-use crate::tls::{
-    ClientTls, client_config, decrypt_private_key, pem_certificates, pem_private_key,
-};
+use crate::tls::{ClientTls, client_config};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 /// Limit for connecting and for each query, unless the trigger sets `timeout`.
@@ -608,37 +606,7 @@ impl RabbitMqConfig {
                 _ => return Err(t.error("tls", "expected enable or disable")),
             },
         }
-        let ca = t.lookup("ca", &auth)?.map(|f| f.value);
-        let cert = t.lookup("cert", &auth)?.map(|f| f.value);
-        let key = match (
-            t.lookup("key", &auth)?.map(|f| f.value),
-            t.lookup("keyPassword", &auth)?.map(|f| f.value),
-        ) {
-            // An encrypted PKCS#8 key, opened once here, as KEDA does.
-            (Some(key), Some(password)) if !password.is_empty() => Some(
-                decrypt_private_key(&key, &password)
-                    .map_err(|p| t.error("keyPassword", p.to_string()))?,
-            ),
-            (key, _) => key,
-        };
-        if let Some(ca) = &ca {
-            pem_certificates(ca).map_err(|p| t.error("ca", p.to_string()))?;
-        }
-        match (&cert, &key) {
-            (Some(c), Some(k)) => {
-                pem_certificates(c).map_err(|p| t.error("cert", p.to_string()))?;
-                pem_private_key(k).map_err(|p| t.error("key", p.to_string()))?;
-            }
-            (Some(_), None) => return Err(t.error("key", "required when cert is set")),
-            (None, Some(_)) => return Err(t.error("cert", "required when key is set")),
-            (None, None) => {}
-        }
-        Ok(Some(ClientTls {
-            ca,
-            cert,
-            key,
-            unsafe_ssl: false,
-        }))
+        Ok(Some(crate::tls::from_auth_params(t)?))
     }
 }
 
@@ -1277,7 +1245,7 @@ mod tests {
         )
         .expect("TLS");
         assert_eq!(
-            tls.key.as_deref().map(pem_private_key).map(|k| k.is_ok()),
+            tls.key.as_deref().map(crate::tls::pem_private_key).map(|k| k.is_ok()),
             Some(true)
         );
         assert!(amqp_tls("amqps://r/", &[]) == Some(ClientTls::default()));

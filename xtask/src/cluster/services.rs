@@ -1212,7 +1212,7 @@ fn mariadb_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<C
         format!(
             concat!(
                 "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';\n",
-                "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';\n",
+                "GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%' WITH GRANT OPTION;\n",
                 "CREATE DATABASE IF NOT EXISTS {database};\n",
             ),
             user = MARIADB_USER,
