@@ -1245,7 +1245,10 @@ mod tests {
         )
         .expect("TLS");
         assert_eq!(
-            tls.key.as_deref().map(crate::tls::pem_private_key).map(|k| k.is_ok()),
+            tls.key
+                .as_deref()
+                .map(crate::tls::pem_private_key)
+                .map(|k| k.is_ok()),
             Some(true)
         );
         assert!(amqp_tls("amqps://r/", &[]) == Some(ClientTls::default()));
