@@ -39,7 +39,7 @@ pub struct TestEnv {
     /// This test's namespace.
     pub namespace: String,
     /// The admin client's configuration, for the clients of in-process ebbs.
-    config: Config,
+    pub config: Config,
 }
 
 /// Brings the cluster up (once per process), installs the CRDs and creates a namespace.

@@ -23,6 +23,7 @@ pub mod target;
 pub mod triggers;
 pub mod validate;
 pub mod validation_error;
+pub mod workload_pods;
 
 #[cfg(test)]
 mod module_graph;

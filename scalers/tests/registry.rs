@@ -174,6 +174,7 @@ fn any_key() -> impl Strategy<Value = String> {
             "connectionStringFromEnv",
             "portFromEnv",
             "usernameFromEnv",
+            "podSelector",
         ])
         .prop_map(String::from),
         any_text(),

@@ -26,6 +26,7 @@ mod examples;
 mod explain;
 mod external_scaler;
 mod extreme_values;
+mod kubernetes_workload_scaler;
 mod metrics_api;
 mod metrics_api_scaler;
 mod operator_activation;
@@ -44,6 +45,7 @@ mod redis_scaler;
 mod redis_streams_scaler;
 mod redis_tls;
 mod redis_topologies;
+mod scalers_through_the_hpa;
 mod secrets;
 mod sql_scalers;
 

@@ -33,7 +33,7 @@ fn trigger(server: &str, query: &str, extra: &[(&str, &str)]) -> Trigger {
 }
 
 /// Sets series on the exporter Prometheus scrapes (`<series> <value>` lines).
-async fn set(exporter: &str, lines: &str) {
+pub(crate) async fn set(exporter: &str, lines: &str) {
     let response = reqwest::Client::new()
         .post(format!("{exporter}/set"))
         .body(lines.to_string())

@@ -109,6 +109,9 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["create", "events", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", "ebb-system"],
         &["patch", "pods", "-n", "ebb-system"],
+        // kubernetes-workload triggers count Pods from a watch, in any namespace.
+        &["watch", "pods", "--all-namespaces"],
+        &["list", "pods", "-n", ns],
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "subjectaccessreviews.authorization.k8s.io"],
         &[

@@ -47,7 +47,7 @@ async fn value(scaler: &dyn Scaler) -> (f64, bool) {
 }
 
 /// Runs SQL with psql as the superuser; panics with psql's output on failure.
-fn psql(url: &str, sql: &str) -> String {
+pub(crate) fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
         .output()
@@ -61,7 +61,7 @@ fn psql(url: &str, sql: &str) -> String {
 }
 
 /// Runs SQL with the mariadb client as the tests' user.
-fn mariadb(address: &str, user: &(String, String, String), sql: &str) -> String {
+pub(crate) fn mariadb(address: &str, user: &(String, String, String), sql: &str) -> String {
     let (host, port) = address.split_once(':').expect("host:port");
     let out = Command::new("mariadb")
         .args(["--no-defaults", "--protocol=tcp", "-N", "-B"])

@@ -72,7 +72,15 @@ pub(super) struct AuthStores {
 
 impl Context {
     /// A context for `client`, reporting Events as `ebb`.
-    pub fn new(client: Client, registry: Registry, namespace: String) -> Self {
+    ///
+    /// A `kubernetes-workload` type in `registry` is given Pod watches through `client`.
+    pub fn new(client: Client, mut registry: Registry, namespace: String) -> Self {
+        if registry.types().any(|t| t == "kubernetes-workload") {
+            ebb_scalers::builtin::kubernetes_workload::register_with(
+                &mut registry,
+                Arc::new(crate::workload_pods::WorkloadPods::new(client.clone())),
+            );
+        }
         Self {
             events: Arc::new(Events::new(
                 client.clone(),

@@ -2,6 +2,7 @@
 
 pub mod cron;
 pub mod external;
+pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod mysql;
 pub mod postgresql;
@@ -18,6 +19,7 @@ use crate::registry::Registry;
 pub fn register(registry: &mut Registry) {
     self::cron::register(registry);
     self::external::register(registry);
+    self::kubernetes_workload::register(registry);
     self::metrics_api::register(registry);
     self::mysql::register(registry);
     self::postgresql::register(registry);
