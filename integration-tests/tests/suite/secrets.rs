@@ -192,6 +192,11 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         "wrongpass",
         "badurlpass",
         "basicpass",
+        "pgpass",
+        "pgwrongpass",
+        "mysqlpass",
+        "mysqlwrongpass",
+        "promtoken",
     ]
     .into_iter()
     .map(|label| (label, secret_value(label)))
@@ -200,6 +205,33 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
     let _redis_env_user =
         RedisUser::create(&env, &format!("{redis_user}-env"), &secrets["redisenvpass"]).await;
     create_rabbitmq_user(&env, &rabbitmq_user, &secrets["rabbitpass"]).await;
+    // Database users of their own, so their passwords are this test's secrets.
+    let sql_user = unique_name("ebb-sql").replace('-', "_");
+    crate::sql_scalers::psql(
+        &env.cluster.postgres_url,
+        &format!("CREATE USER {sql_user} PASSWORD '{}'", secrets["pgpass"]),
+    );
+    let mysql_admin = env.cluster.mysql_user.clone();
+    crate::sql_scalers::mariadb(
+        &env.cluster.mysql_address,
+        &mysql_admin,
+        &format!(
+            "CREATE USER '{sql_user}'@'%' IDENTIFIED BY '{}'; GRANT SELECT ON {}.* TO '{sql_user}'@'%'",
+            secrets["mysqlpass"], mysql_admin.2
+        ),
+    );
+    let pg_port = env
+        .cluster
+        .postgres_url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("a port")
+        .to_string();
+    let (mysql_host, mysql_port) = env
+        .cluster
+        .mysql_address
+        .split_once(':')
+        .expect("host:port");
 
     let amqp_port = reqwest::Url::parse(&env.cluster.rabbitmq_amqp_url)
         .expect("url")
@@ -234,6 +266,11 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
             ),
         ),
         ("basic-password", secrets["basicpass"].clone()),
+        ("pg-password", secrets["pgpass"].clone()),
+        ("pg-wrong-password", secrets["pgwrongpass"].clone()),
+        ("mysql-password", secrets["mysqlpass"].clone()),
+        ("mysql-wrong-password", secrets["mysqlwrongpass"].clone()),
+        ("prom-token", secrets["promtoken"].clone()),
     ]
     .into_iter()
     .collect();
@@ -268,6 +305,14 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
             "basic",
             reference(&[("username", "redis-user"), ("password", "basic-password")]),
         ),
+        ("pg", reference(&[("password", "pg-password")])),
+        ("pg-wrong", reference(&[("password", "pg-wrong-password")])),
+        ("mysql", reference(&[("password", "mysql-password")])),
+        (
+            "mysql-wrong",
+            reference(&[("password", "mysql-wrong-password")]),
+        ),
+        ("prom", reference(&[("bearerToken", "prom-token")])),
     ] {
         env.create::<TriggerAuthentication>(json!({
             "apiVersion": "keda.sh/v1alpha1",
@@ -313,6 +358,21 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
             json!({"type": "metrics-api", "metadata": {"url": format!("http://127.0.0.1:{}/metrics", free_port()), "valueLocation": "value", "targetValue": "1", "authMode": "basic"}, "authenticationRef": {"name": "basic"}}),
         ),
     ];
+    let pg = |auth: &str| json!({"type": "postgresql", "metadata": {"host": "127.0.0.1", "port": pg_port, "userName": sql_user, "dbName": "postgres", "sslmode": "require", "query": "SELECT 3", "targetQueryValue": "1"}, "authenticationRef": {"name": auth}});
+    let mysql = |auth: &str| json!({"type": "mysql", "metadata": {"host": mysql_host, "port": mysql_port, "username": sql_user, "dbName": mysql_admin.2, "query": "SELECT 3", "queryValue": "1"}, "authenticationRef": {"name": auth}});
+    let objects: Vec<(&str, Value)> = objects
+        .into_iter()
+        .chain([
+            ("pg-ok", pg("pg")),
+            ("pg-refused", pg("pg-wrong")),
+            ("mysql-ok", mysql("mysql")),
+            ("mysql-refused", mysql("mysql-wrong")),
+            (
+                "prom-bearer-ok",
+                json!({"type": "prometheus", "metadata": {"serverAddress": env.cluster.prometheus_url, "query": "vector(3)", "threshold": "1", "authModes": "bearer"}, "authenticationRef": {"name": "prom"}}),
+            ),
+        ])
+        .collect();
 
     // The cluster's one APIService and its port, which other tests of this binary serve too:
     // held until the APIService is unregistered and ebb stopped (both declared after it).
@@ -350,12 +410,44 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         })
         .await;
     }
-    // The refused ones are reported, so the error paths ran.
-    for name in ["redis-refused", "amqp-bad-url", "basic-unreachable"] {
+    // The databases and Prometheus take their credentials (their values are constant).
+    for name in ["pg-ok", "mysql-ok", "prom-bearer-ok"] {
+        eventually(&format!("{name} is Ready"), DEADLINE, || async {
+            let (status, reason, message) = env.condition(name, "Ready").await?;
+            ensure(status == "True", || {
+                format!("Ready={status} {reason}: {message}")
+            })
+        })
+        .await;
+        env.await_replicas(name, "activated", DEADLINE, |n| n >= 1)
+            .await;
+    }
+    // The refused ones are reported in Ready and in an Event, with the server's refusal, so
+    // the error paths ran.
+    for (name, refusal) in [
+        ("redis-refused", "Password authentication failed"),
+        ("amqp-bad-url", ""),
+        ("basic-unreachable", ""),
+        ("pg-refused", "password authentication failed"),
+        ("mysql-refused", "Access denied"),
+    ] {
         eventually(&format!("{name} is reported"), DEADLINE, || async {
             let (status, reason, message) = env.condition(name, "Ready").await?;
-            ensure(status == "False" && !message.is_empty(), || {
-                format!("Ready={status} {reason}: {message}")
+            ensure(
+                status == "False" && !message.is_empty() && message.contains(refusal),
+                || format!("Ready={status} {reason}: {message}"),
+            )
+        })
+        .await;
+        eventually(&format!("{name} has an Event"), DEADLINE, || async {
+            let events = env.events_of(name).await?;
+            let failed: Vec<&str> = events
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("KEDAScalerFailed"))
+                .filter_map(|e| e.message.as_deref())
+                .collect();
+            ensure(failed.len() == 1 && failed[0].contains(refusal), || {
+                format!("{failed:?}")
             })
         })
         .await;
@@ -496,6 +588,12 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         }
     }
     delete_rabbitmq_user(&env, &rabbitmq_user).await;
+    crate::sql_scalers::psql(&env.cluster.postgres_url, &format!("DROP USER {sql_user}"));
+    crate::sql_scalers::mariadb(
+        &env.cluster.mysql_address,
+        &mysql_admin,
+        &format!("DROP USER '{sql_user}'@'%'"),
+    );
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
     println!(
         "searched {} reports ({} bytes) for {} secret forms: none found",

@@ -39,6 +39,9 @@ pub struct Evaluation {
     pub in_fallback: bool,
     /// The failures, for the Ready condition (never a credential: scalers' errors are clean).
     pub errors: Vec<String>,
+    /// The failures of metrics that read well (or had not been read) at the poll before: the
+    /// `KEDAScalerFailed` Event, once per outage rather than at every poll.
+    pub new_errors: Vec<String>,
     /// What each metric answers the HPA with; the composite under [`COMPOSITE_METRIC`].
     pub answers: BTreeMap<String, Answer>,
     /// `status.triggersActivity`: whether each metric counted as active.
@@ -59,6 +62,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
     let mut answers = BTreeMap::new();
     let mut triggers_activity = BTreeMap::new();
     let mut errors = Vec::new();
+    let mut new_errors = Vec::new();
     let mut derived = BTreeSet::new();
     let mut in_fallback = false;
     let mut outcomes = Vec::with_capacity(inputs.results.len());
@@ -69,7 +73,11 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
         let mut all_failed_in_fallback = !result.readings.is_empty();
         for reading in &result.readings {
             let count = failures.entry(reading.name.clone()).or_insert(0);
+            let was_failing = *count > 0;
             *count = fallback::next_failures(*count, reading.value.is_ok());
+            if let (Err(e), false) = (&reading.value, was_failing) {
+                new_errors.push(format!("trigger {}: {e}", result.index));
+            }
             match &reading.value {
                 Ok(value) => {
                     answers.insert(reading.name.clone(), Answer::Value(*value));
@@ -171,6 +179,7 @@ pub fn evaluate(inputs: &Inputs<'_>, failures: &mut BTreeMap<String, i32>) -> Ev
         activity: decision::activity(&outcomes, inputs.force_activation),
         in_fallback,
         errors,
+        new_errors,
         answers,
         triggers_activity,
         derived,
@@ -261,10 +270,22 @@ mod tests {
         assert_eq!(e.errors, vec!["trigger 1: down".to_string()]);
         assert_eq!(failures["s0-redis-a"], 0);
         assert_eq!(failures["s1-redis-b"], 3);
+        assert!(e.new_errors.is_empty(), "b was failing already");
         assert_eq!(
             e.triggers_activity,
             BTreeMap::from([("s0-redis-a".into(), true), ("s1-redis-b".into(), false)])
         );
+
+        // A failure after a good reading is new, once.
+        let results = [result(
+            0,
+            None,
+            vec![reading("s0-redis-a", Err("refused"), false)],
+        )];
+        let e = evaluate(&inputs(&results, &t, None, None), &mut failures);
+        assert_eq!(e.new_errors, vec!["trigger 0: refused".to_string()]);
+        let e = evaluate(&inputs(&results, &t, None, None), &mut failures);
+        assert!(e.new_errors.is_empty(), "{:?}", e.new_errors);
     }
 
     #[test]

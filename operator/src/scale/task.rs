@@ -333,6 +333,15 @@ impl ScaleLoop {
                 },
                 &mut failures,
             );
+            if !evaluation.new_errors.is_empty() {
+                // Once per outage of a metric, where KEDA publishes one at every failed poll.
+                self.event(
+                    EventType::Warning,
+                    "KEDAScalerFailed",
+                    short(&evaluation.new_errors.join("; ")),
+                )
+                .await;
+            }
             self.store.publish(
                 &namespace,
                 &name,
@@ -747,6 +756,7 @@ mod tests {
             activity,
             in_fallback: false,
             errors: errors.iter().map(|e| e.to_string()).collect(),
+            new_errors: Vec::new(),
             answers: BTreeMap::new(),
             triggers_activity: BTreeMap::new(),
             derived: Default::default(),
