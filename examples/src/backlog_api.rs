@@ -1,12 +1,14 @@
-//! The backlog API of `examples/metrics-api-service/`: a small HTTP service that takes jobs in
-//! and hands them out to workers, and reports how many are waiting. A `metrics-api` trigger
-//! reads that number from `GET /stats` and scales the workers on it.
+//! The backlog API of `examples/metrics-api-service/` and `examples/prometheus-query/`: a small
+//! HTTP service that takes jobs in and hands them out to workers, and reports how many are
+//! waiting. A `metrics-api` trigger reads that number from `GET /stats`; a `prometheus` trigger
+//! reads it from Prometheus, which scrapes `GET /metrics`.
 //!
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /stats` | `{"backlog":{"waiting":N}}` |
 //! | `POST /jobs?count=N` | adds N jobs (default 1); `202` with the stats |
 //! | `POST /jobs/take` | a worker takes one job: `200` with the stats, `204` when there is none |
+//! | `GET /metrics` | the gauge `backlog_waiting_jobs` in Prometheus's text format |
 //! | `GET /healthz` | `200 ok` |
 //!
 //! The backlog is a counter in memory: the jobs carry no payload, and the count is lost when
@@ -95,8 +97,13 @@ fn answer(backlog: &Backlog, request: &Request<Incoming>) -> Response<Full<Bytes
             Some(left) => stats(StatusCode::OK, left),
             None => reply(StatusCode::NO_CONTENT, "text/plain", String::new()),
         },
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics(backlog.waiting()),
+        ),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok".into()),
-        (_, "/stats" | "/jobs" | "/jobs/take" | "/healthz") => reply(
+        (_, "/stats" | "/jobs" | "/jobs/take" | "/metrics" | "/healthz") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed".into(),
@@ -106,6 +113,15 @@ fn answer(backlog: &Backlog, request: &Request<Incoming>) -> Response<Full<Bytes
 }
 
 /// `count` from the query string (default 1).
+/// The backlog as a Prometheus scrape answers it.
+fn metrics(waiting: u64) -> String {
+    format!(
+        "# HELP backlog_waiting_jobs Jobs waiting for a worker.\n\
+         # TYPE backlog_waiting_jobs gauge\n\
+         backlog_waiting_jobs {waiting}\n"
+    )
+}
+
 fn count(query: Option<&str>) -> Result<u64, String> {
     let value = query
         .unwrap_or_default()

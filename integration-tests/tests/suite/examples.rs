@@ -203,6 +203,7 @@ fn every_example_has_a_readme_and_manifests() {
         "redis-list-worker",
         "rabbitmq-consumer",
         "metrics-api-service",
+        "prometheus-query",
         "cron-schedule",
         "external-scaler",
     ] {
@@ -397,6 +398,92 @@ async fn metrics_api_service_scales_on_the_reported_backlog() {
     await_replicas(&env, "backlog-worker", "nothing waits: back to 0", 0).await;
     activated_and_deactivated(&env, "backlog-worker").await;
     env.delete_scaled_objects().await;
+}
+
+/// prometheus-query: the example's backlog API scraped by the real Prometheus; 45 jobs,
+/// threshold 10 -> 5 workers; workers take every job -> 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_query_scales_on_the_scraped_backlog() {
+    let env = setup("example-prometheus").await;
+    let ebb = env.start_ebb();
+    let _api = env.serve_metrics_api(&ebb).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(backlog_api::serve(listener, Backlog::default(), async {
+        let _ = stopped.await;
+    }));
+    let base = format!("http://{addr}");
+    // Prometheus scrapes the API as it would the pod, with the pod's `app` label.
+    let targets = ScrapeTarget::list(&env, &addr.to_string(), &[("app", "backlog-api")]);
+
+    apply_example(
+        &env,
+        "prometheus-query",
+        &[(
+            "http://prometheus-operated.monitoring.svc.cluster.local:9090",
+            &env.cluster.prometheus_url,
+        )],
+    );
+    shorten_timing(&env, "backlog-worker");
+    idle_at_zero(&env, "backlog-worker", "backlog-worker").await;
+    let metric = hpa_metric(&env, "backlog-worker").await;
+    assert_eq!(metric["metric"]["name"], "s0-prometheus");
+    assert_eq!(metric["target"]["averageValue"], "10");
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{base}/jobs?count=45"))
+        .send()
+        .await
+        .expect("POST /jobs");
+    assert_eq!(response.status().as_u16(), 202);
+    await_replicas(&env, "backlog-worker", "45 jobs / 10 = 5", 5).await;
+
+    // What the workers would do: take jobs until there are none.
+    while http
+        .post(format!("{base}/jobs/take"))
+        .send()
+        .await
+        .expect("POST /jobs/take")
+        .status()
+        .as_u16()
+        == 200
+    {}
+    await_replicas(&env, "backlog-worker", "nothing waits: back to 0", 0).await;
+    activated_and_deactivated(&env, "backlog-worker").await;
+    env.delete_scaled_objects().await;
+    drop(targets);
+}
+
+/// A scrape target listed in the dev Prometheus's file service discovery while it lives.
+struct ScrapeTarget(PathBuf);
+
+impl ScrapeTarget {
+    fn list(env: &TestEnv, address: &str, labels: &[(&str, &str)]) -> Self {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let path = env
+            .cluster
+            .prometheus_targets_dir
+            .join(format!("{}.json", env.namespace));
+        let text = json!([{"targets": [address], "labels": labels}]).to_string();
+        // Written whole and renamed, so Prometheus never reads half a file.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, text).expect("writing the scrape target");
+        std::fs::rename(&partial, &path).expect("listing the scrape target");
+        Self(path)
+    }
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// cron-schedule: inside a window (moved to now) 4 replicas; outside it 0.

@@ -181,6 +181,11 @@ pub struct ClusterInfo {
     /// How often Prometheus scrapes the exporter.
     #[serde(default)]
     pub prometheus_scrape_interval_ms: u64,
+    /// A folder Prometheus reads scrape targets from (file service discovery, job
+    /// `file-targets`): a test writes `<name>.json`, `[{"targets": ["127.0.0.1:port"], "labels":
+    /// {...}}]`, and Prometheus scrapes it within a second or two; removing it stops that.
+    #[serde(default)]
+    pub prometheus_targets_dir: PathBuf,
     /// `postgresql://` URL of PostgreSQL as its superuser, credentials included.
     #[serde(default)]
     pub postgres_url: String,
@@ -251,6 +256,7 @@ pub fn up() -> Result<ClusterInfo> {
         prometheus_url: format!("http://127.0.0.1:{}", ports::PROMETHEUS),
         prometheus_exporter_url: format!("http://127.0.0.1:{}", ports::PROMETHEUS_EXPORTER),
         prometheus_scrape_interval_ms: services::PROMETHEUS_SCRAPE_INTERVAL_MS,
+        prometheus_targets_dir: services::prometheus_targets_dir(&layout),
         postgres_url: format!(
             "postgresql://postgres:{}@127.0.0.1:{}/postgres",
             services::DATABASE_PASSWORD,

@@ -1272,9 +1272,17 @@ fn exporter_ready(_: &Layout, _: &Service) -> bool {
     http_get(ports::PROMETHEUS_EXPORTER, "/metrics", None).is_some_and(|(code, _)| code == 200)
 }
 
-/// Prometheus scraping the exporter every [`PROMETHEUS_SCRAPE_INTERVAL_MS`], keeping an hour.
+/// The folder of Prometheus's file service discovery (job `file-targets`).
+pub fn prometheus_targets_dir(layout: &Layout) -> PathBuf {
+    layout.data("prometheus").join("targets")
+}
+
+/// Prometheus scraping the exporter, and whatever the tests list in
+/// [`prometheus_targets_dir`], every [`PROMETHEUS_SCRAPE_INTERVAL_MS`], keeping an hour.
 fn prometheus_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
     let data = fresh_dir(&layout.data(service.name))?;
+    let targets = prometheus_targets_dir(layout);
+    fs::create_dir_all(&targets)?;
     let config = data.join("prometheus.yml");
     fs::write(
         &config,
@@ -1287,9 +1295,14 @@ fn prometheus_command(layout: &Layout, _: &Binaries, service: &Service) -> Resul
                 "  - job_name: ebb-tests\n",
                 "    static_configs:\n",
                 "      - targets: ['127.0.0.1:{port}']\n",
+                "  - job_name: file-targets\n",
+                "    file_sd_configs:\n",
+                "      - files: ['{targets}/*.json']\n",
+                "        refresh_interval: 1s\n",
             ),
             every = PROMETHEUS_SCRAPE_INTERVAL_MS,
-            port = ports::PROMETHEUS_EXPORTER
+            port = ports::PROMETHEUS_EXPORTER,
+            targets = targets.display()
         ),
     )?;
     let mut cmd = Command::new("/usr/bin/prometheus");
