@@ -1035,3 +1035,38 @@ pub fn assert_every_file_is_a_module(binary: &str) {
         }
     }
 }
+
+/// Runs SQL with psql as the superuser; panics with psql's output on failure.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs SQL with the mariadb client as the tests' user.
+pub fn mariadb(address: &str, user: &(String, String, String), sql: &str) -> String {
+    let (host, port) = address.split_once(':').expect("host:port");
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-N", "-B"])
+        .arg(format!("--host={host}"))
+        .arg(format!("--port={port}"))
+        .arg(format!("--user={}", user.0))
+        .arg(format!("--password={}", user.1))
+        .arg(&user.2)
+        .args(["-e", sql])
+        .output()
+        .expect("mariadb runs");
+    assert!(
+        out.status.success(),
+        "mariadb {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -1,5 +1,6 @@
 //! Faults injected into the real components while ebb runs, one at a time (they share the dev
-//! cluster's servers): RabbitMQ killed with SIGKILL and restarted, kube-apiserver killed and
+//! cluster's servers): RabbitMQ killed with SIGKILL and restarted, PostgreSQL, MariaDB and
+//! Prometheus killed together and restarted, kube-apiserver killed and
 //! restarted, the `ebb` process killed with SIGKILL mid-cooldown and restarted, and an event
 //! source that answers only after its timeout. In each, no target is scaled down by the fault,
 //! everything recovers, and nothing leaks. `cargo xtask chaos` repeats these for longer.
@@ -211,6 +212,164 @@ async fn rabbitmq_killed_mid_run_scales_nothing_down_and_recovers_within_two_pol
             .queue_delete(queue.as_str().into(), Default::default())
             .await;
     }
+}
+
+/// The second wave's servers (PostgreSQL, MariaDB, Prometheus) killed together under
+/// ScaledObjects with and without fallback: the one with fallback falls back, neither is scaled
+/// down, and once the servers are back (the dev cluster starts them empty: the test puts its
+/// values back) every trigger reads again within two polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_servers_and_prometheus_killed_scale_nothing_down_and_recover_within_two_polls() {
+    let _serial = crate::serial().await;
+    let env = setup("faults-second-wave").await;
+    let ebb = env.start_ebb();
+    let c = env.cluster.clone();
+    const INTERVAL: u64 = 2;
+    let table = unique_name("faults").replace('-', "_");
+    let series = format!("ebb_faults_backlog{{test=\"{table}\"}}");
+    let fill = || {
+        integration_tests::psql(
+            &c.postgres_url,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {table} (n int); DELETE FROM {table}; INSERT INTO {table} VALUES (10)"
+            ),
+        );
+        integration_tests::mariadb(
+            &c.mysql_address,
+            &c.mysql_user,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {table} (n INT); DELETE FROM {table}; INSERT INTO {table} VALUES (10)"
+            ),
+        );
+    };
+    fill();
+    reqwest::Client::new()
+        .post(format!("{}/set", c.prometheus_exporter_url))
+        .body(format!("{series} 10"))
+        .send()
+        .await
+        .expect("exporter /set");
+    let dsn = format!(
+        "{}:{}@tcp({})/{}",
+        c.mysql_user.0, c.mysql_user.1, c.mysql_address, c.mysql_user.2
+    );
+    let triggers = [
+        (
+            "postgresql",
+            json!({"type": "postgresql", "metadata": {
+                "query": format!("SELECT SUM(n) FROM {table}"), "targetQueryValue": "5"
+            }, "authenticationRef": {"name": "pg"}}),
+            "s0-postgresql".to_string(),
+        ),
+        (
+            "mysql",
+            json!({"type": "mysql", "metadata": {
+                "query": format!("SELECT SUM(n) FROM {table}"), "queryValue": "5"
+            }, "authenticationRef": {"name": "mysql"}}),
+            format!("s0-mysql-{}", c.mysql_user.2),
+        ),
+        (
+            "prometheus",
+            json!({"type": "prometheus", "metadata": {
+                "serverAddress": c.prometheus_url, "query": format!("sum({series})"),
+                "threshold": "5", "ignoreNullValues": "false"
+            }}),
+            "s0-prometheus".to_string(),
+        ),
+    ];
+    env.create::<k8s_openapi::api::core::v1::Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sql"},
+        "stringData": {"pg": c.postgres_url, "mysql": dsn}
+    }))
+    .await;
+    for (name, key, parameter) in [
+        ("pg", "pg", "connection"),
+        ("mysql", "mysql", "connectionString"),
+    ] {
+        env.create::<ebb_crds::TriggerAuthentication>(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+            "metadata": {"name": name},
+            "spec": {"secretTargetRef": [{"parameter": parameter, "name": "sql", "key": key}]}
+        }))
+        .await;
+    }
+    let mut names = Vec::new();
+    for (kind, trigger, _) in &triggers {
+        for fallback in [false, true] {
+            let name = format!("{kind}{}", if fallback { "-fallback" } else { "" });
+            let mut spec = json!({
+                "pollingInterval": INTERVAL,
+                "cooldownPeriod": 1,
+                "triggers": [trigger]
+            });
+            if fallback {
+                spec["fallback"] = json!({"failureThreshold": 2, "replicas": 4});
+            }
+            env.create_target(&name, 3, spec).await;
+            names.push(name);
+        }
+    }
+    for name in &names {
+        eventually(&format!("{name}: Active"), DEADLINE, || async {
+            let (status, _, message) = env.condition(name, "Active").await?;
+            ensure(status == "True", || format!("Active={status}: {message}"))
+        })
+        .await;
+    }
+    let replicas = ReplicaLog::start(&env);
+    let fault = Instant::now();
+    for service in ["postgresql", "mariadb", "prometheus"] {
+        kill_service(service).await;
+    }
+    for (kind, _, _) in &triggers {
+        let plain = kind.to_string();
+        eventually(&format!("{plain}: Ready=False"), DEADLINE, || async {
+            let (status, _, message) = env.condition(&plain, "Ready").await?;
+            ensure(status == "False", || format!("Ready={status}: {message}"))
+        })
+        .await;
+        let with = format!("{kind}-fallback");
+        eventually(&format!("{with}: Fallback=True"), DEADLINE, || async {
+            let (status, _, message) = env.condition(&with, "Fallback").await?;
+            ensure(status == "True", || format!("Fallback={status}: {message}"))
+        })
+        .await;
+    }
+
+    restart_services().await;
+    fill();
+    let back = Instant::now();
+    eventually("every trigger reads again", DEADLINE, || async {
+        let answers: Vec<_> = names
+            .iter()
+            .zip(triggers.iter().flat_map(|t| [t, t]))
+            .map(|(name, (_, _, metric))| ebb.ctx.store.get(&env.namespace, name, metric))
+            .collect();
+        ensure(
+            answers
+                .iter()
+                .all(|a| matches!(a, Some((Answer::Value(v), _)) if *v == 10.0)),
+            || format!("{answers:?}"),
+        )
+    })
+    .await;
+    let recovered = back.elapsed();
+    println!(
+        "PostgreSQL, MariaDB and Prometheus back: every trigger read again {:.1}s later",
+        recovered.as_secs_f64()
+    );
+    assert!(
+        recovered <= Duration::from_secs(2 * INTERVAL + 1),
+        "recovery took {recovered:?}, more than two polls of {INTERVAL}s"
+    );
+    for name in &names {
+        let counts = replicas.of(name, fault);
+        assert!(
+            counts.iter().all(|(_, n)| *n >= 3),
+            "{name} was scaled down by the outage: {counts:?}"
+        );
+    }
+    env.delete_scaled_objects().await;
 }
 
 /// Writes (anything but get, list and watch) ebb's client made.

@@ -140,3 +140,104 @@ async fn a_query_reads_the_scraped_value_and_errors_are_never_zero() {
         .send()
         .await;
 }
+
+/// The auth modes against the dev cluster's second Prometheus, which serves HTTPS only and
+/// admits a request only with a client certificate of the dev CA and basic auth (Prometheus
+/// itself checks no bearer token; the bearer mode's header is checked against a recording
+/// server in the scaler's unit tests).
+#[tokio::test]
+async fn auth_modes_pass_a_prometheus_that_wants_a_client_certificate_and_basic_auth() {
+    let env = setup("prometheus-auth").await;
+    let c = &env.cluster;
+    let test = unique_name("auth").replace('-', "_");
+    let series = format!("ebb_test_queue_depth{{test=\"{test}\"}}");
+    let query = format!("sum({series})");
+    set(&c.prometheus_exporter_url, &format!("{series} 7")).await;
+    let read = |path: &std::path::PathBuf| std::fs::read_to_string(path).expect("a dev TLS file");
+    let (ca, cert, key) = (
+        read(&c.tls_ca),
+        read(&c.tls_client_cert),
+        read(&c.tls_client_key),
+    );
+    let (user, password) = c.prometheus_secure_user.clone();
+    let basic_value = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{user}:{password}")
+        )
+    );
+    let registry = Registry::with_builtins();
+    let build = |meta: &[(&str, &str)], auth: &[(&str, &str)]| {
+        let mut t = trigger(&c.prometheus_secure_url, &query, meta);
+        t.auth_params = auth
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        registry.build(&t).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let tls = [
+        ("ca", ca.as_str()),
+        ("cert", cert.as_str()),
+        ("key", key.as_str()),
+    ];
+    let with = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        tls.iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
+    };
+    let pairs = |v: &[(&'static str, String)]| -> Vec<(&'static str, String)> { v.to_vec() };
+    fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    // tls + basic, and tls + custom (the same credentials as a header of the user's own).
+    let basic = with(&[("username", &user), ("password", &password)]);
+    let custom = with(&[
+        ("customAuthHeader", "Authorization"),
+        ("customAuthValue", &basic_value),
+    ]);
+    for (modes, auth) in [("tls,basic", &basic), ("tls,custom", &custom)] {
+        let scaler = build(&[("authModes", modes)], &as_refs(auth));
+        until(scaler.as_ref(), 7.0).await;
+    }
+    // unsafeSsl: the server's certificate is not checked (no CA given); the client's is sent.
+    let unchecked = pairs(&[
+        ("cert", cert.clone()),
+        ("key", key.clone()),
+        ("username", user.clone()),
+        ("password", password.clone()),
+    ]);
+    let scaler = build(
+        &[("authModes", "tls,basic"), ("unsafeSsl", "true")],
+        &as_refs(&unchecked),
+    );
+    until(scaler.as_ref(), 7.0).await;
+
+    // What Prometheus refuses is an error naming the server, never a 0: a wrong password, no
+    // client certificate, and an unknown CA without unsafeSsl.
+    let wrong = with(&[("username", &user), ("password", "not-the-password")]);
+    let err = poll(build(&[("authModes", "tls,basic")], &as_refs(&wrong)).as_ref())
+        .await
+        .expect_err("a wrong password");
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    let no_cert = pairs(&[
+        ("ca", ca.clone()),
+        ("username", user.clone()),
+        ("password", password.clone()),
+    ]);
+    poll(build(&[("authModes", "basic")], &as_refs(&no_cert)).as_ref())
+        .await
+        .expect_err("no client certificate");
+    poll(build(&[("authModes", "tls,basic")], &as_refs(&unchecked)).as_ref())
+        .await
+        .expect_err("the server's certificate is not trusted without the CA");
+
+    let _ = reqwest::Client::new()
+        .post(format!("{}/delete", c.prometheus_exporter_url))
+        .body(series)
+        .send()
+        .await;
+}

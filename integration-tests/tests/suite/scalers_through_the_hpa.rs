@@ -13,7 +13,7 @@ use std::time::Duration;
 use integration_tests::{ensure, eventually, setup, unique_name};
 
 use crate::prometheus_scaler::set;
-use crate::sql_scalers::{mariadb, psql};
+use integration_tests::{mariadb, psql};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 

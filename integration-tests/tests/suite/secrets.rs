@@ -207,12 +207,12 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
     create_rabbitmq_user(&env, &rabbitmq_user, &secrets["rabbitpass"]).await;
     // Database users of their own, so their passwords are this test's secrets.
     let sql_user = unique_name("ebb-sql").replace('-', "_");
-    crate::sql_scalers::psql(
+    integration_tests::psql(
         &env.cluster.postgres_url,
         &format!("CREATE USER {sql_user} PASSWORD '{}'", secrets["pgpass"]),
     );
     let mysql_admin = env.cluster.mysql_user.clone();
-    crate::sql_scalers::mariadb(
+    integration_tests::mariadb(
         &env.cluster.mysql_address,
         &mysql_admin,
         &format!(
@@ -588,8 +588,8 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         }
     }
     delete_rabbitmq_user(&env, &rabbitmq_user).await;
-    crate::sql_scalers::psql(&env.cluster.postgres_url, &format!("DROP USER {sql_user}"));
-    crate::sql_scalers::mariadb(
+    integration_tests::psql(&env.cluster.postgres_url, &format!("DROP USER {sql_user}"));
+    integration_tests::mariadb(
         &env.cluster.mysql_address,
         &mysql_admin,
         &format!("DROP USER '{sql_user}'@'%'"),

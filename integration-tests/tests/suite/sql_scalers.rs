@@ -1,14 +1,14 @@
 //! The `postgresql` and `mysql` scalers against the dev cluster's real PostgreSQL and MariaDB:
-//! a query's value and activity, every way of giving the connection, TLS, and what must be an
+//! a query's value and activity, every way of giving the connection, TLS (MariaDB: a user
+//! admitted over TLS only, and the session's own cipher), and what must be an
 //! error (a wrong password, a NULL, no row, no server), never a 0; 200 triggers share a handful
 //! of connections, as the server itself counts them. Tables are set up with the servers' own
 //! command-line clients.
 
-use std::process::Command;
 use std::time::Duration;
 
 use ebb_scalers::{MetricsAndActivity, Registry, Scaler, Trigger};
-use integration_tests::{dead_address, setup, unique_name};
+use integration_tests::{dead_address, mariadb, psql, setup, unique_name};
 
 fn trigger(
     trigger_type: &str,
@@ -44,41 +44,6 @@ async fn poll(scaler: &dyn Scaler) -> Result<MetricsAndActivity, String> {
 async fn value(scaler: &dyn Scaler) -> (f64, bool) {
     let got = poll(scaler).await.unwrap_or_else(|e| panic!("{e}"));
     (got.values[0].value, got.active)
-}
-
-/// Runs SQL with psql as the superuser; panics with psql's output on failure.
-pub(crate) fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Runs SQL with the mariadb client as the tests' user.
-pub(crate) fn mariadb(address: &str, user: &(String, String, String), sql: &str) -> String {
-    let (host, port) = address.split_once(':').expect("host:port");
-    let out = Command::new("mariadb")
-        .args(["--no-defaults", "--protocol=tcp", "-N", "-B"])
-        .arg(format!("--host={host}"))
-        .arg(format!("--port={port}"))
-        .arg(format!("--user={}", user.0))
-        .arg(format!("--password={}", user.1))
-        .arg(&user.2)
-        .args(["-e", sql])
-        .output()
-        .expect("mariadb runs");
-    assert!(
-        out.status.success(),
-        "mariadb {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test]
@@ -268,6 +233,55 @@ async fn mysql_reads_a_query_over_every_connection_form() {
         .await
         .expect_err("nobody listens");
     assert!(started.elapsed() < Duration::from_secs(10));
+
+    // TLS: a user the server admits over TLS only, and a query whose answer says whether the
+    // session is encrypted (1) or not (0).
+    let tls_user = unique_name("tls").replace('-', "_");
+    mariadb(
+        &address,
+        &user,
+        &format!(
+            "CREATE USER '{tls_user}'@'%' IDENTIFIED BY 'ebb-dev' REQUIRE SSL; GRANT SELECT ON {}.* TO '{tls_user}'@'%'",
+            user.2
+        ),
+    );
+    let encrypted = "SELECT COUNT(*) FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher' AND VARIABLE_VALUE <> ''";
+    let tls_meta = |extra: &[(&'static str, &'static str)]| {
+        let mut m = vec![("query", encrypted), ("queryValue", "5")];
+        m.extend_from_slice(extra);
+        m
+    };
+    let ca = std::fs::read_to_string(&env.cluster.tls_ca).expect("the dev CA");
+    let tls_dsn = format!("{tls_user}:ebb-dev@tcp({address})/{}", user.2);
+    // `tls: enable` with the dev CA, verified; the DSN's own `tls=skip-verify`.
+    let verified = build(
+        &tls_meta(&[("tls", "enable")]),
+        &[("connectionString", &tls_dsn), ("ca", &ca)],
+    );
+    let unverified = build(
+        &tls_meta(&[]),
+        &[("connectionString", &format!("{tls_dsn}?tls=skip-verify"))],
+    );
+    for scaler in [&verified, &unverified] {
+        assert_eq!(value(scaler.as_ref()).await.0, 1.0, "an encrypted session");
+    }
+    // Without TLS the server refuses the user; with TLS but without the CA the certificate
+    // is not trusted.
+    let plain = poll(build(&tls_meta(&[]), &[("connectionString", &tls_dsn)]).as_ref())
+        .await
+        .expect_err("the user requires TLS");
+    assert!(plain.contains("denied"), "{plain}");
+    let untrusted = poll(
+        build(
+            &tls_meta(&[("tls", "enable")]),
+            &[("connectionString", &tls_dsn)],
+        )
+        .as_ref(),
+    )
+    .await
+    .expect_err("an unknown CA");
+    assert!(!untrusted.is_empty());
+    mariadb(&address, &user, &format!("DROP USER '{tls_user}'@'%'"));
 
     // 200 triggers with one user share a handful of connections, as MariaDB counts them.
     let shared = unique_name("share").replace('-', "_");

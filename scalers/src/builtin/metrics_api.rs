@@ -13,23 +13,23 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName};
 
 use self::extract::{Format, Location};
 use crate::error::{ConfigError, ScalerError};
-use crate::http;
+use crate::http::{self, pem_certs, sensitive_header};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::Scaler;
-use crate::tls::{ClientTls, pem_certificates, pem_private_key};
+use crate::tls::{ClientTls, pem_private_key};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 /// Limit for a request (connect, headers and body) when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest response body read; a bigger one is an error rather than a memory spike.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = http::MAX_BODY_BYTES;
 
 const AUTH_ONLY: &[Source] = &[Source::Auth];
 /// Where KEDA reads `authMode`, `apiKey`, `method` and `keyParamName`.
@@ -182,23 +182,9 @@ fn parse_modes(t: &Trigger) -> Result<Vec<AuthMode>, ConfigError> {
     Ok(modes)
 }
 
-/// A credential as an HTTP header value, marked sensitive so it is never logged.
-fn secret_header(t: &Trigger, key: &str, value: &str) -> Result<HeaderValue, ConfigError> {
-    let mut header = HeaderValue::from_str(value)
-        .map_err(|_| t.error(key, "contains characters not allowed in an HTTP header"))?;
-    header.set_sensitive(true);
-    Ok(header)
-}
-
 fn header_name(t: &Trigger, key: &str, value: &str) -> Result<HeaderName, ConfigError> {
     HeaderName::from_bytes(value.trim().as_bytes())
         .map_err(|_| t.error(key, "expected an HTTP header name"))
-}
-
-fn pem_certs(t: &Trigger, key: &str, pem: &str) -> Result<(), ConfigError> {
-    pem_certificates(pem)
-        .map(drop)
-        .map_err(|_| t.error(key, "expected one or more PEM certificates"))
 }
 
 impl MetricsApiConfig {
@@ -284,7 +270,7 @@ impl MetricsApiConfig {
                             "keyParamName",
                             param.as_deref().unwrap_or("X-API-KEY"),
                         )?;
-                        headers.insert(name, secret_header(t, "apiKey", &api_key)?);
+                        headers.insert(name, sensitive_header(t, "apiKey", &api_key)?);
                     }
                     secrets.push(api_key);
                 }
@@ -300,7 +286,7 @@ impl MetricsApiConfig {
                         None => t.required("token", AUTH_ONLY)?.value,
                     };
                     // Checked now so a bad token is a config error, not a failing poll.
-                    secret_header(t, "token", &format!("Bearer {token}"))?;
+                    sensitive_header(t, "token", &format!("Bearer {token}"))?;
                     secrets.push(token.clone());
                     bearer = Some(token);
                 }
@@ -324,7 +310,7 @@ impl MetricsApiConfig {
                     let name = t.required("customAuthHeader", AUTH_ONLY)?.value;
                     let value = t.required("customAuthValue", AUTH_ONLY)?.value;
                     let name = header_name(t, "customAuthHeader", &name)?;
-                    headers.insert(name, secret_header(t, "customAuthValue", &value)?);
+                    headers.insert(name, sensitive_header(t, "customAuthValue", &value)?);
                     secrets.push(value);
                 }
             }
@@ -437,27 +423,15 @@ impl MetricsApiScaler {
         if let Some(token) = &c.bearer {
             request = request.bearer_auth(token);
         }
-        let mut response = request.send().await.map_err(http_error)?;
+        let response = request.send().await.map_err(http_error)?;
         let status = response.status();
         // Only 200 is an answer, as in KEDA (a 204 or 206 has no value to read).
         if status != reqwest::StatusCode::OK {
             return Err(c.source_error(format!("answered HTTP {status}")));
         }
-        let too_big = || c.source_error(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
-            return Err(too_big());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_big());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        http::read_body(response)
+            .await
+            .map_err(|e| c.source_error(e))
     }
 
     async fn value(&self) -> Result<f64, ScalerError> {

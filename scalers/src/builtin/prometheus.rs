@@ -16,14 +16,14 @@ use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::metrics_api::{DEFAULT_TIMEOUT, MAX_BODY_BYTES};
+use super::metrics_api::DEFAULT_TIMEOUT;
 use crate::error::{ConfigError, ScalerError};
-use crate::http;
+use crate::http::{self, pem_certs, sensitive_header};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
 use crate::scaler::Scaler;
-use crate::tls::{ClientTls, pem_certificates, pem_private_key};
+use crate::tls::{ClientTls, pem_private_key};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 const META: &[Source] = &[Source::Metadata];
@@ -253,20 +253,6 @@ fn refuse_cloud_auth(t: &Trigger) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// `value` as an HTTP header value, marked sensitive so it is never logged.
-fn sensitive_header(t: &Trigger, key: &str, value: &str) -> Result<HeaderValue, ConfigError> {
-    let mut header = HeaderValue::from_str(value)
-        .map_err(|_| t.error(key, "contains characters not allowed in an HTTP header"))?;
-    header.set_sensitive(true);
-    Ok(header)
-}
-
-fn pem_certs(t: &Trigger, key: &str, pem: &str) -> Result<(), ConfigError> {
-    pem_certificates(pem)
-        .map(drop)
-        .map_err(|_| t.error(key, "expected one or more PEM certificates"))
 }
 
 fn percent_decoded(text: &str) -> String {
@@ -649,22 +635,11 @@ impl PrometheusScaler {
             Some(Credentials::Bearer(token)) => request = request.bearer_auth(token),
             None => {}
         }
-        let mut response = request.send().await.map_err(http_error)?;
+        let response = request.send().await.map_err(http_error)?;
         let status = response.status();
-        let too_big = || c.source_error(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
-            return Err(too_big());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_big());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = http::read_body(response)
+            .await
+            .map_err(|e| c.source_error(e))?;
         Ok((status, body))
     }
 

@@ -2,9 +2,10 @@
 //! scenarios, each in its own module; every run writes `target/bench/<scenario>-....json` and the
 //! summary tables are printed at the end.
 //!
-//! - [`scale`]: N ScaledObjects (Deployments at 0, a `redis` list or `rabbitmq` AMQP queue trigger
-//!   each) at a polling interval: ebb's RSS, CPU, poll lag, broker connections, apiserver requests
-//!   by verb, time to ready.
+//! - [`scale`]: N ScaledObjects (Deployments at 0, a `redis` list, `rabbitmq` AMQP queue or
+//!   `prometheus` query trigger each) at a polling interval: ebb's RSS, CPU, poll lag, broker
+//!   connections (and queries per second, for Prometheus), apiserver requests by verb, time to
+//!   ready.
 //! - [`activation`]: how long from pushing past activation to the Deployment's `spec.replicas`
 //!   becoming 1, in plain polling and with the fast activation path, beside idle objects.
 //! - [`metrics_api`]: the HPA's query, directly and through the aggregator, at concurrency 1 and
@@ -41,8 +42,9 @@ pub struct BenchArgs {
     /// Measuring windows per scale run; figures are their medians (default 3; 1 with --quick).
     #[arg(long)]
     windows: Option<usize>,
-    /// Scenarios to run, comma-separated: scale, rabbitmq (the scale scenario's 1,000-object
-    /// RabbitMQ AMQP variant), activation, metrics-api. Default: all (no rabbitmq with --quick).
+    /// Scenarios to run, comma-separated: scale, rabbitmq and prometheus (the scale scenario's
+    /// 1,000-object RabbitMQ AMQP and Prometheus variants), activation, metrics-api. Default:
+    /// all (no rabbitmq or prometheus with --quick).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Leave the dev cluster running afterwards.
@@ -78,7 +80,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .max(1);
     let wanted = |name: &str| {
         if args.scenarios.is_empty() {
-            !(args.quick && name == "rabbitmq")
+            !(args.quick && (name == "rabbitmq" || name == "prometheus"))
         } else {
             args.scenarios.iter().any(|s| s == name)
         }
@@ -116,6 +118,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     1_000,
                     interval,
                     scale::Broker::RabbitMq,
+                    windows,
+                    args.quick,
+                )?);
+            }
+        }
+        if wanted("prometheus") {
+            for &interval in &args.intervals {
+                scale_runs.push(scale::run(
+                    &info,
+                    &binary,
+                    1_000,
+                    interval,
+                    scale::Broker::Prometheus,
                     windows,
                     args.quick,
                 )?);

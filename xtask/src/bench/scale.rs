@@ -1,5 +1,6 @@
 //! The scale scenario: N ScaledObjects, each with its own Deployment at 0 replicas and a trigger
-//! on one broker (a `redis` list, or a `rabbitmq` queue over AMQP), all idle, at one polling
+//! on one broker (a `redis` list, a `rabbitmq` queue over AMQP, or a `prometheus` query of a
+//! series of its own), all idle, at one polling
 //! interval. A release `ebb run` (metrics API off: this measures the controller and the scale
 //! loops) starts against them; once every object has been polled and ebb has then written
 //! nothing for max(interval, 30 s) (10 s with `--quick`), it is measured over consecutive
@@ -28,6 +29,8 @@ pub enum Broker {
     Redis,
     /// A queue per object on the dev RabbitMQ, read over AMQP.
     RabbitMq,
+    /// A query per object (`sum` of a series of its own, at 0) on the dev Prometheus.
+    Prometheus,
 }
 
 impl Broker {
@@ -35,6 +38,7 @@ impl Broker {
         match self {
             Broker::Redis => "redis",
             Broker::RabbitMq => "rabbitmq",
+            Broker::Prometheus => "prometheus",
         }
     }
 }
@@ -46,10 +50,12 @@ struct Sample {
     rss_kib: u64,
     lag: Histogram,
     requests: BTreeMap<String, f64>,
+    /// Queries the broker answered so far, where it counts them (Prometheus).
+    broker_queries: Option<f64>,
 }
 
 impl Sample {
-    fn take(pid: u32) -> Result<Self> {
+    fn take(pid: u32, broker: Broker) -> Result<Self> {
         let text = scrape()?;
         Ok(Self {
             at: Instant::now(),
@@ -57,6 +63,10 @@ impl Sample {
             rss_kib: rss_kib(pid)?,
             lag: histogram(&text, "ebb_poll_lag_seconds"),
             requests: requests(&text),
+            broker_queries: match broker {
+                Broker::Prometheus => Some(prometheus_queries()?),
+                _ => None,
+            },
         })
     }
 }
@@ -137,6 +147,7 @@ pub fn run(
         match broker {
             Broker::Redis => "redis list",
             Broker::RabbitMq => "rabbitmq AMQP queue",
+            Broker::Prometheus => "prometheus query",
         },
         quiet.as_secs(),
         window.as_secs()
@@ -152,11 +163,18 @@ pub fn run(
                 "host": info.rabbitmq_amqp_url, "protocol": "amqp",
                 "queueName": format!("bench-{name}"), "mode": "QueueLength", "value": "5"
             }}),
+            Broker::Prometheus => json!({"type": "prometheus", "metadata": {
+                "serverAddress": info.prometheus_url,
+                "query": format!("sum(ebb_bench_backlog{{object=\"{name}\"}})"),
+                "threshold": "5"
+            }}),
         };
         items.extend(object_pair(&ns, &name, interval, trigger, json!({})));
     }
-    if broker == Broker::RabbitMq {
-        declare_queues(n)?;
+    match broker {
+        Broker::RabbitMq => declare_queues(n)?,
+        Broker::Prometheus => set_series(info, n, true)?,
+        Broker::Redis => {}
     }
     create_objects(info, &ns, &items)?;
 
@@ -174,19 +192,26 @@ pub fn run(
     let mut per_minute: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut connections = Vec::new();
     for w in 0..windows {
-        let before = Sample::take(ebb.pid)?;
+        let before = Sample::take(ebb.pid, broker)?;
         let mut rss_max = before.rss_kib;
         let window_end = Instant::now() + window;
         while Instant::now() < window_end {
             std::thread::sleep(Duration::from_secs(5).min(window_end - Instant::now()));
             rss_max = rss_max.max(rss_kib(ebb.pid)?);
         }
-        let after = Sample::take(ebb.pid)?;
+        let after = Sample::take(ebb.pid, broker)?;
         connections.push(match broker {
             Broker::Redis => redis_connections()?,
             Broker::RabbitMq => rabbitmq_connections()?,
+            Broker::Prometheus => prometheus_connections(ebb.pid)?,
         } as f64);
         let seconds = after.at.duration_since(before.at).as_secs_f64();
+        if let (Some(b), Some(a)) = (before.broker_queries, after.broker_queries) {
+            measured
+                .entry("broker_queries_per_s")
+                .or_default()
+                .push((a - b) / seconds);
+        }
         let lag = after.lag.minus(&before.lag);
         let rate = |key: &String, total: &f64| {
             (total - before.requests.get(key).copied().unwrap_or(0.0)) * 60.0 / seconds
@@ -250,8 +275,10 @@ pub fn run(
     // ebb removes its finalizers while it runs.
     end_scenario(info, &ns, !quick)?;
     drop(ebb);
-    if broker == Broker::RabbitMq {
-        delete_queues(n)?;
+    match broker {
+        Broker::RabbitMq => delete_queues(n)?,
+        Broker::Prometheus => set_series(info, n, false)?,
+        Broker::Redis => {}
     }
     Ok(result)
 }
@@ -285,6 +312,75 @@ fn delete_queues(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Sets (or deletes) the series `ebb_bench_backlog{object="w<i>"} 0` the Prometheus variant
+/// queries, on the exporter Prometheus scrapes.
+fn set_series(info: &ClusterInfo, n: usize, set: bool) -> Result<()> {
+    let lines: String = (0..n)
+        .map(|i| {
+            let series = format!("ebb_bench_backlog{{object=\"w{i:05}\"}}");
+            if set {
+                format!("{series} 0\n")
+            } else {
+                format!("{series}\n")
+            }
+        })
+        .collect();
+    let port = info
+        .prometheus_exporter_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(ports::PROMETHEUS_EXPORTER);
+    let path = if set { "/set" } else { "/delete" };
+    let (code, body) = http(port, "POST", path, Some(&lines))?;
+    if !(200..300).contains(&code) {
+        bail!("exporter {path}: HTTP {code} {body}");
+    }
+    Ok(())
+}
+
+/// Instant queries Prometheus has answered (its own `prometheus_http_requests_total`).
+fn prometheus_queries() -> Result<f64> {
+    let (code, body) = http(ports::PROMETHEUS, "GET", "/metrics", None)?;
+    if code != 200 {
+        bail!("Prometheus /metrics: HTTP {code}");
+    }
+    Ok(body
+        .lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/query\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// TCP connections ebb (`pid`) holds to Prometheus, from its `/proc/<pid>/net/tcp` sockets
+/// (IPv4 loopback) in state ESTABLISHED.
+fn prometheus_connections(pid: u32) -> Result<u64> {
+    let own: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|link| {
+            let text = link.to_string_lossy().to_string();
+            Some(
+                text.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?;
+    let remote = format!("0100007F:{:04X}", ports::PROMETHEUS);
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9 && f[2] == remote && f[3] == "01" && own.contains(f[9])
+        })
+        .count() as u64)
+}
+
 /// AMQP connections RabbitMQ has open (the management API's list).
 fn rabbitmq_connections() -> Result<u64> {
     let (code, body) = http(ports::RABBITMQ_MANAGEMENT, "GET", "/api/connections", None)?;
@@ -303,7 +399,7 @@ pub fn print_table(runs: &[Value]) {
     let m = |r: &Value, k: &str| r[k]["median"].as_f64().unwrap_or(f64::NAN);
     println!("==> summary (scale; medians of the windows)");
     println!(
-        "    {:>8} {:>7} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6} {:>11} {:>10} {:>8}",
+        "    {:>10} {:>7} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6} {:>9} {:>11} {:>10} {:>8}",
         "broker",
         "objects",
         "interval",
@@ -312,13 +408,14 @@ pub fn print_table(runs: &[Value]) {
         "lag p50 s",
         "lag p99 s",
         "conns",
+        "queries/s",
         "writes/min",
         "reads/min",
         "ready s"
     );
     for r in runs {
         println!(
-            "    {:>8} {:>7} {:>8}s {:>8.1} {:>9.4} {:>10.4} {:>10.4} {:>6} {:>11.1} {:>10.1} {:>8.2}",
+            "    {:>10} {:>7} {:>8}s {:>8.1} {:>9.4} {:>10.4} {:>10.4} {:>6} {:>9} {:>11.1} {:>10.1} {:>8.2}",
             r["broker"].as_str().unwrap_or(""),
             r["objects"],
             r["polling_interval_s"],
@@ -327,6 +424,9 @@ pub fn print_table(runs: &[Value]) {
             m(r, "poll_lag_p50_s"),
             m(r, "poll_lag_p99_s"),
             m(r, "broker_connections"),
+            r["broker_queries_per_s"]["median"]
+                .as_f64()
+                .map_or("-".to_string(), |q| format!("{q:.1}")),
             m(r, "apiserver_writes_per_min"),
             m(r, "apiserver_reads_per_min"),
             r["ready_s"].as_f64().unwrap_or(f64::NAN),

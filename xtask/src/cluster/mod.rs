@@ -69,6 +69,9 @@ pub mod ports {
     pub const PROMETHEUS: u16 = 32690;
     /// The exporter Prometheus scrapes, whose series the tests set.
     pub const PROMETHEUS_EXPORTER: u16 = 32691;
+    /// A second Prometheus on the same series, over TLS only, asking for a client certificate
+    /// and basic auth.
+    pub const PROMETHEUS_SECURE: u16 = 32692;
 }
 
 /// Files and directories of the running cluster, under `target/dev-cluster/`.
@@ -186,6 +189,14 @@ pub struct ClusterInfo {
     /// {...}}]`, and Prometheus scrapes it within a second or two; removing it stops that.
     #[serde(default)]
     pub prometheus_targets_dir: PathBuf,
+    /// `https://` URL of the second Prometheus, which scrapes the same exporter and admits a
+    /// request only with a client certificate of the dev CA (`tls_client_cert`) and basic auth
+    /// ([`ClusterInfo::prometheus_secure_user`]).
+    #[serde(default)]
+    pub prometheus_secure_url: String,
+    /// The secure Prometheus's basic auth user and password.
+    #[serde(default)]
+    pub prometheus_secure_user: (String, String),
     /// `postgresql://` URL of PostgreSQL as its superuser, credentials included.
     #[serde(default)]
     pub postgres_url: String,
@@ -257,6 +268,11 @@ pub fn up() -> Result<ClusterInfo> {
         prometheus_exporter_url: format!("http://127.0.0.1:{}", ports::PROMETHEUS_EXPORTER),
         prometheus_scrape_interval_ms: services::PROMETHEUS_SCRAPE_INTERVAL_MS,
         prometheus_targets_dir: services::prometheus_targets_dir(&layout),
+        prometheus_secure_url: format!("https://127.0.0.1:{}", ports::PROMETHEUS_SECURE),
+        prometheus_secure_user: (
+            services::PROMETHEUS_USER.to_string(),
+            services::DATABASE_PASSWORD.to_string(),
+        ),
         postgres_url: format!(
             "postgresql://postgres:{}@127.0.0.1:{}/postgres",
             services::DATABASE_PASSWORD,
@@ -310,6 +326,10 @@ pub fn up() -> Result<ClusterInfo> {
     println!(
         "  prometheus: {} (scraping {} every {} ms)",
         info.prometheus_url, info.prometheus_exporter_url, info.prometheus_scrape_interval_ms
+    );
+    println!(
+        "  prometheus, client certificate and basic auth: {} (user {})",
+        info.prometheus_secure_url, info.prometheus_secure_user.0
     );
     Ok(info)
 }

@@ -328,10 +328,14 @@ pub const SERVICES: &[Service] = &[
     .built_on(Foundation::ServiceTls),
     Service::process(
         "mariadb",
-        &[Port::new(ports::MARIADB, "MariaDB (MySQL protocol)")],
+        &[Port::new(
+            ports::MARIADB,
+            "MariaDB (MySQL protocol, TLS optional)",
+        )],
         mariadb_command,
         mariadb_ready,
-    ),
+    )
+    .built_on(Foundation::ServiceTls),
     Service::process(
         "prometheus-exporter",
         &[Port::new(
@@ -347,6 +351,16 @@ pub const SERVICES: &[Service] = &[
         prometheus_command,
         prometheus_ready,
     ),
+    Service::process(
+        "prometheus-secure",
+        &[Port::new(
+            ports::PROMETHEUS_SECURE,
+            "Prometheus API (HTTPS, client certificate and basic auth)",
+        )],
+        prometheus_secure_command,
+        prometheus_secure_ready,
+    )
+    .built_on(Foundation::ServiceTls),
 ];
 
 /// The password of the databases' users: PostgreSQL's `postgres`, MariaDB's [`MARIADB_USER`].
@@ -357,6 +371,11 @@ pub const MARIADB_USER: &str = "ebb";
 pub const MARIADB_DATABASE: &str = "ebb";
 /// How often Prometheus scrapes the exporter.
 pub const PROMETHEUS_SCRAPE_INTERVAL_MS: u64 = 1000;
+/// The secure Prometheus's basic auth user (password [`DATABASE_PASSWORD`]).
+pub const PROMETHEUS_USER: &str = "ebb";
+/// bcrypt of [`DATABASE_PASSWORD`] (cost 12), as Prometheus's web configuration wants it.
+const PROMETHEUS_PASSWORD_BCRYPT: &str =
+    "$2b$12$jPdU2y06zZ8EH8o667zc5.ZRBfj2/3MPLGPuy7xLJvxKW3OVc.rT2";
 /// PostgreSQL's programs (Debian's `postgresql-15`).
 const POSTGRES_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -1190,9 +1209,13 @@ fn postgres_ready(_: &Layout, _: &Service) -> bool {
 }
 
 /// A fresh MariaDB: user [`MARIADB_USER`] with [`DATABASE_PASSWORD`] and every privilege, and
-/// database [`MARIADB_DATABASE`], made by an init file at start.
+/// database [`MARIADB_DATABASE`], made by an init file at start; TLS (optional for clients)
+/// with the dev CA's server certificate.
 fn mariadb_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
     let data = fresh_dir(&layout.data(service.name))?;
+    for file in ["ca.crt", "server.crt", "server.key"] {
+        fs::copy(service_tls_file(layout, file), data.join(file))?;
+    }
     let datadir = data.join("db");
     // mariadbd runs as root only when told to; otherwise as the current user.
     let user = nix::unistd::geteuid().is_root().then_some("--user=root");
@@ -1229,6 +1252,9 @@ fn mariadb_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<C
         .arg(format!("--pid-file={}", data.join("mysqld.pid").display()))
         .arg(format!("--init-file={}", init.display()))
         .args(["--max-connections=300", "--innodb-buffer-pool-size=32M"])
+        .arg(format!("--ssl-ca={}", data.join("ca.crt").display()))
+        .arg(format!("--ssl-cert={}", data.join("server.crt").display()))
+        .arg(format!("--ssl-key={}", data.join("server.key").display()))
         .args(user);
     Ok(cmd)
 }
@@ -1272,6 +1298,131 @@ fn exporter_ready(_: &Layout, _: &Service) -> bool {
     http_get(ports::PROMETHEUS_EXPORTER, "/metrics", None).is_some_and(|(code, _)| code == 200)
 }
 
+/// Prometheus's configuration: the exporter, and for `file_targets` the folder of file
+/// service discovery.
+fn prometheus_config(file_targets: Option<&Path>) -> String {
+    let mut config = format!(
+        concat!(
+            "global:\n",
+            "  scrape_interval: {every}ms\n",
+            "  evaluation_interval: {every}ms\n",
+            "scrape_configs:\n",
+            "  - job_name: ebb-tests\n",
+            "    static_configs:\n",
+            "      - targets: ['127.0.0.1:{port}']\n",
+        ),
+        every = PROMETHEUS_SCRAPE_INTERVAL_MS,
+        port = ports::PROMETHEUS_EXPORTER,
+    );
+    if let Some(dir) = file_targets {
+        config.push_str(&format!(
+            concat!(
+                "  - job_name: file-targets\n",
+                "    file_sd_configs:\n",
+                "      - files: ['{targets}/*.json']\n",
+                "        refresh_interval: 1s\n",
+            ),
+            targets = dir.display()
+        ));
+    }
+    config
+}
+
+/// The command line of a Prometheus keeping an hour of data in `data`.
+fn prometheus(data: &Path, config: &Path, port: u16) -> Command {
+    let mut cmd = Command::new("/usr/bin/prometheus");
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(["--storage.tsdb.retention.time=1h", "--log.level=warn"]);
+    cmd
+}
+
+/// A second Prometheus on the exporter, serving HTTPS with the dev CA's server certificate
+/// and admitting only a client certificate of the dev CA with basic auth
+/// ([`PROMETHEUS_USER`]).
+fn prometheus_secure_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    for file in ["ca.crt", "server.crt", "server.key"] {
+        fs::copy(service_tls_file(layout, file), data.join(file))?;
+    }
+    let config = data.join("prometheus.yml");
+    fs::write(&config, prometheus_config(None))?;
+    let web = data.join("web.yml");
+    fs::write(
+        &web,
+        format!(
+            concat!(
+                "tls_server_config:\n",
+                "  cert_file: {dir}/server.crt\n",
+                "  key_file: {dir}/server.key\n",
+                "  client_auth_type: RequireAndVerifyClientCert\n",
+                "  client_ca_file: {dir}/ca.crt\n",
+                "basic_auth_users:\n",
+                "  {user}: {hash}\n",
+            ),
+            dir = data.display(),
+            user = PROMETHEUS_USER,
+            hash = PROMETHEUS_PASSWORD_BCRYPT,
+        ),
+    )?;
+    let mut cmd = prometheus(&data, &config, ports::PROMETHEUS_SECURE);
+    cmd.arg(format!("--web.config.file={}", web.display()));
+    Ok(cmd)
+}
+
+fn prometheus_secure_ready(layout: &Layout, _: &Service) -> bool {
+    https_get(
+        layout,
+        ports::PROMETHEUS_SECURE,
+        "/-/ready",
+        (PROMETHEUS_USER, DATABASE_PASSWORD),
+    )
+    .is_some_and(|code| code == 200)
+}
+
+/// A GET over TLS with the dev client certificate and basic auth, for health checks only: the
+/// status code.
+fn https_get(layout: &Layout, port: u16, path: &str, basic: (&str, &str)) -> Option<u16> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(service_tls_file(layout, "ca.crt")).ok()? {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let chain = CertificateDer::pem_file_iter(service_tls_file(layout, "client.crt"))
+        .ok()?
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(service_tls_file(layout, "client.key")).ok()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    let name = ServerName::try_from("127.0.0.1").ok()?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let mut tls = rustls::StreamOwned::new(connection, connect(port)?);
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {}\r\n\r\n",
+        BASE64.encode(format!("{}:{}", basic.0, basic.1))
+    );
+    tls.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    // A server that closes without close_notify still sent its answer.
+    let _ = tls.read_to_end(&mut response);
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The folder of Prometheus's file service discovery (job `file-targets`).
 pub fn prometheus_targets_dir(layout: &Layout) -> PathBuf {
     layout.data("prometheus").join("targets")
@@ -1284,39 +1435,8 @@ fn prometheus_command(layout: &Layout, _: &Binaries, service: &Service) -> Resul
     let targets = prometheus_targets_dir(layout);
     fs::create_dir_all(&targets)?;
     let config = data.join("prometheus.yml");
-    fs::write(
-        &config,
-        format!(
-            concat!(
-                "global:\n",
-                "  scrape_interval: {every}ms\n",
-                "  evaluation_interval: {every}ms\n",
-                "scrape_configs:\n",
-                "  - job_name: ebb-tests\n",
-                "    static_configs:\n",
-                "      - targets: ['127.0.0.1:{port}']\n",
-                "  - job_name: file-targets\n",
-                "    file_sd_configs:\n",
-                "      - files: ['{targets}/*.json']\n",
-                "        refresh_interval: 1s\n",
-            ),
-            every = PROMETHEUS_SCRAPE_INTERVAL_MS,
-            port = ports::PROMETHEUS_EXPORTER,
-            targets = targets.display()
-        ),
-    )?;
-    let mut cmd = Command::new("/usr/bin/prometheus");
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            data.join("tsdb").display()
-        ))
-        .arg(format!(
-            "--web.listen-address=127.0.0.1:{}",
-            ports::PROMETHEUS
-        ))
-        .args(["--storage.tsdb.retention.time=1h", "--log.level=warn"]);
-    Ok(cmd)
+    fs::write(&config, prometheus_config(Some(&targets)))?;
+    Ok(prometheus(&data, &config, ports::PROMETHEUS))
 }
 
 fn prometheus_ready(_: &Layout, _: &Service) -> bool {
@@ -1449,6 +1569,7 @@ mod tests {
                 "mariadb",
                 "prometheus-exporter",
                 "prometheus",
+                "prometheus-secure",
             ]
         );
     }
@@ -1540,7 +1661,13 @@ mod tests {
         );
         assert_eq!(
             built_on(Foundation::ServiceTls),
-            ["rabbitmq", "redis-tls", "postgresql"]
+            [
+                "rabbitmq",
+                "redis-tls",
+                "postgresql",
+                "mariadb",
+                "prometheus-secure"
+            ]
         );
     }
 
