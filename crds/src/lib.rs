@@ -4,6 +4,7 @@
 //! crds` regenerates them from [`manifests`] and a test fails when the committed files differ.
 
 pub mod condition;
+pub mod scaled_job;
 pub mod scaled_object;
 pub mod trigger_authentication;
 
@@ -11,6 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use condition::Condition;
+pub use scaled_job::{ScaledJob, ScaledJobSpec, ScaledJobStatus};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
 pub use trigger_authentication::{
     ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
@@ -25,6 +27,10 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         finish(
             ScaledObject::crd(),
             "ScaledObject scales a workload between zero and its maximum on events.",
+        ),
+        finish(
+            ScaledJob::crd(),
+            "ScaledJob creates one Job per unit of pending work on events.",
         ),
         finish(
             TriggerAuthentication::crd(),

@@ -1,7 +1,9 @@
 //! KEDA objects survive ebb's Rust types and ebb's schema with no field lost.
 
 use ebb_crds::scaled_object::{FallbackBehavior, ScaledObjectStatus};
-use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, crds};
+use ebb_crds::{
+    ClusterTriggerAuthentication, ScaledJob, ScaledObject, TriggerAuthentication, crds,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -61,6 +63,16 @@ fn every_scaled_object_field_survives_the_rust_types() {
 }
 
 #[test]
+fn every_scaled_job_field_survives_the_rust_types() {
+    let sj = documents("scaledjob-every-field.yaml").remove(0);
+    assert_round_trips::<ScaledJob>(&sj, "ScaledJob every-field fixture");
+    let typed: ScaledJob = serde_json::from_value(sj).expect("deserializes");
+    assert_eq!(typed.spec.rollout_strategy(), "gradual");
+    let status = typed.status.expect("a status");
+    assert_eq!(status.paused.as_deref(), Some("false"));
+}
+
+#[test]
 fn every_trigger_authentication_field_survives_the_rust_types() {
     let ta = documents("triggerauthentication-every-field.yaml").remove(0);
     assert_round_trips::<TriggerAuthentication>(&ta, "TriggerAuthentication fixture");
@@ -115,6 +127,10 @@ fn every_fixture_field_is_declared_in_the_schema() {
         (
             "ScaledObject",
             documents("scaledobject-every-field.yaml").remove(0),
+        ),
+        (
+            "ScaledJob",
+            documents("scaledjob-every-field.yaml").remove(0),
         ),
         (
             "TriggerAuthentication",

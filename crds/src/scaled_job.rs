@@ -1,0 +1,205 @@
+//! `ScaledJob`: one Kubernetes Job per unit of pending work, created from a template on
+//! triggers, instead of a workload scaled up and down.
+//!
+//! Field names, types and optionality follow KEDA's `keda.sh/v1alpha1` schema so that a manifest
+//! written for KEDA is stored by ebb's CRD with nothing pruned. As for ScaledObject, defaults are
+//! not written into the schema; the accessors on [`ScaledJobSpec`] apply them.
+
+// clippy reads the repeated `type_ = ...` keys of separate `printcolumn(...)` entries in one
+// `#[kube(...)]` as duplicated attributes; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::api::batch::v1::JobSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::Condition;
+use crate::scaled_object::ScaleTrigger;
+
+/// Seconds between two polls when `pollingInterval` is unset.
+pub const DEFAULT_POLLING_INTERVAL_SECONDS: i32 = 30;
+/// Finished Jobs of each kind kept when the history limits are unset.
+pub const DEFAULT_HISTORY_LIMIT: i32 = 100;
+/// `maxReplicaCount` when unset.
+pub const DEFAULT_MAX_REPLICA_COUNT: i32 = 100;
+/// Label on every Job a ScaledJob creates: the ScaledJob's name.
+pub const SCALED_JOB_NAME_LABEL: &str = "scaledjob.keda.sh/name";
+
+/// Desired state of a ScaledJob.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "keda.sh",
+    version = "v1alpha1",
+    kind = "ScaledJob",
+    plural = "scaledjobs",
+    namespaced,
+    status = "ScaledJobStatus",
+    shortname = "sj",
+    derive = "PartialEq",
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicaCount"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicaCount"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Active\")].status"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status"
+    ),
+    printcolumn(
+        name = "Triggers",
+        type_ = "string",
+        json_path = ".status.triggersTypes"
+    ),
+    printcolumn(
+        name = "Authentications",
+        type_ = "string",
+        json_path = ".status.authenticationsTypes"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledJobSpec {
+    /// The template of every Job created: a complete `batch/v1` JobSpec.
+    pub job_target_ref: JobSpec,
+    /// Seconds between two polls of the triggers (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling_interval: Option<i32>,
+    /// Succeeded Jobs kept (default 100); older ones are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_jobs_history_limit: Option<i32>,
+    /// Failed Jobs kept (default 100); older ones are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_jobs_history_limit: Option<i32>,
+    /// Container whose environment `*FromEnv` metadata and `env` authentication read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_source_container_name: Option<String>,
+    /// Jobs kept running even with nothing to do (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replica_count: Option<i32>,
+    /// Most Jobs running at once (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replica_count: Option<i32>,
+    /// Deprecated form of `rollout.strategy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_strategy: Option<String>,
+    /// What happens to running Jobs when the template changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// How many Jobs a poll creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_strategy: Option<ScalingStrategy>,
+    /// The event sources; at least one.
+    #[schemars(length(min = 1))]
+    pub triggers: Vec<ScaleTrigger>,
+}
+
+impl ScaledJobSpec {
+    /// `pollingInterval` with its default applied.
+    pub fn polling_interval_seconds(&self) -> i32 {
+        self.polling_interval
+            .unwrap_or(DEFAULT_POLLING_INTERVAL_SECONDS)
+    }
+
+    /// `successfulJobsHistoryLimit` with its default applied.
+    pub fn successful_history_limit(&self) -> i32 {
+        self.successful_jobs_history_limit
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+    }
+
+    /// `failedJobsHistoryLimit` with its default applied.
+    pub fn failed_history_limit(&self) -> i32 {
+        self.failed_jobs_history_limit
+            .unwrap_or(DEFAULT_HISTORY_LIMIT)
+    }
+
+    /// `minReplicaCount` with its default applied.
+    pub fn min_replicas(&self) -> i32 {
+        self.min_replica_count.unwrap_or(0)
+    }
+
+    /// `maxReplicaCount` with its default applied.
+    pub fn max_replicas(&self) -> i32 {
+        self.max_replica_count.unwrap_or(DEFAULT_MAX_REPLICA_COUNT)
+    }
+
+    /// The rollout strategy: `rollout.strategy`, else the deprecated `rolloutStrategy`, else
+    /// `default`.
+    pub fn rollout_strategy(&self) -> &str {
+        self.rollout
+            .as_ref()
+            .and_then(|r| r.strategy.as_deref())
+            .filter(|s| !s.is_empty())
+            .or(self.rollout_strategy.as_deref().filter(|s| !s.is_empty()))
+            .unwrap_or("default")
+    }
+}
+
+/// What happens to running Jobs when `jobTargetRef` changes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// `default` (running Jobs are deleted) or `gradual` (they finish; new Jobs use the new
+    /// template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// How Jobs are deleted: `foreground`, `background` (default) or `orphan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_policy: Option<String>,
+}
+
+/// How many Jobs a poll creates.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStrategy {
+    /// `default`, `custom`, `accurate` or `eager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// `custom`: subtracted from the queue length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_scaling_queue_length_deduction: Option<i32>,
+    /// `custom`: the share of running Jobs subtracted, as a decimal string (`"0.5"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_scaling_running_job_percentage: Option<String>,
+    /// Pod conditions (e.g. `Ready`, `PodScheduled`) that must all be true for a Job's pod not
+    /// to count as pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_pod_conditions: Option<Vec<String>>,
+    /// How several triggers combine: `max` (default), `min`, `avg` or `sum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiple_scalers_calculation: Option<String>,
+}
+
+/// Observed state of a ScaledJob.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledJobStatus {
+    /// Last time any trigger was active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_time: Option<Time>,
+    /// Ready, Active and Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+    /// `"true"` while the ScaledJob is paused (KEDA's capitalised field name).
+    #[serde(rename = "Paused", default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// Comma-separated trigger types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers_types: Option<String>,
+    /// Comma-separated authentication object names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentications_types: Option<String>,
+}
