@@ -12,6 +12,7 @@ pub mod digest;
 pub mod events;
 pub mod explain;
 pub mod hpa;
+pub mod jobs;
 pub mod leader;
 pub mod loops;
 pub mod metric_store;
