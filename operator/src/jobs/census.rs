@@ -1,0 +1,210 @@
+//! What a ScaledJob's poll counts among the Jobs it created, and which finished Jobs its
+//! history limits let go: pure functions over Jobs and Pods as the apiserver lists them.
+//!
+//! A Job is **finished** when it has a `Complete` or `Failed` condition that is `True`, and
+//! **running** otherwise. A running Job is **pending** while its pods have not started: with
+//! `pendingPodConditions`, until one of its pods has every listed condition `True`; without,
+//! until one of its pods (not being deleted) is `Running` or `Succeeded`.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// How a Job ended, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not finished.
+    Running,
+    /// Condition `Complete`.
+    Succeeded,
+    /// Condition `Failed`.
+    Failed,
+}
+
+/// The outcome of `job`, from its conditions.
+pub fn outcome(job: &Job) -> Outcome {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    if holds("Complete") {
+        Outcome::Succeeded
+    } else if holds("Failed") {
+        Outcome::Failed
+    } else {
+        Outcome::Running
+    }
+}
+
+/// Whether a running Job whose pods are `pods` is still pending.
+pub fn pending(pods: &[Pod], pending_pod_conditions: &[String]) -> bool {
+    let live = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    if pending_pod_conditions.is_empty() {
+        !live.into_iter().any(|p| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Running" | "Succeeded")
+            )
+        })
+    } else {
+        !live.into_iter().any(|p| {
+            let conditions = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default();
+            pending_pod_conditions.iter().all(|wanted| {
+                conditions
+                    .iter()
+                    .any(|c| &c.type_ == wanted && c.status == "True")
+            })
+        })
+    }
+}
+
+/// The finished Jobs beyond the history limits, oldest first: the ones to delete.
+pub fn beyond_history(jobs: &[Job], successful_limit: i32, failed_limit: i32) -> Vec<String> {
+    let mut doomed = Vec::new();
+    for (kind, limit) in [
+        (Outcome::Succeeded, successful_limit),
+        (Outcome::Failed, failed_limit),
+    ] {
+        let mut finished: Vec<(&Option<Time>, String)> = jobs
+            .iter()
+            .filter(|j| outcome(j) == kind)
+            .map(|j| {
+                (
+                    &j.metadata.creation_timestamp,
+                    j.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        // Oldest first; the name breaks ties so the choice is stable.
+        finished.sort_by(|a, b| {
+            a.0.as_ref()
+                .map(|t| t.0)
+                .cmp(&b.0.as_ref().map(|t| t.0))
+                .then(a.1.cmp(&b.1))
+        });
+        let excess = finished.len().saturating_sub(limit.max(0) as usize);
+        doomed.extend(finished.into_iter().take(excess).map(|(_, name)| name));
+    }
+    doomed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, created_s: i64, conditions: &[(&str, &str)]) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "creationTimestamp": jiff::Timestamp::from_second(1_700_000_000 + created_s)
+                    .expect("a time")
+                    .to_string(),
+            },
+            "spec": {"template": {"spec": {"containers": []}}},
+            "status": {"conditions": conditions.iter().map(|(t, s)| serde_json::json!({"type": t, "status": s})).collect::<Vec<_>>()}
+        }))
+        .expect("a Job")
+    }
+
+    fn pod(phase: &str, conditions: &[(&str, &str)], deleting: bool) -> Pod {
+        let mut value = serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": phase,
+                "conditions": conditions.iter().map(|(t, s)| serde_json::json!({"type": t, "status": s})).collect::<Vec<_>>()
+            }
+        });
+        if deleting {
+            value["metadata"]["deletionTimestamp"] = "2026-12-04T00:00:00Z".into();
+        }
+        serde_json::from_value(value).expect("a Pod")
+    }
+
+    #[test]
+    fn a_job_is_finished_by_its_complete_or_failed_condition() {
+        assert_eq!(outcome(&job("a", 0, &[])), Outcome::Running);
+        assert_eq!(
+            outcome(&job("a", 0, &[("Complete", "True")])),
+            Outcome::Succeeded
+        );
+        assert_eq!(
+            outcome(&job("a", 0, &[("Failed", "True")])),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome(&job("a", 0, &[("Failed", "False"), ("Suspended", "True")])),
+            Outcome::Running
+        );
+        // Kubernetes 1.31+ marks a Job SuccessCriteriaMet before Complete: still running.
+        assert_eq!(
+            outcome(&job("a", 0, &[("SuccessCriteriaMet", "True")])),
+            Outcome::Running
+        );
+    }
+
+    #[test]
+    fn a_job_is_pending_until_a_pod_runs_or_meets_every_listed_condition() {
+        let none: Vec<String> = Vec::new();
+        assert!(pending(&[], &none), "no pod yet");
+        assert!(pending(&[pod("Pending", &[], false)], &none));
+        assert!(!pending(&[pod("Running", &[], false)], &none));
+        assert!(!pending(&[pod("Succeeded", &[], false)], &none));
+        assert!(
+            pending(&[pod("Running", &[], true)], &none),
+            "a pod being deleted does not count"
+        );
+        assert!(!pending(
+            &[pod("Failed", &[], false), pod("Running", &[], false)],
+            &none
+        ));
+
+        let wanted = vec!["Ready".to_string(), "PodScheduled".to_string()];
+        assert!(pending(
+            &[pod("Running", &[("PodScheduled", "True")], false)],
+            &wanted
+        ));
+        assert!(pending(
+            &[pod(
+                "Running",
+                &[("PodScheduled", "True"), ("Ready", "False")],
+                false
+            )],
+            &wanted
+        ));
+        assert!(!pending(
+            &[pod(
+                "Running",
+                &[("PodScheduled", "True"), ("Ready", "True")],
+                false
+            )],
+            &wanted
+        ));
+    }
+
+    #[test]
+    fn finished_jobs_beyond_the_limits_go_oldest_first() {
+        let jobs = [
+            job("s-old", 10, &[("Complete", "True")]),
+            job("s-new", 30, &[("Complete", "True")]),
+            job("s-mid", 20, &[("Complete", "True")]),
+            job("f-old", 5, &[("Failed", "True")]),
+            job("f-new", 50, &[("Failed", "True")]),
+            job("running", 1, &[]),
+        ];
+        assert_eq!(beyond_history(&jobs, 1, 1), vec!["s-old", "s-mid", "f-old"]);
+        assert_eq!(beyond_history(&jobs, 2, 0), vec!["s-old", "f-old", "f-new"]);
+        assert!(beyond_history(&jobs, 100, 100).is_empty());
+    }
+}
