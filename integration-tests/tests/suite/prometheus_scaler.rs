@@ -202,6 +202,68 @@ async fn auth_modes_pass_a_prometheus_that_wants_a_client_certificate_and_basic_
         let scaler = build(&[("authModes", modes)], &as_refs(auth));
         until(scaler.as_ref(), 7.0).await;
     }
+    // 200 triggers with the same TLS settings share one client: Prometheus's own count of the
+    // connections its listener accepted (it scrapes itself, job `self`) grows by a handful at
+    // most while they are polled three times over.
+    let accepted = "sum(net_conntrack_listener_conn_accepted_total{job=\"self\"})";
+    let scraped_at = "max(timestamp(net_conntrack_listener_conn_accepted_total{job=\"self\"}))";
+    let meter = |query: &str| {
+        let mut t = trigger(
+            &c.prometheus_secure_url,
+            query,
+            &[("authModes", "tls,basic")],
+        );
+        t.auth_params = as_refs(&basic)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        registry.build(&t).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (count, stamp) = (meter(accepted), meter(scraped_at));
+    // The count as scraped after `after` (Unix seconds).
+    let accepted_since = |after: f64| {
+        let (count, stamp) = (&count, &stamp);
+        async move {
+            eventually("a scrape after the mark", DEADLINE, || async {
+                let at = poll(stamp.as_ref()).await?.values[0].value;
+                ensure(at > after, || {
+                    format!("last scrape at {at}, waiting for {after}")
+                })?;
+                Ok(poll(count.as_ref()).await?.values[0].value)
+            })
+            .await
+        }
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock")
+            .as_secs_f64()
+    };
+    let many: Vec<_> = (0..200)
+        .map(|_| build(&[("authModes", "tls,basic")], &as_refs(&basic)))
+        .collect();
+    let before = accepted_since(now()).await;
+    for _ in 0..3 {
+        for scaler in &many {
+            assert_eq!(
+                poll(scaler.as_ref()).await.expect("reads").values[0].value,
+                7.0
+            );
+        }
+    }
+    let after = accepted_since(now()).await;
+    println!(
+        "Prometheus accepted {} connections for 600 polls of 200 triggers",
+        after - before
+    );
+    assert!(
+        after - before <= 4.0,
+        "Prometheus accepted {} connections for 600 polls of 200 triggers",
+        after - before
+    );
+    drop(many);
+
     // unsafeSsl: the server's certificate is not checked (no CA given); the client's is sent.
     let unchecked = pairs(&[
         ("cert", cert.clone()),

@@ -1346,11 +1346,39 @@ fn prometheus(data: &Path, config: &Path, port: u16) -> Command {
 /// ([`PROMETHEUS_USER`]).
 fn prometheus_secure_command(layout: &Layout, _: &Binaries, service: &Service) -> Result<Command> {
     let data = fresh_dir(&layout.data(service.name))?;
-    for file in ["ca.crt", "server.crt", "server.key"] {
+    for file in [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ] {
         fs::copy(service_tls_file(layout, file), data.join(file))?;
     }
     let config = data.join("prometheus.yml");
-    fs::write(&config, prometheus_config(None))?;
+    // It also scrapes itself, so a test can read how many connections its listener accepted
+    // (`net_conntrack_listener_conn_accepted_total`, job `self`).
+    let mut scrape = prometheus_config(None);
+    scrape.push_str(&format!(
+        concat!(
+            "  - job_name: self\n",
+            "    scheme: https\n",
+            "    basic_auth:\n",
+            "      username: {user}\n",
+            "      password: {password}\n",
+            "    tls_config:\n",
+            "      ca_file: {dir}/ca.crt\n",
+            "      cert_file: {dir}/client.crt\n",
+            "      key_file: {dir}/client.key\n",
+            "    static_configs:\n",
+            "      - targets: ['127.0.0.1:{port}']\n",
+        ),
+        user = PROMETHEUS_USER,
+        password = DATABASE_PASSWORD,
+        dir = data.display(),
+        port = ports::PROMETHEUS_SECURE,
+    ));
+    fs::write(&config, scrape)?;
     let web = data.join("web.yml");
     fs::write(
         &web,
