@@ -1,6 +1,7 @@
 //! The dev cluster is a real Kubernetes: the pinned apiserver answers, the real controller-manager
 //! turns Deployments into ReplicaSets and Pods, the scheduler binds them to kwok's node, and a
-//! write to `/scale` takes effect.
+//! write to `/scale` takes effect; the real Job controller sees Jobs end as kwok finishes their
+//! pods.
 
 use std::time::Duration;
 
@@ -158,4 +159,81 @@ async fn writing_the_scale_subresource_takes_effect() {
         )
         .await;
     }
+}
+
+/// The real Job controller sees Jobs run and end: kwok finishes a Job's pods at once, after the
+/// time their `ebb.dev/job-runs-for` annotation asks for, and with exit code 1 when annotated
+/// `ebb.dev/job-outcome: failed` (`xtask/src/cluster/kwok-stages.yaml`).
+#[tokio::test]
+async fn jobs_run_and_end_as_their_pods_are_annotated() {
+    use k8s_openapi::api::batch::v1::Job;
+    let env = setup("cp-jobs").await;
+    let job = |name: &str, annotations: serde_json::Value| {
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"annotations": annotations},
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "example.invalid/c:1"}]}
+                }
+            }
+        })
+    };
+    let created = tokio::time::Instant::now();
+    for (name, annotations) in [
+        ("at-once", json!({})),
+        ("runs-3s", json!({"ebb.dev/job-runs-for": "3s"})),
+        ("fails", json!({"ebb.dev/job-outcome": "failed"})),
+    ] {
+        env.create::<Job>(job(name, annotations)).await;
+    }
+    let state = |name: &'static str| {
+        let api = env.api::<Job>();
+        async move {
+            let job = api.get(name).await.map_err(|e| e.to_string())?;
+            let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+            Ok::<_, String>(
+                conditions
+                    .iter()
+                    .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+                    .map(|c| c.type_.clone()),
+            )
+        }
+    };
+    for (name, wanted) in [("at-once", "Complete"), ("fails", "Failed")] {
+        eventually(&format!("{name} ends {wanted}"), DEADLINE, || async {
+            let s = state(name).await?;
+            ensure(s.as_deref() == Some(wanted), || format!("{s:?}"))
+        })
+        .await;
+    }
+    // The 3 s Job runs (Running and Ready) before it completes.
+    eventually("runs-3s has a Ready pod", DEADLINE, || async {
+        let pods = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels("job-name=runs-3s"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let phases: Vec<_> = pods
+            .items
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.phase.clone())
+            .collect();
+        ensure(
+            phases.iter().any(|p| p == "Running" || p == "Succeeded"),
+            || format!("{phases:?}"),
+        )
+    })
+    .await;
+    eventually("runs-3s ends Complete", DEADLINE, || async {
+        let s = state("runs-3s").await?;
+        ensure(s.as_deref() == Some("Complete"), || format!("{s:?}"))
+    })
+    .await;
+    assert!(
+        created.elapsed() >= Duration::from_secs(3),
+        "the annotated Job ran at least its 3 s"
+    );
 }

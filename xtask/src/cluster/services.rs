@@ -1039,9 +1039,16 @@ fn scheduler_command(layout: &Layout, bin: &Binaries, service: &Service) -> Resu
     Ok(cmd)
 }
 
+/// kwok's pod lifecycle: Running and Ready at once; a Job's pods finish (succeed, or fail when
+/// annotated) after the time their annotation asks for (see the file's comments).
+const KWOK_STAGES: &str = include_str!("kwok-stages.yaml");
+
 fn kwok_command(layout: &Layout, bin: &Binaries, _: &Service) -> Result<Command> {
+    let stages = layout.root.join("kwok-stages.yaml");
+    fs::write(&stages, KWOK_STAGES)?;
     let mut cmd = Command::new(bin.path("kwok"));
-    cmd.arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
+    cmd.arg(format!("--config={}", stages.display()))
+        .arg(format!("--kubeconfig={}", layout.kubeconfig().display()))
         .arg("--manage-all-nodes=false")
         .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
         .arg("--cidr=10.244.0.1/16")
