@@ -4,7 +4,14 @@
 //! A Job is **finished** when it has a `Complete` or `Failed` condition that is `True`, and
 //! **running** otherwise. A running Job is **pending** while its pods have not started: with
 //! `pendingPodConditions`, until one of its pods has every listed condition `True`; without,
-//! until one of its pods (not being deleted) is `Running` or `Succeeded`.
+//! until one of its pods is `Running` or `Succeeded`, as in KEDA.
+//!
+//! Two deliberate differences from KEDA 2.20: `pendingPodConditions` are checked per pod (KEDA
+//! adds up the conditions met across all of a Job's pods and compares the sum with the list's
+//! length, so a Job with two started pods counts as pending); and the finished Jobs beyond the
+//! history limits are chosen by completion time, then creation time, oldest first (KEDA sorts
+//! by completion time only, which a failed Job lacks, so which failed Jobs it deletes is left
+//! to the list's order).
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -44,18 +51,15 @@ pub fn outcome(job: &Job) -> Outcome {
 
 /// Whether a running Job whose pods are `pods` is still pending.
 pub fn pending(pods: &[Pod], pending_pod_conditions: &[String]) -> bool {
-    let live = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none());
     if pending_pod_conditions.is_empty() {
-        !live.into_iter().any(|p| {
+        !pods.iter().any(|p| {
             matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Running" | "Succeeded")
             )
         })
     } else {
-        !live.into_iter().any(|p| {
+        !pods.iter().any(|p| {
             let conditions = p
                 .status
                 .as_ref()
@@ -77,25 +81,27 @@ pub fn beyond_history(jobs: &[Job], successful_limit: i32, failed_limit: i32) ->
         (Outcome::Succeeded, successful_limit),
         (Outcome::Failed, failed_limit),
     ] {
-        let mut finished: Vec<(&Option<Time>, String)> = jobs
+        let mut finished: Vec<(Option<Time>, Option<Time>, String)> = jobs
             .iter()
             .filter(|j| outcome(j) == kind)
             .map(|j| {
                 (
-                    &j.metadata.creation_timestamp,
+                    j.status.as_ref().and_then(|s| s.completion_time.clone()),
+                    j.metadata.creation_timestamp.clone(),
                     j.metadata.name.clone().unwrap_or_default(),
                 )
             })
             .collect();
-        // Oldest first; the name breaks ties so the choice is stable.
-        finished.sort_by(|a, b| {
-            a.0.as_ref()
-                .map(|t| t.0)
-                .cmp(&b.0.as_ref().map(|t| t.0))
-                .then(a.1.cmp(&b.1))
+        // Oldest first: by completion time (a failed Job has none), then creation time, then
+        // name, so the choice is stable.
+        finished.sort_by_key(|(completed, created, name)| {
+            (
+                completed.as_ref().or(created.as_ref()).map(|t| t.0),
+                name.clone(),
+            )
         });
         let excess = finished.len().saturating_sub(limit.max(0) as usize);
-        doomed.extend(finished.into_iter().take(excess).map(|(_, name)| name));
+        doomed.extend(finished.into_iter().take(excess).map(|(_, _, name)| name));
     }
     doomed
 }
@@ -161,10 +167,8 @@ mod tests {
         assert!(pending(&[pod("Pending", &[], false)], &none));
         assert!(!pending(&[pod("Running", &[], false)], &none));
         assert!(!pending(&[pod("Succeeded", &[], false)], &none));
-        assert!(
-            pending(&[pod("Running", &[], true)], &none),
-            "a pod being deleted does not count"
-        );
+        // As in KEDA, a pod being deleted still counts by its phase.
+        assert!(!pending(&[pod("Running", &[], true)], &none));
         assert!(!pending(
             &[pod("Failed", &[], false), pod("Running", &[], false)],
             &none
@@ -206,5 +210,12 @@ mod tests {
         assert_eq!(beyond_history(&jobs, 1, 1), vec!["s-old", "s-mid", "f-old"]);
         assert_eq!(beyond_history(&jobs, 2, 0), vec!["s-old", "f-old", "f-new"]);
         assert!(beyond_history(&jobs, 100, 100).is_empty());
+        // A completion time counts before the creation time.
+        let mut early_done = job("late-created", 100, &[("Complete", "True")]);
+        early_done.status.get_or_insert_default().completion_time = Some(Time(
+            jiff::Timestamp::from_second(1_700_000_000 + 1).expect("a time"),
+        ));
+        let jobs = [job("s-old", 10, &[("Complete", "True")]), early_done];
+        assert_eq!(beyond_history(&jobs, 1, 1), vec!["late-created"]);
     }
 }

@@ -7,8 +7,14 @@
 //! - annotations: `scaledjob.keda.sh/generation` (the ScaledJob's generation the template came
 //!   from, for rollouts), then the ScaledJob's own;
 //! - the ScaledJob as controlling owner, so deleting it deletes its Jobs;
+//! - the label `scaledjob.keda.sh/name` on the pod template too;
 //! - `restartPolicy: OnFailure` when the template sets none (a Job refuses `Always`, the pod
 //!   default).
+//!
+//! Two deliberate differences from KEDA: `app.kubernetes.io/managed-by` is `ebb` (KEDA writes
+//! `keda-operator`; ebb's HPAs say `ebb` too), and the ScaledJob's own labels cannot replace
+//! `scaledjob.keda.sh/name`, by which a poll counts its Jobs (in KEDA a label of that name on
+//! the ScaledJob would make it lose count of them).
 
 use std::collections::BTreeMap;
 
@@ -47,6 +53,13 @@ pub fn job_for(sj: &ScaledJob) -> Job {
     // kubectl's record of the ScaledJob's own manifest is not the Job's.
     annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     let mut spec = sj.spec.job_target_ref.clone();
+    // The pods carry the ScaledJob's name too, as KEDA's do.
+    spec.template
+        .metadata
+        .get_or_insert_default()
+        .labels
+        .get_or_insert_default()
+        .insert(SCALED_JOB_NAME_LABEL.to_string(), name.clone());
     if let Some(pod) = spec.template.spec.as_mut()
         && pod.restart_policy.as_deref().is_none_or(str::is_empty)
     {
@@ -127,6 +140,13 @@ mod tests {
         );
         let spec = job.spec.expect("a spec");
         assert_eq!(spec.backoff_limit, Some(2));
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .expect("pod labels");
+        assert_eq!(pod_labels[SCALED_JOB_NAME_LABEL], "encoder");
         assert_eq!(
             spec.template.spec.expect("pod").restart_policy.as_deref(),
             Some("Never")
