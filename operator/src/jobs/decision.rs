@@ -7,6 +7,18 @@
 //! combined by `multipleScalersCalculation` into one queue length and one max value
 //! ([`combine`]). The scaling strategy then turns them, with the running and pending Jobs, into
 //! the number of Jobs to create ([`decide`]).
+//!
+//! `max_replicas` below is always KEDA's `MaxReplicaCount()` ([`slots`]): `maxReplicaCount`
+//! less `minReplicaCount` when `maxReplicaCount` is set, else 100.
+
+/// KEDA's `MaxReplicaCount()` of a ScaledJob: the Jobs the strategies may reach beyond the
+/// minimum.
+pub fn slots(min_replicas: i64, max_replicas: Option<i64>) -> i64 {
+    match max_replicas {
+        Some(max) => max - min_replicas,
+        None => 100,
+    }
+}
 
 /// One trigger's share of a poll.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,34 +102,39 @@ pub fn combine(
     min_replicas: i64,
     max_replicas: i64,
 ) -> Combined {
-    let active: Vec<&TriggerReading> = readings.iter().filter(|r| r.active).collect();
-    let (queue_length, max_value) = match calculation {
-        Calculation::Max => active
-            .iter()
-            .fold(None::<&TriggerReading>, |best, r| match best {
-                Some(b) if b.queue_length >= r.queue_length => Some(b),
-                _ => Some(r),
-            })
-            .map_or((0.0, 0.0), |r| (r.queue_length, r.max_value)),
-        Calculation::Min => active
-            .iter()
-            .fold(None::<&TriggerReading>, |best, r| match best {
-                Some(b) if b.queue_length <= r.queue_length => Some(b),
-                _ => Some(r),
-            })
-            .map_or((0.0, 0.0), |r| (r.queue_length, r.max_value)),
-        Calculation::Avg if active.is_empty() => (0.0, 0.0),
-        Calculation::Avg => (
-            active.iter().map(|r| r.queue_length).sum::<f64>() / active.len() as f64,
-            active.iter().map(|r| r.max_value).sum::<f64>() / active.len() as f64,
-        ),
-        Calculation::Sum => (
-            active.iter().map(|r| r.queue_length).sum(),
-            active.iter().map(|r| r.max_value).sum(),
-        ),
-    };
+    // KEDA's loops, kept as they are: under `max` an active trigger with an empty queue does
+    // not make the ScaledJob active; under `min` an empty queue is replaced by the next one.
+    let (mut queue_length, mut max_value, mut active) = (0.0, 0.0, false);
+    match calculation {
+        Calculation::Max => {
+            for r in readings.iter().filter(|r| r.active) {
+                if r.queue_length > queue_length {
+                    (queue_length, max_value, active) = (r.queue_length, r.max_value, true);
+                }
+            }
+        }
+        Calculation::Min => {
+            for r in readings.iter().filter(|r| r.active) {
+                if queue_length == 0.0 || r.queue_length < queue_length {
+                    (queue_length, max_value, active) = (r.queue_length, r.max_value, true);
+                }
+            }
+        }
+        Calculation::Avg | Calculation::Sum => {
+            let on: Vec<&TriggerReading> = readings.iter().filter(|r| r.active).collect();
+            if !on.is_empty() {
+                active = true;
+                queue_length = on.iter().map(|r| r.queue_length).sum();
+                max_value = on.iter().map(|r| r.max_value).sum();
+                if calculation == Calculation::Avg {
+                    queue_length /= on.len() as f64;
+                    max_value /= on.len() as f64;
+                }
+            }
+        }
+    }
     Combined {
-        active: !active.is_empty() || min_replicas > 0,
+        active: active || min_replicas > 0,
         queue_length,
         max_value: max_value.min(max_replicas as f64),
     }
@@ -292,6 +309,14 @@ mod tests {
         }
         // The sum is capped at maxReplicaCount.
         assert_eq!(combine(&readings, Calculation::Sum, 0, 6).max_value, 6.0);
+        // KEDA's loops: under max, an active trigger with an empty queue activates nothing;
+        // under min, the empty queue gives way to the next active one.
+        let empty_and_three = [r(0.0, 0.0, true), r(3.0, 3.0, true)];
+        assert!(!combine(&[r(0.0, 0.0, true)], Calculation::Max, 0, 10).active);
+        assert_eq!(
+            combine(&empty_and_three, Calculation::Min, 0, 10).queue_length,
+            3.0
+        );
         // Nothing active: inactive and nothing asked, unless minReplicaCount keeps it active.
         let idle = [r(3.0, 3.0, false)];
         assert_eq!(
@@ -307,48 +332,87 @@ mod tests {
         assert_eq!(Calculation::parse("median"), None);
     }
 
-    /// Each strategy's formula, as KEDA's ScaledJob specification states it, on the same
-    /// situations: maxReplicaCount 10, minReplicaCount 0.
+    /// KEDA's own cases for each strategy (its executor's unit tests): Jobs asked (maxScale),
+    /// running Jobs beyond the minimum, pending Jobs and `MaxReplicaCount()`, with a queue
+    /// length of 1, give what the strategy allows (`effective`) and what is created.
     #[test]
-    fn each_strategy_creates_what_its_formula_says() {
-        let custom = Strategy::Custom {
-            queue_length_deduction: 1,
-            running_job_percentage: 0.5,
+    fn each_strategy_gives_what_keda_s_own_cases_say() {
+        let custom = |deduction, percentage| Strategy::Custom {
+            queue_length_deduction: deduction,
+            running_job_percentage: percentage,
         };
-        // (strategy, queue length, Jobs asked, running, pending, effective max, created)
+        // (strategy, asked, running, pending, slots, effective, created)
         let rows = [
-            // default: asked - running, at most the queue length.
-            (Strategy::Default, 10.0, 10.0, 0, 0, 10, 10),
-            (Strategy::Default, 10.0, 10.0, 4, 0, 6, 6),
-            (Strategy::Default, 3.0, 3.0, 3, 3, 0, 0),
-            (Strategy::Default, 3.0, 3.0, 5, 0, 0, 0),
-            // custom: min(asked - deduction - running * percentage, max).
-            (custom, 10.0, 10.0, 4, 0, 7, 7),
-            (custom, 10.0, 10.0, 0, 0, 9, 9),
-            (custom, 2.0, 2.0, 6, 0, 0, 0),
-            // accurate: asked + running over the maximum -> max - running; else asked - pending.
-            (Strategy::Accurate, 8.0, 8.0, 4, 1, 6, 6),
-            (Strategy::Accurate, 5.0, 5.0, 4, 1, 4, 4),
-            (Strategy::Accurate, 5.0, 5.0, 2, 2, 3, 3),
-            // eager: min(max - running - pending, asked), filling up to the maximum.
-            (Strategy::Eager, 3.0, 3.0, 3, 0, 3, 3),
-            (Strategy::Eager, 10.0, 10.0, 6, 2, 2, 2),
-            (Strategy::Eager, 4.0, 4.0, 0, 0, 4, 4),
+            (Strategy::Default, 3.0, 2, 0, 5, 1, 1),
+            (Strategy::Default, 2.0, 0, 0, 5, 2, 1),
+            (custom(1, 0.5), 3.0, 2, 0, 5, 1, 1),
+            (custom(1, 0.5), 10.0, 0, 0, 10, 9, 1),
+            (custom(2, 0.0), 3.0, 2, 0, 5, 1, 1),
+            (custom(-2, 0.0), 3.0, 2, 0, 4, 4, 1),
+            (Strategy::Accurate, 3.0, 2, 0, 5, 3, 1),
+            (Strategy::Accurate, 5.0, 2, 0, 5, 3, 1),
+            (Strategy::Accurate, 3.0, 4, 2, 10, 1, 1),
+            (Strategy::Accurate, 5.0, 4, 2, 5, 1, 1),
+            // eager creates all it allows, whatever the queue length.
+            (Strategy::Eager, 4.0, 3, 0, 10, 4, 4),
+            (Strategy::Eager, 4.0, 0, 3, 10, 4, 4),
+            (Strategy::Eager, 4.0, 7, 0, 10, 3, 3),
+            (Strategy::Eager, 4.0, 1, 6, 10, 3, 3),
+            (Strategy::Eager, 15.0, 0, 0, 10, 10, 10),
         ];
-        for (strategy, queue, asked, running, pending, effective, create) in rows {
+        for (strategy, asked, running, pending, slots, effective, created) in rows {
             let d = decide(
-                combined(queue, asked),
+                combined(1.0, asked),
                 strategy,
                 existing(running, pending),
                 0,
-                10,
+                slots,
             );
             assert_eq!(
                 (d.effective_max_scale, d.create),
-                (effective, create),
-                "{strategy:?} queue {queue} asked {asked} running {running} pending {pending}"
+                (effective, created),
+                "{strategy:?} asked {asked} running {running} pending {pending} slots {slots}"
             );
         }
+    }
+
+    /// The examples of KEDA's ScaledJob specification (default strategy, minReplicaCount 0):
+    /// queue length, maxReplicaCount, target and running Jobs give the Jobs created.
+    #[test]
+    fn keda_s_documented_max_replica_count_examples() {
+        let rows = [
+            (10.0, 3, 1.0, 0, 3),
+            (10.0, 3, 2.0, 0, 3),
+            (10.0, 3, 1.0, 1, 2),
+            (10.0, 100, 1.0, 0, 10),
+            (4.0, 3, 5.0, 0, 1),
+        ];
+        for (queue, max, target, running, created) in rows {
+            let slots = slots(0, Some(max));
+            let reading = trigger_reading(&[queue], &[target], true, slots);
+            let combined = combine(&[reading], Calculation::Max, 0, slots);
+            let d = decide(combined, Strategy::Default, existing(running, 0), 0, slots);
+            assert_eq!(
+                d.create, created,
+                "queue {queue} max {max} target {target} running {running}"
+            );
+        }
+        // minReplicaCount 2 with 2 Jobs running and 3 new messages: another 3 Jobs.
+        let slots = slots(2, Some(100));
+        let reading = trigger_reading(&[3.0], &[1.0], true, slots);
+        let d = decide(
+            combine(&[reading], Calculation::Max, 2, slots),
+            Strategy::Default,
+            existing(2, 0),
+            2,
+            slots,
+        );
+        assert_eq!(d.create, 3);
+        assert_eq!(
+            super::slots(2, None),
+            100,
+            "no maxReplicaCount: 100, the minimum not taken off"
+        );
     }
 
     #[test]
@@ -367,6 +431,30 @@ mod tests {
             max_value: 0.0,
         };
         let d = decide(idle, Strategy::Default, existing(1, 0), 3, 10);
+        assert_eq!((d.scale_to, d.effective_max_scale, d.create), (2, 2, 2));
+        // KEDA's cases: min 2 (max 100) with 0 and 1 running; min 1 with 1 running and 2 asked.
+        let none = Combined {
+            active: true,
+            queue_length: 0.0,
+            max_value: 0.0,
+        };
+        for (running, scale_to, effective) in [(0, 2, 2), (1, 1, 1)] {
+            let d = decide(
+                none,
+                Strategy::Default,
+                existing(running, 0),
+                2,
+                slots(2, Some(100)),
+            );
+            assert_eq!((d.scale_to, d.effective_max_scale), (scale_to, effective));
+        }
+        let d = decide(
+            combined(2.0, 2.0),
+            Strategy::Default,
+            existing(1, 0),
+            1,
+            slots(1, Some(100)),
+        );
         assert_eq!((d.scale_to, d.effective_max_scale, d.create), (2, 2, 2));
         // At the minimum, the strategy counts only the Jobs beyond it.
         let d = decide(combined(5.0, 5.0), Strategy::Default, existing(3, 0), 3, 10);
