@@ -136,15 +136,27 @@ impl ScaledJobSpec {
         self.max_replica_count.unwrap_or(DEFAULT_MAX_REPLICA_COUNT)
     }
 
-    /// The rollout strategy: `rollout.strategy`, else the deprecated `rolloutStrategy`, else
-    /// `default`.
+    /// The rollout strategy: the deprecated `rolloutStrategy` when set (KEDA reads it first),
+    /// else `rollout.strategy`, else `default`.
     pub fn rollout_strategy(&self) -> &str {
+        self.rollout_strategy
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(self
+                .rollout
+                .as_ref()
+                .and_then(|r| r.strategy.as_deref())
+                .filter(|s| !s.is_empty()))
+            .unwrap_or("default")
+    }
+
+    /// Whether a rollout deletes Jobs in the foreground: only for `propagationPolicy:
+    /// foreground`, as in KEDA; any other value is background.
+    pub fn rollout_in_foreground(&self) -> bool {
         self.rollout
             .as_ref()
-            .and_then(|r| r.strategy.as_deref())
-            .filter(|s| !s.is_empty())
-            .or(self.rollout_strategy.as_deref().filter(|s| !s.is_empty()))
-            .unwrap_or("default")
+            .and_then(|r| r.propagation_policy.as_deref())
+            == Some("foreground")
     }
 }
 
@@ -156,7 +168,7 @@ pub struct Rollout {
     /// template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
-    /// How Jobs are deleted: `foreground`, `background` (default) or `orphan`.
+    /// How running Jobs are deleted at a rollout: `foreground`, else in the background.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation_policy: Option<String>,
 }

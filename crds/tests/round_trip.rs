@@ -68,6 +68,23 @@ fn every_scaled_job_field_survives_the_rust_types() {
     assert_round_trips::<ScaledJob>(&sj, "ScaledJob every-field fixture");
     let typed: ScaledJob = serde_json::from_value(sj).expect("deserializes");
     assert_eq!(typed.spec.rollout_strategy(), "gradual");
+    assert!(typed.spec.rollout_in_foreground());
+    // The deprecated rolloutStrategy is read first, as KEDA reads it.
+    let mut spec = typed.spec.clone();
+    spec.rollout_strategy = Some("default".into());
+    assert_eq!(spec.rollout_strategy(), "default");
+    spec.rollout_strategy = None;
+    spec.rollout = None;
+    assert_eq!(spec.rollout_strategy(), "default");
+    assert!(!spec.rollout_in_foreground());
+    assert_eq!(
+        (
+            spec.polling_interval_seconds(),
+            spec.min_replicas(),
+            spec.max_replicas()
+        ),
+        (30, 0, 100)
+    );
     let status = typed.status.expect("a status");
     assert_eq!(status.paused.as_deref(), Some("false"));
 }
