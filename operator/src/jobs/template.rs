@@ -3,7 +3,7 @@
 //! - name: `generateName: <scaledjob>-`, so the apiserver picks a suffix no other Job has;
 //! - labels: `scaledjob.keda.sh/name` (what a poll counts Jobs by), `app.kubernetes.io/name` and
 //!   `part-of` (the ScaledJob), `version` (ebb's) and `managed-by: ebb`, then the ScaledJob's own
-//!   labels over them;
+//!   labels over them, but those its `scaledjob.keda.sh/job-excluded-labels` annotation lists;
 //! - annotations: `scaledjob.keda.sh/generation` (the ScaledJob's generation the template came
 //!   from, for rollouts), then the ScaledJob's own;
 //! - the ScaledJob as controlling owner, so deleting it deletes its Jobs;
@@ -26,6 +26,8 @@ use kube::{Resource, ResourceExt};
 
 /// Annotation on each Job: the ScaledJob generation its template came from.
 pub const GENERATION_ANNOTATION: &str = "scaledjob.keda.sh/generation";
+/// Annotation on a ScaledJob listing (comma-separated) its labels not to copy onto its Jobs.
+pub const EXCLUDED_LABELS_ANNOTATION: &str = "scaledjob.keda.sh/job-excluded-labels";
 
 /// The Job to create for `sj` (its namespace, template, labels and owner).
 pub fn job_for(sj: &ScaledJob) -> Job {
@@ -42,7 +44,17 @@ pub fn job_for(sj: &ScaledJob) -> Job {
             "ebb".to_string(),
         ),
     ]);
-    labels.extend(sj.labels().clone());
+    let excluded: Vec<&str> = sj
+        .annotations()
+        .get(EXCLUDED_LABELS_ANNOTATION)
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    labels.extend(
+        sj.labels()
+            .iter()
+            .filter(|(k, _)| !excluded.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     // Counted by this label: the ScaledJob's own labels cannot point it elsewhere.
     labels.insert(SCALED_JOB_NAME_LABEL.to_string(), name.clone());
     let mut annotations = BTreeMap::from([(
@@ -151,6 +163,21 @@ mod tests {
             spec.template.spec.expect("pod").restart_policy.as_deref(),
             Some("Never")
         );
+    }
+
+    #[test]
+    fn labels_the_scaled_job_excludes_stay_off_its_jobs() {
+        let mut sj = scaled_job(
+            serde_json::json!({"tier": "batch", "cost-center": "42", "team": "media"}),
+            None,
+        );
+        sj.annotations_mut().insert(
+            EXCLUDED_LABELS_ANNOTATION.to_string(),
+            "cost-center, team".to_string(),
+        );
+        let labels = job_for(&sj).metadata.labels.expect("labels");
+        assert_eq!(labels.get("tier").map(String::as_str), Some("batch"));
+        assert!(!labels.contains_key("cost-center") && !labels.contains_key("team"));
     }
 
     #[test]
