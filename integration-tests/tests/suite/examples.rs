@@ -336,6 +336,19 @@ async fn rabbitmq_consumer_scales_on_the_queue_and_its_consumer_drains_it() {
         .await;
 }
 
+/// The examples' backlog API on a loopback port, served until the sender is dropped.
+async fn backlog_api_on_loopback() -> (std::net::SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(backlog_api::serve(listener, Backlog::default(), async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
 /// metrics-api-service: 45 jobs posted to the example's backlog API, targetValue 10 -> 5
 /// workers; workers take every job -> 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,14 +356,7 @@ async fn metrics_api_service_scales_on_the_reported_backlog() {
     let env = setup("example-metrics-api").await;
     let ebb = env.start_ebb();
     let _api = env.serve_metrics_api(&ebb).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(backlog_api::serve(listener, Backlog::default(), async {
-        let _ = stopped.await;
-    }));
+    let (addr, _stop) = backlog_api_on_loopback().await;
     let base = format!("http://{addr}");
 
     apply_example(
@@ -407,14 +413,7 @@ async fn prometheus_query_scales_on_the_scraped_backlog() {
     let env = setup("example-prometheus").await;
     let ebb = env.start_ebb();
     let _api = env.serve_metrics_api(&ebb).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(backlog_api::serve(listener, Backlog::default(), async {
-        let _ = stopped.await;
-    }));
+    let (addr, _stop) = backlog_api_on_loopback().await;
     let base = format!("http://{addr}");
     // Prometheus scrapes the API as it would the pod, with the pod's `app` label.
     let targets = ScrapeTarget::list(&env, &addr.to_string(), &[("app", "backlog-api")]);

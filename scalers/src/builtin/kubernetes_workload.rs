@@ -413,6 +413,8 @@ struct WorkloadConfig {
     activation_value: f64,
     metric_type: MetricTargetType,
     metric_name: String,
+    /// What errors name: the namespace and selector.
+    source_name: String,
 }
 
 impl WorkloadConfig {
@@ -441,11 +443,13 @@ impl WorkloadConfig {
             t.index,
             &format!("workload-{}", namespace.as_deref().unwrap_or("")),
         );
+        let scope = PodScope {
+            namespace,
+            selector: selector.to_string(),
+        };
         Ok(Self {
-            scope: PodScope {
-                namespace,
-                selector: selector.to_string(),
-            },
+            source_name: scope.to_string(),
+            scope,
             value,
             activation_value,
             metric_type,
@@ -486,30 +490,23 @@ impl WorkloadScaler {
     }
 
     async fn count(&self) -> Result<u64, ScalerError> {
-        let source_name = self.config.scope.to_string();
-        let scope = self.config.scope.clone();
-        let watches = self.watches.clone();
-        let error_source = source_name.clone();
+        let c = &self.config;
+        let source_error = |message| ScalerError::Source {
+            source_name: c.source_name.clone(),
+            message,
+        };
+        // The closure runs only when there is no watch yet.
         let count = self
             .lease
-            .client(&source_name, FIRST_LIST_TIMEOUT, || async move {
-                watches
-                    .watch(&scope)
-                    .await
-                    .map_err(|message| ScalerError::Source {
-                        source_name: error_source,
-                        message,
-                    })
+            .client(&c.source_name, FIRST_LIST_TIMEOUT, || async {
+                self.watches.watch(&c.scope).await.map_err(source_error)
             })
             .await?;
         match count.count() {
             Ok(n) => Ok(n),
             Err(message) => {
                 self.lease.invalidate(&count).await;
-                Err(ScalerError::Source {
-                    source_name,
-                    message,
-                })
+                Err(source_error(message))
             }
         }
     }

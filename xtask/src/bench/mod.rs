@@ -110,29 +110,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
             }
         }
-        if wanted("rabbitmq") {
-            for &interval in &args.intervals {
-                scale_runs.push(scale::run(
-                    &info,
-                    &binary,
-                    1_000,
-                    interval,
-                    scale::Broker::RabbitMq,
-                    windows,
-                    args.quick,
-                )?);
+        // The other brokers' variants: 1,000 objects each.
+        for (name, broker) in [
+            ("rabbitmq", scale::Broker::RabbitMq),
+            ("prometheus", scale::Broker::Prometheus),
+        ] {
+            if !wanted(name) {
+                continue;
             }
-        }
-        if wanted("prometheus") {
             for &interval in &args.intervals {
                 scale_runs.push(scale::run(
-                    &info,
-                    &binary,
-                    1_000,
-                    interval,
-                    scale::Broker::Prometheus,
-                    windows,
-                    args.quick,
+                    &info, &binary, 1_000, interval, broker, windows, args.quick,
                 )?);
             }
         }
