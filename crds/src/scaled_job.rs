@@ -214,4 +214,58 @@ pub struct ScaledJobStatus {
     /// Comma-separated authentication object names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentications_types: Option<String>,
+    /// ebb's record of the last poll whose figures changed (not in KEDA): what `ebb explain`
+    /// shows. Written only when a figure changes, so an idle ScaledJob costs no writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll: Option<ScaledJobPoll>,
+}
+
+/// One poll of a ScaledJob: the triggers' readings, the Jobs counted, and the decision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledJobPoll {
+    /// When the poll ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// Whether the ScaledJob was active (some trigger was, or minReplicaCount is above 0).
+    pub active: bool,
+    /// The combined queue length, rounded up.
+    pub queue_length: i64,
+    /// Jobs the triggers asked for, rounded up and capped at maxReplicaCount.
+    pub max_scale: i64,
+    /// Jobs not finished when the poll counted.
+    pub running_jobs: i64,
+    /// Of those, Jobs whose pods had not started.
+    pub pending_jobs: i64,
+    /// What the scaling strategy allowed on top of the running Jobs.
+    pub effective_max_scale: i64,
+    /// Jobs the poll created.
+    pub jobs_created: i64,
+    /// The scaling strategy applied (`default`, `custom`, `accurate` or `eager`).
+    pub scaling_strategy: String,
+    /// Each trigger's reading, in trigger order.
+    #[serde(default)]
+    pub triggers: Vec<ScaledJobTriggerReading>,
+}
+
+/// One trigger's reading at a ScaledJob's poll.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledJobTriggerReading {
+    /// The trigger's position in spec.triggers.
+    pub index: i32,
+    /// The trigger's type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The sum of its metric values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_length: Option<f64>,
+    /// Jobs it asked for: queue length over target, capped at maxReplicaCount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value: Option<f64>,
+    /// Whether it was past its activation threshold.
+    pub active: bool,
+    /// Why it could not be read (it then counts for nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -307,6 +307,20 @@ struct Reason {
     reason: &'static str,
 }
 
+/// KEDA's labels of a ScaledJob's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ScaledJobLabels {
+    namespace: String,
+    scaled_job: String,
+}
+
+impl EncodeLabelSet for ScaledJobLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("namespace", self.namespace.as_str()).encode(encoder.encode_label())?;
+        ("scaledJob", self.scaled_job.as_str()).encode(encoder.encode_label())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Written {
     resource: &'static str,
@@ -339,6 +353,9 @@ pub struct Metrics {
     loop_restarts: Family<Reason, Counter>,
     poll_lag: Histogram,
     poll_duration: Histogram,
+    scaled_job_errors: Family<ScaledJobLabels, Counter>,
+    jobs_created: Counter,
+    job_loops: Gauge,
     ready: AtomicBool,
     syncing: AtomicBool,
 }
@@ -417,9 +434,30 @@ impl Default for Metrics {
             "How long one poll of a ScaledObject's triggers took",
             poll_duration.clone(),
         );
+        let scaled_job_errors = Family::default();
+        registry.register(
+            "keda_scaled_job_errors",
+            "Failed trigger reads of a ScaledJob's polls, as KEDA counts them",
+            scaled_job_errors.clone(),
+        );
+        let jobs_created = Counter::default();
+        registry.register(
+            "ebb_jobs_created",
+            "Jobs created for ScaledJobs by this replica",
+            jobs_created.clone(),
+        );
+        let job_loops = Gauge::default();
+        registry.register(
+            "ebb_scaled_job_loops",
+            "Poll loops running: one per ScaledJob this replica polls",
+            job_loops.clone(),
+        );
         Self {
             registry,
             objects,
+            scaled_job_errors,
+            jobs_created,
+            job_loops,
             scale_loops,
             scale_writes,
             writes,
@@ -549,6 +587,42 @@ impl Metrics {
         self.reconcile_errors
             .get(&Reason { reason })
             .map_or(0, |c| c.get())
+    }
+
+    /// Counts a failed trigger read of ScaledJob `namespace/name`.
+    pub fn count_scaled_job_error(&self, namespace: &str, name: &str) {
+        self.scaled_job_errors
+            .get_or_create(&ScaledJobLabels {
+                namespace: namespace.to_string(),
+                scaled_job: name.to_string(),
+            })
+            .inc();
+    }
+
+    /// Starts ScaledJob `namespace/name`'s error series at 0 (as KEDA does once it polls).
+    pub fn register_scaled_job(&self, namespace: &str, name: &str) {
+        let _ = self.scaled_job_errors.get_or_create(&ScaledJobLabels {
+            namespace: namespace.to_string(),
+            scaled_job: name.to_string(),
+        });
+    }
+
+    /// Drops ScaledJob `namespace/name`'s series (it is gone).
+    pub fn forget_scaled_job(&self, namespace: &str, name: &str) {
+        self.scaled_job_errors.remove(&ScaledJobLabels {
+            namespace: namespace.to_string(),
+            scaled_job: name.to_string(),
+        });
+    }
+
+    /// Counts Jobs created for ScaledJobs.
+    pub fn count_jobs_created(&self, n: u64) {
+        self.jobs_created.inc_by(n);
+    }
+
+    /// Sets the number of running ScaledJob poll loops.
+    pub fn set_job_loops(&self, n: usize) {
+        self.job_loops.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a failed metric read, by the error's label.

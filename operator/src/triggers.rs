@@ -1,13 +1,14 @@
-//! Builds a ScaledObject's scalers: resolves each trigger's authentication and the scale
-//! target's container environment from the apiserver, then asks the registry.
+//! Builds the scalers of a ScaledObject or a ScaledJob: resolves each trigger's authentication
+//! and the pod template's container environment from the apiserver, then asks the registry.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ebb_crds::scaled_object::ScaleTrigger;
 use ebb_crds::trigger_authentication::TriggerAuthenticationSpec;
-use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication};
+use ebb_crds::{ClusterTriggerAuthentication, ScaledJob, ScaledObject, TriggerAuthentication};
 use ebb_scalers::{MetricSpec, Registry, ScalerError, Trigger};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, ServiceAccount};
@@ -190,24 +191,61 @@ async fn fetch(client: &Client, namespace: &str, needs: &Needs) -> Result<Fetche
     Ok(fetched)
 }
 
-/// Builds the scalers of `so`. `pod` is the scale target's pod template, if it has one;
-/// `settings` say where ClusterTriggerAuthentications read their Secrets and files.
+/// The object whose triggers are built: a ScaledObject or a ScaledJob.
+pub struct Owner<'a> {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `spec.triggers`.
+    pub triggers: &'a [ScaleTrigger],
+    /// The container whose environment `*FromEnv` parameters read (the first when unset).
+    pub env_source_container_name: Option<&'a str>,
+}
+
+impl<'a> Owner<'a> {
+    /// A ScaledObject's triggers; the environment is its scale target's.
+    pub fn scaled_object(so: &'a ScaledObject) -> Self {
+        Self {
+            namespace: so.namespace().unwrap_or_default(),
+            name: so.name_any(),
+            triggers: &so.spec.triggers,
+            env_source_container_name: so
+                .spec
+                .scale_target_ref
+                .env_source_container_name
+                .as_deref(),
+        }
+    }
+
+    /// A ScaledJob's triggers; the environment is its Job template's.
+    pub fn scaled_job(sj: &'a ScaledJob) -> Self {
+        Self {
+            namespace: sj.namespace().unwrap_or_default(),
+            name: sj.name_any(),
+            triggers: &sj.spec.triggers,
+            env_source_container_name: sj.spec.env_source_container_name.as_deref(),
+        }
+    }
+}
+
+/// Builds the scalers of `owner`. `pod` is the pod template whose containers' environment
+/// `*FromEnv` parameters read, if there is one; `settings` say where
+/// ClusterTriggerAuthentications read their Secrets and files.
 pub async fn build(
     client: &Client,
     registry: &Registry,
-    so: &ScaledObject,
+    owner: &Owner<'_>,
     pod: Option<&PodSpec>,
     settings: &AuthSettings,
 ) -> Result<Built, BuildError> {
-    let namespace = so.namespace().unwrap_or_default();
+    let namespace = owner.namespace.clone();
 
     // The containers' environments, resolved once for every trigger.
     let mut envs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let default_container = so
-        .spec
-        .scale_target_ref
+    let default_container = owner
         .env_source_container_name
-        .clone()
+        .map(str::to_string)
         .or_else(|| {
             pod.and_then(|p| p.containers.first())
                 .map(|c| c.name.clone())
@@ -235,7 +273,7 @@ pub async fn build(
         missing_auth: Vec::new(),
         rebuild_after: None,
     };
-    for (index, t) in so.spec.triggers.iter().enumerate() {
+    for (index, t) in owner.triggers.iter().enumerate() {
         let mut auth_params = BTreeMap::new();
         if let Some(reference) = &t.authentication_ref {
             let cluster = reference.kind.as_deref() == Some("ClusterTriggerAuthentication");
@@ -265,7 +303,7 @@ pub async fn build(
             };
             let needs = auth::needs(&spec);
             let mut fetched = fetch(client, secret_namespace, &needs).await?;
-            // Tokens are for service accounts of the ScaledObject's namespace, for either kind.
+            // Tokens are for service accounts of the owner's namespace, for either kind.
             if !needs.service_accounts.is_empty() {
                 let (tokens, life) = request_tokens(
                     client,
@@ -313,7 +351,7 @@ pub async fn build(
             metric_type: t.metric_type.clone(),
             auth_params,
             resolved_env: resolved_env.clone(),
-            scaled_object_name: so.name_any(),
+            scaled_object_name: owner.name.clone(),
             scaled_object_namespace: namespace.clone(),
         };
         let scaler: Arc<dyn ebb_scalers::Scaler> =

@@ -84,6 +84,13 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
             "-n",
             ns,
         ],
+        // ScaledJobs, and the Jobs they create and delete.
+        &["watch", "scaledjobs.keda.sh", "--all-namespaces"],
+        &["patch", "scaledjobs.keda.sh", "--subresource=status", "-n", ns],
+        &["update", "scaledjobs.keda.sh", "--subresource=finalizers", "-n", ns],
+        &["watch", "jobs.batch", "--all-namespaces"],
+        &["create", "jobs.batch", "-n", ns],
+        &["delete", "jobs.batch", "-n", ns],
         &["get", "triggerauthentications.keda.sh", "-n", ns],
         &[
             "watch",
@@ -135,6 +142,8 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         &["get", "*.*", "-n", ns],
         &["update", "deployments.apps", "-n", ns],
         &["delete", "scaledobjects.keda.sh", "-n", ns],
+        &["delete", "scaledjobs.keda.sh", "-n", ns],
+        &["update", "jobs.batch", "-n", ns],
         &["delete", "triggerauthentications.keda.sh", "-n", ns],
         &["update", "triggerauthentications.keda.sh", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", ns],

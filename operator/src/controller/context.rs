@@ -182,12 +182,20 @@ impl Context {
 
     /// The resourceVersions of the authentication objects `so` references, as known now.
     pub(super) fn authentication_versions(&self, so: &ScaledObject) -> String {
+        self.authentication_versions_of(&so.namespace().unwrap_or_default(), &so.spec.triggers)
+    }
+
+    /// The resourceVersions of the authentication objects `triggers` of `namespace` reference,
+    /// as known now (empty before the controller's caches are filled).
+    pub(crate) fn authentication_versions_of(
+        &self,
+        namespace: &str,
+        triggers: &[ebb_crds::scaled_object::ScaleTrigger],
+    ) -> String {
         let Some(stores) = lock(&self.authentications).clone() else {
             return String::new();
         };
-        let namespace = so.namespace().unwrap_or_default();
-        so.spec
-            .triggers
+        triggers
             .iter()
             .filter_map(|t| t.authentication_ref.as_ref())
             .map(|r| {
@@ -199,7 +207,7 @@ impl Context {
                 } else {
                     stores
                         .namespaced
-                        .get(&ObjectRef::new(&r.name).within(&namespace))
+                        .get(&ObjectRef::new(&r.name).within(namespace))
                         .and_then(|a| a.resource_version())
                 };
                 version.unwrap_or_else(|| "-".into())

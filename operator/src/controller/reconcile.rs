@@ -318,7 +318,7 @@ async fn build(ctx: &Context, so: &ScaledObject, checked: &Checked) -> Result<Bu
     let scalers = triggers::build(
         &ctx.client,
         &ctx.registry,
-        so,
+        &triggers::Owner::scaled_object(so),
         pod.as_ref(),
         &ctx.auth_settings(),
     )

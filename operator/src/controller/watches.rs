@@ -139,6 +139,12 @@ pub async fn run(
         namespaced,
         cluster,
     });
+    // ScaledJobs run beside, under the same leadership, and end with this controller.
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let scaled_jobs = AbortOnDrop([tokio::spawn(crate::jobs::controller::run(
+        ctx.clone(),
+        shutdown.clone(),
+    ))]);
 
     // The runtime's graceful shutdown ends the stream too: remember which of the two it was.
     let (asked, asked_rx) = tokio::sync::oneshot::channel::<()>();
@@ -155,6 +161,7 @@ pub async fn run(
             }
         })
         .await;
+    drop(scaled_jobs);
     let mut asked_rx = asked_rx;
     if asked_rx.try_recv().is_ok() {
         ControllerEnd::Shutdown

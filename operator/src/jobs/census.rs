@@ -13,6 +13,8 @@
 //! by completion time only, which a failed Job lacks, so which failed Jobs it deletes is left
 //! to the list's order).
 
+use std::borrow::Borrow;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -50,16 +52,17 @@ pub fn outcome(job: &Job) -> Outcome {
 }
 
 /// Whether a running Job whose pods are `pods` is still pending.
-pub fn pending(pods: &[Pod], pending_pod_conditions: &[String]) -> bool {
+pub fn pending<P: Borrow<Pod>>(pods: &[P], pending_pod_conditions: &[String]) -> bool {
+    let mut pods = pods.iter().map(Borrow::borrow);
     if pending_pod_conditions.is_empty() {
-        !pods.iter().any(|p| {
+        !pods.any(|p: &Pod| {
             matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Running" | "Succeeded")
             )
         })
     } else {
-        !pods.iter().any(|p| {
+        !pods.any(|p: &Pod| {
             let conditions = p
                 .status
                 .as_ref()
@@ -75,7 +78,11 @@ pub fn pending(pods: &[Pod], pending_pod_conditions: &[String]) -> bool {
 }
 
 /// The finished Jobs beyond the history limits, oldest first: the ones to delete.
-pub fn beyond_history(jobs: &[Job], successful_limit: i32, failed_limit: i32) -> Vec<String> {
+pub fn beyond_history<J: Borrow<Job>>(
+    jobs: &[J],
+    successful_limit: i32,
+    failed_limit: i32,
+) -> Vec<String> {
     let mut doomed = Vec::new();
     for (kind, limit) in [
         (Outcome::Succeeded, successful_limit),
@@ -83,7 +90,8 @@ pub fn beyond_history(jobs: &[Job], successful_limit: i32, failed_limit: i32) ->
     ] {
         let mut finished: Vec<(Option<Time>, Option<Time>, String)> = jobs
             .iter()
-            .filter(|j| outcome(j) == kind)
+            .map(Borrow::borrow)
+            .filter(|j: &&Job| outcome(j) == kind)
             .map(|j| {
                 (
                     j.status.as_ref().and_then(|s| s.completion_time.clone()),
@@ -163,7 +171,7 @@ mod tests {
     #[test]
     fn a_job_is_pending_until_a_pod_runs_or_meets_every_listed_condition() {
         let none: Vec<String> = Vec::new();
-        assert!(pending(&[], &none), "no pod yet");
+        assert!(pending::<Pod>(&[], &none), "no pod yet");
         assert!(pending(&[pod("Pending", &[], false)], &none));
         assert!(!pending(&[pod("Running", &[], false)], &none));
         assert!(!pending(&[pod("Succeeded", &[], false)], &none));

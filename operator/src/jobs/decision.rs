@@ -20,6 +20,18 @@ pub fn slots(min_replicas: i64, max_replicas: Option<i64>) -> i64 {
     }
 }
 
+/// KEDA's `MinReplicaCount()` and `MaxReplicaCount()` of a ScaledJob from its spec: the Jobs
+/// kept running, and the [`slots`] beyond them. A minimum above the maximum is read as the
+/// maximum, and then both are the maximum, as in KEDA.
+pub fn bounds(min_replicas: Option<i32>, max_replicas: Option<i32>) -> (i64, i64) {
+    let min = i64::from(min_replicas.unwrap_or(0).max(0));
+    match max_replicas.map(i64::from) {
+        Some(max) if min > max => (max, max),
+        Some(max) => (min, slots(min, Some(max))),
+        None => (min, slots(min, None)),
+    }
+}
+
 /// One trigger's share of a poll.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TriggerReading {
@@ -246,6 +258,15 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_read_min_and_max_as_keda_does() {
+        assert_eq!(bounds(None, None), (0, 100));
+        assert_eq!(bounds(Some(2), None), (2, 100));
+        assert_eq!(bounds(Some(2), Some(10)), (2, 8));
+        assert_eq!(bounds(None, Some(4)), (0, 4));
+        assert_eq!(bounds(Some(5), Some(3)), (3, 3));
+    }
 
     fn combined(queue_length: f64, max_value: f64) -> Combined {
         Combined {

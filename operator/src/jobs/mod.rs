@@ -1,9 +1,14 @@
 //! ScaledJobs: one Kubernetes Job per unit of pending work.
 //!
-//! Pure pieces so far: `decision` (how many Jobs a poll creates), `census` (which Jobs are
-//! running, pending or beyond the history limits) and `template` (the Job created from a
-//! ScaledJob). The controller and poll loop that use them are issue 21's next steps.
+//! - `controller`: the ScaledJob watch and reconcile (pause, checks, rollout, scalers, loop);
+//! - `poll_loop`: one ScaledJob's polls (read, count, decide, create, clean up, status);
+//! - `cache`: the Jobs and Pods of every ScaledJob, from two watches;
+//! - pure pieces: `decision` (how many Jobs a poll creates), `census` (which Jobs are running,
+//!   pending or beyond the history limits) and `template` (the Job created from a ScaledJob).
 
+pub mod cache;
 pub mod census;
+pub mod controller;
 pub mod decision;
+pub mod poll_loop;
 pub mod template;
