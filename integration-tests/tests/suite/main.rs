@@ -45,6 +45,7 @@ mod redis_scaler;
 mod redis_streams_scaler;
 mod redis_tls;
 mod redis_topologies;
+mod scaled_jobs;
 mod scalers_through_the_hpa;
 mod secrets;
 mod sql_scalers;

@@ -86,8 +86,20 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         ],
         // ScaledJobs, and the Jobs they create and delete.
         &["watch", "scaledjobs.keda.sh", "--all-namespaces"],
-        &["patch", "scaledjobs.keda.sh", "--subresource=status", "-n", ns],
-        &["update", "scaledjobs.keda.sh", "--subresource=finalizers", "-n", ns],
+        &[
+            "patch",
+            "scaledjobs.keda.sh",
+            "--subresource=status",
+            "-n",
+            ns,
+        ],
+        &[
+            "update",
+            "scaledjobs.keda.sh",
+            "--subresource=finalizers",
+            "-n",
+            ns,
+        ],
         &["watch", "jobs.batch", "--all-namespaces"],
         &["create", "jobs.batch", "-n", ns],
         &["delete", "jobs.batch", "-n", ns],

@@ -21,6 +21,9 @@ use super::census::{self, Outcome};
 use super::decision::Existing;
 use super::template::GENERATION_ANNOTATION;
 
+/// Per ScaledJob (`namespace/name`), Jobs created and not yet shown by the watch, with when.
+type Created = Arc<Mutex<HashMap<String, Vec<(String, Instant)>>>>;
+
 /// A created Job the watch has not shown within this long is no longer counted from memory (it
 /// was deleted before its event, or the watch lags badly: the watch is then the truth).
 const UNSEEN_FOR_AT_MOST: Duration = Duration::from_secs(60);
@@ -29,8 +32,8 @@ const UNSEEN_FOR_AT_MOST: Duration = Duration::from_secs(60);
 pub struct JobCache {
     jobs: Store<Job>,
     pods: Store<Pod>,
-    /// Per ScaledJob (`namespace/name`), the Jobs created and not yet seen in `jobs`.
-    created: Mutex<HashMap<String, Vec<(String, Instant)>>>,
+    /// Per ScaledJob (`namespace/name`), the Jobs created and not yet shown by the watch.
+    created: Created,
 }
 
 /// The Jobs of one ScaledJob at one poll.
@@ -56,11 +59,33 @@ impl JobCache {
                 .default_backoff();
         let pod_stream = reflector::reflector(pod_writer, watcher(pods, config).modify(slim_pod))
             .default_backoff();
+        let created: Created = Arc::default();
+        let seen = created.clone();
         let handle = tokio::spawn(async move {
-            let jobs = job_stream.for_each(|e| async move {
-                if let Err(e) = e {
-                    warn!(error = %e, "watching ScaledJobs' Jobs");
+            let jobs = job_stream.for_each(|e| {
+                match e {
+                    // A created Job the watch shows is counted from the cache from now on.
+                    Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => {
+                        let key = format!(
+                            "{}/{}",
+                            job.namespace().unwrap_or_default(),
+                            job.labels()
+                                .get(SCALED_JOB_NAME_LABEL)
+                                .cloned()
+                                .unwrap_or_default()
+                        );
+                        let mut created = lock(&seen);
+                        if let Some(list) = created.get_mut(&key) {
+                            list.retain(|(name, _)| job.metadata.name.as_ref() != Some(name));
+                            if list.is_empty() {
+                                created.remove(&key);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "watching ScaledJobs' Jobs"),
                 }
+                async {}
             });
             let pods = pod_stream.for_each(|e| async move {
                 if let Err(e) = e {
@@ -79,7 +104,7 @@ impl JobCache {
             Arc::new(Self {
                 jobs: job_reader,
                 pods: pod_reader,
-                created: Mutex::new(HashMap::new()),
+                created,
             }),
             handle,
         ))
@@ -129,15 +154,25 @@ impl JobCache {
                 existing.pending += 1;
             }
         }
-        let unseen = self.unseen(key, &jobs);
+        let unseen = self.unseen(key);
         existing.running += unseen;
         existing.pending += unseen;
         Census { jobs, existing }
     }
 
-    /// Notes that a poll of `key` created Job `name`.
+    /// Notes that a poll of `key` created Job `name` (unless the watch showed it already: the
+    /// store is written before the watch's handler takes this lock, so one of the two sees it).
     pub fn created(&self, key: &str, name: String) {
-        lock(&self.created)
+        let mut created = lock(&self.created);
+        let namespace = key.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
+        if self
+            .jobs
+            .get(&reflector::ObjectRef::new(&name).within(namespace))
+            .is_some()
+        {
+            return;
+        }
+        created
             .entry(key.to_string())
             .or_default()
             .push((name, Instant::now()));
@@ -148,18 +183,13 @@ impl JobCache {
         lock(&self.created).remove(key);
     }
 
-    /// The created Jobs of `key` not among `jobs` yet (and not too old to trust).
-    fn unseen(&self, key: &str, jobs: &[Arc<Job>]) -> i64 {
+    /// The created Jobs of `key` the watch has not shown yet (and not too old to trust).
+    fn unseen(&self, key: &str) -> i64 {
         let mut created = lock(&self.created);
         let Some(list) = created.get_mut(key) else {
             return 0;
         };
-        list.retain(|(name, at)| {
-            at.elapsed() < UNSEEN_FOR_AT_MOST
-                && !jobs
-                    .iter()
-                    .any(|j| j.metadata.name.as_deref() == Some(name))
-        });
+        list.retain(|(_, at)| at.elapsed() < UNSEEN_FOR_AT_MOST);
         let n = list.len() as i64;
         if list.is_empty() {
             created.remove(key);
