@@ -38,13 +38,14 @@ pub enum Command {
         after_help = "Every flag can also be set by the environment variable shown. Log verbosity follows RUST_LOG (default: info), e.g. RUST_LOG=ebb_operator=debug."
     )]
     Run(Box<RunArgs>),
-    /// Explain why a ScaledObject is at its replica count: each metric as the HPA reads it, its
-    /// target and activity, the HPA's state, and the decision ebb takes next.
+    /// Explain why a ScaledObject is at its replica count (each metric as the HPA reads it, its
+    /// target and activity, the HPA's state, and the decision ebb takes next), or why a
+    /// ScaledJob's last poll created as many Jobs as it did.
     #[command(
-        after_help = "Reads the object, its HPA and target, and asks ebb's external metrics API through the apiserver (as the HPA does), with the kubeconfig's credentials. Example: ebb explain shop/orders-worker"
+        after_help = "For a ScaledObject, reads the object, its HPA and target, and asks ebb's external metrics API through the apiserver (as the HPA does), with the kubeconfig's credentials. For a ScaledJob, reads its status.lastPoll and its Jobs. Example: ebb explain shop/orders-worker"
     )]
     Explain {
-        /// The ScaledObject, as `<namespace>/<name>`.
+        /// The ScaledObject or ScaledJob, as `<namespace>/<name>`.
         object: String,
     },
 }

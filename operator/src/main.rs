@@ -148,8 +148,26 @@ async fn main() -> anyhow::Result<()> {
             // reason to ask again for minutes, as kube's default retry policy would.
             config.default_retry = false;
             let client = kube::Client::try_from(config)?;
-            let facts = ebb_operator::explain::gather(&client, &object).await?;
-            print!("{}", ebb_operator::explain::render(&facts));
+            // A ScaledObject, a ScaledJob, or both when both kinds have the name.
+            let (namespace, name) = object.split_once('/').unwrap_or_default();
+            let scaled_object = match ebb_operator::explain::gather(&client, &object).await {
+                Ok(facts) => Some(facts),
+                Err(ebb_operator::explain::ExplainError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let scaled_job = ebb_operator::jobs::explain::gather(&client, namespace, name).await?;
+            if scaled_object.is_none() && scaled_job.is_none() {
+                anyhow::bail!("no ScaledObject or ScaledJob {object}");
+            }
+            if let Some(facts) = &scaled_object {
+                print!("{}", ebb_operator::explain::render(facts));
+            }
+            if let Some(facts) = &scaled_job {
+                if scaled_object.is_some() {
+                    println!();
+                }
+                print!("{}", ebb_operator::jobs::explain::render(facts));
+            }
         }
         Command::Crds => {
             use std::io::Write as _;

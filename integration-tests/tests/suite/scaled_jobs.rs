@@ -585,6 +585,27 @@ async fn a_rabbitmq_queue_starts_one_job_per_message() {
         3,
         "one Job per message, no more"
     );
+
+    // `ebb explain` says why: three messages ask for three Jobs, and three run.
+    let out = std::process::Command::new(integration_tests::ebb_binary())
+        .env("KUBECONFIG", &env.cluster.kubeconfig)
+        .args(["explain", &format!("{}/tasks", env.namespace)])
+        .output()
+        .expect("ebb explain");
+    let text = integration_tests::expect_success(&out, "ebb explain");
+    for line in [
+        format!(
+            "ScaledJob {}/tasks: minReplicaCount 0, maxReplicaCount 10",
+            env.namespace
+        ),
+        "trigger 0 (rabbitmq): queue 3, asks 3 Jobs".to_string(),
+        "Jobs counted: 3 running".to_string(),
+        "strategy default: 3 asked - 3 running = 0 more allowed".to_string(),
+        "Decision: every Job asked for exists already: none created".to_string(),
+        "Jobs now: 3 running, 0 succeeded and 0 failed kept".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
     amqp.purge(&queue).await;
     delete_scaled_jobs(&env).await;
     drop(ebb);

@@ -3,6 +3,7 @@
 //! - `controller`: the ScaledJob watch and reconcile (pause, checks, rollout, scalers, loop);
 //! - `poll_loop`: one ScaledJob's polls (read, count, decide, create, clean up, status);
 //! - `cache`: the Jobs and Pods of every ScaledJob, from two watches;
+//! - `explain`: `ebb explain` for a ScaledJob, from its `status.lastPoll` and its Jobs;
 //! - pure pieces: `decision` (how many Jobs a poll creates), `census` (which Jobs are running,
 //!   pending or beyond the history limits) and `template` (the Job created from a ScaledJob).
 
@@ -10,5 +11,6 @@ pub mod cache;
 pub mod census;
 pub mod controller;
 pub mod decision;
+pub mod explain;
 pub mod poll_loop;
 pub mod template;
