@@ -50,19 +50,7 @@ impl RedisListWorker {
     /// lost), so shutting down takes at most the block time plus one job.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<u64, ExampleError> {
         let mut shutdown = std::pin::pin!(shutdown);
-        let info = format!("redis://{}", self.address).into_connection_info()?;
-        let mut redis = info.redis_settings().clone().set_db(self.database);
-        if let Some(password) = &self.password {
-            redis = redis.set_password(password);
-        }
-        let client = redis::Client::open(info.set_redis_settings(redis))?;
-        // The default response timeout (500 ms) is shorter than a blocking pop.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut connection = self.connect().await?;
         let mut done = 0u64;
         while (&mut shutdown).now_or_never().is_none() {
             let job: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
@@ -80,6 +68,40 @@ impl RedisListWorker {
             );
         }
         Ok(done)
+    }
+
+    /// Takes one job (waiting up to the block time for one), works on it and returns it: what a
+    /// Job of a ScaledJob does before it exits. `None` when the list stayed empty.
+    pub async fn take_one(&self) -> Result<Option<String>, ExampleError> {
+        let mut connection = self.connect().await?;
+        let job: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
+            .arg(&self.list)
+            .arg(BLOCK.as_secs_f64())
+            .query_async(&mut connection)
+            .await?;
+        let Some((_, payload)) = job else {
+            return Ok(None);
+        };
+        tokio::time::sleep(self.work_time).await;
+        let payload = String::from_utf8_lossy(&payload).into_owned();
+        println!("job from {}: {}", self.list, preview(&payload));
+        Ok(Some(payload))
+    }
+
+    async fn connect(&self) -> Result<redis::aio::MultiplexedConnection, ExampleError> {
+        let info = format!("redis://{}", self.address).into_connection_info()?;
+        let mut redis = info.redis_settings().clone().set_db(self.database);
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        let client = redis::Client::open(info.set_redis_settings(redis))?;
+        // The default response timeout (500 ms) is shorter than a blocking pop.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
     }
 }
 

@@ -201,6 +201,7 @@ async fn activated_and_deactivated(env: &TestEnv, scaled_object: &str) {
 fn every_example_has_a_readme_and_manifests() {
     for example in [
         "redis-list-worker",
+        "redis-list-job",
         "rabbitmq-consumer",
         "metrics-api-service",
         "prometheus-query",
@@ -270,6 +271,136 @@ async fn redis_list_worker_scales_on_the_list_and_its_worker_drains_it() {
     activated_and_deactivated(&env, "redis-list-worker").await;
     env.delete_scaled_objects().await;
     redis.del(&["jobs"]).await;
+}
+
+/// redis-list-job: 6 items -> 6 Jobs, each of whose workers (the example's, run by the test as
+/// the Job's pod would) takes one item; then no Job more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_list_job_runs_one_job_per_item() {
+    use k8s_openapi::api::batch::v1::Job;
+    let env = setup("example-redis-job").await;
+    let ebb = env.start_ebb();
+    // The example's list name; the test namespace is unique, the Redis is shared.
+    let mut redis = env.redis(0).await;
+    redis.del(&["renders"]).await;
+    local_secret(&env, "redis-list-job", &[("address", env.redis_address())]).await;
+    apply_example(&env, "redis-list-job", &[]);
+    // Polls every second, and kwok runs each Job's pod for 2 s before it succeeds.
+    let out = env.kubectl(&[
+        "patch",
+        "scaledjob",
+        "redis-list-job",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"pollingInterval":1,"jobTargetRef":{"template":{"metadata":{"annotations":{"ebb.dev/job-runs-for":"2s"}}}}}}"#,
+    ]);
+    expect_success(&out, "shortening pollingInterval, and the Jobs' run to 2 s");
+    eventually("redis-list-job Ready", DEADLINE, || async {
+        let sj: ebb_crds::ScaledJob = env
+            .api()
+            .get("redis-list-job")
+            .await
+            .map_err(|e| e.to_string())?;
+        let conditions = sj.status.and_then(|s| s.conditions).unwrap_or_default();
+        ensure(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            || format!("{conditions:?}"),
+        )
+    })
+    .await;
+
+    redis.push("renders", 6).await;
+    let worker = RedisListWorker {
+        address: env.redis_address().to_string(),
+        password: None,
+        database: 0,
+        list: "renders".into(),
+        work_time: Duration::ZERO,
+    };
+    let jobs = env.api::<Job>();
+    let mut taken = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let started = tokio::time::Instant::now();
+    while taken.len() < 6 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "6 Jobs: {} so far",
+            seen.len()
+        );
+        let list = jobs
+            .list(&kube::api::ListParams::default().labels("scaledjob.keda.sh/name=redis-list-job"))
+            .await
+            .expect("list Jobs");
+        for job in list.items {
+            if seen.insert(job.metadata.name.clone().unwrap_or_default()) {
+                // The Job's pod runs the worker: one item.
+                let item = worker.take_one().await.expect("the worker");
+                taken.push(item.expect("an item for each Job"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every Job completes; the 5 newest are kept (successfulJobsHistoryLimit), and no Job more
+    // is created at the later polls: the list is empty.
+    let names = || async {
+        let list = jobs
+            .list(&kube::api::ListParams::default().labels("scaledjob.keda.sh/name=redis-list-job"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let complete = list
+            .items
+            .iter()
+            .filter(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.type_ == "Complete" && c.status == "True")
+                    })
+            })
+            .count();
+        ensure(complete == list.items.len(), || {
+            format!("{complete} of {} Complete", list.items.len())
+        })?;
+        Ok::<_, String>(
+            list.items
+                .into_iter()
+                .filter_map(|j| j.metadata.name)
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
+    };
+    eventually("5 Complete Jobs kept", DEADLINE, || async {
+        let kept = names().await?;
+        ensure(kept.len() == 5, || format!("{kept:?}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = names().await.expect("the Jobs");
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert!(
+        kept.is_subset(&seen),
+        "no Job more: {kept:?} beyond {seen:?}"
+    );
+    assert_eq!(seen.len(), 6, "one Job per item");
+    let mut items = taken.clone();
+    items.sort();
+    items.dedup();
+    assert_eq!(items.len(), 6, "each Job took a different item: {taken:?}");
+    let api = env.api::<ebb_crds::ScaledJob>();
+    let _ = api.delete("redis-list-job", &Default::default()).await;
+    eventually("the ScaledJob deleted", DEADLINE, || async {
+        let left = api
+            .get_opt("redis-list-job")
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure(left.is_none(), || "still there".into())
+    })
+    .await;
+    drop(ebb);
+    redis.del(&["renders"]).await;
 }
 
 /// rabbitmq-consumer: the example's producer publishes 50 messages, value 10 -> 5
