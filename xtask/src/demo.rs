@@ -2,15 +2,17 @@
 //!
 //! Brings the cluster up, installs the CRDs and RBAC, starts `ebb run` on the host with its
 //! metrics API registered with the aggregator, applies `examples/demo/workers.yaml` (a Redis list
-//! worker and a RabbitMQ queue worker), then drives idle, a burst and a drain while a live table
-//! shows each ScaledObject's queue (as ebb reads it), activity, the HPA's desired count and the
-//! Deployment's replicas. It ends with a summary and an SVG chart in `target/demo/`.
+//! worker and a RabbitMQ queue worker, and a ScaledJob running one Job per item of another Redis
+//! list), then drives idle, a burst and a drain while a live table shows each ScaledObject's
+//! queue (as ebb reads it), activity, the HPA's desired count and the Deployment's replicas, and
+//! the ScaledJob's list, activity and running Jobs. It ends with a summary and an SVG chart in
+//! `target/demo/`.
 
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::host::{Ebb, apply, build_ebb, http, kubectl, redis, wait_for};
+use crate::host::{Ebb, apply, build_ebb, http, kubectl, redis, redis_output, wait_for};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xtask::cluster::{self, ClusterInfo, metrics_api, ports};
@@ -27,6 +29,12 @@ const NAMESPACE: &str = "ebb-demo";
 const WORKERS: [&str; 2] = ["redis-worker", "rabbitmq-worker"];
 const REDIS_LIST: &str = "demo:jobs";
 const QUEUE: &str = "demo-orders";
+/// The ScaledJob, its list, and the items the burst pushes onto it.
+const SCALED_JOB: &str = "render-jobs";
+const RENDER_LIST: &str = "demo:renders";
+const RENDERS: usize = 12;
+/// The ScaledJob's maxReplicaCount.
+const RENDER_MAX: usize = 5;
 /// Where the demo's ebb serves `/healthz`, `/readyz`, `/metrics`.
 const ADMIN_PORT: u16 = 32681;
 
@@ -140,7 +148,7 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
         &format!("/api/queues/%2F/{QUEUE}"),
         Some("{\"durable\":false}"),
     )?;
-    redis(&["DEL", REDIS_LIST])?;
+    redis(&["DEL", REDIS_LIST, RENDER_LIST])?;
     apply(info, &root.join("examples/demo/workers.yaml"))?;
 
     println!(
@@ -148,7 +156,10 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
         cluster::services::HPA_SYNC_PERIOD
     );
     println!(
-        "    phases: idle 10 s, a burst (40 jobs, 30 messages), a steady drain, idle until zero"
+        "    phases: idle 10 s, a burst (40 jobs, 30 messages, {RENDERS} renders), a steady drain, idle until zero"
+    );
+    println!(
+        "    {SCALED_JOB} (a ScaledJob) runs one Job per render, at most {RENDER_MAX} at once; each Job takes its render as it starts and runs 3 s"
     );
     let start = Instant::now();
     let mut samples = Vec::new();
@@ -157,9 +168,10 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
     let mut first_replica: [Option<f64>; 2] = [None, None];
     let mut back_to_zero: [Option<f64>; 2] = [None, None];
     let mut peak = [0_i64; 2];
+    let mut renders = Renders::default();
     println!(
         "{:>5}  {:<6}  {:<16} {:>6} {:>7} {:>8} {:>9}  HPA",
-        "t", "phase", "ScaledObject", "queue", "active", "desired", "replicas"
+        "t", "phase", "object", "queue", "active", "desired", "replicas"
     );
     loop {
         let t = start.elapsed().as_secs_f64();
@@ -172,6 +184,10 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
             for i in 0..30 {
                 publish(&format!("order-{i}"))?;
             }
+            let items: Vec<String> = (0..RENDERS).map(|i| format!("render-{i}")).collect();
+            let mut cmd = vec!["RPUSH", RENDER_LIST];
+            cmd.extend(items.iter().map(String::as_str));
+            redis(&cmd)?;
             burst_done = true;
         } else if burst_done && t >= 40.0 {
             phase = "drain";
@@ -209,8 +225,27 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
                 back_to_zero[i] = Some(t);
             }
         }
+        renders.observe(info)?;
+        println!(
+            "{:>4.0}s  {:<6}  {:<16} {:>6} {:>7} {:>8} {:>9}  {} Jobs created",
+            t,
+            phase,
+            SCALED_JOB,
+            renders.queue,
+            renders.active,
+            "-",
+            renders.running,
+            renders.created.len()
+        );
+        if burst_done
+            && renders.created.len() >= RENDERS
+            && renders.running == 0
+            && renders.done_at.is_none()
+        {
+            renders.done_at = Some(t);
+        }
         samples.push(Sample { at: t, rows });
-        if back_to_zero.iter().all(Option::is_some) {
+        if back_to_zero.iter().all(Option::is_some) && renders.done_at.is_some() {
             break;
         }
         if t > 300.0 {
@@ -228,6 +263,12 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
             back_to_zero[i].unwrap_or(f64::NAN)
         );
     }
+    println!(
+        "    {SCALED_JOB:<16} {} Jobs for {RENDERS} renders, at most {} running at once, all done at {:>5.1}s",
+        renders.created.len(),
+        renders.peak,
+        renders.done_at.unwrap_or(f64::NAN)
+    );
     let chart = out_dir.join("demo.svg");
     std::fs::write(&chart, svg(&samples))?;
     println!("    chart: {}", chart.display());
@@ -241,6 +282,17 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
             Ok(seen) => println!("    {name:<16} replicas went {seen}: as expected"),
             Err(e) => wrong.push(format!("{name}: {e}")),
         }
+    }
+    if renders.created.len() != RENDERS || renders.peak != RENDER_MAX {
+        wrong.push(format!(
+            "{SCALED_JOB}: {} Jobs for {RENDERS} renders, at most {} at once (expected {RENDER_MAX})",
+            renders.created.len(),
+            renders.peak
+        ));
+    } else {
+        println!(
+            "    {SCALED_JOB:<16} one Job per render, {RENDER_MAX} at once at most: as expected"
+        );
     }
     if !wrong.is_empty() {
         bail!(
@@ -383,6 +435,69 @@ fn observe(info: &ClusterInfo) -> Result<Vec<Row>> {
         });
     }
     Ok(rows)
+}
+
+/// The ScaledJob as the live view shows it.
+#[derive(Default)]
+struct Renders {
+    /// The list's length.
+    queue: i64,
+    /// Its Active condition.
+    active: String,
+    /// Jobs not finished.
+    running: usize,
+    /// Every Job seen.
+    created: std::collections::BTreeSet<String>,
+    /// The most Jobs running at once.
+    peak: usize,
+    /// When every render was done.
+    done_at: Option<f64>,
+}
+
+impl Renders {
+    /// Reads the ScaledJob and its Jobs; each new Job takes one render off the list, as its
+    /// worker would when its pod starts (the dev cluster's pods run nothing).
+    fn observe(&mut self, info: &ClusterInfo) -> Result<()> {
+        let out = kubectl(info)
+            .args(["get", "jobs,scaledjobs", "-n", NAMESPACE, "-o", "json"])
+            .output()?;
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        self.running = 0;
+        for item in &items {
+            if item["kind"] == "ScaledJob" && item["metadata"]["name"] == SCALED_JOB {
+                self.active = item["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Active"))
+                    .and_then(|c| c["status"].as_str())
+                    .unwrap_or("-")
+                    .to_string();
+            }
+            if item["kind"] != "Job"
+                || item["metadata"]["labels"]["scaledjob.keda.sh/name"] != SCALED_JOB
+            {
+                continue;
+            }
+            let finished = item["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+                })
+            });
+            if !finished {
+                self.running += 1;
+            }
+            let name = item["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if self.created.insert(name) {
+                redis(&["LPOP", RENDER_LIST])?;
+            }
+        }
+        self.peak = self.peak.max(self.running);
+        self.queue = redis_output(&["LLEN", RENDER_LIST])?.parse().unwrap_or(-1);
+        Ok(())
+    }
 }
 
 /// A Kubernetes quantity as a number (`40`, `2500m`).

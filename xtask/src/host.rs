@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -121,10 +121,14 @@ pub(crate) fn wait_for<T>(
 
 /// `redis-cli` against the dev cluster's standalone Redis; the output is discarded.
 pub(crate) fn redis(args: &[&str]) -> Result<()> {
+    redis_output(args).map(|_| ())
+}
+
+/// Runs `redis-cli` on the dev cluster's Redis and returns its answer.
+pub(crate) fn redis_output(args: &[&str]) -> Result<String> {
     let out = Command::new("redis-cli")
         .args(["-p", &ports::REDIS.to_string()])
         .args(args)
-        .stdout(Stdio::null())
         .output()
         .context("running redis-cli")?;
     if !out.status.success() {
@@ -133,7 +137,7 @@ pub(crate) fn redis(args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A small HTTP/1.1 request on loopback (RabbitMQ's management API as guest, ebb's admin port).
