@@ -782,6 +782,29 @@ mod tests {
     }
 
     #[test]
+    fn scaled_job_errors_are_counted_under_keda_s_name_and_forgotten_with_the_object() {
+        let m = Metrics::default();
+        m.register_scaled_job("media", "encoder");
+        assert!(
+            m.render()
+                .contains("keda_scaled_job_errors_total{namespace=\"media\",scaledJob=\"encoder\"} 0"),
+            "{}",
+            m.render()
+        );
+        m.count_scaled_job_error("media", "encoder");
+        m.count_scaled_job_error("media", "encoder");
+        m.count_jobs_created(3);
+        let text = m.render();
+        assert!(
+            text.contains("keda_scaled_job_errors_total{namespace=\"media\",scaledJob=\"encoder\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("ebb_jobs_created_total 3"), "{text}");
+        m.forget_scaled_job("media", "encoder");
+        assert!(!m.render().contains("scaledJob=\"encoder\""));
+    }
+
+    #[test]
     fn renders_keda_names_and_forgets_deleted_objects() {
         let m = Metrics::default();
         let ms = std::time::Duration::from_millis;

@@ -6,12 +6,11 @@
 //! `pendingPodConditions`, until one of its pods has every listed condition `True`; without,
 //! until one of its pods is `Running` or `Succeeded`, as in KEDA.
 //!
-//! Two deliberate differences from KEDA 2.20: `pendingPodConditions` are checked per pod (KEDA
-//! adds up the conditions met across all of a Job's pods and compares the sum with the list's
-//! length, so a Job with two started pods counts as pending); and the finished Jobs beyond the
-//! history limits are chosen by completion time, then creation time, oldest first (KEDA sorts
-//! by completion time only, which a failed Job lacks, so which failed Jobs it deletes is left
-//! to the list's order).
+//! `pendingPodConditions` are checked per pod, as KEDA's current code checks them (older KEDA
+//! releases added up the conditions met across all of a Job's pods). One deliberate difference
+//! from KEDA: the finished Jobs beyond the history limits are chosen by completion time, then
+//! creation time, oldest first (KEDA sorts by completion time only, which a failed Job lacks, so
+//! which failed Jobs it deletes is left to the list's order).
 
 use std::borrow::Borrow;
 
