@@ -786,8 +786,9 @@ mod tests {
         let m = Metrics::default();
         m.register_scaled_job("media", "encoder");
         assert!(
-            m.render()
-                .contains("keda_scaled_job_errors_total{namespace=\"media\",scaledJob=\"encoder\"} 0"),
+            m.render().contains(
+                "keda_scaled_job_errors_total{namespace=\"media\",scaledJob=\"encoder\"} 0"
+            ),
             "{}",
             m.render()
         );
@@ -796,7 +797,9 @@ mod tests {
         m.count_jobs_created(3);
         let text = m.render();
         assert!(
-            text.contains("keda_scaled_job_errors_total{namespace=\"media\",scaledJob=\"encoder\"} 2"),
+            text.contains(
+                "keda_scaled_job_errors_total{namespace=\"media\",scaledJob=\"encoder\"} 2"
+            ),
             "{text}"
         );
         assert!(text.contains("ebb_jobs_created_total 3"), "{text}");

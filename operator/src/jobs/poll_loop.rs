@@ -86,25 +86,37 @@ impl JobLoop {
                 .and_then(|s| s.last_active_time.as_ref())
                 .map(|t| t.0);
         }
+        // The first poll waits a fraction of the interval derived from the uid, as a
+        // ScaledObject's does: ScaledJobs found together (a start, a failover) spread their reads.
+        let mut next = match self.object() {
+            Some(sj) => {
+                tokio::time::Instant::now()
+                    + crate::scale::schedule::first_poll_delay(
+                        &sj.uid().unwrap_or_default(),
+                        interval_of(&sj),
+                    )
+            }
+            None => return,
+        };
         loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = stopped(&mut stop) => return,
+            }
+            let started = tokio::time::Instant::now();
+            self.metrics.observe_poll_lag(started.duration_since(next));
             let Some(sj) = self.object() else { return };
-            let interval = Duration::from_secs(
-                u64::try_from(sj.spec.polling_interval_seconds().max(1)).unwrap_or(30),
-            );
-            let next = tokio::time::Instant::now() + interval;
+            next = started + interval_of(&sj);
             let poll = std::panic::AssertUnwindSafe(self.poll(&sj, &mut memory)).catch_unwind();
             tokio::select! {
                 result = poll => {
+                    self.metrics.observe_poll_duration(started.elapsed());
                     if result.is_err() {
                         warn!(scaledjob = %self.key, "a poll panicked; the next runs at its time");
                         self.event(&sj, EventType::Warning, "ScaledJobPollFailed",
                             "a poll of this ScaledJob failed unexpectedly; the next runs at its time".into()).await;
                     }
                 }
-                () = stopped(&mut stop) => return,
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
                 () = stopped(&mut stop) => return,
             }
         }
@@ -442,6 +454,11 @@ impl JobLoop {
             warn!(scaledjob = %self.key, reason, error = %e, "publishing an Event");
         }
     }
+}
+
+/// A ScaledJob's polling interval (at least a second).
+fn interval_of(sj: &ScaledJob) -> Duration {
+    Duration::from_secs(u64::try_from(sj.spec.polling_interval_seconds().max(1)).unwrap_or(30))
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -3,9 +3,9 @@
 //! summary tables are printed at the end.
 //!
 //! - [`scale`]: N ScaledObjects (Deployments at 0, a `redis` list, `rabbitmq` AMQP queue or
-//!   `prometheus` query trigger each) at a polling interval: ebb's RSS, CPU, poll lag, broker
-//!   connections (and queries per second, for Prometheus), apiserver requests by verb, time to
-//!   ready.
+//!   `prometheus` query trigger each), or N ScaledJobs on `redis` lists, at a polling interval:
+//!   ebb's RSS, CPU, poll lag, broker connections (and queries per second, for Prometheus),
+//!   apiserver requests by verb, time to ready.
 //! - [`activation`]: how long from pushing past activation to the Deployment's `spec.replicas`
 //!   becoming 1, in plain polling and with the fast activation path, beside idle objects.
 //! - [`metrics_api`]: the HPA's query, directly and through the aggregator, at concurrency 1 and
@@ -42,9 +42,9 @@ pub struct BenchArgs {
     /// Measuring windows per scale run; figures are their medians (default 3; 1 with --quick).
     #[arg(long)]
     windows: Option<usize>,
-    /// Scenarios to run, comma-separated: scale, rabbitmq and prometheus (the scale scenario's
-    /// 1,000-object RabbitMQ AMQP and Prometheus variants), activation, metrics-api. Default:
-    /// all (no rabbitmq or prometheus with --quick).
+    /// Scenarios to run, comma-separated: scale, rabbitmq, prometheus and scaledjob (the scale
+    /// scenario's 1,000-object RabbitMQ AMQP, Prometheus and ScaledJob variants), activation,
+    /// metrics-api. Default: all (no rabbitmq, prometheus or scaledjob with --quick).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Leave the dev cluster running afterwards.
@@ -80,7 +80,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .max(1);
     let wanted = |name: &str| {
         if args.scenarios.is_empty() {
-            !(args.quick && (name == "rabbitmq" || name == "prometheus"))
+            !(args.quick && matches!(name, "rabbitmq" | "prometheus" | "scaledjob"))
         } else {
             args.scenarios.iter().any(|s| s == name)
         }
@@ -114,6 +114,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for (name, broker) in [
             ("rabbitmq", scale::Broker::RabbitMq),
             ("prometheus", scale::Broker::Prometheus),
+            ("scaledjob", scale::Broker::ScaledJobRedis),
         ] {
             if !wanted(name) {
                 continue;
@@ -523,47 +524,47 @@ fn clear_namespaces(info: &ClusterInfo) -> Result<()> {
     Ok(())
 }
 
-/// Ends a scenario while its ebb still runs: deletes the ScaledObjects in `ns` in one request
-/// (asked again while the apiserver cuts it off at its request timeout), waits until ebb has
-/// taken its finalizers off every one, then deletes the namespace and, when `wait` is set,
-/// waits for it to go (so that its deletion does not load the apiserver during the next
-/// scenario's measurements). Without `wait` the rest goes in the background.
+/// Ends a scenario while its ebb still runs: deletes the ScaledObjects and ScaledJobs in `ns`,
+/// one request per kind (asked again while the apiserver cuts it off at its request timeout),
+/// waits until ebb has taken its finalizers off every one, then deletes the namespace and, when
+/// `wait` is set, waits for it to go (so that its deletion does not load the apiserver during
+/// the next scenario's measurements). Without `wait` the rest goes in the background.
 fn end_scenario(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
-    let left = || -> Option<usize> {
-        let out = kubectl(info)
-            .args(["get", "scaledobjects", "-n", ns, "-o", "name"])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
-    };
-    // With thousands of objects the request outlives the apiserver's 60 s request timeout, and
-    // the deletion stops where it got to: ask again until one request gets through.
-    for attempt in 1.. {
-        let out = kubectl(info)
-            .args(["delete", "--raw"])
-            .arg(format!(
-                "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
-            ))
-            .output()?;
-        if out.status.success() {
-            break;
+    for resource in ["scaledobjects", "scaledjobs"] {
+        let left = || -> Option<usize> {
+            let out = kubectl(info)
+                .args(["get", resource, "-n", ns, "-o", "name"])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
+        };
+        // With thousands of objects the request outlives the apiserver's 60 s request
+        // timeout, and the deletion stops where it got to: ask again until one gets through.
+        for attempt in 1.. {
+            let out = kubectl(info)
+                .args(["delete", "--raw"])
+                .arg(format!("/apis/keda.sh/v1alpha1/namespaces/{ns}/{resource}"))
+                .output()?;
+            if out.status.success() {
+                break;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if attempt >= 15 {
+                bail!("deleting the {resource} in {ns}: {stderr}");
+            }
+            println!(
+                "    deleting the {resource} in {ns}: {stderr}; {} left, asking again",
+                left().map_or("?".to_string(), |n| n.to_string())
+            );
         }
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if attempt >= 15 {
-            bail!("deleting the ScaledObjects in {ns}: {stderr}");
-        }
-        println!(
-            "    deleting the ScaledObjects in {ns}: {stderr}; {} left, asking again",
-            left().map_or("?".to_string(), |n| n.to_string())
-        );
+        wait_for(
+            &format!("ebb to finalize the {resource} in {ns}"),
+            Duration::from_secs(600),
+            || (left()? == 0).then_some(()),
+        )?;
     }
-    wait_for(
-        &format!("ebb to finalize the ScaledObjects in {ns}"),
-        Duration::from_secs(600),
-        || (left()? == 0).then_some(()),
-    )?;
     delete_namespace(info, ns, wait)
 }
 
@@ -582,50 +583,52 @@ fn delete_namespace(info: &ClusterInfo, ns: &str, wait: bool) -> Result<()> {
     Ok(())
 }
 
-/// Takes the finalizers off ScaledObjects left in `ns` by an interrupted run: with no ebb
-/// running, nothing else would, and the namespace would never go. Best effort.
+/// Takes the finalizers off ScaledObjects and ScaledJobs left in `ns` by an interrupted run:
+/// with no ebb running, nothing else would, and the namespace would never go. Best effort.
 fn release_finalizers(info: &ClusterInfo, ns: &str) {
-    let Ok(out) = kubectl(info)
-        .args(["-n", ns, "get", "scaledobjects", "-o", "json"])
-        .output()
-    else {
-        return;
-    };
-    let Ok(mut list) = serde_json::from_slice::<Value>(&out.stdout) else {
-        return;
-    };
-    let Some(items) = list["items"].as_array_mut() else {
-        return;
-    };
-    items.retain(|so| {
-        so["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-    });
-    if items.is_empty() {
-        return;
+    for resource in ["scaledobjects", "scaledjobs"] {
+        let Ok(out) = kubectl(info)
+            .args(["-n", ns, "get", resource, "-o", "json"])
+            .output()
+        else {
+            continue;
+        };
+        let Ok(mut list) = serde_json::from_slice::<Value>(&out.stdout) else {
+            continue;
+        };
+        let Some(items) = list["items"].as_array_mut() else {
+            continue;
+        };
+        items.retain(|o| {
+            o["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+        });
+        if items.is_empty() {
+            continue;
+        }
+        println!(
+            "    taking the finalizers off {} {resource} left by an earlier run",
+            items.len()
+        );
+        for o in items.iter_mut() {
+            o["metadata"]["finalizers"] = json!([]);
+        }
+        let Ok(mut child) = kubectl(info)
+            .args(["replace", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            continue;
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            let _ = stdin.write_all(list.to_string().as_bytes());
+        }
+        let _ = child.wait();
     }
-    println!(
-        "    taking the finalizers off {} ScaledObjects left by an earlier run",
-        items.len()
-    );
-    for so in items.iter_mut() {
-        so["metadata"]["finalizers"] = json!([]);
-    }
-    let Ok(mut child) = kubectl(info)
-        .args(["replace", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        return;
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write as _;
-        let _ = stdin.write_all(list.to_string().as_bytes());
-    }
-    let _ = child.wait();
 }
 
 fn machine() -> Value {

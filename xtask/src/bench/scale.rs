@@ -31,6 +31,8 @@ pub enum Broker {
     RabbitMq,
     /// A query per object (`sum` of a series of its own, at 0) on the dev Prometheus.
     Prometheus,
+    /// ScaledJobs instead of ScaledObjects, each on a list of its own on the dev Redis.
+    ScaledJobRedis,
 }
 
 impl Broker {
@@ -39,6 +41,7 @@ impl Broker {
             Broker::Redis => "redis",
             Broker::RabbitMq => "rabbitmq",
             Broker::Prometheus => "prometheus",
+            Broker::ScaledJobRedis => "scaledjob",
         }
     }
 }
@@ -143,9 +146,14 @@ pub fn run(
         Duration::from_secs(interval.max(30))
     };
     println!(
-        "==> scale: {n} ScaledObjects (Deployment at 0, a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up until every object is polled and no apiserver write for {}s, {windows} window(s) of {}s",
+        "==> scale: {n} {} (a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up until every object is polled and no apiserver write for {}s, {windows} window(s) of {}s",
+        if broker == Broker::ScaledJobRedis {
+            "ScaledJobs"
+        } else {
+            "ScaledObjects (Deployment at 0)"
+        },
         match broker {
-            Broker::Redis => "redis list",
+            Broker::Redis | Broker::ScaledJobRedis => "redis list",
             Broker::RabbitMq => "rabbitmq AMQP queue",
             Broker::Prometheus => "prometheus query",
         },
@@ -158,7 +166,7 @@ pub fn run(
     for i in 0..n {
         let name = format!("w{i:05}");
         let trigger = match broker {
-            Broker::Redis => redis_trigger(&format!("bench:{name}")),
+            Broker::Redis | Broker::ScaledJobRedis => redis_trigger(&format!("bench:{name}")),
             Broker::RabbitMq => json!({"type": "rabbitmq", "metadata": {
                 "host": info.rabbitmq_amqp_url, "protocol": "amqp",
                 "queueName": format!("bench-{name}"), "mode": "QueueLength", "value": "5"
@@ -169,12 +177,16 @@ pub fn run(
                 "threshold": "5"
             }}),
         };
-        items.extend(object_pair(&ns, &name, interval, trigger, json!({})));
+        if broker == Broker::ScaledJobRedis {
+            items.push(scaled_job(&ns, &name, interval, trigger));
+        } else {
+            items.extend(object_pair(&ns, &name, interval, trigger, json!({})));
+        }
     }
     match broker {
         Broker::RabbitMq => declare_queues(n)?,
         Broker::Prometheus => set_series(info, n, true)?,
-        Broker::Redis => {}
+        Broker::Redis | Broker::ScaledJobRedis => {}
     }
     create_objects(info, &ns, &items)?;
 
@@ -201,7 +213,7 @@ pub fn run(
         }
         let after = Sample::take(ebb.pid, broker)?;
         connections.push(match broker {
-            Broker::Redis => redis_connections()?,
+            Broker::Redis | Broker::ScaledJobRedis => redis_connections()?,
             Broker::RabbitMq => rabbitmq_connections()?,
             Broker::Prometheus => prometheus_connections(ebb.pid)?,
         } as f64);
@@ -278,9 +290,25 @@ pub fn run(
     match broker {
         Broker::RabbitMq => delete_queues(n)?,
         Broker::Prometheus => set_series(info, n, false)?,
-        Broker::Redis => {}
+        Broker::Redis | Broker::ScaledJobRedis => {}
     }
     Ok(result)
+}
+
+/// An idle ScaledJob `name` in `ns` with `trigger`, polled every `interval` seconds.
+fn scaled_job(ns: &str, name: &str, interval: u64, trigger: Value) -> Value {
+    json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "jobTargetRef": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "w", "image": "example.invalid/w:1"}]
+            }}},
+            "pollingInterval": interval,
+            "triggers": [trigger]
+        }
+    })
 }
 
 /// The queues the RabbitMQ variant reads, declared through the management API.
