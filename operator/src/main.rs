@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let scaled_job = ebb_operator::jobs::explain::gather(&client, namespace, name).await?;
             if scaled_object.is_none() && scaled_job.is_none() {
-                anyhow::bail!("no ScaledObject or ScaledJob {object}");
+                anyhow::bail!("ScaledObject or ScaledJob {object} not found");
             }
             if let Some(facts) = &scaled_object {
                 print!("{}", ebb_operator::explain::render(facts));
