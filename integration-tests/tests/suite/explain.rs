@@ -110,7 +110,10 @@ async fn explain_gives_the_right_account_when_idle_active_and_cooling_down() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("ScaledObject or ScaledJob {}/nobody not found", env.namespace)),
+        stderr.contains(&format!(
+            "ScaledObject or ScaledJob {}/nobody not found",
+            env.namespace
+        )),
         "{stderr}"
     );
     env.delete_scaled_objects().await;

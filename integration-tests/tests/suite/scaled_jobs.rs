@@ -738,3 +738,65 @@ async fn ebb_killed_and_restarted_creates_no_duplicate_jobs() {
     ebb.kill().expect("kill");
     let _ = ebb.wait();
 }
+
+#[tokio::test]
+async fn a_failing_trigger_creates_no_job_and_is_reported() {
+    let env = setup("sj-failing").await;
+    let ebb = env.start_ebb();
+    let mut conn = redis(&env).await;
+    let list = unique_name("sj-failing");
+    push(&mut conn, &list, 2).await;
+    // Alone: nothing can be read, so nothing is created; Ready=False (TriggerError).
+    let mut alone = redis_scaled_job(&env, "alone", &list, json!({}), json!({}));
+    alone["spec"]["triggers"][0]["metadata"]["address"] = json!(integration_tests::dead_address());
+    env.create::<ScaledJob>(alone).await;
+    // Beside a working trigger: the working one decides (2 Jobs for 2 items); the failing one
+    // adds none, even under `sum`; Ready=Unknown (PartialTriggerError).
+    let mut beside = redis_scaled_job(
+        &env,
+        "beside",
+        &list,
+        json!({"annotations": {"ebb.dev/job-runs-for": "1h"}}),
+        json!({"scalingStrategy": {"multipleScalersCalculation": "sum"}}),
+    );
+    let mut dead = beside["spec"]["triggers"][0].clone();
+    dead["metadata"]["address"] = json!(integration_tests::dead_address());
+    beside["spec"]["triggers"]
+        .as_array_mut()
+        .expect("triggers")
+        .push(dead);
+    env.create::<ScaledJob>(beside).await;
+
+    eventually("alone: Ready=False", DEADLINE, || async {
+        condition(&env, "alone", "Ready", "False").await
+    })
+    .await;
+    eventually("beside: Ready=Unknown", DEADLINE, || async {
+        condition(&env, "beside", "Ready", "Unknown").await
+    })
+    .await;
+    eventually("beside: 2 Jobs", DEADLINE, || async {
+        let n = jobs_of(&env, "beside").await.len();
+        ensure(n == 2, || format!("{n} Jobs"))
+    })
+    .await;
+    env.await_event_reasons("alone", &["KEDAScalerFailed"], DEADLINE)
+        .await;
+    // Three more polls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        jobs_of(&env, "alone").await.is_empty(),
+        "an error creates no Job"
+    );
+    assert_eq!(
+        jobs_of(&env, "beside").await.len(),
+        2,
+        "the failing trigger adds none"
+    );
+    let sj: ScaledJob = env.api().get("beside").await.expect("get");
+    let poll = sj.status.and_then(|s| s.last_poll).expect("lastPoll");
+    assert!(poll.triggers[1].error.is_some(), "{poll:?}");
+    assert_eq!(poll.triggers[0].queue_length, Some(2.0), "{poll:?}");
+    delete_scaled_jobs(&env).await;
+    drop(ebb);
+}
