@@ -244,8 +244,8 @@ pub struct ScaledJobPoll {
     /// The scaling strategy applied (`default`, `custom`, `accurate` or `eager`).
     pub scaling_strategy: String,
     /// Each trigger's reading, in trigger order.
-    #[serde(default)]
-    pub triggers: Vec<ScaledJobTriggerReading>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<ScaledJobTriggerReading>>,
 }
 
 /// One trigger's reading at a ScaledJob's poll.

@@ -223,7 +223,7 @@ impl TestEnv {
         ctx.watch_namespace = Some(self.namespace.clone());
         tune(&mut ctx);
         let ctx = std::sync::Arc::new(ctx);
-        tokio::spawn(ebb_operator::controller::run(ctx.clone(), async move {
+        tokio::spawn(ebb_operator::run::controllers(ctx.clone(), async move {
             let _ = stopped.await;
         }));
         EbbGuard { ctx, _stop: stop }
@@ -254,7 +254,7 @@ impl TestEnv {
             move |mut lost| {
                 let ctx = work_ctx.clone();
                 async move {
-                    ebb_operator::controller::run(ctx, async move {
+                    ebb_operator::run::controllers(ctx, async move {
                         let _ = lost.wait_for(|stop| *stop).await;
                     })
                     .await;

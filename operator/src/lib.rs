@@ -17,6 +17,7 @@ pub mod leader;
 pub mod loops;
 pub mod metric_store;
 pub mod metrics_api;
+pub mod run;
 pub mod scale;
 pub mod status;
 pub mod supervise;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ebb_operator::cli::{BUILD, Cli, Command, LogFormat, RunArgs, cluster_objects_namespace};
-use ebb_operator::controller::{self, Context, ControllerEnd};
+use ebb_operator::controller::{Context, ControllerEnd};
 use ebb_operator::supervise::{Shutdown, Stopped, supervise};
 use ebb_operator::{admin, leader, metrics_api};
 
@@ -215,7 +215,7 @@ async fn leader_or_controller(
     let pod = std::env::var("POD_NAME").ok();
     if !settings.elect {
         leader::mark_pod(&client, &settings.namespace, pod.as_deref(), true).await;
-        return match controller::run(ctx, shutdown.wait()).await {
+        return match ebb_operator::run::controllers(ctx, shutdown.wait()).await {
             ControllerEnd::Shutdown => Ok(()),
             ControllerEnd::Ended => Err(anyhow::anyhow!("the controller ended unasked")),
         };
@@ -251,7 +251,7 @@ async fn leader_or_controller(
                     leader::set_ca_bundle(&client, apiservice, ca_pem).await;
                 }
                 leader::mark_pod(&client, &namespace, pod.as_deref(), true).await;
-                let end = controller::run(ctx, async move {
+                let end = ebb_operator::run::controllers(ctx, async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 })
                 .await;

@@ -204,7 +204,7 @@ async fn ebb_runs_under_exactly_these_rights() {
     );
     ctx.watch_namespace = Some(env.namespace.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ebb_operator::controller::run(Arc::new(ctx), async move {
+    tokio::spawn(ebb_operator::run::controllers(Arc::new(ctx), async move {
         let _ = stopped.await;
     }));
 

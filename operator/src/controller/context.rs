@@ -48,6 +48,8 @@ pub struct Context {
     pub(super) authentications: Mutex<Option<AuthStores>>,
     /// Scale target kinds found through discovery.
     pub(super) kinds: Kinds,
+    /// True while the authentication caches are filled (the ScaledJob controller waits for it).
+    pub(super) auth_ready: tokio::sync::watch::Sender<bool>,
     /// The HPAs ebb owns (their metadata and conditions only), while a controller runs.
     pub(super) hpas: Mutex<Option<Store<HorizontalPodAutoscaler>>>,
     /// Per ScaledObject, the HPA ebb last applied. An HPA still stored so needs no apply.
@@ -99,6 +101,7 @@ impl Context {
             statuses: Mutex::new(HashMap::new()),
             rebuilds: Mutex::new(HashSet::new()),
             authentications: Mutex::new(None),
+            auth_ready: tokio::sync::watch::Sender::new(false),
             kinds: Kinds::default(),
             hpas: Mutex::new(None),
             applied: Mutex::new(HashMap::new()),
@@ -216,9 +219,16 @@ impl Context {
             .join(",")
     }
 
+    /// Resolves once the running controller has filled its authentication caches.
+    pub async fn authentications_cached(&self) {
+        let mut ready = self.auth_ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await.map(|_| ());
+    }
+
     /// Drops what a controller run filled in (it ended, or was cut off).
     pub(super) fn clear_run_state(&self) {
         self.loops.set_nudges(None);
+        self.auth_ready.send_replace(false);
         *lock(&self.authentications) = None;
         *lock(&self.hpas) = None;
         lock(&self.applied).clear();

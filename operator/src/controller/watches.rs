@@ -139,12 +139,7 @@ pub async fn run(
         namespaced,
         cluster,
     });
-    // ScaledJobs run beside, under the same leadership, and end with this controller.
-    let shutdown = futures::FutureExt::shared(shutdown);
-    let scaled_jobs = AbortOnDrop([tokio::spawn(crate::jobs::controller::run(
-        ctx.clone(),
-        shutdown.clone(),
-    ))]);
+    ctx.auth_ready.send_replace(true);
 
     // The runtime's graceful shutdown ends the stream too: remember which of the two it was.
     let (asked, asked_rx) = tokio::sync::oneshot::channel::<()>();
@@ -161,7 +156,6 @@ pub async fn run(
             }
         })
         .await;
-    drop(scaled_jobs);
     let mut asked_rx = asked_rx;
     if asked_rx.try_recv().is_ok() {
         ControllerEnd::Shutdown

@@ -179,7 +179,7 @@ pub fn render(f: &JobFacts) -> String {
         out,
         "Last poll whose figures changed: {when} (later polls found the same figures)"
     );
-    for t in &p.triggers {
+    for t in p.triggers.iter().flatten() {
         let line = match (&t.error, t.queue_length, t.max_value) {
             (Some(e), _, _) => format!("error, counts for nothing: {e}"),
             (None, Some(q), Some(m)) => format!(
@@ -311,14 +311,14 @@ mod tests {
             effective_max_scale: allowed,
             jobs_created: created,
             scaling_strategy: String::new(),
-            triggers: vec![ScaledJobTriggerReading {
+            triggers: Some(vec![ScaledJobTriggerReading {
                 index: 0,
                 type_: "redis".into(),
                 queue_length: Some(queue as f64),
                 max_value: Some(asked as f64),
                 active: true,
                 error: None,
-            }],
+            }]),
         }
     }
 
@@ -376,7 +376,7 @@ mod tests {
     fn a_failing_trigger_and_a_pause_are_said() {
         let mut p = poll(0, 0, 0, 0, 0, 0);
         p.active = false;
-        p.triggers[0].error = Some("connection refused".into());
+        p.triggers.as_mut().expect("triggers")[0].error = Some("connection refused".into());
         let text = render(&facts("default", p));
         assert!(
             text.contains("error, counts for nothing: connection refused"),

@@ -335,7 +335,7 @@ impl JobLoop {
             effective_max_scale: decision.effective_max_scale,
             jobs_created: created,
             scaling_strategy: settings.strategy_name.clone(),
-            triggers: readings.iter().map(|(r, _)| r.clone()).collect(),
+            triggers: Some(readings.iter().map(|(r, _)| r.clone()).collect()),
         };
         let poll_changed = memory.last_poll.as_ref() != Some(&poll);
         let now = Timestamp::now();
