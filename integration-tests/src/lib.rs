@@ -400,12 +400,30 @@ impl TestEnv {
     /// Deletes every ScaledObject of this test's namespace and waits until they are gone (ebb
     /// must be running to release its finalizer).
     pub async fn delete_scaled_objects(&self) {
-        let api = self.api::<ebb_crds::ScaledObject>();
+        self.delete_all::<ebb_crds::ScaledObject>().await;
+    }
+
+    /// Deletes every ScaledJob of this test's namespace and waits until they are gone (ebb must
+    /// be running to release its finalizer).
+    pub async fn delete_scaled_jobs(&self) {
+        self.delete_all::<ebb_crds::ScaledJob>().await;
+    }
+
+    async fn delete_all<K>(&self)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let api = self.api::<K>();
+        let kind = K::kind(&Default::default()).to_string();
         let _ = api
             .delete_collection(&Default::default(), &Default::default())
             .await;
         eventually(
-            "the ScaledObjects deleted",
+            &format!("every {kind} deleted"),
             Duration::from_secs(60),
             || async {
                 let left = api

@@ -101,6 +101,17 @@ impl StatusCell {
         }
     }
 
+    /// A cell holding the `stored` conditions of an object, or the initial ones when it has
+    /// none yet.
+    pub fn from_stored(stored: Option<&[Condition]>) -> Self {
+        Self::new(
+            stored
+                .filter(|c| !c.is_empty())
+                .map(<[Condition]>::to_vec)
+                .unwrap_or_else(initial_conditions),
+        )
+    }
+
     /// Sets `wanted`, then calls `write` with whether any condition changed and the whole
     /// list, holding the cell until `write`'s future is done. `write` decides whether to patch.
     pub async fn write<T, F, Fut>(&self, wanted: &[Wanted<'_>], write: F) -> T

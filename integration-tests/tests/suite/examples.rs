@@ -389,16 +389,7 @@ async fn redis_list_job_runs_one_job_per_item() {
     items.sort();
     items.dedup();
     assert_eq!(items.len(), 6, "each Job took a different item: {taken:?}");
-    let api = env.api::<ebb_crds::ScaledJob>();
-    let _ = api.delete("redis-list-job", &Default::default()).await;
-    eventually("the ScaledJob deleted", DEADLINE, || async {
-        let left = api
-            .get_opt("redis-list-job")
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure(left.is_none(), || "still there".into())
-    })
-    .await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
     redis.del(&["renders"]).await;
 }

@@ -106,23 +106,6 @@ async fn condition(env: &TestEnv, name: &str, type_: &str, status: &str) -> Resu
     )
 }
 
-async fn delete_scaled_jobs(env: &TestEnv) {
-    let api = env.api::<ScaledJob>();
-    let _ = api
-        .delete_collection(&Default::default(), &Default::default())
-        .await;
-    eventually("the ScaledJobs deleted", DEADLINE, || async {
-        let left = api
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure(left.items.is_empty(), || {
-            format!("{} left", left.items.len())
-        })
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_redis_list_of_ten_runs_as_jobs_four_at_a_time_until_it_is_empty() {
     let env = setup("sj-redis").await;
@@ -226,7 +209,7 @@ async fn a_redis_list_of_ten_runs_as_jobs_four_at_a_time_until_it_is_empty() {
     )
     .await;
 
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }
 
@@ -361,7 +344,7 @@ async fn each_strategy_creates_what_its_decision_table_says_with_pending_and_run
             assert_eq!(jobs_after.len() as i64, total, "{name}: Jobs");
         }
     }
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }
 
@@ -370,11 +353,16 @@ async fn history_limits_keep_the_newest_finished_jobs() {
     let env = setup("sj-history").await;
     let ebb = env.start_ebb();
     let mut conn = redis(&env).await;
-    for (name, pod) in [
-        ("succeeds", json!({})),
+    // The item is never taken: each poll after a Job ends creates another. Five ended Jobs
+    // are created; two of each outcome are kept, the newest. (Polls 2 s apart: the Jobs'
+    // times, which order them, are in whole seconds.) Each ScaledJob is created when it is
+    // watched, so its first Job is seen as the only one.
+    for (name, pod, outcome) in [
+        ("succeeds", json!({}), "Complete"),
         (
             "fails",
             json!({"annotations": {"ebb.dev/job-outcome": "failed"}}),
+            "Failed",
         ),
     ] {
         let list = unique_name(&format!("sj-{name}"));
@@ -384,18 +372,13 @@ async fn history_limits_keep_the_newest_finished_jobs() {
             name,
             &list,
             pod,
-            json!({"maxReplicaCount": 1, "successfulJobsHistoryLimit": 2, "failedJobsHistoryLimit": 2}),
+            json!({"maxReplicaCount": 1, "pollingInterval": 2, "successfulJobsHistoryLimit": 2, "failedJobsHistoryLimit": 2}),
         ))
         .await;
-    }
-    // The item is never taken: each poll after a Job ends creates another. Five ended Jobs
-    // were created; two of each outcome are kept, the newest.
-    for (name, outcome) in [("succeeds", "Complete"), ("fails", "Failed")] {
         let first = eventually(&format!("{name}: a first Job"), DEADLINE, || async {
             let jobs = jobs_of(&env, name).await;
-            jobs.first()
-                .map(ResourceExt::name_any)
-                .ok_or_else(|| "none yet".to_string())
+            ensure(jobs.len() == 1, || format!("{} Jobs", jobs.len()))?;
+            Ok(jobs[0].name_any())
         })
         .await;
         let mut ever = BTreeSet::new();
@@ -420,12 +403,28 @@ async fn history_limits_keep_the_newest_finished_jobs() {
             .iter()
             .map(ResourceExt::name_any)
             .collect();
+        let detail: Vec<String> = jobs_of(&env, name)
+            .await
+            .iter()
+            .map(|j| {
+                format!(
+                    "{} created {:?} completed {:?} {:?}",
+                    j.name_any(),
+                    j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    j.status
+                        .as_ref()
+                        .and_then(|s| s.completion_time.as_ref())
+                        .map(|t| t.0),
+                    finished(j)
+                )
+            })
+            .collect();
         assert!(
             !kept.contains(&oldest),
-            "{name}: the oldest Job {oldest} was deleted: {kept:?}"
+            "{name}: the oldest Job {oldest} was deleted: {detail:#?}"
         );
     }
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }
 
@@ -546,7 +545,7 @@ async fn a_changed_template_replaces_running_jobs_or_lets_them_finish() {
         DEADLINE,
     )
     .await;
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }
 
@@ -607,7 +606,7 @@ async fn a_rabbitmq_queue_starts_one_job_per_message() {
         assert!(text.contains(&line), "{line:?} in:\n{text}");
     }
     amqp.purge(&queue).await;
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }
 
@@ -681,7 +680,7 @@ async fn a_paused_scaled_job_creates_nothing_and_a_bad_one_is_reported() {
         .expect("Paused=False once unpaused");
     env.await_event_reasons("held", &["ScaledJobPaused", "ScaledJobUnpaused"], DEADLINE)
         .await;
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }
 
@@ -734,7 +733,7 @@ async fn ebb_killed_and_restarted_creates_no_duplicate_jobs() {
         5,
         "one Job per item across restarts ({before} when first killed)"
     );
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     ebb.kill().expect("kill");
     let _ = ebb.wait();
 }
@@ -798,6 +797,6 @@ async fn a_failing_trigger_creates_no_job_and_is_reported() {
     let triggers = poll.triggers.clone().unwrap_or_default();
     assert!(triggers[1].error.is_some(), "{poll:?}");
     assert_eq!(triggers[0].queue_length, Some(2.0), "{poll:?}");
-    delete_scaled_jobs(&env).await;
+    env.delete_scaled_jobs().await;
     drop(ebb);
 }

@@ -15,7 +15,7 @@ use crate::admin::Metrics;
 use crate::events::Events;
 use crate::loops::Loops;
 use crate::metric_store::MetricStore;
-use crate::status::{self, StatusCell};
+use crate::status::StatusCell;
 use crate::target::Kinds;
 
 /// Shared by every reconcile.
@@ -165,13 +165,9 @@ impl Context {
         lock(&self.statuses)
             .entry(key.to_string())
             .or_insert_with(|| {
-                let existing = so
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or_else(status::initial_conditions);
-                Arc::new(StatusCell::new(existing))
+                Arc::new(StatusCell::from_stored(
+                    so.status.as_ref().and_then(|s| s.conditions.as_deref()),
+                ))
             })
             .clone()
     }

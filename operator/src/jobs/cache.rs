@@ -4,7 +4,7 @@
 //! counts them even if it comes before their watch event: no poll creates a Job twice.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledJob;
@@ -19,6 +19,7 @@ use tracing::warn;
 
 use super::census::{self, Outcome};
 use super::decision::Existing;
+use super::lock;
 use super::template::GENERATION_ANNOTATION;
 
 /// Per ScaledJob (`namespace/name`), Jobs created and not yet shown by the watch, with when.
@@ -257,8 +258,4 @@ fn slim_pod(pod: &mut Pod) {
         }),
         ..Default::default()
     });
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

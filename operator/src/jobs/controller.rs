@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ebb_crds::ScaledJob;
@@ -33,6 +33,7 @@ use crate::status::{self, Status, StatusCell, Wanted};
 use crate::triggers;
 
 use super::cache::{JobCache, template_generation};
+use super::lock;
 use super::poll_loop::{JobLoop, parse_go_float};
 
 /// The periodic resync of a ScaledJob whose loop runs (picks up rotated authentication).
@@ -605,13 +606,9 @@ fn status_of(jobs: &Jobs, key: &str, sj: &ScaledJob) -> Arc<StatusCell> {
     lock(&jobs.statuses)
         .entry(key.to_string())
         .or_insert_with(|| {
-            let existing = sj
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(status::initial_conditions);
-            Arc::new(StatusCell::new(existing))
+            Arc::new(StatusCell::from_stored(
+                sj.status.as_ref().and_then(|s| s.conditions.as_deref()),
+            ))
         })
         .clone()
 }
@@ -662,10 +659,6 @@ async fn event(jobs: &Jobs, sj: &ScaledJob, type_: EventType, reason: &str, mess
     if let Err(e) = jobs.ctx.events.publish(&note, &sj.object_ref(&())).await {
         warn!(scaledjob = %key_of(sj), reason, error = %e, "publishing an Event");
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -14,3 +14,10 @@ pub mod decision;
 pub mod explain;
 pub mod poll_loop;
 pub mod template;
+
+/// A std mutex's guard; a poisoned lock's data is still used (every writer leaves it whole).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
