@@ -139,7 +139,17 @@ pub fn render(f: &JobFacts) -> String {
         f.object, f.max_replicas
     );
     for (type_, status, reason, message) in &f.conditions {
-        let _ = writeln!(out, "  {type_}: {status} {reason} {message}");
+        let reason = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        let message = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
+        let _ = writeln!(out, "  {type_}: {status}{reason}{message}");
     }
     match &f.jobs {
         Ok((running, succeeded, failed)) => {
