@@ -1088,3 +1088,125 @@ pub fn mariadb(address: &str, user: &(String, String, String), sql: &str) -> Str
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// One call of the SQS JSON protocol (`AmazonSQS.<action>`) to the dev cluster's ElasticMQ,
+/// unsigned (ElasticMQ checks no signature); the answer's JSON, or a panic with its error.
+pub async fn sqs(endpoint: &str, action: &str, body: serde_json::Value) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .post(endpoint)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .body(body.to_string())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("SQS {action}: {e}"));
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "SQS {action}: HTTP {status}: {text}");
+    if text.trim().is_empty() {
+        // DeleteMessage answers with no body.
+        return serde_json::json!({});
+    }
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("SQS {action}: {e}: {text}"))
+}
+
+/// Creates an SQS queue on ElasticMQ; returns its URL.
+pub async fn sqs_queue(endpoint: &str, name: &str) -> String {
+    let answer = sqs(
+        endpoint,
+        "CreateQueue",
+        serde_json::json!({"QueueName": name}),
+    )
+    .await;
+    answer["QueueUrl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("CreateQueue answered {answer}"))
+        .to_string()
+}
+
+/// Sends `n` messages to an SQS queue, each delayed by `delay_seconds`.
+pub async fn sqs_send(endpoint: &str, queue_url: &str, n: usize, delay_seconds: u32) {
+    for i in 0..n {
+        sqs(
+            endpoint,
+            "SendMessage",
+            serde_json::json!({"QueueUrl": queue_url, "MessageBody": format!("job {i}"), "DelaySeconds": delay_seconds}),
+        )
+        .await;
+    }
+}
+
+/// Receives up to `n` messages (they become in flight for `visibility_seconds`); returns their
+/// receipt handles.
+pub async fn sqs_receive(
+    endpoint: &str,
+    queue_url: &str,
+    n: usize,
+    visibility_seconds: u32,
+) -> Vec<String> {
+    let mut handles = Vec::new();
+    while handles.len() < n {
+        let want = (n - handles.len()).min(10);
+        let answer = sqs(
+            endpoint,
+            "ReceiveMessage",
+            serde_json::json!({"QueueUrl": queue_url, "MaxNumberOfMessages": want, "VisibilityTimeout": visibility_seconds, "WaitTimeSeconds": 1}),
+        )
+        .await;
+        let messages = answer["Messages"].as_array().cloned().unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        handles.extend(
+            messages
+                .iter()
+                .filter_map(|m| m["ReceiptHandle"].as_str().map(String::from)),
+        );
+    }
+    handles
+}
+
+/// Deletes received messages by their receipt handles.
+pub async fn sqs_delete(endpoint: &str, queue_url: &str, handles: &[String]) {
+    for handle in handles {
+        sqs(
+            endpoint,
+            "DeleteMessage",
+            serde_json::json!({"QueueUrl": queue_url, "ReceiptHandle": handle}),
+        )
+        .await;
+    }
+}
+
+/// One read of a scaler's first (External) metric; the error as text.
+pub async fn read_scaler(
+    scaler: &dyn ebb_scalers::Scaler,
+) -> Result<ebb_scalers::MetricsAndActivity, String> {
+    let name = scaler.metric_specs()[0]
+        .external_name()
+        .expect("an external metric")
+        .to_string();
+    scaler
+        .metrics_and_activity(&name)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Reads the scaler until its value is `value` (the source has caught up), for at most 30 s.
+pub async fn read_scaler_until(
+    scaler: &dyn ebb_scalers::Scaler,
+    what: &str,
+    value: f64,
+) -> ebb_scalers::MetricsAndActivity {
+    eventually(
+        &format!("{what}: {value}"),
+        Duration::from_secs(30),
+        || async {
+            let got = read_scaler(scaler).await?;
+            ensure(got.values[0].value == value, || format!("{got:?}"))?;
+            Ok(got)
+        },
+    )
+    .await
+}

@@ -25,11 +25,17 @@ struct Step {
 pub fn run(args: TestArgs) -> Result<()> {
     let started = Instant::now();
     let mut steps = Vec::new();
-    println!("==> cargo xtask test: fmt check, clippy (warnings denied), unit tests, then");
     println!(
-        "    integration tests against a real local Kubernetes, Redis and RabbitMQ, then the demo"
+        "==> cargo xtask test: Debian packages, fmt check, clippy (warnings denied), unit tests, then"
     );
+    println!(
+        "    integration tests against a real local Kubernetes, Redis, RabbitMQ, PostgreSQL, MariaDB,"
+    );
+    println!("    Prometheus, Kafka, NATS and an SQS server, then the demo");
 
+    // protoc (for the external scaler's gRPC code) comes from Debian like the servers, and the
+    // build needs it before clippy runs: a fresh machine installs the packages first.
+    step(&mut steps, "Debian packages", cluster::packages::ensure)?;
     step(&mut steps, "rustfmt --check", || {
         cargo(&["fmt", "--all", "--", "--check"])
     })?;

@@ -16,6 +16,7 @@
 //!
 //! Anything else goes in `tests/disruptive/`.
 
+mod aws_sqs_scaler;
 mod brokers;
 mod control_plane;
 mod crds;
@@ -29,6 +30,7 @@ mod extreme_values;
 mod kubernetes_workload_scaler;
 mod metrics_api;
 mod metrics_api_scaler;
+mod nats_jetstream_scaler;
 mod operator_activation;
 mod operator_auth_providers;
 mod operator_auth_refresh;

@@ -22,6 +22,8 @@ pub const ETCD_VERSION: &str = "3.6.5";
 pub const KWOK_VERSION: &str = "0.7.0";
 /// Helm, only to render and lint `deploy/helm/ebb` in the tests.
 pub const HELM_VERSION: &str = "3.21.4";
+/// nats-server, with JetStream, for the `nats-jetstream` scaler's tests.
+pub const NATS_VERSION: &str = "2.15.3";
 
 /// Programs built from `k8s.io/kubernetes`.
 const KUBERNETES_PROGRAMS: [&str; 4] = [
@@ -121,11 +123,11 @@ pub fn ensure() -> Result<Binaries> {
     let binaries = Binaries::cached();
     let stamp = binaries.bin.join(".versions");
     let wanted = format!(
-        "kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION} helm=v{HELM_VERSION}\n"
+        "kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION} helm=v{HELM_VERSION} nats=v{NATS_VERSION}\n"
     );
     if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}: cached in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}, nats-server v{NATS_VERSION}: cached in {}",
             binaries.bin.display()
         );
         return Ok(binaries);
@@ -137,7 +139,10 @@ pub fn ensure() -> Result<Binaries> {
         })
         .map(|(program, _, _)| *program)
         .collect();
-    if stale.iter().any(|p| !matches!(*p, "kwok" | "helm")) {
+    if stale
+        .iter()
+        .any(|p| !matches!(*p, "kwok" | "helm" | "nats-server"))
+    {
         println!(
             "  building Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION} from the Go module proxy into {}",
             binaries.bin.display()
@@ -159,6 +164,13 @@ pub fn ensure() -> Result<Binaries> {
         );
         build_helm(&root, &binaries.bin)?;
     }
+    if stale.contains(&"nats-server") {
+        println!(
+            "  building nats-server v{NATS_VERSION} (JetStream) into {}",
+            binaries.bin.display()
+        );
+        build_nats(&root, &binaries.bin)?;
+    }
     for (program, args, expected) in programs() {
         if !reports_version(&binaries.path(program), args, &expected) {
             bail!(
@@ -169,7 +181,7 @@ pub fn ensure() -> Result<Binaries> {
     }
     if stale.is_empty() {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}: cached and verified in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}, nats-server v{NATS_VERSION}: cached and verified in {}",
             binaries.bin.display()
         );
     }
@@ -178,7 +190,7 @@ pub fn ensure() -> Result<Binaries> {
 }
 
 /// Every program: (name, version arguments, text its version output must contain).
-fn programs() -> [(&'static str, &'static [&'static str], String); 7] {
+fn programs() -> [(&'static str, &'static [&'static str], String); 8] {
     let kubernetes = format!("Kubernetes v{KUBERNETES_VERSION}");
     [
         ("kube-apiserver", &["--version"], kubernetes.clone()),
@@ -204,6 +216,11 @@ fn programs() -> [(&'static str, &'static [&'static str], String); 7] {
             format!("kwok version v{KWOK_VERSION}"),
         ),
         ("helm", &["version", "--short"], format!("v{HELM_VERSION}")),
+        (
+            "nats-server",
+            &["--version"],
+            format!("nats-server: v{NATS_VERSION}"),
+        ),
     ]
 }
 
@@ -333,6 +350,23 @@ fn build_helm(root: &Path, bin: &Path) -> Result<()> {
         ))
         .arg(format!("helm.sh/helm/v3/cmd/helm@v{HELM_VERSION}"));
     go_build_with_progress(install, "go install helm")
+}
+
+/// nats-server's module has no replace directives; its release stamps nothing we check beyond
+/// the version compiled into the source.
+fn build_nats(root: &Path, bin: &Path) -> Result<()> {
+    fs::create_dir_all(bin)?;
+    let mut install = go_command(root);
+    install
+        .env("GOBIN", bin)
+        .args(["install", "-v", "-trimpath", "-ldflags=-s -w"])
+        .arg(format!("github.com/nats-io/nats-server/v2@v{NATS_VERSION}"));
+    go_build_with_progress(install, "go install nats-server")?;
+    // `go install` names the program after the module's last path element.
+    if bin.join("v2").exists() {
+        fs::rename(bin.join("v2"), bin.join("nats-server"))?;
+    }
+    Ok(())
 }
 
 /// Runs a `go build -v`, printing a progress line every 200 compiled packages.

@@ -1,15 +1,17 @@
 //! The local development cluster: upstream Kubernetes, etcd, kwok, Redis (standalone, TLS,
-//! Cluster, Sentinel), RabbitMQ, PostgreSQL, MariaDB and Prometheus (scraping an exporter the
-//! tests control) as plain processes on loopback, each under its own pid file and log in
+//! Cluster, Sentinel), RabbitMQ, PostgreSQL, MariaDB, Prometheus (scraping an exporter the
+//! tests control), Kafka, NATS JetStream and ElasticMQ (SQS) as plain processes on loopback, each under its own pid file and log in
 //! `target/dev-cluster/`.
 
 pub mod binaries;
 pub mod certs;
 pub mod exporter;
+pub mod jvm;
 pub mod metrics_api;
 pub mod packages;
 pub mod process;
 pub mod services;
+pub mod streams;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,23 @@ pub mod ports {
     /// A second Prometheus on the same series, over TLS only, asking for a client certificate
     /// and basic auth.
     pub const PROMETHEUS_SECURE: u16 = 32692;
+    /// Kafka's plaintext listener (no authentication).
+    pub const KAFKA: u16 = 32620;
+    /// Kafka's KRaft controller listener (the broker is its own controller).
+    pub const KAFKA_CONTROLLER: u16 = 32621;
+    /// Kafka with SASL (PLAIN, SCRAM-SHA-256/512, OAUTHBEARER) over plaintext.
+    pub const KAFKA_SASL: u16 = 32622;
+    /// Kafka with SASL over TLS (server certificate of the dev CA; a client certificate is
+    /// verified when given).
+    pub const KAFKA_SASL_TLS: u16 = 32623;
+    /// Kafka over TLS, no SASL (a client certificate is verified when given).
+    pub const KAFKA_TLS: u16 = 32627;
+    /// nats-server's client port (JetStream enabled).
+    pub const NATS: u16 = 32624;
+    /// nats-server's HTTP monitoring port (`/jsz`, `/varz`, `/healthz`).
+    pub const NATS_MONITORING: u16 = 32625;
+    /// ElasticMQ's SQS API (query and JSON protocols).
+    pub const SQS: u16 = 32626;
 }
 
 /// Files and directories of the running cluster, under `target/dev-cluster/`.
@@ -206,6 +225,38 @@ pub struct ClusterInfo {
     /// MariaDB's user and password for the tests (all privileges), and their database.
     #[serde(default)]
     pub mysql_user: (String, String, String),
+    /// `host:port` of Kafka's plaintext listener (no authentication).
+    #[serde(default)]
+    pub kafka_bootstrap: String,
+    /// `host:port` of Kafka's SASL listener over plaintext (PLAIN, SCRAM-SHA-256/512,
+    /// OAUTHBEARER with unsecured tokens).
+    #[serde(default)]
+    pub kafka_sasl_bootstrap: String,
+    /// `host:port` of Kafka's SASL listener over TLS (server certificate from [`Self::tls_ca`]).
+    #[serde(default)]
+    pub kafka_sasl_tls_bootstrap: String,
+    /// `host:port` of Kafka's TLS listener without SASL (a client certificate is verified when
+    /// given).
+    #[serde(default)]
+    pub kafka_tls_bootstrap: String,
+    /// The user and password every SASL mechanism of Kafka knows.
+    #[serde(default)]
+    pub kafka_user: (String, String),
+    /// `nats://` URL of nats-server (JetStream enabled).
+    #[serde(default)]
+    pub nats_url: String,
+    /// `host:port` of nats-server's monitoring endpoint, as the `nats-jetstream` trigger takes it.
+    #[serde(default)]
+    pub nats_monitoring_endpoint: String,
+    /// `http://` URL of ElasticMQ's SQS API; queue URLs are `<it>/<sqs_account>/<queue>`.
+    #[serde(default)]
+    pub sqs_endpoint: String,
+    /// The account ElasticMQ puts in queue URLs.
+    #[serde(default)]
+    pub sqs_account: String,
+    /// The region ElasticMQ says it is in.
+    #[serde(default)]
+    pub sqs_region: String,
 }
 
 /// `cargo xtask cluster up`: installs, builds and starts whatever is missing; idempotent.
@@ -217,6 +268,8 @@ pub fn up() -> Result<ClusterInfo> {
     packages::ensure()?;
     println!("==> ebb dev cluster: Kubernetes binaries");
     let binaries = binaries::ensure()?;
+    println!("==> ebb dev cluster: Kafka and ElasticMQ jars (Maven Central)");
+    jvm::ensure()?;
     println!("==> ebb dev cluster: certificates and kubeconfigs");
     if certs::ensure(&layout)? {
         // Components still running on an older CA would refuse the new kubeconfigs.
@@ -284,6 +337,19 @@ pub fn up() -> Result<ClusterInfo> {
             services::DATABASE_PASSWORD.to_string(),
             services::MARIADB_DATABASE.to_string(),
         ),
+        kafka_bootstrap: format!("127.0.0.1:{}", ports::KAFKA),
+        kafka_sasl_bootstrap: format!("127.0.0.1:{}", ports::KAFKA_SASL),
+        kafka_sasl_tls_bootstrap: format!("127.0.0.1:{}", ports::KAFKA_SASL_TLS),
+        kafka_tls_bootstrap: format!("127.0.0.1:{}", ports::KAFKA_TLS),
+        kafka_user: (
+            streams::KAFKA_USER.to_string(),
+            streams::KAFKA_PASSWORD.to_string(),
+        ),
+        nats_url: format!("nats://127.0.0.1:{}", ports::NATS),
+        nats_monitoring_endpoint: format!("127.0.0.1:{}", ports::NATS_MONITORING),
+        sqs_endpoint: format!("http://127.0.0.1:{}", ports::SQS),
+        sqs_account: streams::SQS_ACCOUNT.to_string(),
+        sqs_region: streams::SQS_REGION.to_string(),
     };
     fs::write(layout.info_file(), serde_json::to_string_pretty(&info)?)?;
     println!("==> ebb dev cluster is up");
@@ -330,6 +396,22 @@ pub fn up() -> Result<ClusterInfo> {
     println!(
         "  prometheus, client certificate and basic auth: {} (user {})",
         info.prometheus_secure_url, info.prometheus_secure_user.0
+    );
+    println!(
+        "  kafka:      {} (SASL {}, SASL over TLS {}, TLS {}; user {})",
+        info.kafka_bootstrap,
+        info.kafka_sasl_bootstrap,
+        info.kafka_sasl_tls_bootstrap,
+        info.kafka_tls_bootstrap,
+        info.kafka_user.0
+    );
+    println!(
+        "  nats:       {} (monitoring http://{})",
+        info.nats_url, info.nats_monitoring_endpoint
+    );
+    println!(
+        "  sqs:        {} (ElasticMQ, account {}, region {})",
+        info.sqs_endpoint, info.sqs_account, info.sqs_region
     );
     Ok(info)
 }
@@ -378,9 +460,13 @@ fn lock(layout: &Layout) -> Result<nix::fcntl::Flock<fs::File>> {
         .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", layout.root.join("lock").display()))
 }
 
-/// Reads a file relative to the layout, for messages.
+/// The last `lines` lines of a file, for messages.
 pub fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    tail_text(&fs::read_to_string(path).unwrap_or_default(), lines)
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail_text(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -1,5 +1,5 @@
 //! Debian packages the dev cluster runs: Redis, RabbitMQ (management plugin included),
-//! PostgreSQL, MariaDB, Prometheus, openssl and protoc. Installed with apt when a program is
+//! PostgreSQL, MariaDB, Prometheus, openssl, protoc, and a JDK with Maven (for Kafka and ElasticMQ). Installed with apt when a program is
 //! missing; their system services are not started.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// (program that must exist, Debian package providing it).
-const REQUIRED: [(&str, &str); 10] = [
+const REQUIRED: [(&str, &str); 12] = [
     ("/usr/bin/redis-server", "redis-server"),
     ("/usr/bin/redis-cli", "redis-tools"),
     ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
@@ -19,6 +19,8 @@ const REQUIRED: [(&str, &str); 10] = [
     ("/usr/bin/pg_isready", "postgresql-client-15"),
     ("/usr/sbin/mariadbd", "mariadb-server"),
     ("/usr/bin/prometheus", "prometheus"),
+    ("/usr/bin/java", "openjdk-17-jre-headless"),
+    ("/usr/bin/mvn", "maven"),
 ];
 
 /// Installs the packages whose programs are missing.
@@ -30,7 +32,7 @@ pub fn ensure() -> Result<()> {
         .collect();
     if missing.is_empty() {
         println!(
-            "  redis-server, rabbitmq-server, postgresql, mariadb-server, prometheus, openssl, protoc: installed"
+            "  redis-server, rabbitmq-server, postgresql, mariadb-server, prometheus, openssl, protoc, java, maven: installed"
         );
         return Ok(());
     }

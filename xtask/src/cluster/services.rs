@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use super::binaries::Binaries;
 use super::certs::{FRONT_PROXY_CLIENT_NAME, service_tls_file};
 use super::process::{self, wait_until};
-use super::{Layout, ports, tail};
+use super::{Layout, ports, streams, tail};
 
 /// The fake node kwok keeps Ready, so pods are scheduled, Running and Ready without kubelets.
 pub const KWOK_NODE: &str = "kwok-node-0";
@@ -361,6 +361,37 @@ pub const SERVICES: &[Service] = &[
         prometheus_secure_ready,
     )
     .built_on(Foundation::ServiceTls),
+    Service::process(
+        "kafka",
+        &[
+            Port::new(ports::KAFKA, "Kafka (plaintext)"),
+            Port::new(ports::KAFKA_CONTROLLER, "KRaft controller"),
+            Port::new(ports::KAFKA_SASL, "Kafka (SASL)"),
+            Port::new(ports::KAFKA_SASL_TLS, "Kafka (SASL over TLS)"),
+            Port::new(ports::KAFKA_TLS, "Kafka (TLS)"),
+        ],
+        streams::kafka_command,
+        streams::kafka_ready,
+    )
+    .stop_grace(Duration::from_secs(20))
+    .ready(Ready::AtEnd(Duration::from_secs(120)))
+    .built_on(Foundation::ServiceTls),
+    Service::process(
+        "nats",
+        &[
+            Port::new(ports::NATS, "NATS (JetStream)"),
+            Port::new(ports::NATS_MONITORING, "NATS monitoring (HTTP)"),
+        ],
+        streams::nats_command,
+        streams::nats_ready,
+    ),
+    Service::process(
+        "elasticmq",
+        &[Port::new(ports::SQS, "SQS API (HTTP)")],
+        streams::elasticmq_command,
+        streams::elasticmq_ready,
+    )
+    .ready(Ready::AtEnd(Duration::from_secs(90))),
 ];
 
 /// The password of the databases' users: PostgreSQL's `postgres`, MariaDB's [`MARIADB_USER`].
@@ -1139,7 +1170,7 @@ fn give_to(account: &str, path: &Path) -> Result<()> {
 }
 
 /// Runs `cmd` to completion, failing with its output.
-fn run_to_end(mut cmd: Command, what: &str) -> Result<()> {
+pub(super) fn run_to_end(mut cmd: Command, what: &str) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
     if !out.status.success() {
         bail!(
@@ -1478,7 +1509,7 @@ fn prometheus_ready(_: &Layout, _: &Service) -> bool {
     http_get(ports::PROMETHEUS, "/-/ready", None).is_some_and(|(code, _)| code == 200)
 }
 
-fn fresh_dir(dir: &Path) -> Result<PathBuf> {
+pub(super) fn fresh_dir(dir: &Path) -> Result<PathBuf> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
@@ -1497,7 +1528,7 @@ fn kubectl_raw(layout: &Layout, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn connect(port: u16) -> Option<TcpStream> {
+pub(super) fn connect(port: u16) -> Option<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -1507,7 +1538,7 @@ fn connect(port: u16) -> Option<TcpStream> {
     Some(stream)
 }
 
-fn tcp_open(port: u16) -> bool {
+pub(super) fn tcp_open(port: u16) -> bool {
     connect(port).is_some()
 }
 
@@ -1546,7 +1577,11 @@ fn run_redis_cli(options: &[String], args: &[&str]) -> Option<String> {
 }
 
 /// A minimal HTTP/1.0 GET on loopback, for health checks only.
-fn http_get(port: u16, path: &str, basic: Option<(&str, &str)>) -> Option<(u16, String)> {
+pub(super) fn http_get(
+    port: u16,
+    path: &str,
+    basic: Option<(&str, &str)>,
+) -> Option<(u16, String)> {
     let mut s = connect(port)?;
     let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
     if let Some((user, pass)) = basic {
@@ -1605,6 +1640,9 @@ mod tests {
                 "prometheus-exporter",
                 "prometheus",
                 "prometheus-secure",
+                "kafka",
+                "nats",
+                "elasticmq",
             ]
         );
     }
@@ -1701,7 +1739,8 @@ mod tests {
                 "redis-tls",
                 "postgresql",
                 "mariadb",
-                "prometheus-secure"
+                "prometheus-secure",
+                "kafka"
             ]
         );
     }
