@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use async_nats::jetstream;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -1209,4 +1210,59 @@ pub async fn read_scaler_until(
         },
     )
     .await
+}
+
+/// A durable JetStream pull consumer.
+pub type NatsConsumer = jetstream::consumer::Consumer<jetstream::consumer::pull::Config>;
+
+/// A JetStream stream on `<name>.>` with a durable pull consumer `workers` (explicit acks).
+pub async fn nats_stream(nats_url: &str, name: &str) -> (jetstream::Context, NatsConsumer) {
+    let client = async_nats::connect(nats_url).await.expect("NATS connects");
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: vec![format!("{name}.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("stream created");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("workers".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer created");
+    (js, consumer)
+}
+
+/// Publishes `n` messages to `<stream>.jobs`, each acknowledged by JetStream.
+pub async fn nats_publish(js: &jetstream::Context, stream: &str, n: usize) {
+    for i in 0..n {
+        js.publish(format!("{stream}.jobs"), format!("job {i}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+}
+
+/// Pulls `n` messages without acknowledging them.
+pub async fn nats_pull(
+    consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    n: usize,
+) -> Vec<jetstream::Message> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(n)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut got = Vec::new();
+    while let Some(message) = futures::StreamExt::next(&mut batch).await {
+        got.push(message.expect("a message"));
+    }
+    got
 }

@@ -1,8 +1,8 @@
 //! Faults injected into the real components while ebb runs, one at a time (they share the dev
 //! cluster's servers): RabbitMQ killed with SIGKILL and restarted, PostgreSQL, MariaDB and
-//! Prometheus killed together and restarted, kube-apiserver killed and
-//! restarted, the `ebb` process killed with SIGKILL mid-cooldown and restarted, and an event
-//! source that answers only after its timeout. In each, no target is scaled down by the fault,
+//! Prometheus killed together and restarted, NATS and ElasticMQ (SQS) killed together and
+//! restarted, kube-apiserver killed and restarted, the `ebb` process killed with SIGKILL
+//! mid-cooldown and restarted, and an event source that answers only after its timeout. In each, no target is scaled down by the fault,
 //! everything recovers, and nothing leaks. `cargo xtask chaos` repeats these for longer.
 
 use std::collections::BTreeMap;
@@ -337,33 +337,12 @@ async fn sql_servers_and_prometheus_killed_scale_nothing_down_and_recover_within
     }
 
     // From here on (every trigger failing), the first instant each object reads 10 again.
-    let first_reads =
-        std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, Instant>::new()));
-    let watcher = {
-        let (ctx, ns, first_reads) = (ebb.ctx.clone(), env.namespace.clone(), first_reads.clone());
-        let watched: Vec<(String, String)> = names
-            .iter()
-            .zip(triggers.iter().flat_map(|t| [t, t]))
-            .map(|(name, (_, _, metric))| (name.clone(), metric.clone()))
-            .collect();
-        tokio::spawn(async move {
-            loop {
-                for (name, metric) in &watched {
-                    if matches!(
-                        ctx.store.get(&ns, name, metric),
-                        Some((Answer::Value(v), _)) if v == 10.0
-                    ) {
-                        first_reads
-                            .lock()
-                            .expect("lock")
-                            .entry(name.clone())
-                            .or_insert_with(Instant::now);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let watched: Vec<(String, String)> = names
+        .iter()
+        .zip(triggers.iter().flat_map(|t| [t, t]))
+        .map(|(name, (_, _, metric))| (name.clone(), metric.clone()))
+        .collect();
+    let (first_reads, watcher) = first_reads_of(&env, &ebb, watched, 10.0);
     restart_services().await;
     fill();
     let sql_back = Instant::now();
@@ -410,6 +389,177 @@ async fn sql_servers_and_prometheus_killed_scale_nothing_down_and_recover_within
     println!(
         "PostgreSQL, MariaDB and Prometheus back: each trigger read again after {read_again:?}"
     );
+    for (name, took) in &read_again {
+        assert!(
+            *took <= Duration::from_secs(2 * INTERVAL + 1),
+            "{name}: recovery took {took:?}, more than two polls of {INTERVAL}s"
+        );
+    }
+    for name in &names {
+        let counts = replicas.of(name, fault);
+        assert!(
+            counts.iter().all(|(_, n)| *n >= 3),
+            "{name} was scaled down by the outage: {counts:?}"
+        );
+    }
+    env.delete_scaled_objects().await;
+}
+
+/// Shared map of the first instant each object's `metric` reads `value` in ebb's store, filled
+/// by a task that looks every 50 ms until it is aborted.
+type FirstReads = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
+
+fn first_reads_of(
+    env: &TestEnv,
+    ebb: &integration_tests::EbbGuard,
+    watched: Vec<(String, String)>,
+    value: f64,
+) -> (FirstReads, tokio::task::JoinHandle<()>) {
+    let first_reads = FirstReads::default();
+    let (ctx, ns, reads) = (ebb.ctx.clone(), env.namespace.clone(), first_reads.clone());
+    let watcher = tokio::spawn(async move {
+        loop {
+            for (name, metric) in &watched {
+                if matches!(
+                    ctx.store.get(&ns, name, metric),
+                    Some((Answer::Value(v), _)) if v == value
+                ) {
+                    reads
+                        .lock()
+                        .expect("lock")
+                        .entry(name.clone())
+                        .or_insert_with(Instant::now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    (first_reads, watcher)
+}
+
+/// The third wave's servers (NATS with JetStream, ElasticMQ for SQS) killed together under
+/// ScaledObjects with and without fallback: the one with fallback falls back, neither is scaled
+/// down, and once the servers are back (empty: the test makes its stream, consumer and queue
+/// again and refills them) every trigger reads again within two polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls() {
+    let _serial = crate::serial().await;
+    let env = setup("faults-third-wave").await;
+    let ebb = env.start_ebb();
+    let c = env.cluster.clone();
+    const INTERVAL: u64 = 2;
+    let stream = unique_name("faults");
+    let queue_name = unique_name("faults");
+    let fill = || async {
+        let (js, _) = integration_tests::nats_stream(&c.nats_url, &stream).await;
+        integration_tests::nats_publish(&js, &stream, 10).await;
+        let queue = integration_tests::sqs_queue(&c.sqs_endpoint, &queue_name).await;
+        integration_tests::sqs_send(&c.sqs_endpoint, &queue, 10, 0).await;
+        queue
+    };
+    let queue = fill().await;
+    env.create::<k8s_openapi::api::core::v1::Secret>(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws"},
+        "stringData": {"id": "AKIDEBBTEST", "secret": "hunter2"}
+    }))
+    .await;
+    env.create::<ebb_crds::TriggerAuthentication>(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+        "metadata": {"name": "aws"},
+        "spec": {"secretTargetRef": [
+            {"parameter": "awsAccessKeyID", "name": "aws", "key": "id"},
+            {"parameter": "awsSecretAccessKey", "name": "aws", "key": "secret"}
+        ]}
+    }))
+    .await;
+    let triggers = [
+        (
+            "nats",
+            json!({"type": "nats-jetstream", "metadata": {
+                "natsServerMonitoringEndpoint": c.nats_monitoring_endpoint, "account": "$G",
+                "stream": stream, "consumer": "workers", "lagThreshold": "5"
+            }}),
+            format!("s0-nats-jetstream-{stream}"),
+        ),
+        (
+            "sqs",
+            json!({"type": "aws-sqs-queue", "authenticationRef": {"name": "aws"}, "metadata": {
+                "queueURL": queue, "awsRegion": c.sqs_region, "awsEndpoint": c.sqs_endpoint,
+                "queueLength": "5"
+            }}),
+            format!("s0-aws-sqs-{queue_name}"),
+        ),
+    ];
+    let mut names = Vec::new();
+    for (kind, trigger, _) in &triggers {
+        for fallback in [false, true] {
+            let name = format!("{kind}{}", if fallback { "-fallback" } else { "" });
+            let mut spec = json!({
+                "pollingInterval": INTERVAL,
+                "cooldownPeriod": 1,
+                "triggers": [trigger]
+            });
+            if fallback {
+                spec["fallback"] = json!({"failureThreshold": 2, "replicas": 4});
+            }
+            env.create_target(&name, 3, spec).await;
+            names.push(name);
+        }
+    }
+    for name in &names {
+        eventually(&format!("{name}: Active"), DEADLINE, || async {
+            let (status, _, message) = env.condition(name, "Active").await?;
+            ensure(status == "True", || format!("Active={status}: {message}"))
+        })
+        .await;
+    }
+    let replicas = ReplicaLog::start(&env);
+    let fault = Instant::now();
+    for service in ["nats", "elasticmq"] {
+        kill_service(service).await;
+    }
+    for (kind, _, _) in &triggers {
+        let plain = kind.to_string();
+        eventually(&format!("{plain}: Ready=False"), DEADLINE, || async {
+            let (status, _, message) = env.condition(&plain, "Ready").await?;
+            ensure(status == "False", || format!("Ready={status}: {message}"))
+        })
+        .await;
+        let with = format!("{kind}-fallback");
+        eventually(&format!("{with}: Fallback=True"), DEADLINE, || async {
+            let (status, _, message) = env.condition(&with, "Fallback").await?;
+            ensure(status == "True", || format!("Fallback={status}: {message}"))
+        })
+        .await;
+    }
+    let watched: Vec<(String, String)> = names
+        .iter()
+        .zip(triggers.iter().flat_map(|t| [t, t]))
+        .map(|(name, (_, _, metric))| (name.clone(), metric.clone()))
+        .collect();
+    let (first_reads, watcher) = first_reads_of(&env, &ebb, watched, 10.0);
+    restart_services().await;
+    assert_eq!(
+        fill().await,
+        queue,
+        "the queue's URL is the same on the new server"
+    );
+    let back = Instant::now();
+    let read_again: BTreeMap<String, Duration> =
+        eventually("every trigger reads again", DEADLINE, || {
+            let seen = first_reads.lock().expect("lock").clone();
+            let done = seen.len() == names.len();
+            async move {
+                ensure(done, || format!("{:?}", seen.keys().collect::<Vec<_>>()))?;
+                Ok(seen
+                    .into_iter()
+                    .map(|(name, at)| (name, at.saturating_duration_since(back)))
+                    .collect())
+            }
+        })
+        .await;
+    watcher.abort();
+    println!("NATS and ElasticMQ back and refilled: each trigger read again after {read_again:?}");
     for (name, took) in &read_again {
         assert!(
             *took <= Duration::from_secs(2 * INTERVAL + 1),

@@ -51,6 +51,7 @@ mod scaled_jobs;
 mod scalers_through_the_hpa;
 mod secrets;
 mod sql_scalers;
+mod streams_through_the_hpa;
 
 /// Every file in this directory is declared above: with `autotests = false` a file left out is
 /// neither built nor run, silently.

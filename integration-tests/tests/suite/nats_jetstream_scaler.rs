@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::{self, consumer::pull, stream};
 use ebb_scalers::{Registry, Trigger};
-use futures::StreamExt;
-use integration_tests::{dead_address, read_scaler, read_scaler_until, setup, unique_name};
+use integration_tests::{
+    dead_address, nats_publish, nats_pull, nats_stream, read_scaler, read_scaler_until, setup,
+    unique_name,
+};
 
 fn trigger(endpoint: &str, stream: &str, consumer: &str) -> Trigger {
     let metadata: BTreeMap<String, String> = [
@@ -30,70 +31,12 @@ fn trigger(endpoint: &str, stream: &str, consumer: &str) -> Trigger {
     }
 }
 
-/// A JetStream stream on `<name>.>` with a durable pull consumer `workers` (explicit acks).
-pub(crate) async fn stream_with_consumer(
-    nats_url: &str,
-    name: &str,
-) -> (
-    jetstream::Context,
-    jetstream::consumer::Consumer<pull::Config>,
-) {
-    let client = async_nats::connect(nats_url).await.expect("NATS connects");
-    let js = jetstream::new(client);
-    let stream = js
-        .create_stream(stream::Config {
-            name: name.to_string(),
-            subjects: vec![format!("{name}.>")],
-            ..Default::default()
-        })
-        .await
-        .expect("stream created");
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("workers".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer created");
-    (js, consumer)
-}
-
-/// Publishes `n` messages to `<stream>.jobs`, each acknowledged by JetStream.
-pub(crate) async fn publish(js: &jetstream::Context, stream: &str, n: usize) {
-    for i in 0..n {
-        js.publish(format!("{stream}.jobs"), format!("job {i}").into())
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
-    }
-}
-
-/// Pulls `n` messages without acknowledging them.
-pub(crate) async fn pull(
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
-    n: usize,
-) -> Vec<jetstream::Message> {
-    let mut batch = consumer
-        .fetch()
-        .max_messages(n)
-        .messages()
-        .await
-        .expect("fetch");
-    let mut got = Vec::new();
-    while let Some(message) = batch.next().await {
-        got.push(message.expect("a message"));
-    }
-    got
-}
-
 #[tokio::test]
 async fn the_lag_is_pending_plus_unacknowledged_and_errors_are_never_zero() {
     let env = setup("nats-scaler").await;
     let endpoint = env.cluster.nats_monitoring_endpoint.clone();
     let name = unique_name("orders");
-    let (js, consumer) = stream_with_consumer(&env.cluster.nats_url, &name).await;
+    let (js, consumer) = nats_stream(&env.cluster.nats_url, &name).await;
     let registry = Registry::with_builtins();
     let scaler = registry
         .build(&trigger(&endpoint, &name, "workers"))
@@ -108,20 +51,20 @@ async fn the_lag_is_pending_plus_unacknowledged_and_errors_are_never_zero() {
             .await
             .active
     );
-    publish(&js, &name, 2).await;
+    nats_publish(&js, &name, 2).await;
     assert!(
         !read_scaler_until(scaler.as_ref(), "2 pending", 2.0)
             .await
             .active
     );
-    publish(&js, &name, 4).await;
+    nats_publish(&js, &name, 4).await;
     assert!(
         read_scaler_until(scaler.as_ref(), "6 pending", 6.0)
             .await
             .active
     );
     // 4 delivered, not acknowledged: still lag (2 pending + 4 awaiting their ack).
-    let delivered = pull(&consumer, 4).await;
+    let delivered = nats_pull(&consumer, 4).await;
     assert_eq!(delivered.len(), 4);
     assert!(
         read_scaler_until(scaler.as_ref(), "2 pending + 4 unacknowledged", 6.0)
