@@ -3,6 +3,7 @@
 pub mod aws_sqs_queue;
 pub mod cron;
 pub mod external;
+pub mod kafka;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod mysql;

@@ -1,0 +1,935 @@
+//! `kafka` and `apache-kafka`: a consumer group's lag on its topics, as KEDA's two Kafka
+//! scalers read it.
+//!
+//! This file holds what does not touch the network: the triggers' metadata as KEDA 2.20 reads
+//! it (the two types differ in small ways: list-valued `topic`, strict booleans and which of
+//! `<key>` and `<key>FromEnv` wins for `apache-kafka`), and the lag arithmetic of [`total_lag`]:
+//! per partition `latest - committed`, KEDA's handling of a group with no committed offset
+//! (`offsetResetPolicy`, `scaleToZeroOnInvalidOffset`), `excludePersistentLag`, and the cap that
+//! keeps the HPA from asking for more consumers than there are partitions. The broker client
+//! that feeds it (shared connections per cluster and credentials, one metadata cache) is built
+//! on top; until it is, neither type is registered.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::error::ConfigError;
+use crate::metric::metric_name;
+use crate::tls::{ClientTls, from_auth_params};
+use crate::trigger::{MetricTargetType, Source, Trigger};
+
+const META: &[Source] = &[Source::Metadata];
+const AUTH: &[Source] = &[Source::Auth];
+
+/// Which of KEDA's two Kafka triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `kafka` (KEDA's sarama-based scaler).
+    Kafka,
+    /// `apache-kafka` (KEDA's kafka-go-based scaler, "experimental").
+    ApacheKafka,
+}
+
+impl Flavor {
+    /// The trigger type KEDA names it by.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Flavor::Kafka => "kafka",
+            Flavor::ApacheKafka => "apache-kafka",
+        }
+    }
+}
+
+/// What a partition without a committed offset counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetResetPolicy {
+    /// The group would start at the end: 1 (so the target wakes and commits), or 0 with
+    /// `scaleToZeroOnInvalidOffset`.
+    Latest,
+    /// The group would start at the beginning: the whole partition, or 0 with
+    /// `scaleToZeroOnInvalidOffset`.
+    Earliest,
+}
+
+/// SASL credentials. Secrets: never printed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Sasl {
+    /// No SASL.
+    None,
+    /// SASL/PLAIN.
+    Plain {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// SCRAM-SHA-256 or SCRAM-SHA-512 (`sha512`).
+    Scram {
+        /// SHA-512 rather than SHA-256.
+        sha512: bool,
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl fmt::Debug for Sasl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Sasl::None => "None",
+            Sasl::Plain { .. } => "Plain",
+            Sasl::Scram { sha512: false, .. } => "ScramSha256",
+            Sasl::Scram { sha512: true, .. } => "ScramSha512",
+        })
+    }
+}
+
+/// How the lag of the partitions becomes the metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LagSettings {
+    /// `lagThreshold`: the target per replica.
+    pub lag_threshold: f64,
+    /// `offsetResetPolicy`.
+    pub offset_reset_policy: OffsetResetPolicy,
+    /// `scaleToZeroOnInvalidOffset`.
+    pub scale_to_zero_on_invalid_offset: bool,
+    /// `excludePersistentLag`.
+    pub exclude_persistent_lag: bool,
+    /// `allowIdleConsumers`.
+    pub allow_idle_consumers: bool,
+    /// `limitToPartitionsWithLag`.
+    pub limit_to_partitions_with_lag: bool,
+    /// `ensureEvenDistributionOfPartitions`.
+    pub ensure_even_distribution: bool,
+}
+
+/// Parsed trigger metadata.
+#[derive(Clone, PartialEq)]
+pub struct KafkaConfig {
+    /// Which trigger type.
+    pub flavor: Flavor,
+    /// `bootstrapServers`, as `host:port`.
+    pub brokers: Vec<String>,
+    /// `consumerGroup`.
+    pub group: String,
+    /// `topic`: empty for every topic the group has offsets for (`kafka`); a list for
+    /// `apache-kafka`.
+    pub topics: Vec<String>,
+    /// `partitionLimitation`: the partitions counted, all when `None`.
+    pub partitions: Option<Vec<i32>>,
+    /// How lag becomes the metric.
+    pub lag: LagSettings,
+    /// `activationLagThreshold`.
+    pub activation_lag_threshold: f64,
+    /// SASL mechanism and credentials.
+    pub sasl: Sasl,
+    /// TLS settings when `tls: enable`.
+    pub tls: Option<ClientTls>,
+    /// How the HPA compares the metric.
+    pub metric_type: MetricTargetType,
+    /// `s<i>-kafka-<topic>` or `s<i>-kafka-<group>-topics`.
+    pub metric_name: String,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("flavor", &self.flavor)
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .field("partitions", &self.partitions)
+            .field("lag", &self.lag)
+            .field("activation_lag_threshold", &self.activation_lag_threshold)
+            .field("sasl", &self.sasl)
+            .field("tls", &self.tls.is_some())
+            .field("metric_name", &self.metric_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `partitionLimitation` as KEDA reads it: comma-separated partition numbers and inclusive
+/// ranges (`1-4,8,10-12`); a reversed range is empty. `None` when the text is not that.
+pub fn parse_partitions(text: &str) -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for term in text.split(',') {
+        let term = term.trim();
+        match term.split('-').collect::<Vec<_>>().as_slice() {
+            [one] => out.push(one.trim().parse().ok()?),
+            [from, to] => {
+                let (from, to): (i32, i32) = (from.trim().parse().ok()?, to.trim().parse().ok()?);
+                out.extend(from..=to);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A Kafka version as sarama accepts one (`2.8.0`, `0.10.2.0`); ebb negotiates versions with
+/// the broker and only checks the text.
+pub fn valid_version(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    let numeric = parts
+        .iter()
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    numeric
+        && if text.starts_with('0') {
+            parts.len() == 4
+        } else {
+            parts.len() == 3
+        }
+}
+
+impl KafkaConfig {
+    /// Parses a `kafka` or `apache-kafka` trigger.
+    pub fn parse(t: &Trigger, flavor: Flavor) -> Result<Self, ConfigError> {
+        // `kafka` takes `<key>FromEnv` over `<key>`; `apache-kafka` the other way round.
+        let env_first: &[Source] = match flavor {
+            Flavor::Kafka => &[Source::Env, Source::Metadata],
+            Flavor::ApacheKafka => &[Source::Metadata, Source::Env],
+        };
+        let split = |text: &str| -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let brokers = split(&t.required("bootstrapServers", env_first)?.value);
+        if brokers.is_empty() {
+            return Err(t.error("bootstrapServers", "expected host:port[,host:port...]"));
+        }
+        let group = t
+            .required("consumerGroup", env_first)?
+            .value
+            .trim()
+            .to_string();
+        let topic = t
+            .lookup("topic", env_first)?
+            .map(|f| f.value.trim().to_string());
+        let topics = match (flavor, topic) {
+            (_, None) => Vec::new(),
+            (Flavor::Kafka, Some(topic)) => vec![topic],
+            (Flavor::ApacheKafka, Some(list)) => split(&list),
+        };
+        let partitions = match t.lookup("partitionLimitation", META)? {
+            Some(found) if !topics.is_empty() => {
+                Some(parse_partitions(&found.value).ok_or_else(|| {
+                    t.error(
+                        "partitionLimitation",
+                        "expected partition numbers and ranges, e.g. 1,2,10-12",
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        let boolean = |key: &str| -> Result<bool, ConfigError> {
+            match flavor {
+                Flavor::Kafka => t.bool_or(key, META, false),
+                // Read as JSON by KEDA's typed config: only `true` and `false`.
+                Flavor::ApacheKafka => match t.lookup(key, META)? {
+                    None => Ok(false),
+                    Some(found) => match found.value.trim() {
+                        "true" => Ok(true),
+                        "false" => Ok(false),
+                        _ => Err(t.error(key, "expected true or false")),
+                    },
+                },
+            }
+        };
+        let lag_threshold = t.threshold_or("lagThreshold", 10.0)?;
+        if lag_threshold == 0.0 {
+            return Err(t.error("lagThreshold", "expected a number above 0"));
+        }
+        let offset_reset_policy = match t.lookup("offsetResetPolicy", META)? {
+            None => OffsetResetPolicy::Latest,
+            Some(found) => match found.value.trim() {
+                "latest" => OffsetResetPolicy::Latest,
+                "earliest" => OffsetResetPolicy::Earliest,
+                _ => return Err(t.error("offsetResetPolicy", "expected latest or earliest")),
+            },
+        };
+        let lag = LagSettings {
+            lag_threshold,
+            offset_reset_policy,
+            scale_to_zero_on_invalid_offset: boolean("scaleToZeroOnInvalidOffset")?,
+            exclude_persistent_lag: boolean("excludePersistentLag")?,
+            allow_idle_consumers: boolean("allowIdleConsumers")?,
+            limit_to_partitions_with_lag: boolean("limitToPartitionsWithLag")?,
+            ensure_even_distribution: boolean("ensureEvenDistributionOfPartitions")?,
+        };
+        if lag.limit_to_partitions_with_lag && lag.allow_idle_consumers {
+            return Err(t.error(
+                "limitToPartitionsWithLag",
+                "cannot be set together with allowIdleConsumers",
+            ));
+        }
+        if lag.limit_to_partitions_with_lag && lag.ensure_even_distribution {
+            return Err(t.error(
+                "limitToPartitionsWithLag",
+                "cannot be set together with ensureEvenDistributionOfPartitions",
+            ));
+        }
+        if topics.is_empty() {
+            if lag.limit_to_partitions_with_lag {
+                return Err(t.error("limitToPartitionsWithLag", "needs a topic"));
+            }
+            if lag.ensure_even_distribution && flavor == Flavor::Kafka {
+                return Err(t.error("ensureEvenDistributionOfPartitions", "needs a topic"));
+            }
+        }
+        if flavor == Flavor::Kafka
+            && let Some(version) = t.lookup("version", META)?
+            && !valid_version(version.value.trim())
+        {
+            return Err(t.error("version", "expected a Kafka version such as 2.8.0"));
+        }
+        let name = if topics.is_empty() {
+            format!("kafka-{group}-topics")
+        } else {
+            format!("kafka-{}", topics.join(","))
+        };
+        Ok(Self {
+            sasl: parse_sasl(t, flavor)?,
+            tls: parse_tls(t, flavor)?,
+            activation_lag_threshold: t.threshold_or("activationLagThreshold", 0.0)?,
+            metric_type: t.metric_type(
+                &[MetricTargetType::AverageValue, MetricTargetType::Value],
+                MetricTargetType::AverageValue,
+            )?,
+            metric_name: metric_name(t.index, &name),
+            flavor,
+            brokers,
+            group,
+            topics,
+            partitions,
+            lag,
+        })
+    }
+}
+
+/// `sasl` from the metadata, else the TriggerAuthentication (KEDA 2.20 documents that the
+/// ScaledObject's value wins), with `username` and `password` from the TriggerAuthentication.
+fn parse_sasl(t: &Trigger, flavor: Flavor) -> Result<Sasl, ConfigError> {
+    let mode = t
+        .lookup("sasl", &[Source::Metadata, Source::Auth])?
+        .map(|f| f.value.trim().to_string())
+        .unwrap_or_else(|| "none".to_string());
+    let credentials = || -> Result<(String, String), ConfigError> {
+        let username = t.required("username", AUTH)?.value.trim().to_string();
+        let password = t.required("password", AUTH)?.value.trim().to_string();
+        Ok((username, password))
+    };
+    let not_implemented = |what: &str| {
+        t.error(
+            "sasl",
+            format!(
+                "{what} is not implemented in ebb; use plaintext, scram_sha256 or scram_sha512"
+            ),
+        )
+    };
+    match mode.as_str() {
+        "none" => Ok(Sasl::None),
+        "plaintext" => {
+            let (username, password) = credentials()?;
+            Ok(Sasl::Plain { username, password })
+        }
+        "scram_sha256" | "scram_sha512" => {
+            let (username, password) = credentials()?;
+            Ok(Sasl::Scram {
+                sha512: mode == "scram_sha512",
+                username,
+                password,
+            })
+        }
+        "oauthbearer" if flavor == Flavor::Kafka => Err(not_implemented("oauthbearer")),
+        "gssapi" => Err(not_implemented("gssapi (Kerberos)")),
+        "aws_msk_iam" if flavor == Flavor::ApacheKafka => Err(not_implemented("aws_msk_iam")),
+        _ => Err(t.error(
+            "sasl",
+            "expected none, plaintext, scram_sha256, scram_sha512, oauthbearer or gssapi",
+        )),
+    }
+}
+
+/// `tls: enable` (metadata, else TriggerAuthentication) with `ca`, `cert`, `key` and
+/// `keyPassword` from the TriggerAuthentication and, for `kafka`, `unsafeSsl` from the metadata.
+fn parse_tls(t: &Trigger, flavor: Flavor) -> Result<Option<ClientTls>, ConfigError> {
+    let enabled = match t.lookup("tls", &[Source::Metadata, Source::Auth])? {
+        None => false,
+        Some(found) => match found.value.trim() {
+            "enable" => true,
+            "disable" => false,
+            _ => return Err(t.error("tls", "expected enable or disable")),
+        },
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    let mut tls = from_auth_params(t)?;
+    if flavor == Flavor::Kafka {
+        tls.unsafe_ssl = t.bool_or("unsafeSsl", META, false)?;
+    }
+    Ok(Some(tls))
+}
+
+/// One partition's offsets, as the broker answered them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The group's committed offset; -1 when it has none.
+    pub committed: i64,
+    /// The partition's latest offset (its high watermark); `None` when ListOffsets did not
+    /// answer for it.
+    pub latest: Option<i64>,
+}
+
+/// What the partitions add up to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TotalLag {
+    /// The metric: the lag, capped as the settings say.
+    pub metric: f64,
+    /// The lag persistent partitions included: what activation compares.
+    pub with_persistent: i64,
+}
+
+/// Committed offsets seen at the previous read, for `excludePersistentLag`.
+pub type Previous = BTreeMap<(String, i32), i64>;
+
+/// One partition's (lag, lag with persistent partitions included), as KEDA counts them.
+fn partition_lag(s: &LagSettings, p: &PartitionOffsets, previous: &mut Previous) -> (i64, i64) {
+    if p.committed == -1 {
+        if s.scale_to_zero_on_invalid_offset {
+            return (0, 0);
+        }
+        return match (s.offset_reset_policy, p.latest) {
+            (OffsetResetPolicy::Latest, _) => (1, 1),
+            (OffsetResetPolicy::Earliest, Some(latest)) => (latest, latest),
+            (OffsetResetPolicy::Earliest, None) => (0, 0),
+        };
+    }
+    let Some(latest) = p.latest else {
+        return (0, 0);
+    };
+    let lag = latest - p.committed;
+    if s.exclude_persistent_lag {
+        let key = (p.topic.clone(), p.partition);
+        if previous.get(&key) == Some(&p.committed) {
+            return (0, lag);
+        }
+        previous.insert(key, p.committed);
+    }
+    (lag, lag)
+}
+
+/// The group's total lag over `partitions`, capped unless idle consumers are allowed: the
+/// metric asks for at most one replica per partition (per partition with lag, with
+/// `limitToPartitionsWithLag`), compared with KEDA's integer division; with
+/// `ensureEvenDistributionOfPartitions` it is rounded up to a replica count that divides the
+/// partitions evenly.
+pub fn total_lag(
+    s: &LagSettings,
+    partitions: &[PartitionOffsets],
+    previous: &mut Previous,
+) -> TotalLag {
+    let mut lag: i64 = 0;
+    let mut with_persistent: i64 = 0;
+    let mut with_lag: i64 = 0;
+    for p in partitions {
+        let (l, w) = partition_lag(s, p, previous);
+        lag = lag.saturating_add(l);
+        with_persistent = with_persistent.saturating_add(w);
+        if l > 0 {
+            with_lag += 1;
+        }
+    }
+    let count = partitions.iter().filter(|p| p.latest.is_some()).count() as i64;
+    let threshold = s.lag_threshold;
+    let mut metric = lag as f64;
+    if !s.allow_idle_consumers || s.limit_to_partitions_with_lag || s.ensure_even_distribution {
+        let mut upper = count;
+        if s.ensure_even_distribution {
+            let factor = (1..=count)
+                .find(|f| count % f == 0 && *f as f64 * threshold >= metric)
+                .unwrap_or(count);
+            metric = factor as f64 * threshold;
+        }
+        if s.limit_to_partitions_with_lag {
+            upper = with_lag;
+        }
+        if (metric / threshold).floor() > upper as f64 {
+            metric = upper as f64 * threshold;
+        }
+    }
+    TotalLag {
+        metric,
+        with_persistent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Key-value pairs of a table row.
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn trigger(meta: Pairs, auth: Pairs) -> Trigger {
+        let map = |pairs: Pairs| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        Trigger {
+            index: 0,
+            trigger_type: "kafka".into(),
+            metadata: map(meta),
+            auth_params: map(auth),
+            ..Default::default()
+        }
+    }
+
+    const B: (&str, &str) = ("bootstrapServers", "foobar:9092");
+    const G: (&str, &str) = ("consumerGroup", "my-group");
+    const T: (&str, &str) = ("topic", "my-topic");
+
+    /// KEDA's `kafka` parse table (kafka_scaler_test.go), each row with and without SASL/PLAIN
+    /// credentials in the TriggerAuthentication.
+    #[test]
+    fn keda_s_kafka_parse_rows() {
+        let rows: &[(Pairs, bool)] = &[
+            (&[], false),
+            (&[B], false),
+            (&[B, G], true),
+            (&[B, G, ("partitionLimitation", "1,2,3,4,5,6")], true),
+            (&[B, G, ("partitionLimitation", "           ")], true),
+            (&[B, G, ("partitionLimitation", "")], true),
+            (&[B, G, T, ("version", "1.2.3.4")], false),
+            (&[B, G, T, ("lagThreshold", "-1")], false),
+            (&[B, G, T, ("lagThreshold", "0")], false),
+            (
+                &[
+                    B,
+                    G,
+                    T,
+                    ("lagThreshold", "1000000"),
+                    ("activationLagThreshold", "0"),
+                ],
+                true,
+            ),
+            (
+                &[
+                    B,
+                    G,
+                    T,
+                    ("lagThreshold", "10"),
+                    ("activationLagThreshold", "AA"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    B,
+                    G,
+                    T,
+                    ("lagThreshold", "10"),
+                    ("activationLagThreshold", "0"),
+                ],
+                true,
+            ),
+            (&[B, G, T], true),
+            (&[B, G, T, ("partitionLimitation", "1,2,3,4")], true),
+            (&[B, G, T, ("partitionLimitation", "1-4")], true),
+            (&[B, G, T, ("partitionLimitation", "1-4,8,10-12")], true),
+            (&[B, G, T, ("partitionLimitation", "a,b,c,d")], false),
+            (&[("bootstrapServers", "foo:9092,bar:9092"), G, T], true),
+            (&[B, G, T, ("offsetResetPolicy", "latest")], true),
+            (&[B, G, T, ("offsetResetPolicy", "foo")], false),
+            (&[B, G, T, ("offsetResetPolicy", "earliest")], true),
+            (&[B, G, T, ("allowIdleConsumers", "notvalid")], false),
+            (&[B, G, T, ("allowIdleConsumers", "true")], true),
+            (&[B, G, T, ("excludePersistentLag", "notvalid")], false),
+            (&[B, G, T, ("excludePersistentLag", "true")], true),
+            (
+                &[
+                    B,
+                    G,
+                    T,
+                    ("allowIdleConsumers", "true"),
+                    ("version", "1.0.0"),
+                ],
+                true,
+            ),
+            (&[B, G, T, ("limitToPartitionsWithLag", "true")], true),
+            (&[B, G, T, ("limitToPartitionsWithLag", "notvalid")], false),
+            (
+                &[
+                    B,
+                    G,
+                    T,
+                    ("allowIdleConsumers", "true"),
+                    ("limitToPartitionsWithLag", "true"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    B,
+                    G,
+                    T,
+                    ("allowIdleConsumers", "true"),
+                    ("limitToPartitionsWithLag", "false"),
+                ],
+                true,
+            ),
+            (&[B, G, ("limitToPartitionsWithLag", "true")], false),
+        ];
+        for auth in [
+            &[
+                ("sasl", "plaintext"),
+                ("username", "admin"),
+                ("password", "admin"),
+            ] as Pairs,
+            &[],
+        ] {
+            for (i, (meta, ok)) in rows.iter().enumerate() {
+                let parsed = KafkaConfig::parse(&trigger(meta, auth), Flavor::Kafka);
+                assert_eq!(parsed.is_ok(), *ok, "row {i} (auth {auth:?}): {parsed:?}");
+            }
+        }
+        let c = KafkaConfig::parse(
+            &trigger(&[B, G, T, ("partitionLimitation", "1-4,8,10-12")], &[]),
+            Flavor::Kafka,
+        )
+        .unwrap();
+        assert_eq!(c.partitions, Some(vec![1, 2, 3, 4, 8, 10, 11, 12]));
+        assert_eq!(c.metric_name, "s0-kafka-my-topic");
+        assert_eq!(c.lag.lag_threshold, 10.0);
+        assert_eq!(c.lag.offset_reset_policy, OffsetResetPolicy::Latest);
+        let c = KafkaConfig::parse(
+            &trigger(&[B, G, ("partitionLimitation", "1,2")], &[]),
+            Flavor::Kafka,
+        )
+        .unwrap();
+        assert_eq!(
+            c.partitions, None,
+            "without a topic the limitation is ignored"
+        );
+        assert_eq!(c.metric_name, "s0-kafka-my-group-topics");
+        let c = KafkaConfig::parse(
+            &trigger(&[("bootstrapServers", "foo:9092,bar:9092"), G], &[]),
+            Flavor::Kafka,
+        )
+        .unwrap();
+        assert_eq!(c.brokers, ["foo:9092", "bar:9092"]);
+    }
+
+    /// KEDA's authentication rows for `kafka` (the valid metadata: two brokers, a group, a
+    /// topic), except what ebb does not implement: oauthbearer and gssapi are refused naming
+    /// `sasl`.
+    #[test]
+    fn keda_s_kafka_auth_rows() {
+        const META: Pairs = &[("bootstrapServers", "broker1:9092,broker2:9092"), G, T];
+        let ca = crate::tls::test_pem::CERT;
+        let rows: Vec<(Vec<(&str, &str)>, bool)> = vec![
+            (
+                vec![
+                    ("sasl", "plaintext"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("sasl", "scram_sha256"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("sasl", "scram_sha512"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("sasl", "plaintext\n"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                ],
+                true,
+            ),
+            (vec![("tls", "enable"), ("ca", ca)], true),
+            (
+                vec![
+                    ("sasl", "plaintext"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("tls", "disable"),
+                ],
+                true,
+            ),
+            (vec![("sasl", "none")], true),
+            (vec![("sasl", "foo")], false),
+            (vec![("sasl", "plaintext"), ("password", "admin")], false),
+            (vec![("sasl", "plaintext"), ("username", "admin")], false),
+            (vec![("tls", "enable"), ("key", "x")], false),
+            (vec![("tls", "enable"), ("cert", ca)], false),
+            (vec![("tls", "yes")], false),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("username", "a"),
+                    ("password", "b"),
+                    ("oauthTokenEndpointUri", "https://website.com"),
+                ],
+                false,
+            ),
+            (
+                vec![("sasl", "gssapi"), ("username", "a"), ("password", "b")],
+                false,
+            ),
+        ];
+        for (i, (auth, ok)) in rows.iter().enumerate() {
+            let mut t = trigger(META, &[]);
+            t.auth_params = auth
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let parsed = KafkaConfig::parse(&t, Flavor::Kafka);
+            assert_eq!(parsed.is_ok(), *ok, "row {i}: {parsed:?}");
+        }
+        // The ScaledObject's value wins over the TriggerAuthentication's (KEDA 2.20's docs).
+        let mut t = trigger(
+            &[B, G, T, ("sasl", "scram_sha512")],
+            &[("username", "u"), ("password", "p")],
+        );
+        t.auth_params.insert("sasl".into(), "plaintext".into());
+        let c = KafkaConfig::parse(&t, Flavor::Kafka).unwrap();
+        assert!(matches!(c.sasl, Sasl::Scram { sha512: true, .. }));
+        assert!(!format!("{c:?}").contains("\"p\""));
+        let e = KafkaConfig::parse(&trigger(&[B, G, T, ("sasl", "gssapi")], &[]), Flavor::Kafka)
+            .unwrap_err();
+        assert_eq!(e.key, "sasl");
+        assert!(e.problem.contains("not implemented"), "{e}");
+    }
+
+    /// KEDA's `apache-kafka` rows where it differs from `kafka`.
+    #[test]
+    fn apache_kafka_reads_topic_lists_and_strict_booleans() {
+        let c = KafkaConfig::parse(
+            &trigger(&[B, G, ("topic", "a, b")], &[]),
+            Flavor::ApacheKafka,
+        )
+        .unwrap();
+        assert_eq!(c.topics, ["a", "b"]);
+        assert_eq!(c.metric_name, "s0-kafka-a,b");
+        assert!(
+            KafkaConfig::parse(
+                &trigger(&[B, G, T, ("allowIdleConsumers", "1")], &[]),
+                Flavor::ApacheKafka
+            )
+            .is_err()
+        );
+        assert!(
+            KafkaConfig::parse(
+                &trigger(&[B, G, T, ("allowIdleConsumers", "1")], &[]),
+                Flavor::Kafka
+            )
+            .is_ok()
+        );
+        assert!(
+            KafkaConfig::parse(
+                &trigger(&[B, G, ("ensureEvenDistributionOfPartitions", "true")], &[]),
+                Flavor::ApacheKafka
+            )
+            .is_ok()
+        );
+        assert!(
+            KafkaConfig::parse(
+                &trigger(&[B, G, ("ensureEvenDistributionOfPartitions", "true")], &[]),
+                Flavor::Kafka
+            )
+            .is_err()
+        );
+        assert!(
+            KafkaConfig::parse(
+                &trigger(
+                    &[
+                        B,
+                        G,
+                        T,
+                        ("ensureEvenDistributionOfPartitions", "true"),
+                        ("limitToPartitionsWithLag", "true")
+                    ],
+                    &[]
+                ),
+                Flavor::ApacheKafka
+            )
+            .is_err()
+        );
+        // `bootstrapServersFromEnv` wins for `kafka`, `bootstrapServers` for `apache-kafka`.
+        let mut t = trigger(&[B, G, T, ("bootstrapServersFromEnv", "BROKERS")], &[]);
+        t.resolved_env.insert("BROKERS".into(), "env:9092".into());
+        assert_eq!(
+            KafkaConfig::parse(&t, Flavor::Kafka).unwrap().brokers,
+            ["env:9092"]
+        );
+        assert_eq!(
+            KafkaConfig::parse(&t, Flavor::ApacheKafka).unwrap().brokers,
+            ["foobar:9092"]
+        );
+    }
+
+    #[test]
+    fn versions_are_checked_as_sarama_checks_them() {
+        for (text, ok) in [
+            ("1.0.0", true),
+            ("2.8.1", true),
+            ("0.10.2.0", true),
+            ("0.10.2", false),
+            ("1.2.3.4", false),
+            ("1.0", false),
+            ("a.b.c", false),
+        ] {
+            assert_eq!(valid_version(text), ok, "{text}");
+        }
+    }
+
+    fn settings() -> LagSettings {
+        LagSettings {
+            lag_threshold: 10.0,
+            offset_reset_policy: OffsetResetPolicy::Latest,
+            scale_to_zero_on_invalid_offset: false,
+            exclude_persistent_lag: false,
+            allow_idle_consumers: false,
+            limit_to_partitions_with_lag: false,
+            ensure_even_distribution: false,
+        }
+    }
+
+    fn parts(offsets: &[(i64, i64)]) -> Vec<PartitionOffsets> {
+        offsets
+            .iter()
+            .enumerate()
+            .map(|(i, (committed, latest))| PartitionOffsets {
+                topic: "t".into(),
+                partition: i as i32,
+                committed: *committed,
+                latest: Some(*latest),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn invalid_offsets_count_as_keda_counts_them() {
+        let p = parts(&[(-1, 500)]);
+        let mut prev = Previous::new();
+        let mut s = settings();
+        assert_eq!(
+            total_lag(&s, &p, &mut prev).with_persistent,
+            1,
+            "latest: 1 wakes the target"
+        );
+        s.offset_reset_policy = OffsetResetPolicy::Earliest;
+        assert_eq!(
+            total_lag(&s, &p, &mut prev).with_persistent,
+            500,
+            "earliest: the whole partition"
+        );
+        s.scale_to_zero_on_invalid_offset = true;
+        assert_eq!(total_lag(&s, &p, &mut prev).with_persistent, 0);
+        s.offset_reset_policy = OffsetResetPolicy::Latest;
+        assert_eq!(total_lag(&s, &p, &mut prev).with_persistent, 0);
+    }
+
+    #[test]
+    fn the_metric_is_capped_at_one_replica_per_partition_by_integer_division() {
+        // (partitions, total lag spread over them, settings tweak, expected metric).
+        let ten = |lag: i64| {
+            let mut offsets = vec![(0, 0); 10];
+            offsets[0] = (0, lag);
+            parts(&offsets)
+        };
+        let mut prev = Previous::new();
+        let s = settings();
+        assert_eq!(total_lag(&s, &ten(50), &mut prev).metric, 50.0);
+        assert_eq!(
+            total_lag(&s, &ten(105), &mut prev).metric,
+            105.0,
+            "105/10 is 10, not above 10"
+        );
+        assert_eq!(total_lag(&s, &ten(115), &mut prev).metric, 100.0);
+        let idle = LagSettings {
+            allow_idle_consumers: true,
+            ..settings()
+        };
+        assert_eq!(total_lag(&idle, &ten(115), &mut prev).metric, 115.0);
+        // One partition of ten has lag: at most one replica.
+        let limited = LagSettings {
+            limit_to_partitions_with_lag: true,
+            ..settings()
+        };
+        assert_eq!(total_lag(&limited, &ten(50), &mut prev).metric, 10.0);
+        // KEDA's documented example for ensureEvenDistributionOfPartitions, 10 partitions.
+        let even = LagSettings {
+            ensure_even_distribution: true,
+            ..settings()
+        };
+        for (lag, want) in [
+            (0, 10.0),
+            (10, 10.0),
+            (11, 20.0),
+            (20, 20.0),
+            (21, 50.0),
+            (50, 50.0),
+            (51, 100.0),
+            (100, 100.0),
+            (250, 100.0),
+        ] {
+            assert_eq!(
+                total_lag(&even, &ten(lag), &mut prev).metric,
+                want,
+                "lag {lag}"
+            );
+        }
+    }
+
+    #[test]
+    fn persistent_lag_is_left_out_of_the_metric_but_keeps_the_trigger_active() {
+        let s = LagSettings {
+            exclude_persistent_lag: true,
+            allow_idle_consumers: true,
+            ..settings()
+        };
+        let mut prev = Previous::new();
+        let first = total_lag(&s, &parts(&[(5, 25), (7, 9)]), &mut prev);
+        assert_eq!((first.metric, first.with_persistent), (22.0, 22));
+        // Partition 0 has not moved: excluded; partition 1 moved.
+        let second = total_lag(&s, &parts(&[(5, 30), (9, 12)]), &mut prev);
+        assert_eq!((second.metric, second.with_persistent), (3.0, 28));
+    }
+
+    #[test]
+    fn partition_lists_parse_as_keda_parses_them() {
+        assert_eq!(parse_partitions("1,2,3,4"), Some(vec![1, 2, 3, 4]));
+        assert_eq!(
+            parse_partitions("1-4,8,10-12"),
+            Some(vec![1, 2, 3, 4, 8, 10, 11, 12])
+        );
+        assert_eq!(parse_partitions("4-1"), Some(vec![]));
+        assert_eq!(parse_partitions("a,b,c,d"), None);
+        assert_eq!(parse_partitions("1-2-3"), None);
+    }
+}
