@@ -1266,3 +1266,104 @@ pub async fn nats_pull(
     }
     got
 }
+
+/// Runs one of Kafka's own command-line tools (`org.apache.kafka.tools.*`, from the jars the
+/// dev cluster's broker runs on) with `stdin`; its stdout, or a panic with its output.
+pub fn kafka_tool(class: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new(xtask::cluster::jvm::java())
+        .args(["-Xmx256m", "-XX:+UseSerialGC", "-cp"])
+        .arg(xtask::cluster::jvm::KAFKA.classpath())
+        .arg(class)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {class}: {e}"));
+    if let Some(text) = stdin {
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(text.as_bytes()).expect("writing stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("waiting for the tool");
+    expect_success(&out, class)
+}
+
+/// Creates `topic` with `partitions` partitions on the broker at `bootstrap`.
+pub fn kafka_topic(bootstrap: &str, topic: &str, partitions: u32) {
+    kafka_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "1",
+        ],
+        None,
+    );
+}
+
+/// Produces `n` keyed messages to `topic` (the keys spread them over the partitions).
+pub fn kafka_produce(bootstrap: &str, topic: &str, n: usize) {
+    let lines: String = (0..n).map(|i| format!("key-{i}\tmessage {i}\n")).collect();
+    kafka_tool(
+        "org.apache.kafka.tools.ConsoleProducer",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--property",
+            "parse.key=true",
+        ],
+        Some(&lines),
+    );
+}
+
+/// The latest offset of each partition of `topic`, by partition, as Kafka's GetOffsetShell
+/// reads them.
+pub fn kafka_latest(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let out = kafka_tool(
+        "org.apache.kafka.tools.GetOffsetShell",
+        &["--bootstrap-server", bootstrap, "--topic", topic],
+        None,
+    );
+    let mut offsets: Vec<(i32, i64)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.rsplitn(3, ':');
+            let offset = parts.next()?.parse().ok()?;
+            let partition = parts.next()?.parse().ok()?;
+            Some((partition, offset))
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Sets `group`'s committed offset of every partition of `topic` to `offset` (the latest where
+/// a partition holds fewer), as Kafka's consumer-groups tool does.
+pub fn kafka_commit(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    kafka_tool(
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--group",
+            group,
+            "--reset-offsets",
+            "--to-offset",
+            &offset.to_string(),
+            "--topic",
+            topic,
+            "--execute",
+        ],
+        None,
+    );
+}

@@ -27,6 +27,7 @@ mod examples;
 mod explain;
 mod external_scaler;
 mod extreme_values;
+mod kafka_scaler;
 mod kubernetes_workload_scaler;
 mod metrics_api;
 mod metrics_api_scaler;

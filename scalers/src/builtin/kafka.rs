@@ -7,19 +7,49 @@
 //! per partition `latest - committed`, KEDA's handling of a group with no committed offset
 //! (`offsetResetPolicy`, `scaleToZeroOnInvalidOffset`), `excludePersistentLag`, and the cap that
 //! keeps the HPA from asking for more consumers than there are partitions. The broker client
-//! that feeds it (shared connections per cluster and credentials, one metadata cache) is built
-//! on top; until it is, neither type is registered.
+//! (shared connections per cluster and credentials, one metadata cache) is in [`kafka_conn`].
+//!
+//! A read: the topics' partitions from the cluster's cached metadata (a topic it does not know
+//! makes it ask again once), the group's committed offsets from its coordinator, the latest
+//! offsets from the partitions' leaders, then [`total_lag`].
+//!
+//! [`kafka_conn`]: super::kafka_conn
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
-use crate::error::ConfigError;
-use crate::metric::metric_name;
+use async_trait::async_trait;
+
+use super::kafka_conn::{ClusterKey, KafkaCluster, KafkaError};
+use crate::error::{ConfigError, ScalerError};
+use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
+use crate::pool::{Lease, SharedPool};
+use crate::registry::Registry;
+use crate::scaler::Scaler;
 use crate::tls::{ClientTls, from_auth_params};
 use crate::trigger::{MetricTargetType, Source, Trigger};
 
 const META: &[Source] = &[Source::Metadata];
 const AUTH: &[Source] = &[Source::Auth];
+
+/// How long one read may take: connecting and authenticating included.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The clients `kafka` and `apache-kafka` triggers share, one per cluster and identity.
+pub type KafkaPool = SharedPool<ClusterKey, KafkaCluster>;
+
+/// Registers `kafka` and `apache-kafka`; both share one pool.
+pub fn register(registry: &mut Registry) {
+    let pool = KafkaPool::new();
+    for flavor in [Flavor::Kafka, Flavor::ApacheKafka] {
+        let pool = pool.clone();
+        registry.register(flavor.type_name(), move |t| {
+            Ok(Box::new(KafkaScaler::new(t, flavor, &pool)?))
+        });
+    }
+}
 
 /// Which of KEDA's two Kafka triggers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +405,158 @@ fn parse_tls(t: &Trigger, flavor: Flavor) -> Result<Option<ClientTls>, ConfigErr
     Ok(Some(tls))
 }
 
+/// The client side of SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677), as Kafka runs it in
+/// SaslAuthenticate rounds: client-first, server-first, client-final with the proof,
+/// server-final with the server's signature, which is checked.
+pub struct Scram {
+    sha512: bool,
+    password: String,
+    nonce: String,
+    client_first_bare: String,
+    auth_message: String,
+    salted: Vec<u8>,
+}
+
+impl fmt::Debug for Scram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scram")
+            .field("sha512", &self.sha512)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hmac(sha512: bool, key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    if sha512 {
+        let mut mac = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(key).expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    } else {
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+fn hash(sha512: bool, data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    if sha512 {
+        sha2::Sha512::digest(data).to_vec()
+    } else {
+        sha2::Sha256::digest(data).to_vec()
+    }
+}
+
+impl Scram {
+    /// A SCRAM exchange for `username` with a fresh random nonce.
+    pub fn new(username: &str, password: &str, sha512: bool) -> Self {
+        let mut random = [0u8; 24];
+        // The OS's random source; if it fails, the time is no worse than no exchange at all
+        // for a nonce that only has to be unique.
+        if getrandom::fill(&mut random).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                .to_le_bytes();
+            random[..16].copy_from_slice(&now);
+        }
+        use base64::Engine;
+        let nonce = base64::engine::general_purpose::STANDARD_NO_PAD.encode(random);
+        Self::with_nonce(username, password, sha512, &nonce)
+    }
+
+    fn with_nonce(username: &str, password: &str, sha512: bool, nonce: &str) -> Self {
+        let name = username.replace('=', "=3D").replace(',', "=2C");
+        Self {
+            sha512,
+            password: password.to_string(),
+            nonce: nonce.to_string(),
+            client_first_bare: format!("n={name},r={nonce}"),
+            auth_message: String::new(),
+            salted: Vec::new(),
+        }
+    }
+
+    /// The client-first message.
+    pub fn client_first(&self) -> String {
+        format!("n,,{}", self.client_first_bare)
+    }
+
+    /// The client-final message answering `server_first`, with the proof.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<String, String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| "the server's first SCRAM message is not text".to_string())?;
+        let field = |name: &str| {
+            text.split(',')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        if let Some(error) = field("e") {
+            return Err(format!("the server refused: {error}"));
+        }
+        let nonce = field("r").ok_or("the server sent no nonce")?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
+            return Err("the server's nonce does not extend ebb's".to_string());
+        }
+        let salt = field("s")
+            .and_then(|s| b64.decode(s).ok())
+            .ok_or("the server sent no salt")?;
+        let rounds: u32 = field("i")
+            .and_then(|i| i.parse().ok())
+            .filter(|i| *i > 0)
+            .ok_or("the server sent no iteration count")?;
+        let mut salted = vec![0u8; if self.sha512 { 64 } else { 32 }];
+        if self.sha512 {
+            pbkdf2::pbkdf2_hmac::<sha2::Sha512>(
+                self.password.as_bytes(),
+                &salt,
+                rounds,
+                &mut salted,
+            );
+        } else {
+            pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+                self.password.as_bytes(),
+                &salt,
+                rounds,
+                &mut salted,
+            );
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        self.auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let client_key = hmac(self.sha512, &salted, b"Client Key");
+        let stored_key = hash(self.sha512, &client_key);
+        let signature = hmac(self.sha512, &stored_key, self.auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        self.salted = salted;
+        Ok(format!("{without_proof},p={}", b64.encode(proof)))
+    }
+
+    /// Checks the server's signature in `server_final`: the server knew the password too.
+    pub fn verify_server(&self, server_final: &[u8]) -> Result<(), String> {
+        use base64::Engine;
+        let text = std::str::from_utf8(server_final).unwrap_or_default();
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(format!("the server refused: {error}"));
+        }
+        let server_key = hmac(self.sha512, &self.salted, b"Server Key");
+        let expected = hmac(self.sha512, &server_key, self.auth_message.as_bytes());
+        let got = text
+            .strip_prefix("v=")
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
+        if got.as_deref() == Some(expected.as_slice()) {
+            Ok(())
+        } else {
+            Err("the server's SCRAM signature is wrong".to_string())
+        }
+    }
+}
+
 /// One partition's offsets, as the broker answered them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -469,6 +651,176 @@ pub fn total_lag(
     TotalLag {
         metric,
         with_persistent,
+    }
+}
+
+/// A `kafka` or `apache-kafka` trigger.
+pub struct KafkaScaler {
+    config: KafkaConfig,
+    lease: Lease<ClusterKey, KafkaCluster>,
+    previous: Mutex<Previous>,
+    source_name: String,
+}
+
+impl fmt::Debug for KafkaScaler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaScaler")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaScaler {
+    /// Parses the trigger and takes a lease on its cluster's shared client.
+    pub fn new(trigger: &Trigger, flavor: Flavor, pool: &KafkaPool) -> Result<Self, ConfigError> {
+        let config = KafkaConfig::parse(trigger, flavor)?;
+        let key = ClusterKey {
+            brokers: config.brokers.clone(),
+            sasl: config.sasl.clone(),
+            tls: config.tls.clone(),
+        };
+        Ok(Self {
+            source_name: format!("kafka {}", config.brokers.join(",")),
+            lease: pool.lease(key),
+            previous: Mutex::new(Previous::new()),
+            config,
+        })
+    }
+
+    fn error(&self, message: impl Into<String>) -> ScalerError {
+        ScalerError::Source {
+            source_name: self.source_name.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The offsets of every partition the trigger counts.
+    async fn offsets(&self, cluster: &KafkaCluster) -> Result<Vec<PartitionOffsets>, KafkaError> {
+        let c = &self.config;
+        // The topics: as named, or every topic the group has committed offsets for.
+        let (topics, committed_all) = if c.topics.is_empty() {
+            let committed = cluster.committed(&c.group, None).await?;
+            let mut topics: Vec<String> = committed.keys().map(|(t, _)| t.clone()).collect();
+            topics.dedup();
+            (topics, Some(committed))
+        } else {
+            (c.topics.clone(), None)
+        };
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut layout = cluster.topics(false).await?;
+        if topics.iter().any(|t| !layout.contains_key(t)) {
+            layout = cluster.topics(true).await?;
+        }
+        let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        let mut leaders = Vec::new();
+        for topic in &topics {
+            let Some(found) = layout.get(topic) else {
+                if c.flavor == Flavor::ApacheKafka {
+                    // kafka-go's scaler counts nothing for a topic the cluster does not have.
+                    continue;
+                }
+                return Err(KafkaError::Broker(format!(
+                    "topic {topic:?} does not exist"
+                )));
+            };
+            for (partition, leader) in &found.partitions {
+                if c.partitions
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(partition))
+                {
+                    continue;
+                }
+                wanted.entry(topic.clone()).or_default().push(*partition);
+                leaders.push((topic.clone(), *partition, *leader));
+            }
+            if !c.topics.is_empty() && !wanted.contains_key(topic) {
+                return Err(KafkaError::Broker(format!(
+                    "expected at least one active partition within the topic {topic:?}"
+                )));
+            }
+        }
+        let committed = match committed_all {
+            Some(all) => all,
+            None => cluster.committed(&c.group, Some(&wanted)).await?,
+        };
+        let latest = cluster.latest(&leaders).await?;
+        Ok(leaders
+            .into_iter()
+            .map(|(topic, partition, _)| {
+                let key = (topic, partition);
+                PartitionOffsets {
+                    committed: committed.get(&key).copied().unwrap_or(-1),
+                    latest: latest.get(&key).copied(),
+                    topic: key.0,
+                    partition,
+                }
+            })
+            .collect())
+    }
+
+    async fn read(&self) -> Result<TotalLag, ScalerError> {
+        let key = self.lease_key();
+        let cluster = self
+            .lease
+            .client(&self.source_name, TIMEOUT, || async move {
+                KafkaCluster::connect(key)
+                    .await
+                    .map_err(|e| self.error(e.to_string()))
+            })
+            .await?;
+        let offsets = match tokio::time::timeout(TIMEOUT, self.offsets(&cluster)).await {
+            Err(_) => {
+                // A connection stuck mid-request is out of step: start afresh.
+                self.lease.invalidate(&cluster).await;
+                return Err(ScalerError::Timeout {
+                    source_name: self.source_name.clone(),
+                    timeout: TIMEOUT,
+                });
+            }
+            Ok(Err(e @ KafkaError::Connection(_))) => {
+                self.lease.invalidate(&cluster).await;
+                return Err(self.error(e.to_string()));
+            }
+            Ok(Err(e)) => return Err(self.error(e.to_string())),
+            Ok(Ok(offsets)) => offsets,
+        };
+        let mut previous = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(total_lag(&self.config.lag, &offsets, &mut previous))
+    }
+
+    fn lease_key(&self) -> ClusterKey {
+        ClusterKey {
+            brokers: self.config.brokers.clone(),
+            sasl: self.config.sasl.clone(),
+            tls: self.config.tls.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Scaler for KafkaScaler {
+    fn metric_specs(&self) -> Vec<MetricSpec> {
+        vec![MetricSpec::External {
+            name: self.config.metric_name.clone(),
+            target: self.config.lag.lag_threshold,
+            target_type: self.config.metric_type,
+        }]
+    }
+
+    async fn metrics_and_activity(&self, metric: &str) -> Result<MetricsAndActivity, ScalerError> {
+        if metric != self.config.metric_name {
+            return Err(ScalerError::UnknownMetric(metric.to_string()));
+        }
+        let lag = self.read().await?;
+        Ok(MetricsAndActivity {
+            values: vec![MetricValue {
+                name: self.config.metric_name.clone(),
+                value: lag.metric,
+            }],
+            active: lag.with_persistent as f64 > self.config.activation_lag_threshold,
+        })
     }
 }
 
@@ -919,6 +1271,32 @@ mod tests {
         // Partition 0 has not moved: excluded; partition 1 moved.
         let second = total_lag(&s, &parts(&[(5, 30), (9, 12)]), &mut prev);
         assert_eq!((second.metric, second.with_persistent), (3.0, 28));
+    }
+
+    /// RFC 7677's SCRAM-SHA-256 example, byte for byte.
+    #[test]
+    fn scram_sha_256_follows_rfc_7677() {
+        let mut scram = Scram::with_nonce("user", "pencil", false, "rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(scram.client_first(), "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        assert_eq!(
+            scram.client_final(server_first).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        assert!(
+            scram
+                .verify_server(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+                .is_ok()
+        );
+        assert!(scram.verify_server(b"v=AAAA").is_err());
+        assert!(scram.verify_server(b"e=invalid-proof").is_err());
+        // A server nonce that does not extend ours is refused.
+        let mut other = Scram::with_nonce("user", "pencil", false, "abc");
+        assert!(other.client_final(b"r=xyz123,s=AAAA,i=4096").is_err());
+        assert_eq!(
+            Scram::with_nonce("a=b,c", "p", true, "n").client_first(),
+            "n,,n=a=3Db=2Cc,r=n"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod aws_sqs_queue;
 pub mod cron;
 pub mod external;
 pub mod kafka;
+pub mod kafka_conn;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod mysql;
@@ -23,6 +24,7 @@ pub fn register(registry: &mut Registry) {
     self::aws_sqs_queue::register(registry);
     self::cron::register(registry);
     self::external::register(registry);
+    self::kafka::register(registry);
     self::kubernetes_workload::register(registry);
     self::metrics_api::register(registry);
     self::mysql::register(registry);
