@@ -147,6 +147,9 @@ async fn lag_follows_committed_offsets_with_keda_s_rules_for_missing_ones_and_th
     .expect_err("a dead broker");
 }
 
+/// A TriggerAuthentication's parameters.
+type AuthParams<'a> = Vec<(&'a str, String)>;
+
 #[tokio::test]
 async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_credentials() {
     let env = setup("kafka-auth").await;
@@ -169,7 +172,7 @@ async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_crede
     let ca = std::fs::read_to_string(&c.tls_ca).expect("the dev CA");
     let (user, password) = c.kafka_user.clone();
     let registry = Registry::with_builtins();
-    let cases: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    let cases: Vec<(&str, String, AuthParams)> = vec![
         (
             "SASL PLAIN",
             c.kafka_sasl_bootstrap.clone(),
