@@ -1350,20 +1350,34 @@ pub fn kafka_latest(bootstrap: &str, topic: &str) -> Vec<i64> {
 /// Sets `group`'s committed offset of every partition of `topic` to `offset` (the latest where
 /// a partition holds fewer), as Kafka's consumer-groups tool does.
 pub fn kafka_commit(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    kafka_reset(
+        bootstrap,
+        group,
+        topic,
+        &["--to-offset", &offset.to_string()],
+    );
+}
+
+/// Commits `group`'s offsets of `topic` at the end of each partition: all consumed.
+pub fn kafka_commit_to_latest(bootstrap: &str, group: &str, topic: &str) {
+    kafka_reset(bootstrap, group, topic, &["--to-latest"]);
+}
+
+fn kafka_reset(bootstrap: &str, group: &str, topic: &str, to: &[&str]) {
+    let mut args = vec![
+        "--bootstrap-server",
+        bootstrap,
+        "--group",
+        group,
+        "--reset-offsets",
+        "--topic",
+        topic,
+        "--execute",
+    ];
+    args.extend_from_slice(to);
     kafka_tool(
         "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-        &[
-            "--bootstrap-server",
-            bootstrap,
-            "--group",
-            group,
-            "--reset-offsets",
-            "--to-offset",
-            &offset.to_string(),
-            "--topic",
-            topic,
-            "--execute",
-        ],
+        &args,
         None,
     );
 }

@@ -1,21 +1,24 @@
-//! The third wave of scalers end to end, on the real control plane: for nats-jetstream and
-//! aws-sqs-queue, a backlog below activation holds the Deployment at 0, a backlog above it
+//! The third wave of scalers end to end, on the real control plane: for kafka, nats-jetstream
+//! and aws-sqs-queue, a backlog below activation holds the Deployment at 0, a backlog above it
 //! activates the Deployment and the real HPA, reading ebb's metric through the aggregator,
 //! scales it out, and once the backlog is consumed it returns to 0. They run side by side in one
 //! namespace, under one turn of the metrics API.
 //!
-//! Each reaches its server the way a user's manifest would: nats-jetstream by its monitoring
-//! endpoint in the metadata, aws-sqs-queue with its access key from a Secret through a
+//! Each reaches its server the way a user's manifest would: kafka over SASL/SCRAM with its
+//! credentials from a Secret, nats-jetstream by its monitoring endpoint in the metadata, aws-sqs-queue with its access key from a Secret through a
 //! TriggerAuthentication.
 
 use std::time::Duration;
 
 use integration_tests::{
-    ensure, eventually, nats_publish, nats_pull, nats_stream, setup, sqs_delete, sqs_queue,
-    sqs_receive, sqs_send, unique_name,
+    ensure, eventually, kafka_commit_to_latest, kafka_produce, kafka_topic, nats_publish,
+    nats_pull, nats_stream, setup, sqs_delete, sqs_queue, sqs_receive, sqs_send, unique_name,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The targets, one per type.
+const NAMES: [&str; 3] = ["by-kafka", "by-nats", "by-sqs"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero() {
@@ -30,8 +33,19 @@ async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero()
     nats_publish(&js, &stream, 1).await;
     let queue = sqs_queue(&c.sqs_endpoint, &unique_name("jobs")).await;
     sqs_send(&c.sqs_endpoint, &queue, 1, 0).await;
+    let topic = unique_name("jobs");
+    let group = unique_name("workers");
+    let (b, t) = (c.kafka_bootstrap.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || {
+        // Four partitions, so the HPA may go to 4. The group has committed nothing: with
+        // `offsetResetPolicy: earliest` its lag is every message, 1.
+        kafka_topic(&b, &t, 4);
+        kafka_produce(&b, &t, 1);
+    })
+    .await
+    .expect("join");
 
-    for name in ["by-nats", "by-sqs"] {
+    for name in NAMES {
         env.create::<k8s_openapi::api::apps::v1::Deployment>(
             serde_json::to_value(integration_tests::deployment(name, 0, &[])).expect("json"),
         )
@@ -40,7 +54,7 @@ async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero()
     env.create::<k8s_openapi::api::core::v1::Secret>(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "aws"},
-        "stringData": {"id": "AKIDEBBTEST", "secret": "hunter2"}
+        "stringData": {"id": "AKIDEBBTEST", "secret": "hunter2", "kafka-user": c.kafka_user.0, "kafka-password": c.kafka_user.1}
     }))
     .await;
     env.create::<ebb_crds::TriggerAuthentication>(serde_json::json!({
@@ -52,7 +66,28 @@ async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero()
         ]}
     }))
     .await;
+    env.create::<ebb_crds::TriggerAuthentication>(serde_json::json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+        "metadata": {"name": "kafka"},
+        "spec": {"secretTargetRef": [
+            {"parameter": "username", "name": "aws", "key": "kafka-user"},
+            {"parameter": "password", "name": "aws", "key": "kafka-password"}
+        ]}
+    }))
+    .await;
     let triggers = [
+        (
+            "by-kafka",
+            serde_json::json!({"type": "kafka", "authenticationRef": {"name": "kafka"}, "metadata": {
+                "bootstrapServers": c.kafka_sasl_bootstrap,
+                "consumerGroup": group,
+                "topic": topic,
+                "sasl": "scram_sha256",
+                "offsetResetPolicy": "earliest",
+                "lagThreshold": "5",
+                "activationLagThreshold": "2"
+            }}),
+        ),
         (
             "by-nats",
             serde_json::json!({"type": "nats-jetstream", "metadata": {
@@ -92,7 +127,7 @@ async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero()
     }
 
     // Below activation: read without error, inactive, nothing scales.
-    for name in ["by-nats", "by-sqs"] {
+    for name in NAMES {
         eventually(
             &format!("{name}: Ready and not Active"),
             DEADLINE,
@@ -110,7 +145,11 @@ async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero()
     // 20 against a target of 5: 4 replicas.
     nats_publish(&js, &stream, 19).await;
     sqs_send(&c.sqs_endpoint, &queue, 19, 0).await;
-    for name in ["by-nats", "by-sqs"] {
+    let (b, t) = (c.kafka_bootstrap.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || kafka_produce(&b, &t, 19))
+        .await
+        .expect("join");
+    for name in NAMES {
         env.await_replicas(name, "the HPA scales to 4", DEADLINE, |n| n == 4)
             .await;
     }
@@ -122,7 +161,11 @@ async fn each_stream_type_scales_a_deployment_through_the_hpa_and_back_to_zero()
     let handles = sqs_receive(&c.sqs_endpoint, &queue, 20, 300).await;
     assert_eq!(handles.len(), 20);
     sqs_delete(&c.sqs_endpoint, &queue, &handles).await;
-    for name in ["by-nats", "by-sqs"] {
+    let (b, t, g) = (c.kafka_bootstrap.clone(), topic.clone(), group.clone());
+    tokio::task::spawn_blocking(move || kafka_commit_to_latest(&b, &g, &t))
+        .await
+        .expect("join");
+    for name in NAMES {
         env.await_replicas(name, "back to 0", DEADLINE, |n| n == 0)
             .await;
     }
