@@ -1,9 +1,9 @@
 //! Faults injected into the real components while ebb runs, one at a time (they share the dev
 //! cluster's servers): RabbitMQ killed with SIGKILL and restarted, PostgreSQL, MariaDB and
-//! Prometheus killed together and restarted, NATS and ElasticMQ (SQS) killed together and
-//! restarted, kube-apiserver killed and restarted, the `ebb` process killed with SIGKILL
-//! mid-cooldown and restarted, and an event source that answers only after its timeout. In each, no target is scaled down by the fault,
-//! everything recovers, and nothing leaks. `cargo xtask chaos` repeats these for longer.
+//! Prometheus killed together and restarted, Kafka, NATS and ElasticMQ (SQS) killed together
+//! and restarted, kube-apiserver killed and restarted, the `ebb` process killed with SIGKILL
+//! mid-cooldown and restarted, and an event source that answers only after its timeout. In
+//! each, no target is scaled down by the fault, everything recovers, and nothing leaks. `cargo xtask chaos` repeats these for longer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -437,10 +437,10 @@ fn first_reads_of(
     (first_reads, watcher)
 }
 
-/// The third wave's servers (NATS with JetStream, ElasticMQ for SQS) killed together under
-/// ScaledObjects with and without fallback: the one with fallback falls back, neither is scaled
-/// down, and once the servers are back (empty: the test makes its stream, consumer and queue
-/// again and refills them) every trigger reads again within two polls.
+/// The third wave's servers (Kafka, NATS with JetStream, ElasticMQ for SQS) killed together
+/// under ScaledObjects with and without fallback: the one with fallback falls back, neither is
+/// scaled down, and once the servers are back (empty: the test makes its topic, stream,
+/// consumer and queue again and refills them) every trigger reads again within two polls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls() {
     let _serial = crate::serial().await;
@@ -450,7 +450,15 @@ async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls()
     const INTERVAL: u64 = 2;
     let stream = unique_name("faults");
     let queue_name = unique_name("faults");
+    let topic = unique_name("faults");
     let fill = || async {
+        let (b, t) = (c.kafka_bootstrap.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            integration_tests::kafka_topic(&b, &t, 2);
+            integration_tests::kafka_produce(&b, &t, 10);
+        })
+        .await
+        .expect("join");
         let (js, _) = integration_tests::nats_stream(&c.nats_url, &stream).await;
         integration_tests::nats_publish(&js, &stream, 10).await;
         let queue = integration_tests::sqs_queue(&c.sqs_endpoint, &queue_name).await;
@@ -473,6 +481,14 @@ async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls()
     }))
     .await;
     let triggers = [
+        (
+            "kafka",
+            json!({"type": "kafka", "metadata": {
+                "bootstrapServers": c.kafka_bootstrap, "consumerGroup": "faults",
+                "topic": topic, "offsetResetPolicy": "earliest", "lagThreshold": "5"
+            }}),
+            format!("s0-kafka-{topic}"),
+        ),
         (
             "nats",
             json!({"type": "nats-jetstream", "metadata": {
@@ -515,7 +531,7 @@ async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls()
     }
     let replicas = ReplicaLog::start(&env);
     let fault = Instant::now();
-    for service in ["nats", "elasticmq"] {
+    for service in ["kafka", "nats", "elasticmq"] {
         kill_service(service).await;
     }
     for (kind, _, _) in &triggers {
@@ -559,7 +575,9 @@ async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls()
         })
         .await;
     watcher.abort();
-    println!("NATS and ElasticMQ back and refilled: each trigger read again after {read_again:?}");
+    println!(
+        "Kafka, NATS and ElasticMQ back and refilled: each trigger read again after {read_again:?}"
+    );
     for (name, took) in &read_again {
         assert!(
             *took <= Duration::from_secs(2 * INTERVAL + 1),

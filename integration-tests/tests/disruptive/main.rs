@@ -5,7 +5,7 @@
 //! A test belongs here, not in the suite, when it would disturb the tests running beside it or
 //! they would disturb it:
 //! - `faults`: kills and restarts the dev cluster's RabbitMQ, PostgreSQL, MariaDB, Prometheus,
-//!   NATS, ElasticMQ and kube-apiserver, which other tests use; counts ebb's AMQP connections on the whole broker; measures how late
+//!   Kafka, NATS, ElasticMQ and kube-apiserver, which other tests use; counts ebb's AMQP connections on the whole broker; measures how late
 //!   polls start, which wants a quiet machine.
 //! - `operator_outage`: a Redis outage of its own, timed: every trigger reads again within two
 //!   polls of the return (and `cargo xtask chaos` repeats it).
