@@ -64,3 +64,35 @@ pub(crate) fn pem_certs(t: &Trigger, key: &str, pem: &str) -> Result<(), ConfigE
         .map(drop)
         .map_err(|_| t.error(key, "expected one or more PEM certificates"))
 }
+
+/// Requests one shared client sends at once, at most. reqwest opens a new connection for a
+/// request that finds none idle, so 200 triggers polled at the same instant would open 200;
+/// with this bound they queue for a few milliseconds instead and reuse a handful.
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
+
+/// A shared `reqwest::Client` that sends at most [`MAX_IN_FLIGHT`] requests at once.
+pub struct LimitedClient {
+    /// The client.
+    pub(crate) client: reqwest::Client,
+    permits: tokio::sync::Semaphore,
+}
+
+impl LimitedClient {
+    /// Wraps `client`.
+    pub(crate) fn new(client: reqwest::Client) -> Self {
+        Self {
+            client,
+            permits: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+
+    /// Waits for a turn to send; the request (and its body) must be done before the permit
+    /// is dropped.
+    pub(crate) async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore is never closed.
+        self.permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}

@@ -13,6 +13,8 @@
 //!   would count) and the `ebb` process's RSS, while it loads the apiserver with 150 objects.
 //! - `operator_leader`: Lease hand-overs timed to the lease duration, leaders killed; the
 //!   processes write the cluster's one APIService's caBundle (in the metrics API turn, too).
+//! - `shared_connections`: counts every connection of the shared Kafka, NATS and SQS servers
+//!   (another test's connections would count).
 //! - `redis_sentinel_failover`: fails over the shared Sentinel set that the suite's
 //!   `redis_topologies` reads.
 //!
@@ -24,6 +26,7 @@ mod faults;
 mod operator_leader;
 mod operator_outage;
 mod redis_sentinel_failover;
+mod shared_connections;
 
 /// One test of this binary at a time, whatever `--test-threads` says.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

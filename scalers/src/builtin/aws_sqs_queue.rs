@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::metrics_api::DEFAULT_TIMEOUT;
 use crate::error::{ConfigError, ScalerError};
-use crate::http;
+use crate::http::{self, LimitedClient};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
@@ -44,7 +44,7 @@ const IN_FLIGHT: &str = "ApproximateNumberOfMessagesNotVisible";
 const DELAYED: &str = "ApproximateNumberOfMessagesDelayed";
 
 /// The pool `aws-sqs-queue` triggers share.
-pub type SqsPool = SharedPool<ClientTls, reqwest::Client>;
+pub type SqsPool = SharedPool<ClientTls, LimitedClient>;
 
 /// Registers `aws-sqs-queue`. Every trigger built from one registry shares that registry's pool.
 pub fn register(registry: &mut Registry) {
@@ -343,7 +343,7 @@ fn signed_headers(
 /// An `aws-sqs-queue` trigger.
 pub struct SqsScaler {
     config: SqsConfig,
-    lease: Lease<ClientTls, reqwest::Client>,
+    lease: Lease<ClientTls, LimitedClient>,
 }
 
 impl fmt::Debug for SqsScaler {
@@ -369,7 +369,9 @@ impl SqsScaler {
         let client = self
             .lease
             .client(&c.source_name, c.timeout, || async {
-                build_client(&ClientTls::default()).map_err(|message| c.error(message))
+                build_client(&ClientTls::default())
+                    .map(LimitedClient::new)
+                    .map_err(|message| c.error(message))
             })
             .await?;
         let body = request_body(&c.queue_url, &c.attributes);
@@ -386,7 +388,9 @@ impl SqsScaler {
         let signed =
             signed_headers(c, &headers, &body, SystemTime::now()).map_err(|e| c.error(e))?;
         let call = async {
+            let _turn = client.turn().await;
             let response = client
+                .client
                 .post(c.endpoint.clone())
                 .headers(signed)
                 .body(body)

@@ -429,7 +429,17 @@ impl KafkaCluster {
         request.key = StrBytes::from_string(group.to_string());
         request.key_type = 0;
         let version = self.bootstrap.version(ApiKey::FindCoordinator)?;
-        let answer = self.bootstrap.call(&request, version).await?;
+        let mut answer = self.bootstrap.call(&request, version).await?;
+        // A broker that has no offsets topic yet creates it on the first lookup and answers
+        // COORDINATOR_NOT_AVAILABLE (or LOAD_IN_PROGRESS) meanwhile: ask again shortly, as
+        // Kafka's own clients do.
+        for backoff in [100, 200, 400] {
+            if !matches!(answer.error_code, 14 | 15) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            answer = self.bootstrap.call(&request, version).await?;
+        }
         if answer.error_code != 0 {
             return Err(KafkaError::Broker(format!(
                 "no coordinator for group {group:?}: {}",

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::metrics_api::DEFAULT_TIMEOUT;
 use crate::error::{ConfigError, ScalerError};
-use crate::http;
+use crate::http::{self, LimitedClient};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
 use crate::registry::Registry;
@@ -34,7 +34,7 @@ const AUTH_THEN_META: &[Source] = &[Source::Auth, Source::Metadata];
 
 /// The pool `nats-jetstream` triggers share: one client (plain HTTP and HTTPS with the system
 /// roots).
-pub type NatsPool = SharedPool<ClientTls, reqwest::Client>;
+pub type NatsPool = SharedPool<ClientTls, LimitedClient>;
 
 /// Registers `nats-jetstream`. Every trigger built from one registry shares that registry's pool.
 pub fn register(registry: &mut Registry) {
@@ -378,7 +378,7 @@ struct Leader {
 /// A `nats-jetstream` trigger.
 pub struct NatsJetStreamScaler {
     config: NatsConfig,
-    lease: Lease<ClientTls, reqwest::Client>,
+    lease: Lease<ClientTls, LimitedClient>,
     leader: Mutex<Option<Leader>>,
 }
 
@@ -403,12 +403,14 @@ impl NatsJetStreamScaler {
 
     async fn get<T: for<'de> Deserialize<'de>>(
         &self,
-        client: &reqwest::Client,
+        client: &LimitedClient,
         url: Url,
     ) -> Result<T, ScalerError> {
         let c = &self.config;
         let fetch = async {
+            let _turn = client.turn().await;
             let response = client
+                .client
                 .get(url)
                 .send()
                 .await
@@ -452,7 +454,9 @@ impl NatsJetStreamScaler {
         let client = self
             .lease
             .client(&c.source_name, c.timeout, || async {
-                build_client(&ClientTls::default()).map_err(|message| c.error(message))
+                build_client(&ClientTls::default())
+                    .map(LimitedClient::new)
+                    .map_err(|message| c.error(message))
             })
             .await?;
         let cached = self.leader.lock().map(|l| l.clone()).unwrap_or_default();

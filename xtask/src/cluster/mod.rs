@@ -85,6 +85,8 @@ pub mod ports {
     pub const KAFKA_SASL_TLS: u16 = 32623;
     /// Kafka over TLS, no SASL (a client certificate is verified when given).
     pub const KAFKA_TLS: u16 = 32627;
+    /// Kafka's JMX (RMI) port, for the broker's own metrics (connection counts).
+    pub const KAFKA_JMX: u16 = 32628;
     /// nats-server's client port (JetStream enabled).
     pub const NATS: u16 = 32624;
     /// nats-server's HTTP monitoring port (`/jsz`, `/varz`, `/healthz`).
@@ -242,6 +244,9 @@ pub struct ClusterInfo {
     /// The user and password every SASL mechanism of Kafka knows.
     #[serde(default)]
     pub kafka_user: (String, String),
+    /// `service:jmx:` URL of the broker's JMX agent (no authentication, loopback only).
+    #[serde(default)]
+    pub kafka_jmx_url: String,
     /// `nats://` URL of nats-server (JetStream enabled).
     #[serde(default)]
     pub nats_url: String,
@@ -344,6 +349,10 @@ pub fn up() -> Result<ClusterInfo> {
         kafka_user: (
             streams::KAFKA_USER.to_string(),
             streams::KAFKA_PASSWORD.to_string(),
+        ),
+        kafka_jmx_url: format!(
+            "service:jmx:rmi:///jndi/rmi://127.0.0.1:{}/jmxrmi",
+            ports::KAFKA_JMX
         ),
         nats_url: format!("nats://127.0.0.1:{}", ports::NATS),
         nats_monitoring_endpoint: format!("127.0.0.1:{}", ports::NATS_MONITORING),

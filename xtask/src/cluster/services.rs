@@ -369,6 +369,7 @@ pub const SERVICES: &[Service] = &[
             Port::new(ports::KAFKA_SASL, "Kafka (SASL)"),
             Port::new(ports::KAFKA_SASL_TLS, "Kafka (SASL over TLS)"),
             Port::new(ports::KAFKA_TLS, "Kafka (TLS)"),
+            Port::new(ports::KAFKA_JMX, "Kafka JMX (RMI)"),
         ],
         streams::kafka_command,
         streams::kafka_ready,

@@ -132,7 +132,18 @@ pub fn kafka_command(layout: &Layout, _: &Binaries, service: &Service) -> Result
     }
     run_to_end(format, "formatting Kafka's storage")?;
     let mut cmd = jvm("512m", KAFKA.classpath());
+    // JMX on loopback, for the broker's own connection counts in the tests.
+    let jmx = ports::KAFKA_JMX;
     cmd.arg(&log4j_flag)
+        .args([
+            "-Dcom.sun.management.jmxremote",
+            "-Dcom.sun.management.jmxremote.authenticate=false",
+            "-Dcom.sun.management.jmxremote.ssl=false",
+            "-Dcom.sun.management.jmxremote.host=127.0.0.1",
+            "-Djava.rmi.server.hostname=127.0.0.1",
+        ])
+        .arg(format!("-Dcom.sun.management.jmxremote.port={jmx}"))
+        .arg(format!("-Dcom.sun.management.jmxremote.rmi.port={jmx}"))
         .arg("kafka.Kafka")
         .arg(&properties)
         .current_dir(&data);
