@@ -7,7 +7,8 @@
 //! What differs from a real cluster, and why:
 //! - ebb runs on the host, where cluster DNS names do not resolve, and the pods run on a kwok
 //!   node, so they never start: the examples' own programs (worker, consumer, producer, HTTP
-//!   service, plugin) run in this process on loopback instead, and the two addresses that are
+//!   service, plugin) run in this process on loopback instead (Kafka's console consumer, the
+//!   kafka example's consumer, from Kafka's jars), and the two addresses that are
 //!   plain trigger metadata (the metrics-api `url`, the external `scalerAddress` and its
 //!   `path`) are replaced in the text before it is applied. Each replaced text must occur.
 //! - pollingInterval and cooldownPeriod are shortened with a patch once the manifests are
@@ -203,6 +204,7 @@ fn every_example_has_a_readme_and_manifests() {
         "redis-list-worker",
         "redis-list-job",
         "rabbitmq-consumer",
+        "kafka-consumer",
         "metrics-api-service",
         "prometheus-query",
         "cron-schedule",
@@ -456,6 +458,101 @@ async fn rabbitmq_consumer_scales_on_the_queue_and_its_consumer_drains_it() {
         .channel
         .queue_delete("orders".into(), Default::default())
         .await;
+}
+
+/// kafka-consumer: 45 messages on a topic of 6 partitions, lagThreshold 10 -> 5 consumers; the
+/// console consumer (Kafka's own, run here as the pods would run it) reads and commits them ->
+/// 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_scales_on_the_group_s_lag_and_back_once_it_has_committed() {
+    let env = setup("example-kafka").await;
+    let ebb = env.start_ebb();
+    let _api = env.serve_metrics_api(&ebb).await;
+    let c = env.cluster.clone();
+    // The example's topic and group on the shared broker, made unique to this run.
+    let topic = integration_tests::unique_name("orders");
+    let group = integration_tests::unique_name("order-consumers");
+    let (user, password) = c.kafka_user.clone();
+    let properties = format!(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{user}\" password=\"{password}\";\nauto.offset.reset=earliest\n"
+    );
+    local_secret(
+        &env,
+        "kafka-consumer",
+        &[
+            ("username", &user),
+            ("password", &password),
+            ("client.properties", &properties),
+        ],
+    )
+    .await;
+    let (b, t) = (c.kafka_bootstrap.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || integration_tests::kafka_topic(&b, &t, 6))
+        .await
+        .expect("join");
+    apply_example(
+        &env,
+        "kafka-consumer",
+        &[
+            (
+                "kafka.kafka.svc.cluster.local:9092",
+                &c.kafka_sasl_bootstrap,
+            ),
+            ("order-consumers", &group),
+            ("orders", &topic),
+        ],
+    );
+    shorten_timing(&env, "order-consumer");
+    idle_at_zero(&env, "order-consumer", "order-consumer").await;
+    let metric = hpa_metric(&env, "order-consumer").await;
+    assert_eq!(metric["metric"]["name"], format!("s0-kafka-{topic}"));
+    assert_eq!(metric["target"]["averageValue"], "10");
+
+    let (b, t) = (c.kafka_bootstrap.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || integration_tests::kafka_produce(&b, &t, 45))
+        .await
+        .expect("join");
+    await_replicas(&env, "order-consumer", "45 messages / 10 = 5", 5).await;
+
+    // The consumers' part: Kafka's console consumer in the group, over SASL, as consumer.yaml
+    // runs it; it commits what it read when it stops after 45 messages.
+    let config = std::env::temp_dir().join(format!("{}.properties", env.namespace));
+    std::fs::write(&config, &properties).expect("client.properties");
+    let (b, t, g, path) = (
+        c.kafka_sasl_bootstrap.clone(),
+        topic.clone(),
+        group.clone(),
+        config.display().to_string(),
+    );
+    let read = tokio::task::spawn_blocking(move || {
+        integration_tests::kafka_tool(
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            &[
+                "--bootstrap-server",
+                &b,
+                "--topic",
+                &t,
+                "--group",
+                &g,
+                "--consumer.config",
+                &path,
+                "--max-messages",
+                "45",
+                "--timeout-ms",
+                "60000",
+            ],
+            None,
+        )
+    })
+    .await
+    .expect("join");
+    let _ = std::fs::remove_file(&config);
+    // Its stdout is the messages' values; anything else it says goes to stderr.
+    let messages = read.lines().filter(|l| l.starts_with("message ")).count();
+    assert_eq!(messages, 45, "messages the console consumer read:\n{read}");
+    await_replicas(&env, "order-consumer", "all committed: back to 0", 0).await;
+    activated_and_deactivated(&env, "order-consumer").await;
+    env.delete_scaled_objects().await;
 }
 
 /// The examples' backlog API on a loopback port, served until the sender is dropped.
