@@ -1270,24 +1270,7 @@ pub async fn nats_pull(
 /// Runs one of Kafka's own command-line tools (`org.apache.kafka.tools.*`, from the jars the
 /// dev cluster's broker runs on) with `stdin`; its stdout, or a panic with its output.
 pub fn kafka_tool(class: &str, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(xtask::cluster::jvm::java())
-        .args(["-Xmx256m", "-XX:+UseSerialGC", "-cp"])
-        .arg(xtask::cluster::jvm::KAFKA.classpath())
-        .arg(class)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {class}: {e}"));
-    if let Some(text) = stdin {
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(text.as_bytes()).expect("writing stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("waiting for the tool");
-    expect_success(&out, class)
+    xtask::cluster::streams::kafka_tool(class, args, stdin).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Creates `topic` with `partitions` partitions on the broker at `bootstrap`.

@@ -7,37 +7,15 @@
 
 use ebb_scalers::{Registry, Trigger};
 use integration_tests::{
-    kafka_produce, kafka_tool, kafka_topic, nats_publish, nats_stream, read_scaler, setup,
-    sqs_queue, sqs_send, unique_name,
+    kafka_produce, kafka_topic, nats_publish, nats_stream, read_scaler, setup, sqs_queue, sqs_send,
+    unique_name,
 };
 
 const TRIGGERS: usize = 200;
 
-/// Kafka's open connections on its plaintext listener, summed over its network threads.
-fn kafka_connections(jmx_url: &str) -> f64 {
-    let out = kafka_tool(
-        "org.apache.kafka.tools.JmxTool",
-        &[
-            "--jmx-url",
-            jmx_url,
-            "--object-name",
-            "kafka.server:type=socket-server-metrics,listener=PLAINTEXT,networkProcessor=*",
-            "--attributes",
-            "connection-count",
-            "--one-time",
-            "true",
-        ],
-        None,
-    );
-    let last = out.lines().last().unwrap_or_default();
-    last.split(',')
-        .skip(1)
-        .map(|v| {
-            v.trim_matches('"')
-                .parse::<f64>()
-                .unwrap_or_else(|_| panic!("{out}"))
-        })
-        .sum()
+/// Kafka's open connections on its plaintext listener, by its own count.
+fn kafka_connections() -> f64 {
+    xtask::cluster::streams::kafka_connections().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Established TCP connections to 127.0.0.1:`port` on this machine, from the kernel's table.
@@ -97,8 +75,7 @@ async fn two_hundred_triggers_per_server_hold_a_handful_of_connections() {
         sqs_send(&c.sqs_endpoint, &queue, 1, 0).await;
         queues.push(queue);
     }
-    let jmx = c.kafka_jmx_url.clone();
-    let kafka_before = tokio::task::spawn_blocking(move || kafka_connections(&jmx))
+    let kafka_before = tokio::task::spawn_blocking(kafka_connections)
         .await
         .expect("join");
     let (nats_before, sqs_before) = (
@@ -180,8 +157,7 @@ async fn two_hundred_triggers_per_server_hold_a_handful_of_connections() {
             "kafka lag {values:?}"
         );
     }
-    let jmx = c.kafka_jmx_url.clone();
-    let kafka_after = tokio::task::spawn_blocking(move || kafka_connections(&jmx))
+    let kafka_after = tokio::task::spawn_blocking(kafka_connections)
         .await
         .expect("join");
     // Idle keep-alive connections stay open after the reads: they are what is counted.

@@ -42,9 +42,10 @@ pub struct BenchArgs {
     /// Measuring windows per scale run; figures are their medians (default 3; 1 with --quick).
     #[arg(long)]
     windows: Option<usize>,
-    /// Scenarios to run, comma-separated: scale, rabbitmq, prometheus and scaledjob (the scale
-    /// scenario's 1,000-object RabbitMQ AMQP, Prometheus and ScaledJob variants), activation,
-    /// metrics-api. Default: all (no rabbitmq, prometheus or scaledjob with --quick).
+    /// Scenarios to run, comma-separated: scale, rabbitmq, prometheus, scaledjob and kafka (the
+    /// scale scenario's 1,000-object RabbitMQ AMQP, Prometheus, ScaledJob and Kafka variants),
+    /// activation, metrics-api. Default: all (no rabbitmq, prometheus, scaledjob or kafka with
+    /// --quick).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Leave the dev cluster running afterwards.
@@ -80,7 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .max(1);
     let wanted = |name: &str| {
         if args.scenarios.is_empty() {
-            !(args.quick && matches!(name, "rabbitmq" | "prometheus" | "scaledjob"))
+            !(args.quick && matches!(name, "rabbitmq" | "prometheus" | "scaledjob" | "kafka"))
         } else {
             args.scenarios.iter().any(|s| s == name)
         }
@@ -115,6 +116,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             ("rabbitmq", scale::Broker::RabbitMq),
             ("prometheus", scale::Broker::Prometheus),
             ("scaledjob", scale::Broker::ScaledJobRedis),
+            ("kafka", scale::Broker::Kafka),
         ] {
             if !wanted(name) {
                 continue;

@@ -33,6 +33,8 @@ pub enum Broker {
     Prometheus,
     /// ScaledJobs instead of ScaledObjects, each on a list of its own on the dev Redis.
     ScaledJobRedis,
+    /// A consumer group per object on one of ten topics of the dev Kafka.
+    Kafka,
 }
 
 impl Broker {
@@ -42,6 +44,7 @@ impl Broker {
             Broker::RabbitMq => "rabbitmq",
             Broker::Prometheus => "prometheus",
             Broker::ScaledJobRedis => "scaledjob",
+            Broker::Kafka => "kafka",
         }
     }
 }
@@ -156,6 +159,7 @@ pub fn run(
             Broker::Redis | Broker::ScaledJobRedis => "redis list",
             Broker::RabbitMq => "rabbitmq AMQP queue",
             Broker::Prometheus => "prometheus query",
+            Broker::Kafka => "kafka consumer group's lag",
         },
         quiet.as_secs(),
         window.as_secs()
@@ -176,6 +180,14 @@ pub fn run(
                 "query": format!("sum(ebb_bench_backlog{{object=\"{name}\"}})"),
                 "threshold": "5"
             }}),
+            // Empty topics, no committed offsets: with `earliest` each group's lag is 0.
+            Broker::Kafka => json!({"type": "kafka", "metadata": {
+                "bootstrapServers": info.kafka_bootstrap,
+                "consumerGroup": format!("bench-{name}"),
+                "topic": format!("bench-topic-{}", i % KAFKA_TOPICS),
+                "offsetResetPolicy": "earliest",
+                "lagThreshold": "5"
+            }}),
         };
         if broker == Broker::ScaledJobRedis {
             items.push(scaled_job(&ns, &name, interval, trigger));
@@ -186,6 +198,7 @@ pub fn run(
     match broker {
         Broker::RabbitMq => declare_queues(n)?,
         Broker::Prometheus => set_series(info, n, true)?,
+        Broker::Kafka => create_topics(info)?,
         Broker::Redis | Broker::ScaledJobRedis => {}
     }
     create_objects(info, &ns, &items)?;
@@ -216,6 +229,7 @@ pub fn run(
             Broker::Redis | Broker::ScaledJobRedis => redis_connections()?,
             Broker::RabbitMq => rabbitmq_connections()?,
             Broker::Prometheus => prometheus_connections(ebb.pid)?,
+            Broker::Kafka => xtask::cluster::streams::kafka_connections()? as u64,
         } as f64);
         let seconds = after.at.duration_since(before.at).as_secs_f64();
         if let (Some(b), Some(a)) = (before.broker_queries, after.broker_queries) {
@@ -290,9 +304,52 @@ pub fn run(
     match broker {
         Broker::RabbitMq => delete_queues(n)?,
         Broker::Prometheus => set_series(info, n, false)?,
+        Broker::Kafka => delete_topics(info)?,
         Broker::Redis | Broker::ScaledJobRedis => {}
     }
     Ok(result)
+}
+
+/// The topics of the Kafka variant: its objects' groups spread over these many.
+const KAFKA_TOPICS: usize = 10;
+
+/// The Kafka variant's topics, 3 partitions each, made with Kafka's own tool.
+fn create_topics(info: &ClusterInfo) -> Result<()> {
+    for t in 0..KAFKA_TOPICS {
+        let topic = format!("bench-topic-{t}");
+        xtask::cluster::streams::kafka_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &[
+                "--bootstrap-server",
+                &info.kafka_bootstrap,
+                "--create",
+                "--if-not-exists",
+                "--topic",
+                &topic,
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "1",
+            ],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn delete_topics(info: &ClusterInfo) -> Result<()> {
+    xtask::cluster::streams::kafka_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            &info.kafka_bootstrap,
+            "--delete",
+            "--topic",
+            "bench-topic-.*",
+        ],
+        None,
+    )?;
+    Ok(())
 }
 
 /// An idle ScaledJob `name` in `ns` with `trigger`, polled every `interval` seconds.

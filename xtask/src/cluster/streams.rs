@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use super::binaries::Binaries;
 use super::certs::service_tls_file;
@@ -238,4 +238,66 @@ pub fn elasticmq_command(layout: &Layout, _: &Binaries, service: &Service) -> Re
 /// ElasticMQ answers a ListQueues (query protocol).
 pub fn elasticmq_ready(_: &Layout, _: &Service) -> bool {
     http_get(ports::SQS, "/?Action=ListQueues", None).is_some_and(|(code, _)| code == 200)
+}
+
+/// Runs one of Kafka's own command-line tools (`org.apache.kafka.tools.*`, from the broker's
+/// jars) with `stdin`; its stdout.
+pub fn kafka_tool(class: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = Command::new(jvm::java())
+        .args(["-Xmx256m", "-XX:+UseSerialGC", "-cp"])
+        .arg(KAFKA.classpath())
+        .arg(class)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {class}"))?;
+    if let Some(text) = stdin
+        && let Some(mut input) = child.stdin.take()
+    {
+        input.write_all(text.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{class} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The broker's open connections on its plaintext listener, by its own count
+/// (`connection-count` of its socket server, summed over the network threads, read over JMX).
+pub fn kafka_connections() -> Result<f64> {
+    let url = format!(
+        "service:jmx:rmi:///jndi/rmi://127.0.0.1:{}/jmxrmi",
+        ports::KAFKA_JMX
+    );
+    let out = kafka_tool(
+        "org.apache.kafka.tools.JmxTool",
+        &[
+            "--jmx-url",
+            &url,
+            "--object-name",
+            "kafka.server:type=socket-server-metrics,listener=PLAINTEXT,networkProcessor=*",
+            "--attributes",
+            "connection-count",
+            "--one-time",
+            "true",
+        ],
+        None,
+    )?;
+    let last = out.lines().last().unwrap_or_default();
+    last.split(',')
+        .skip(1)
+        .map(|v| {
+            v.trim_matches('"')
+                .parse::<f64>()
+                .with_context(|| format!("reading JmxTool's answer {out:?}"))
+        })
+        .sum()
 }
