@@ -2,7 +2,7 @@
 //! up with Kafka's own tools (topics, a keyed producer, the consumer-groups tool for committed
 //! offsets, GetOffsetShell for the expected latest offsets): a group without committed offsets
 //! under each `offsetResetPolicy`, the lag once offsets are committed, the partition cap and
-//! `allowIdleConsumers`, every topic of the group when none is named, SASL (PLAIN and SCRAM)
+//! `allowIdleConsumers`, `excludePersistentLag`, every topic of the group when none is named, SASL (PLAIN and SCRAM)
 //! and TLS listeners, and errors that are never 0.
 
 use std::collections::BTreeMap;
@@ -115,6 +115,27 @@ async fn lag_follows_committed_offsets_with_keda_s_rules_for_missing_ones_and_th
         lag as f64,
     )
     .await;
+    // excludePersistentLag: the first read counts the lag; read again with no commit in
+    // between, the partitions are stuck: out of the metric, still active.
+    let persistent = with(&[
+        ("excludePersistentLag", "true"),
+        ("allowIdleConsumers", "true"),
+    ]);
+    let first = read_scaler(persistent.as_ref())
+        .await
+        .expect("a first read");
+    assert_eq!(first.values[0].value, lag as f64);
+    let second = read_scaler(persistent.as_ref())
+        .await
+        .expect("a second read");
+    assert_eq!(
+        second.values[0].value, 0.0,
+        "no offset moved: persistent lag is left out"
+    );
+    assert!(
+        second.active,
+        "persistent lag still keeps the target active"
+    );
     // apache-kafka reads the same lag.
     let apache = registry
         .build(&trigger("apache-kafka", &base, &[]))
