@@ -710,7 +710,7 @@ impl KafkaScaler {
             return Ok(Vec::new());
         }
         let mut layout = cluster.topics(false).await?;
-        if topics.iter().any(|t| !layout.contains_key(t)) {
+        if topics.iter().any(|t| layout.get(t).is_none()) {
             layout = cluster.topics(true).await?;
         }
         let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();

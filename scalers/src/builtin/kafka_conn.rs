@@ -302,6 +302,16 @@ pub struct TopicLayout {
     pub partitions: Vec<(i32, i32)>,
 }
 
+/// The topics of one Metadata answer, shared by every reader of the cache (no copy per read).
+pub struct Topics(Arc<Metadata>);
+
+impl Topics {
+    /// The layout of `topic`, if the cluster has it.
+    pub fn get(&self, topic: &str) -> Option<&TopicLayout> {
+        self.0.topics.get(topic)
+    }
+}
+
 /// What Metadata said, when.
 struct Metadata {
     at: Instant,
@@ -341,8 +351,8 @@ impl KafkaCluster {
 
     /// The cluster's topics, from the cache unless it is older than [`METADATA_TTL`] or
     /// `refresh` asks for a new answer.
-    pub async fn topics(&self, refresh: bool) -> Result<BTreeMap<String, TopicLayout>, KafkaError> {
-        Ok(self.metadata(refresh).await?.topics.clone())
+    pub async fn topics(&self, refresh: bool) -> Result<Topics, KafkaError> {
+        Ok(Topics(self.metadata(refresh).await?))
     }
 
     async fn metadata(&self, refresh: bool) -> Result<Arc<Metadata>, KafkaError> {
