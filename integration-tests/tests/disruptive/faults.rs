@@ -253,7 +253,7 @@ async fn sql_servers_and_prometheus_killed_scale_nothing_down_and_recover_within
         "{}:{}@tcp({})/{}",
         c.mysql_user.0, c.mysql_user.1, c.mysql_address, c.mysql_user.2
     );
-    let triggers = [
+    let triggers: [OutageTrigger; 3] = [
         (
             "postgresql",
             json!({"type": "postgresql", "metadata": {
@@ -293,55 +293,16 @@ async fn sql_servers_and_prometheus_killed_scale_nothing_down_and_recover_within
         }))
         .await;
     }
-    let mut names = Vec::new();
-    for (kind, trigger, _) in &triggers {
-        for fallback in [false, true] {
-            let name = format!("{kind}{}", if fallback { "-fallback" } else { "" });
-            let mut spec = json!({
-                "pollingInterval": INTERVAL,
-                "cooldownPeriod": 1,
-                "triggers": [trigger]
-            });
-            if fallback {
-                spec["fallback"] = json!({"failureThreshold": 2, "replicas": 4});
-            }
-            env.create_target(&name, 3, spec).await;
-            names.push(name);
-        }
-    }
-    for name in &names {
-        eventually(&format!("{name}: Active"), DEADLINE, || async {
-            let (status, _, message) = env.condition(name, "Active").await?;
-            ensure(status == "True", || format!("Active={status}: {message}"))
-        })
-        .await;
-    }
+    let names = active_pairs(&env, &triggers, INTERVAL).await;
     let replicas = ReplicaLog::start(&env);
     let fault = Instant::now();
     for service in ["postgresql", "mariadb", "prometheus"] {
         kill_service(service).await;
     }
-    for (kind, _, _) in &triggers {
-        let plain = kind.to_string();
-        eventually(&format!("{plain}: Ready=False"), DEADLINE, || async {
-            let (status, _, message) = env.condition(&plain, "Ready").await?;
-            ensure(status == "False", || format!("Ready={status}: {message}"))
-        })
-        .await;
-        let with = format!("{kind}-fallback");
-        eventually(&format!("{with}: Fallback=True"), DEADLINE, || async {
-            let (status, _, message) = env.condition(&with, "Fallback").await?;
-            ensure(status == "True", || format!("Fallback={status}: {message}"))
-        })
-        .await;
-    }
+    outage_reported(&env, &triggers).await;
 
     // From here on (every trigger failing), the first instant each object reads 10 again.
-    let watched: Vec<(String, String)> = names
-        .iter()
-        .zip(triggers.iter().flat_map(|t| [t, t]))
-        .map(|(name, (_, _, metric))| (name.clone(), metric.clone()))
-        .collect();
+    let watched = watched_metrics(&names, &triggers);
     let (first_reads, watcher) = first_reads_of(&env, &ebb, watched, 10.0);
     restart_services().await;
     fill();
@@ -403,6 +364,66 @@ async fn sql_servers_and_prometheus_killed_scale_nothing_down_and_recover_within
         );
     }
     env.delete_scaled_objects().await;
+}
+
+/// One trigger of an outage test: its kind (the objects' names), the trigger, its metric.
+type OutageTrigger = (&'static str, Value, String);
+
+/// For each trigger, an object without fallback (named after the kind) and one with
+/// (`<kind>-fallback`: 4 replicas after 2 failures), each on a target at 3 replicas, polled
+/// every `interval` seconds; returns their names once all are Active.
+async fn active_pairs(env: &TestEnv, triggers: &[OutageTrigger], interval: u64) -> Vec<String> {
+    let mut names = Vec::new();
+    for (kind, trigger, _) in triggers {
+        for fallback in [false, true] {
+            let name = format!("{kind}{}", if fallback { "-fallback" } else { "" });
+            let mut spec = json!({
+                "pollingInterval": interval,
+                "cooldownPeriod": 1,
+                "triggers": [trigger]
+            });
+            if fallback {
+                spec["fallback"] = json!({"failureThreshold": 2, "replicas": 4});
+            }
+            env.create_target(&name, 3, spec).await;
+            names.push(name);
+        }
+    }
+    for name in &names {
+        eventually(&format!("{name}: Active"), DEADLINE, || async {
+            let (status, _, message) = env.condition(name, "Active").await?;
+            ensure(status == "True", || format!("Active={status}: {message}"))
+        })
+        .await;
+    }
+    names
+}
+
+/// Waits until each plain object says Ready=False and each `-fallback` one Fallback=True.
+async fn outage_reported(env: &TestEnv, triggers: &[OutageTrigger]) {
+    for (kind, _, _) in triggers {
+        let plain = kind.to_string();
+        eventually(&format!("{plain}: Ready=False"), DEADLINE, || async {
+            let (status, _, message) = env.condition(&plain, "Ready").await?;
+            ensure(status == "False", || format!("Ready={status}: {message}"))
+        })
+        .await;
+        let with = format!("{kind}-fallback");
+        eventually(&format!("{with}: Fallback=True"), DEADLINE, || async {
+            let (status, _, message) = env.condition(&with, "Fallback").await?;
+            ensure(status == "True", || format!("Fallback={status}: {message}"))
+        })
+        .await;
+    }
+}
+
+/// (object, metric) for each object [`active_pairs`] made.
+fn watched_metrics(names: &[String], triggers: &[OutageTrigger]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .zip(triggers.iter().flat_map(|t| [t, t]))
+        .map(|(name, (_, _, metric))| (name.clone(), metric.clone()))
+        .collect()
 }
 
 /// Shared map of the first instant each object's `metric` reads `value` in ebb's store, filled
@@ -481,7 +502,7 @@ async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls()
         ]}
     }))
     .await;
-    let triggers = [
+    let triggers: [OutageTrigger; 3] = [
         (
             "kafka",
             json!({"type": "kafka", "metadata": {
@@ -507,53 +528,14 @@ async fn stream_servers_killed_scale_nothing_down_and_recover_within_two_polls()
             format!("s0-aws-sqs-{queue_name}"),
         ),
     ];
-    let mut names = Vec::new();
-    for (kind, trigger, _) in &triggers {
-        for fallback in [false, true] {
-            let name = format!("{kind}{}", if fallback { "-fallback" } else { "" });
-            let mut spec = json!({
-                "pollingInterval": INTERVAL,
-                "cooldownPeriod": 1,
-                "triggers": [trigger]
-            });
-            if fallback {
-                spec["fallback"] = json!({"failureThreshold": 2, "replicas": 4});
-            }
-            env.create_target(&name, 3, spec).await;
-            names.push(name);
-        }
-    }
-    for name in &names {
-        eventually(&format!("{name}: Active"), DEADLINE, || async {
-            let (status, _, message) = env.condition(name, "Active").await?;
-            ensure(status == "True", || format!("Active={status}: {message}"))
-        })
-        .await;
-    }
+    let names = active_pairs(&env, &triggers, INTERVAL).await;
     let replicas = ReplicaLog::start(&env);
     let fault = Instant::now();
     for service in ["kafka", "nats", "elasticmq"] {
         kill_service(service).await;
     }
-    for (kind, _, _) in &triggers {
-        let plain = kind.to_string();
-        eventually(&format!("{plain}: Ready=False"), DEADLINE, || async {
-            let (status, _, message) = env.condition(&plain, "Ready").await?;
-            ensure(status == "False", || format!("Ready={status}: {message}"))
-        })
-        .await;
-        let with = format!("{kind}-fallback");
-        eventually(&format!("{with}: Fallback=True"), DEADLINE, || async {
-            let (status, _, message) = env.condition(&with, "Fallback").await?;
-            ensure(status == "True", || format!("Fallback={status}: {message}"))
-        })
-        .await;
-    }
-    let watched: Vec<(String, String)> = names
-        .iter()
-        .zip(triggers.iter().flat_map(|t| [t, t]))
-        .map(|(name, (_, _, metric))| (name.clone(), metric.clone()))
-        .collect();
+    outage_reported(&env, &triggers).await;
+    let watched = watched_metrics(&names, &triggers);
     let (first_reads, watcher) = first_reads_of(&env, &ebb, watched, 10.0);
     restart_services().await;
     // The servers are back, empty: until the test makes its topic, stream and queue again the

@@ -231,9 +231,6 @@ impl Checker<'_> {
             "not found",
             "No resources found",
             "no matching resources found",
-            // ScaledJob is KEDA's, not served by ebb: the migration guide lists a KEDA
-            // cluster's.
-            "the server doesn't have a resource type \"scaledjobs\"",
         ]
         .iter()
         .any(|m| out.contains(m));

@@ -654,6 +654,15 @@ pub fn total_lag(
     }
 }
 
+/// The shared client a trigger uses: its servers, SASL identity and TLS settings.
+fn cluster_key(config: &KafkaConfig) -> ClusterKey {
+    ClusterKey {
+        brokers: config.brokers.clone(),
+        sasl: config.sasl.clone(),
+        tls: config.tls.clone(),
+    }
+}
+
 /// A `kafka` or `apache-kafka` trigger.
 pub struct KafkaScaler {
     config: KafkaConfig,
@@ -674,11 +683,7 @@ impl KafkaScaler {
     /// Parses the trigger and takes a lease on its cluster's shared client.
     pub fn new(trigger: &Trigger, flavor: Flavor, pool: &KafkaPool) -> Result<Self, ConfigError> {
         let config = KafkaConfig::parse(trigger, flavor)?;
-        let key = ClusterKey {
-            brokers: config.brokers.clone(),
-            sasl: config.sasl.clone(),
-            tls: config.tls.clone(),
-        };
+        let key = cluster_key(&config);
         Ok(Self {
             source_name: format!("kafka {}", config.brokers.join(",")),
             lease: pool.lease(key),
@@ -761,7 +766,7 @@ impl KafkaScaler {
     }
 
     async fn read(&self) -> Result<TotalLag, ScalerError> {
-        let key = self.lease_key();
+        let key = cluster_key(&self.config);
         let cluster = self
             .lease
             .client(&self.source_name, TIMEOUT, || async move {
@@ -788,14 +793,6 @@ impl KafkaScaler {
         };
         let mut previous = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(total_lag(&self.config.lag, &offsets, &mut previous))
-    }
-
-    fn lease_key(&self) -> ClusterKey {
-        ClusterKey {
-            brokers: self.config.brokers.clone(),
-            sasl: self.config.sasl.clone(),
-            tls: self.config.tls.clone(),
-        }
     }
 }
 
