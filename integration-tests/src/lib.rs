@@ -1217,12 +1217,27 @@ pub type NatsConsumer = jetstream::consumer::Consumer<jetstream::consumer::pull:
 
 /// A JetStream stream on `<name>.>` with a durable pull consumer `workers` (explicit acks).
 pub async fn nats_stream(nats_url: &str, name: &str) -> (jetstream::Context, NatsConsumer) {
-    let client = async_nats::connect(nats_url).await.expect("NATS connects");
+    nats_stream_replicated(nats_url, name, 1).await
+}
+
+/// [`nats_stream`] with `replicas` copies of the stream and its consumer, on a cluster reached at
+/// `nats_urls` (comma-separated).
+pub async fn nats_stream_replicated(
+    nats_urls: &str,
+    name: &str,
+    replicas: usize,
+) -> (jetstream::Context, NatsConsumer) {
+    let servers: Vec<async_nats::ServerAddr> = nats_urls
+        .split(',')
+        .map(|url| url.parse().expect("a NATS URL"))
+        .collect();
+    let client = async_nats::connect(servers).await.expect("NATS connects");
     let js = jetstream::new(client);
     let stream = js
         .create_stream(jetstream::stream::Config {
             name: name.to_string(),
             subjects: vec![format!("{name}.>")],
+            num_replicas: replicas,
             ..Default::default()
         })
         .await

@@ -91,6 +91,16 @@ pub mod ports {
     pub const NATS: u16 = 32624;
     /// nats-server's HTTP monitoring port (`/jsz`, `/varz`, `/healthz`).
     pub const NATS_MONITORING: u16 = 32625;
+    /// The loopback addresses of the three-node NATS JetStream cluster, one per node. Each node
+    /// listens on its own address with the same ports, as pods of a StatefulSet do: KEDA finds a
+    /// consumer's leader at the endpoint's monitoring port on each node's advertised client host.
+    pub const NATS_CLUSTER_HOSTS: [[u8; 4]; 3] = [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 4]];
+    /// The NATS cluster nodes' client port (JetStream enabled, streams replicated 3 times).
+    pub const NATS_CLUSTER: u16 = 32629;
+    /// The NATS cluster nodes' HTTP monitoring port.
+    pub const NATS_CLUSTER_MONITORING: u16 = 32630;
+    /// The NATS cluster nodes' route port (the cluster's own traffic).
+    pub const NATS_CLUSTER_ROUTES: u16 = 32631;
     /// ElasticMQ's SQS API (query and JSON protocols).
     pub const SQS: u16 = 32626;
 }
@@ -253,6 +263,13 @@ pub struct ClusterInfo {
     /// `host:port` of nats-server's monitoring endpoint, as the `nats-jetstream` trigger takes it.
     #[serde(default)]
     pub nats_monitoring_endpoint: String,
+    /// `nats://` URLs of the three-node NATS JetStream cluster, one per node.
+    #[serde(default)]
+    pub nats_cluster_urls: Vec<String>,
+    /// `host:port` of each NATS cluster node's monitoring endpoint, in the order of
+    /// `nats_cluster_urls`.
+    #[serde(default)]
+    pub nats_cluster_monitoring_endpoints: Vec<String>,
     /// `http://` URL of ElasticMQ's SQS API; queue URLs are `<it>/<sqs_account>/<queue>`.
     #[serde(default)]
     pub sqs_endpoint: String,
@@ -356,6 +373,14 @@ pub fn up() -> Result<ClusterInfo> {
         ),
         nats_url: format!("nats://127.0.0.1:{}", ports::NATS),
         nats_monitoring_endpoint: format!("127.0.0.1:{}", ports::NATS_MONITORING),
+        nats_cluster_urls: ports::NATS_CLUSTER_HOSTS
+            .iter()
+            .map(|h| format!("nats://{}:{}", dotted(h), ports::NATS_CLUSTER))
+            .collect(),
+        nats_cluster_monitoring_endpoints: ports::NATS_CLUSTER_HOSTS
+            .iter()
+            .map(|h| format!("{}:{}", dotted(h), ports::NATS_CLUSTER_MONITORING))
+            .collect(),
         sqs_endpoint: format!("http://127.0.0.1:{}", ports::SQS),
         sqs_account: streams::SQS_ACCOUNT.to_string(),
         sqs_region: streams::SQS_REGION.to_string(),
@@ -419,6 +444,11 @@ pub fn up() -> Result<ClusterInfo> {
         info.nats_url, info.nats_monitoring_endpoint
     );
     println!(
+        "  nats cluster: {} (monitoring http://{})",
+        info.nats_cluster_urls.join(", "),
+        info.nats_cluster_monitoring_endpoints.join(", http://")
+    );
+    println!(
         "  sqs:        {} (ElasticMQ, account {}, region {})",
         info.sqs_endpoint, info.sqs_account, info.sqs_region
     );
@@ -470,6 +500,11 @@ fn lock(layout: &Layout) -> Result<nix::fcntl::Flock<fs::File>> {
 }
 
 /// The last `lines` lines of a file, for messages.
+/// An IPv4 address as `a.b.c.d`.
+pub fn dotted(host: &[u8; 4]) -> String {
+    std::net::Ipv4Addr::from(*host).to_string()
+}
+
 pub fn tail(path: &Path, lines: usize) -> String {
     tail_text(&fs::read_to_string(path).unwrap_or_default(), lines)
 }

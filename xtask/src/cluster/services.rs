@@ -58,16 +58,37 @@ pub type FormGroup = fn(&Layout, &[Service]) -> Result<()>;
 /// A loopback port a service listens on.
 #[derive(Clone, Copy, Debug)]
 pub struct Port {
-    /// The port number on 127.0.0.1.
+    /// The loopback address it listens on (127.0.0.1 unless the service needs its own).
+    pub host: [u8; 4],
+    /// The port number on that address.
     pub number: u16,
     /// What is served on it.
     pub serves: &'static str,
 }
 
 impl Port {
-    /// Port `number`, serving `serves`.
+    /// Port `number` on 127.0.0.1, serving `serves`.
     pub const fn new(number: u16, serves: &'static str) -> Self {
-        Self { number, serves }
+        Self::on([127, 0, 0, 1], number, serves)
+    }
+
+    /// Port `number` on the loopback address `host`, serving `serves`.
+    pub const fn on(host: [u8; 4], number: u16, serves: &'static str) -> Self {
+        Self {
+            host,
+            number,
+            serves,
+        }
+    }
+
+    /// Its socket address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.host, self.number))
+    }
+
+    /// Whether something accepts connections on it.
+    fn open(&self) -> bool {
+        connect_to(self.addr()).is_some()
     }
 }
 
@@ -162,6 +183,41 @@ const REDIS_SENTINEL: Group = Group {
     name: "redis-sentinel",
     form: None,
 };
+
+/// The NATS JetStream cluster's three nodes: routes join them on their own.
+const NATS_CLUSTER: Group = Group {
+    name: "nats-cluster",
+    form: None,
+};
+
+/// A node of the NATS JetStream cluster, on its own loopback address.
+const fn nats_cluster_node(name: &'static str, ports: &'static [Port]) -> Service {
+    Service::process(
+        name,
+        ports,
+        streams::nats_cluster_node_command,
+        streams::nats_cluster_node_ready,
+    )
+    .group(&NATS_CLUSTER)
+}
+
+/// A NATS cluster node's client, monitoring and route ports on `host`.
+const fn nats_cluster_ports(host: [u8; 4]) -> [Port; 3] {
+    [
+        Port::on(host, ports::NATS_CLUSTER, "NATS (JetStream cluster node)"),
+        Port::on(host, ports::NATS_CLUSTER_MONITORING, NATS_MONITORING),
+        Port::on(host, ports::NATS_CLUSTER_ROUTES, "NATS cluster routes"),
+    ]
+}
+
+/// What a NATS cluster node's monitoring port serves.
+pub const NATS_MONITORING: &str = "NATS monitoring (HTTP)";
+/// The ports of each NATS cluster node.
+const NATS_CLUSTER_PORTS: [[Port; 3]; 3] = [
+    nats_cluster_ports(ports::NATS_CLUSTER_HOSTS[0]),
+    nats_cluster_ports(ports::NATS_CLUSTER_HOSTS[1]),
+    nats_cluster_ports(ports::NATS_CLUSTER_HOSTS[2]),
+];
 
 /// Every service, in start order.
 pub const SERVICES: &[Service] = &[
@@ -381,11 +437,14 @@ pub const SERVICES: &[Service] = &[
         "nats",
         &[
             Port::new(ports::NATS, "NATS (JetStream)"),
-            Port::new(ports::NATS_MONITORING, "NATS monitoring (HTTP)"),
+            Port::new(ports::NATS_MONITORING, NATS_MONITORING),
         ],
         streams::nats_command,
         streams::nats_ready,
     ),
+    nats_cluster_node("nats-cluster-0", &NATS_CLUSTER_PORTS[0]),
+    nats_cluster_node("nats-cluster-1", &NATS_CLUSTER_PORTS[1]),
+    nats_cluster_node("nats-cluster-2", &NATS_CLUSTER_PORTS[2]),
     Service::process(
         "elasticmq",
         &[Port::new(ports::SQS, "SQS API (HTTP)")],
@@ -486,6 +545,14 @@ impl Service {
             .first()
             .map(|port| port.number)
             .with_context(|| format!("{} lists no port", self.name))
+    }
+
+    /// The port serving `what`, with its address.
+    pub fn port_entry(&self, what: &str) -> Result<&Port> {
+        self.ports
+            .iter()
+            .find(|port| port.serves == what)
+            .with_context(|| format!("{} lists no {what} port", self.name))
     }
 
     /// The port serving `what`.
@@ -590,8 +657,8 @@ pub fn stop_all(layout: &Layout) -> Result<()> {
             service
                 .ports
                 .iter()
-                .find(|port| tcp_open(port.number))
-                .map(|port| format!("{} ({})", service.name, port.number))
+                .find(|port| port.open())
+                .map(|port| format!("{} ({})", service.name, port.addr()))
         })
         .collect();
     if !still_open.is_empty() {
@@ -637,11 +704,11 @@ fn ensure_started(layout: &Layout, bin: &Binaries, service: &Service) -> Result<
         println!("  {name}: already running (pid {pid})");
         return Ok(());
     }
-    if let Some(port) = service.ports.iter().find(|port| tcp_open(port.number)) {
+    if let Some(port) = service.ports.iter().find(|port| port.open()) {
         bail!(
-            "{name} cannot start: 127.0.0.1:{} is already taken by a process this checkout did \
+            "{name} cannot start: {} is already taken by a process this checkout did \
              not start (a dev cluster of another checkout? stop it with `cargo xtask cluster down` there)",
-            port.number
+            port.addr()
         );
     }
     let cmd = command(layout, bin, service)?;
@@ -1530,7 +1597,11 @@ fn kubectl_raw(layout: &Layout, path: &str) -> Option<String> {
 }
 
 pub(super) fn connect(port: u16) -> Option<TcpStream> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    connect_to(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A connection to `addr` with short timeouts, if it accepts one.
+pub(super) fn connect_to(addr: SocketAddr) -> Option<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
@@ -1583,8 +1654,17 @@ pub(super) fn http_get(
     path: &str,
     basic: Option<(&str, &str)>,
 ) -> Option<(u16, String)> {
-    let mut s = connect(port)?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path, basic)
+}
+
+/// [`http_get`] from `addr`.
+pub(super) fn http_get_at(
+    addr: SocketAddr,
+    path: &str,
+    basic: Option<(&str, &str)>,
+) -> Option<(u16, String)> {
+    let mut s = connect_to(addr)?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
     if let Some((user, pass)) = basic {
         request.push_str(&format!(
             "Authorization: Basic {}\r\n",
@@ -1643,6 +1723,9 @@ mod tests {
                 "prometheus-secure",
                 "kafka",
                 "nats",
+                "nats-cluster-0",
+                "nats-cluster-1",
+                "nats-cluster-2",
                 "elasticmq",
             ]
         );
@@ -1660,9 +1743,9 @@ mod tests {
             );
             for port in service.ports {
                 assert!(
-                    seen_ports.insert(port.number),
+                    seen_ports.insert(port.addr()),
                     "port {} of {} listed twice",
-                    port.number,
+                    port.addr(),
                     service.name
                 );
             }
@@ -1701,7 +1784,7 @@ mod tests {
         }
         assert_eq!(
             seen,
-            HashSet::from([REDIS_CLUSTER.name, REDIS_SENTINEL.name])
+            HashSet::from([REDIS_CLUSTER.name, REDIS_SENTINEL.name, NATS_CLUSTER.name])
         );
     }
 

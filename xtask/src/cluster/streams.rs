@@ -11,8 +11,10 @@ use anyhow::{Context, Result, bail};
 use super::binaries::Binaries;
 use super::certs::service_tls_file;
 use super::jvm::{self, ELASTICMQ, KAFKA};
-use super::services::{Service, connect, fresh_dir, http_get, run_to_end};
-use super::{Layout, ports};
+use super::services::{
+    NATS_MONITORING, Service, connect, fresh_dir, http_get, http_get_at, run_to_end,
+};
+use super::{Layout, dotted, ports};
 
 /// The user every SASL mechanism of the dev Kafka knows (PLAIN and SCRAM-SHA-256/512).
 pub const KAFKA_USER: &str = "ebb";
@@ -210,6 +212,54 @@ pub fn nats_ready(_: &Layout, _: &Service) -> bool {
         None,
     )
     .is_some_and(|(code, _)| code == 200)
+}
+
+/// A node of the three-node NATS JetStream cluster: its client, monitoring and route ports on
+/// its own loopback address, routes to the other two, and a fresh store (the cluster begins
+/// with no stream at every start).
+pub fn nats_cluster_node_command(
+    layout: &Layout,
+    bin: &Binaries,
+    service: &Service,
+) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    let host = dotted(&service.ports[0].host);
+    let routes: Vec<String> = ports::NATS_CLUSTER_HOSTS
+        .iter()
+        .map(dotted)
+        .filter(|other| *other != host)
+        .map(|other| format!("\"nats-route://{other}:{}\"", ports::NATS_CLUSTER_ROUTES))
+        .collect();
+    let config = data.join("nats.conf");
+    fs::write(
+        &config,
+        format!(
+            "server_name: {name}\n\
+             listen: \"{host}:{client}\"\n\
+             http: \"{host}:{monitoring}\"\n\
+             jetstream {{ store_dir: \"{store}\" }}\n\
+             cluster {{\n  name: ebb-dev-nats\n  listen: \"{host}:{routes_port}\"\n  routes: [{routes}]\n}}\n",
+            name = service.name,
+            client = ports::NATS_CLUSTER,
+            monitoring = ports::NATS_CLUSTER_MONITORING,
+            store = data.join("store").display(),
+            routes_port = ports::NATS_CLUSTER_ROUTES,
+            routes = routes.join(", "),
+        ),
+    )?;
+    let mut cmd = Command::new(bin.path("nats-server"));
+    cmd.arg("-c").arg(&config);
+    Ok(cmd)
+}
+
+/// A cluster node is healthy when `/healthz` says JetStream is current: the cluster has a
+/// meta leader and this node follows it.
+pub fn nats_cluster_node_ready(_: &Layout, service: &Service) -> bool {
+    service
+        .port_entry(NATS_MONITORING)
+        .ok()
+        .and_then(|port| http_get_at(port.addr(), "/healthz", None))
+        .is_some_and(|(code, _)| code == 200)
 }
 
 /// ElasticMQ with its SQS API on loopback, in-memory queues (empty at every start), the
