@@ -1,10 +1,13 @@
 //! What the stream and queue scalers read from their servers: NATS's `/jsz` and `/varz`
-//! monitoring answers and SQS's `GetQueueAttributes` answers. Any body reads as a value or an
-//! error, never a panic; leader candidates are URLs of the endpoint's scheme, and a failed SQS
-//! call never reads as a count.
+//! monitoring answers, SQS's `GetQueueAttributes` answers, and for Kafka's OAUTHBEARER an OAuth
+//! token endpoint's answer and the broker's answer to the token. Any body reads as a value or an
+//! error, never a panic; leader candidates are URLs of the endpoint's scheme, a failed SQS call
+//! never reads as a count, a non-2xx token answer is never a token, and an error never echoes
+//! the answer's body.
 
 use arbitrary::{Arbitrary, Unstructured};
 use ebb_scalers::builtin::aws_sqs_queue::read_answer;
+use ebb_scalers::builtin::kafka_oauth::{read_server_answer, read_token_answer};
 use ebb_scalers::builtin::nats_jetstream::{
     Lookup, Varz, find_lag, leader_candidates, read_json, read_jsz,
 };
@@ -29,6 +32,13 @@ const SQS: &[&str] = &[
     r#"{"Attributes":{"ApproximateNumberOfMessages":"18446744073709551615","ApproximateNumberOfMessagesNotVisible":"18446744073709551615"}}"#,
     r#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"gone"}"#,
     r#"{"Message":"x","__type":"y"}"#,
+];
+
+const TOKENS: &[&str] = &[
+    r#"{"access_token":"eyJ.a.b","token_type":"bearer","expires_in":3599,"scope":"kafka"}"#,
+    r#"{"access_token":"t","expires_in":"60"}"#,
+    r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#,
+    r#"{"status":"invalid_token"}"#,
 ];
 
 const ATTRIBUTES: [&str; 3] = [
@@ -75,5 +85,25 @@ pub fn run(data: &[u8]) {
     let success = bool::arbitrary(&mut u).unwrap_or(true);
     if let Ok(sum) = read_answer(success, &body, &ATTRIBUTES) {
         assert!(success, "a failed call read as {sum}");
+    }
+    let body = pick(&mut u, TOKENS);
+    let status = u16::arbitrary(&mut u).unwrap_or(200) % 600;
+    match read_token_answer(status, &body) {
+        Ok(token) => {
+            assert!(
+                (200..300).contains(&status),
+                "HTTP {status} read as a token"
+            );
+            assert!(!token.access_token.is_empty());
+        }
+        Err(e) => {
+            // A JSON body is never echoed in the message (messages hold no brace).
+            if body.starts_with(b"{") {
+                assert!(!e.contains(&*String::from_utf8_lossy(&body)), "{e}");
+            }
+        }
+    }
+    if let Err(e) = read_server_answer(&body) {
+        assert!(e.starts_with("the broker refused the token"), "{e}");
     }
 }

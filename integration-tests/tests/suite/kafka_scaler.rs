@@ -228,6 +228,32 @@ async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_crede
             c.kafka_tls_bootstrap.clone(),
             vec![("tls", "enable".into()), ("ca", ca.clone())],
         ),
+        // A JWT from the dev cluster's Ory Hydra (client credentials), which the broker checks
+        // against Hydra's published keys and issuer.
+        (
+            "OAUTHBEARER",
+            c.kafka_sasl_bootstrap.clone(),
+            vec![
+                ("sasl", "oauthbearer".into()),
+                ("username", c.oauth_client.0.clone()),
+                ("password", c.oauth_client.1.clone()),
+                ("oauthTokenEndpointUri", c.oauth_token_url.clone()),
+                ("scopes", "kafka".into()),
+                ("oauthExtensions", "traceId=ebb-test".into()),
+            ],
+        ),
+        (
+            "OAUTHBEARER over TLS",
+            c.kafka_sasl_tls_bootstrap.clone(),
+            vec![
+                ("sasl", "oauthbearer".into()),
+                ("username", c.oauth_client.0.clone()),
+                ("password", c.oauth_client.1.clone()),
+                ("oauthTokenEndpointUri", c.oauth_token_url.clone()),
+                ("tls", "enable".into()),
+                ("ca", ca.clone()),
+            ],
+        ),
     ];
     for (what, bootstrap, auth) in &cases {
         let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -265,4 +291,30 @@ async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_crede
         .expect_err("a wrong password");
     assert!(err.contains("authentication"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+    // A wrong client secret is refused by the token endpoint: the read fails, naming the
+    // endpoint's host and its OAuth error, never the secret.
+    let scaler = registry
+        .build(&trigger(
+            "kafka",
+            &[
+                ("bootstrapServers", &c.kafka_sasl_bootstrap),
+                ("consumerGroup", &group),
+                ("topic", &topic),
+            ],
+            &[
+                ("sasl", "oauthbearer"),
+                ("username", &c.oauth_client.0),
+                ("password", "hunter3"),
+                ("oauthTokenEndpointUri", &c.oauth_token_url),
+            ],
+        ))
+        .expect("builds");
+    let err = read_scaler(scaler.as_ref())
+        .await
+        .expect_err("a wrong client secret");
+    assert!(
+        err.contains("OAUTHBEARER") && err.contains("invalid_client"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter3"), "{err}");
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::kafka_conn::{ClusterKey, KafkaCluster, KafkaError};
+use super::kafka_oauth::{OAuthSettings, parse_extensions};
 use crate::error::{ConfigError, ScalerError};
 use crate::metric::{MetricSpec, MetricValue, MetricsAndActivity, metric_name};
 use crate::pool::{Lease, SharedPool};
@@ -102,6 +103,8 @@ pub enum Sasl {
         /// Password.
         password: String,
     },
+    /// SASL/OAUTHBEARER with a token from an OAuth 2.0 endpoint (client credentials).
+    OAuthBearer(OAuthSettings),
 }
 
 impl fmt::Debug for Sasl {
@@ -111,6 +114,7 @@ impl fmt::Debug for Sasl {
             Sasl::Plain { .. } => "Plain",
             Sasl::Scram { sha512: false, .. } => "ScramSha256",
             Sasl::Scram { sha512: true, .. } => "ScramSha512",
+            Sasl::OAuthBearer(_) => "OAuthBearer",
         })
     }
 }
@@ -374,7 +378,7 @@ fn parse_sasl(t: &Trigger, flavor: Flavor) -> Result<Sasl, ConfigError> {
                 password,
             })
         }
-        "oauthbearer" if flavor == Flavor::Kafka => Err(not_implemented("oauthbearer")),
+        "oauthbearer" if flavor == Flavor::Kafka => parse_oauth(t, credentials),
         "gssapi" => Err(not_implemented("gssapi (Kerberos)")),
         "aws_msk_iam" if flavor == Flavor::ApacheKafka => Err(not_implemented("aws_msk_iam")),
         _ => Err(t.error(
@@ -382,6 +386,67 @@ fn parse_sasl(t: &Trigger, flavor: Flavor) -> Result<Sasl, ConfigError> {
             "expected none, plaintext, scram_sha256, scram_sha512, oauthbearer or gssapi",
         )),
     }
+}
+
+/// `sasl: oauthbearer`: `saslTokenProvider` (`bearer`, the default; `aws_msk_iam` is not
+/// implemented), and for a bearer token the client id and secret in `username` and `password`,
+/// `oauthTokenEndpointUri` (required), `scopes` and `oauthExtensions`, all from the
+/// TriggerAuthentication, as KEDA reads them.
+fn parse_oauth(
+    t: &Trigger,
+    credentials: impl Fn() -> Result<(String, String), ConfigError>,
+) -> Result<Sasl, ConfigError> {
+    let provider = t
+        .lookup("saslTokenProvider", AUTH)?
+        .map(|f| f.value.trim().to_string())
+        .unwrap_or_else(|| "bearer".into());
+    match provider.as_str() {
+        "bearer" => {}
+        "aws_msk_iam" => {
+            return Err(t.error(
+                "saslTokenProvider",
+                "aws_msk_iam is not implemented in ebb; use bearer",
+            ));
+        }
+        _ => return Err(t.error("saslTokenProvider", "expected bearer or aws_msk_iam")),
+    }
+    let (client_id, client_secret) = credentials()?;
+    let token_url = t
+        .required("oauthTokenEndpointUri", AUTH)?
+        .value
+        .trim()
+        .to_string();
+    match reqwest::Url::parse(&token_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+        _ => {
+            return Err(t.error(
+                "oauthTokenEndpointUri",
+                "expected an http:// or https:// URL",
+            ));
+        }
+    }
+    let scopes = t
+        .lookup("scopes", AUTH)?
+        .map(|f| {
+            f.value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let extensions = match t.lookup("oauthExtensions", AUTH)? {
+        None => Vec::new(),
+        Some(f) => parse_extensions(&f.value).map_err(|e| t.error("oauthExtensions", e))?,
+    };
+    Ok(Sasl::OAuthBearer(OAuthSettings {
+        token_url,
+        client_id,
+        client_secret,
+        scopes,
+        extensions,
+    }))
 }
 
 /// `tls: enable` (metadata, else TriggerAuthentication) with `ca`, `cert`, `key` and
@@ -980,8 +1045,8 @@ mod tests {
     }
 
     /// KEDA's authentication rows for `kafka` (the valid metadata: two brokers, a group, a
-    /// topic), except what ebb does not implement: oauthbearer and gssapi are refused naming
-    /// `sasl`.
+    /// topic), except what ebb does not implement: gssapi is refused naming `sasl`, and
+    /// oauthbearer's `aws_msk_iam` token provider naming `saslTokenProvider`.
     #[test]
     fn keda_s_kafka_auth_rows() {
         const META: Pairs = &[("bootstrapServers", "broker1:9092,broker2:9092"), G, T];
@@ -1039,8 +1104,64 @@ mod tests {
             (
                 vec![
                     ("sasl", "oauthbearer"),
-                    ("username", "a"),
-                    ("password", "b"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("scopes", "scope1, scope2"),
+                    ("oauthTokenEndpointUri", "https://website.com"),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("scopes", "scope1, scope2"),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("oauthTokenEndpointUri", "https://website.com"),
+                    ("oauthExtensions", "extension_foo=bar"),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("oauthTokenEndpointUri", "https://website.com"),
+                    ("oauthExtensions", "extension_foo=bar,extension_baz=baz"),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("username", "admin"),
+                    ("password", "admin"),
+                    ("oauthTokenEndpointUri", "https://website.com"),
+                    ("oauthExtensions", "extension_foo"),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("password", "admin"),
+                    ("oauthTokenEndpointUri", "https://website.com"),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    ("sasl", "oauthbearer"),
+                    ("saslTokenProvider", "aws_msk_iam"),
                     ("oauthTokenEndpointUri", "https://website.com"),
                 ],
                 false,

@@ -5,8 +5,9 @@
 //! TLS setting; every trigger with the same three shares it through a
 //! [`SharedPool`](crate::pool::SharedPool), so 200 triggers on one cluster hold one connection
 //! per broker they need and one metadata cache. A connection negotiates versions with
-//! ApiVersions, authenticates (SASL PLAIN or SCRAM-SHA-256/512 over SaslHandshake v1 and
-//! SaslAuthenticate), and then carries one request at a time. A read asks:
+//! ApiVersions, authenticates (SASL PLAIN, SCRAM-SHA-256/512 or OAUTHBEARER with the cluster's
+//! shared token, over SaslHandshake v1 and SaslAuthenticate), and then carries one request at a
+//! time. A read asks:
 //! - Metadata (every topic), cached for [`METADATA_TTL`] and refreshed early when a topic or a
 //!   leader is missing;
 //! - FindCoordinator for the group, cached until the coordinator says it no longer is;
@@ -31,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::kafka::Sasl;
+use super::kafka_oauth::{TokenSource, client_first_message, read_server_answer};
 use crate::tls::{ClientTls, client_config};
 
 /// How long the cluster's metadata is reused before it is asked again.
@@ -114,7 +116,11 @@ fn code_name(code: i16) -> String {
 
 impl BrokerConn {
     /// Connects to `address`, negotiates versions and authenticates.
-    async fn open(address: &str, key: &ClusterKey) -> Result<Self, KafkaError> {
+    async fn open(
+        address: &str,
+        key: &ClusterKey,
+        oauth: Option<&TokenSource>,
+    ) -> Result<Self, KafkaError> {
         let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| conn_error(&format!("connecting to {address}"), e))?;
@@ -159,7 +165,10 @@ impl BrokerConn {
                 }
             }
         }
-        conn.authenticate(address, &key.sasl).await?;
+        match oauth {
+            Some(source) => conn.authenticate_oauth(address, source).await?,
+            None => conn.authenticate(address, &key.sasl).await?,
+        }
         Ok(conn)
     }
 
@@ -222,7 +231,8 @@ impl BrokerConn {
 
     async fn authenticate(&self, address: &str, sasl: &Sasl) -> Result<(), KafkaError> {
         let (mechanism, username, password, sha512) = match sasl {
-            Sasl::None => return Ok(()),
+            // OAUTHBEARER needs its token source: see `authenticate_oauth`.
+            Sasl::None | Sasl::OAuthBearer(_) => return Ok(()),
             Sasl::Plain { username, password } => ("PLAIN", username, password, false),
             Sasl::Scram {
                 sha512,
@@ -239,18 +249,7 @@ impl BrokerConn {
                 *sha512,
             ),
         };
-        let mut handshake = SaslHandshakeRequest::default();
-        handshake.mechanism = StrBytes::from_static_str(mechanism);
-        let answer = self
-            .call(&handshake, self.version(ApiKey::SaslHandshake)?)
-            .await?;
-        if answer.error_code != 0 {
-            let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
-            return Err(KafkaError::Connection(format!(
-                "{address} does not accept SASL {mechanism} (it offers {})",
-                offered.join(", ")
-            )));
-        }
+        self.handshake(address, mechanism).await?;
         let failed = |detail: String| {
             KafkaError::Connection(format!(
                 "SASL {mechanism} authentication as {username:?} failed: {detail}"
@@ -272,6 +271,48 @@ impl BrokerConn {
             .await
             .map_err(failed)?;
         scram.verify_server(&server_final).map_err(failed)
+    }
+
+    /// SaslHandshake: the broker must accept `mechanism`.
+    async fn handshake(&self, address: &str, mechanism: &'static str) -> Result<(), KafkaError> {
+        let mut handshake = SaslHandshakeRequest::default();
+        handshake.mechanism = StrBytes::from_static_str(mechanism);
+        let answer = self
+            .call(&handshake, self.version(ApiKey::SaslHandshake)?)
+            .await?;
+        if answer.error_code != 0 {
+            let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(KafkaError::Connection(format!(
+                "{address} does not accept SASL {mechanism} (it offers {})",
+                offered.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// SASL/OAUTHBEARER: the token in one message; an empty answer is success, anything else
+    /// the broker's error status, after which the client sends `0x01` (RFC 7628 section 3.2.3)
+    /// and the broker closes the exchange with its error.
+    async fn authenticate_oauth(
+        &self,
+        address: &str,
+        source: &TokenSource,
+    ) -> Result<(), KafkaError> {
+        self.handshake(address, "OAUTHBEARER").await?;
+        let failed = |detail: String| {
+            KafkaError::Connection(format!(
+                "SASL OAUTHBEARER authentication with {address} failed: {detail}"
+            ))
+        };
+        let token = source.token().await.map_err(failed)?;
+        let message = client_first_message(&token, source.extensions());
+        let answer = self.sasl_round(message).await.map_err(failed)?;
+        if let Err(refused) = read_server_answer(&answer) {
+            // The broker answers the closing 0x01 with its own message; ours names the status.
+            let _ = self.sasl_round(vec![0x01]).await;
+            return Err(failed(refused));
+        }
+        Ok(())
     }
 
     /// One SaslAuthenticate exchange: the server's bytes, or its error message.
@@ -326,14 +367,22 @@ pub struct KafkaCluster {
     brokers: tokio::sync::Mutex<HashMap<i32, Arc<BrokerConn>>>,
     metadata: tokio::sync::Mutex<Option<Arc<Metadata>>>,
     coordinators: Mutex<HashMap<String, (i32, String)>>,
+    /// The OAUTHBEARER token every connection of the cluster presents.
+    oauth: Option<TokenSource>,
 }
 
 impl KafkaCluster {
     /// Connects to the first bootstrap server that answers.
     pub async fn connect(key: ClusterKey) -> Result<Self, KafkaError> {
+        let oauth = match &key.sasl {
+            Sasl::OAuthBearer(settings) => {
+                Some(TokenSource::new(settings.clone()).map_err(KafkaError::Connection)?)
+            }
+            _ => None,
+        };
         let mut last = KafkaError::Connection("no bootstrap server".into());
         for address in &key.brokers {
-            match BrokerConn::open(address, &key).await {
+            match BrokerConn::open(address, &key, oauth.as_ref()).await {
                 Ok(conn) => {
                     return Ok(Self {
                         bootstrap: Arc::new(conn),
@@ -341,6 +390,7 @@ impl KafkaCluster {
                         metadata: tokio::sync::Mutex::new(None),
                         coordinators: Mutex::new(HashMap::new()),
                         key,
+                        oauth,
                     });
                 }
                 Err(e) => last = e,
@@ -420,7 +470,7 @@ impl KafkaCluster {
                     KafkaError::Broker(format!("broker {node} is not in the metadata"))
                 })?,
         };
-        let conn = Arc::new(BrokerConn::open(&address, &self.key).await?);
+        let conn = Arc::new(BrokerConn::open(&address, &self.key, self.oauth.as_ref()).await?);
         brokers.insert(node, conn.clone());
         Ok(conn)
     }

@@ -5,6 +5,7 @@ pub mod cron;
 pub mod external;
 pub mod kafka;
 pub mod kafka_conn;
+pub mod kafka_oauth;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod mysql;

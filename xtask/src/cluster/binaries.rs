@@ -24,6 +24,10 @@ pub const KWOK_VERSION: &str = "0.7.0";
 pub const HELM_VERSION: &str = "3.21.4";
 /// nats-server, with JetStream, for the `nats-jetstream` scaler's tests.
 pub const NATS_VERSION: &str = "2.15.3";
+/// Ory Hydra, a real OAuth 2.0 server, for the `kafka` trigger's SASL/OAUTHBEARER tests.
+pub const HYDRA_VERSION: &str = "2.3.0";
+/// The fork of `pop` Hydra's go.mod puts in place of `github.com/gobuffalo/pop/v6`.
+const HYDRA_POP: &str = "github.com/ory/pop/v6@v6.2.1-0.20241121111754-e5dfc0f3344b";
 
 /// Programs built from `k8s.io/kubernetes`.
 const KUBERNETES_PROGRAMS: [&str; 4] = [
@@ -123,11 +127,11 @@ pub fn ensure() -> Result<Binaries> {
     let binaries = Binaries::cached();
     let stamp = binaries.bin.join(".versions");
     let wanted = format!(
-        "kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION} helm=v{HELM_VERSION} nats=v{NATS_VERSION}\n"
+        "kubernetes=v{KUBERNETES_VERSION} etcd=v{ETCD_VERSION} kwok=v{KWOK_VERSION} helm=v{HELM_VERSION} nats=v{NATS_VERSION} hydra=v{HYDRA_VERSION}\n"
     );
     if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}, nats-server v{NATS_VERSION}: cached in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}, nats-server v{NATS_VERSION}, hydra v{HYDRA_VERSION}: cached in {}",
             binaries.bin.display()
         );
         return Ok(binaries);
@@ -141,7 +145,7 @@ pub fn ensure() -> Result<Binaries> {
         .collect();
     if stale
         .iter()
-        .any(|p| !matches!(*p, "kwok" | "helm" | "nats-server"))
+        .any(|p| !matches!(*p, "kwok" | "helm" | "nats-server" | "hydra"))
     {
         println!(
             "  building Kubernetes v{KUBERNETES_VERSION} and etcd v{ETCD_VERSION} from the Go module proxy into {}",
@@ -171,6 +175,13 @@ pub fn ensure() -> Result<Binaries> {
         );
         build_nats(&root, &binaries.bin)?;
     }
+    if stale.contains(&"hydra") {
+        println!(
+            "  building Ory Hydra v{HYDRA_VERSION} (OAuth 2.0, SQLite in memory) into {}",
+            binaries.bin.display()
+        );
+        build_hydra(&root, &binaries.bin)?;
+    }
     for (program, args, expected) in programs() {
         if !reports_version(&binaries.path(program), args, &expected) {
             bail!(
@@ -181,7 +192,7 @@ pub fn ensure() -> Result<Binaries> {
     }
     if stale.is_empty() {
         println!(
-            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}, nats-server v{NATS_VERSION}: cached and verified in {}",
+            "  Kubernetes v{KUBERNETES_VERSION}, etcd v{ETCD_VERSION}, kwok v{KWOK_VERSION}, helm v{HELM_VERSION}, nats-server v{NATS_VERSION}, hydra v{HYDRA_VERSION}: cached and verified in {}",
             binaries.bin.display()
         );
     }
@@ -190,7 +201,7 @@ pub fn ensure() -> Result<Binaries> {
 }
 
 /// Every program: (name, version arguments, text its version output must contain).
-fn programs() -> [(&'static str, &'static [&'static str], String); 8] {
+fn programs() -> [(&'static str, &'static [&'static str], String); 9] {
     let kubernetes = format!("Kubernetes v{KUBERNETES_VERSION}");
     [
         ("kube-apiserver", &["--version"], kubernetes.clone()),
@@ -221,6 +232,7 @@ fn programs() -> [(&'static str, &'static [&'static str], String); 8] {
             &["--version"],
             format!("nats-server: v{NATS_VERSION}"),
         ),
+        ("hydra", &["version"], format!("v{HYDRA_VERSION}")),
     ]
 }
 
@@ -367,6 +379,50 @@ fn build_nats(root: &Path, bin: &Path) -> Result<()> {
         fs::rename(bin.join("v2"), bin.join("nats-server"))?;
     }
     Ok(())
+}
+
+/// Hydra's go.mod replaces `pop` with Ory's fork (and its client with a directory the module's
+/// zip leaves out), so it cannot be `go install`ed: a throwaway module requires it as a tool
+/// with the fork's replace, and the client resolves to its published release. SQLite (cgo) is
+/// built in so Hydra runs with `dsn: memory`, needing no database server.
+fn build_hydra(root: &Path, bin: &Path) -> Result<()> {
+    fs::create_dir_all(bin)?;
+    let module = root.join("go/hydra-build");
+    if module.exists() {
+        fs::remove_dir_all(&module)?;
+    }
+    fs::create_dir_all(&module)?;
+    fs::write(
+        module.join("go.mod"),
+        format!(
+            "module ebb.dev/hydra-build\n\ngo 1.24\n\nreplace github.com/gobuffalo/pop/v6 => {}\n",
+            HYDRA_POP.replace('@', " ")
+        ),
+    )?;
+    let mut get = go_command(root);
+    get.current_dir(&module)
+        .args(["get", "-tool"])
+        .arg(format!("github.com/ory/hydra/v2@v{HYDRA_VERSION}"));
+    run(get, "go get hydra")?;
+    let mut build = go_command(root);
+    build
+        .current_dir(&module)
+        .env("CGO_ENABLED", "1")
+        .args([
+            "build",
+            "-v",
+            "-trimpath",
+            "-tags",
+            "sqlite,sqlite_omit_load_extension",
+            "-ldflags",
+        ])
+        .arg(format!(
+            "-s -w -X github.com/ory/hydra/v2/driver/config.Version=v{HYDRA_VERSION}"
+        ))
+        .arg("-o")
+        .arg(bin.join("hydra"))
+        .arg("github.com/ory/hydra/v2");
+    go_build_with_progress(build, "go build hydra")
 }
 
 /// Runs a `go build -v`, printing a progress line every 200 compiled packages.

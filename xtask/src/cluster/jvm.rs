@@ -22,6 +22,10 @@ pub const KAFKA_VERSION: &str = "4.4.0";
 pub const ELASTICMQ_VERSION: &str = "1.7.1";
 /// log4j 2, the logging backend the Kafka broker is given (its jars only carry the API).
 const LOG4J_VERSION: &str = "2.26.1";
+/// SLF4J 2's API, which log4j's bridge binds to. Named here because Maven's nearest-wins
+/// resolution otherwise picks a 1.7 API from Kafka's tree, which finds no binding and makes the
+/// broker log nothing at all (a failed start included).
+const SLF4J_VERSION: &str = "2.0.17";
 
 /// One JVM server: its Maven artifacts (`group:artifact:version`).
 pub struct Bundle {
@@ -47,6 +51,7 @@ pub const KAFKA: Bundle = Bundle {
             LOG4J_VERSION,
         ),
         ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+        ("org.slf4j", "slf4j-api", SLF4J_VERSION),
     ],
 };
 

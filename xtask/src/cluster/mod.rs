@@ -101,6 +101,10 @@ pub mod ports {
     pub const NATS_CLUSTER_MONITORING: u16 = 32630;
     /// The NATS cluster nodes' route port (the cluster's own traffic).
     pub const NATS_CLUSTER_ROUTES: u16 = 32631;
+    /// Ory Hydra's public port: the OAuth 2.0 token endpoint and the JWKS Kafka verifies with.
+    pub const HYDRA_PUBLIC: u16 = 32633;
+    /// Ory Hydra's admin API (clients are made there).
+    pub const HYDRA_ADMIN: u16 = 32635;
     /// ElasticMQ's SQS API (query and JSON protocols).
     pub const SQS: u16 = 32626;
 }
@@ -257,6 +261,13 @@ pub struct ClusterInfo {
     /// `service:jmx:` URL of the broker's JMX agent (no authentication, loopback only).
     #[serde(default)]
     pub kafka_jmx_url: String,
+    /// Hydra's OAuth 2.0 token endpoint, whose tokens Kafka's SASL OAUTHBEARER accepts.
+    #[serde(default)]
+    pub oauth_token_url: String,
+    /// The OAuth client (id, secret) Hydra knows, allowed the client-credentials grant with
+    /// scope `kafka`.
+    #[serde(default)]
+    pub oauth_client: (String, String),
     /// `nats://` URL of nats-server (JetStream enabled).
     #[serde(default)]
     pub nats_url: String,
@@ -371,6 +382,11 @@ pub fn up() -> Result<ClusterInfo> {
             "service:jmx:rmi:///jndi/rmi://127.0.0.1:{}/jmxrmi",
             ports::KAFKA_JMX
         ),
+        oauth_token_url: streams::hydra_token_url(),
+        oauth_client: (
+            streams::OAUTH_CLIENT_ID.to_string(),
+            streams::OAUTH_CLIENT_SECRET.to_string(),
+        ),
         nats_url: format!("nats://127.0.0.1:{}", ports::NATS),
         nats_monitoring_endpoint: format!("127.0.0.1:{}", ports::NATS_MONITORING),
         nats_cluster_urls: ports::NATS_CLUSTER_HOSTS
@@ -438,6 +454,10 @@ pub fn up() -> Result<ClusterInfo> {
         info.kafka_sasl_tls_bootstrap,
         info.kafka_tls_bootstrap,
         info.kafka_user.0
+    );
+    println!(
+        "  oauth:      {} (Ory Hydra, client {}; Kafka's OAUTHBEARER checks its tokens)",
+        info.oauth_token_url, info.oauth_client.0
     );
     println!(
         "  nats:       {} (monitoring http://{})",

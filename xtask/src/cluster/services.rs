@@ -48,7 +48,7 @@ const READY_AT_END: Ready = Ready::AtEnd(Duration::from_secs(60));
 /// Prepares a service's files (a fresh data directory, a configuration) and returns the command
 /// that runs it in the foreground.
 pub type StartCommand = fn(&Layout, &Binaries, &Service) -> Result<Command>;
-/// Creates (or updates) an object the apiserver keeps (see [`Run::ApiObject`]).
+/// Creates (or updates) an object another service keeps (see [`Run::ApiObject`]).
 pub type CreateObject = fn(&Layout, &Binaries) -> Result<()>;
 /// Whether a running service answers as it should.
 pub type HealthCheck = fn(&Layout, &Service) -> bool;
@@ -122,8 +122,9 @@ pub enum Run {
         /// How long it gets to exit on SIGTERM before SIGKILL.
         stop_grace: Duration,
     },
-    /// An object the apiserver keeps rather than a process: created whenever it is not healthy,
-    /// never stopped, and counted as running while its host service runs.
+    /// An object another service keeps rather than a process (a Node in the apiserver, a client
+    /// in Hydra): created whenever it is not healthy, never stopped, and counted as running
+    /// while its host service runs.
     ApiObject {
         /// Creates (or updates) the object.
         create: CreateObject,
@@ -417,6 +418,26 @@ pub const SERVICES: &[Service] = &[
         prometheus_secure_ready,
     )
     .built_on(Foundation::ServiceTls),
+    Service::process(
+        "hydra",
+        &[
+            Port::new(
+                ports::HYDRA_PUBLIC,
+                "OAuth 2.0 token endpoint and JWKS (HTTP)",
+            ),
+            Port::new(ports::HYDRA_ADMIN, "Hydra admin API (HTTP)"),
+        ],
+        streams::hydra_command,
+        streams::hydra_ready,
+    )
+    // Kafka fetches Hydra's signing keys when it starts.
+    .ready(Ready::BeforeNext(Duration::from_secs(60))),
+    Service::api_object(
+        "hydra-client",
+        "hydra",
+        streams::create_hydra_client,
+        streams::hydra_client_ready,
+    ),
     Service::process(
         "kafka",
         &[
@@ -1663,15 +1684,46 @@ pub(super) fn http_get_at(
     path: &str,
     basic: Option<(&str, &str)>,
 ) -> Option<(u16, String)> {
+    http_call(addr, "GET", path, basic, None)
+}
+
+/// A `POST` of the JSON `body` to `path` on a loopback `port`: the status code and the body.
+pub(super) fn http_post_json(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    http_call(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "POST",
+        path,
+        None,
+        Some(body),
+    )
+}
+
+/// One HTTP/1.0 request (the server closes the connection after its answer).
+fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    json: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = connect_to(addr)?;
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     if let Some((user, pass)) = basic {
         request.push_str(&format!(
             "Authorization: Basic {}\r\n",
             BASE64.encode(format!("{user}:{pass}"))
         ));
     }
+    if let Some(body) = json {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     request.push_str("\r\n");
+    if let Some(body) = json {
+        request.push_str(body);
+    }
     s.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     s.read_to_string(&mut response).ok()?;
@@ -1721,6 +1773,8 @@ mod tests {
                 "prometheus-exporter",
                 "prometheus",
                 "prometheus-secure",
+                "hydra",
+                "hydra-client",
                 "kafka",
                 "nats",
                 "nats-cluster-0",

@@ -1,5 +1,7 @@
 //! The stream and queue servers of the dev cluster: Apache Kafka (KRaft, one node that is its own
-//! controller), nats-server with JetStream, and ElasticMQ (the SQS API). Each entry of
+//! controller) with Ory Hydra as the OAuth 2.0 server its OAUTHBEARER listener trusts,
+//! nats-server with JetStream (alone, and a three-node cluster), and ElasticMQ (the SQS API).
+//! Each entry of
 //! [`super::services::SERVICES`] points at a start command and a health check here.
 
 use std::fs;
@@ -12,7 +14,7 @@ use super::binaries::Binaries;
 use super::certs::service_tls_file;
 use super::jvm::{self, ELASTICMQ, KAFKA};
 use super::services::{
-    NATS_MONITORING, Service, connect, fresh_dir, http_get, http_get_at, run_to_end,
+    NATS_MONITORING, Service, connect, fresh_dir, http_get, http_get_at, http_post_json, run_to_end,
 };
 use super::{Layout, dotted, ports};
 
@@ -22,6 +24,10 @@ pub const KAFKA_USER: &str = "ebb";
 pub const KAFKA_PASSWORD: &str = "ebb-dev";
 /// The KRaft cluster id the storage is formatted with (any 16 bytes, base64url).
 const KAFKA_CLUSTER_ID: &str = "Wgmuz1bSTTudNmmDfyqBeA";
+/// The OAuth client Hydra knows (client-credentials grant, scope `kafka`).
+pub const OAUTH_CLIENT_ID: &str = "ebb-kafka";
+/// Its secret.
+pub const OAUTH_CLIENT_SECRET: &str = "ebb-dev-oauth";
 /// The account ElasticMQ puts in its queue URLs.
 pub const SQS_ACCOUNT: &str = "000000000000";
 /// The region ElasticMQ says it is in.
@@ -51,15 +57,28 @@ fn kafka_properties(layout: &Layout, data: &std::path::Path) -> Result<String> {
     );
     let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
     let oauth = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;";
+    // OAUTHBEARER tokens are JWTs signed by Hydra, checked against its published keys.
+    let validator =
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler";
     let mut sasl = String::new();
     for listener in ["sasl_plaintext", "sasl_ssl"] {
         sasl.push_str(&format!(
             "listener.name.{listener}.plain.sasl.jaas.config={plain}\n\
              listener.name.{listener}.scram-sha-256.sasl.jaas.config={scram}\n\
              listener.name.{listener}.scram-sha-512.sasl.jaas.config={scram}\n\
-             listener.name.{listener}.oauthbearer.sasl.jaas.config={oauth}\n"
+             listener.name.{listener}.oauthbearer.sasl.jaas.config={oauth}\n\
+             listener.name.{listener}.oauthbearer.sasl.server.callback.handler.class={validator}\n"
         ));
     }
+    // Hydra puts an audience in a token only when the request names one, and KEDA's kafka
+    // trigger names none: the issuer and the signature are what the broker checks.
+    sasl.push_str(&format!(
+        "sasl.oauthbearer.jwks.endpoint.url={jwks}\n\
+         sasl.oauthbearer.expected.issuer={issuer}\n\
+         sasl.oauthbearer.allow.unverified.audience=true\n",
+        jwks = hydra_jwks_url(),
+        issuer = hydra_issuer(),
+    ));
     Ok(format!(
         "process.roles=broker,controller\n\
          node.id=1\n\
@@ -134,6 +153,11 @@ pub fn kafka_command(layout: &Layout, _: &Binaries, service: &Service) -> Result
     }
     run_to_end(format, "formatting Kafka's storage")?;
     let mut cmd = jvm("512m", KAFKA.classpath());
+    // Kafka fetches OAUTHBEARER keys only from URLs listed here.
+    cmd.arg(format!(
+        "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={}",
+        hydra_jwks_url()
+    ));
     // JMX on loopback, for the broker's own connection counts in the tests.
     let jmx = ports::KAFKA_JMX;
     cmd.arg(&log4j_flag)
@@ -209,6 +233,83 @@ pub fn nats_ready(_: &Layout, _: &Service) -> bool {
     http_get(
         ports::NATS_MONITORING,
         "/healthz?js-enabled-only=true",
+        None,
+    )
+    .is_some_and(|(code, _)| code == 200)
+}
+
+/// Hydra's issuer: its public port's root.
+fn hydra_issuer() -> String {
+    format!("http://127.0.0.1:{}/", ports::HYDRA_PUBLIC)
+}
+
+/// Where Hydra publishes the keys its tokens are signed with.
+fn hydra_jwks_url() -> String {
+    format!("{}.well-known/jwks.json", hydra_issuer())
+}
+
+/// Hydra's OAuth 2.0 token endpoint.
+pub fn hydra_token_url() -> String {
+    format!("{}oauth2/token", hydra_issuer())
+}
+
+/// Ory Hydra, a real OAuth 2.0 server, with its store in SQLite in memory (no client and fresh
+/// signing keys at every start) and JWT access tokens, so Kafka can verify them offline.
+/// `--dev` allows its plain-HTTP issuer on loopback.
+pub fn hydra_command(layout: &Layout, bin: &Binaries, service: &Service) -> Result<Command> {
+    let data = fresh_dir(&layout.data(service.name))?;
+    let config = data.join("hydra.yml");
+    fs::write(
+        &config,
+        format!(
+            "dsn: memory\n\
+             serve:\n  public:\n    host: 127.0.0.1\n    port: {public}\n  \
+             admin:\n    host: 127.0.0.1\n    port: {admin}\n\
+             urls:\n  self:\n    issuer: {issuer}\n\
+             secrets:\n  system:\n    - ebb-dev-hydra-system-secret\n\
+             strategies:\n  access_token: jwt\n\
+             log:\n  level: warn\n",
+            public = ports::HYDRA_PUBLIC,
+            admin = ports::HYDRA_ADMIN,
+            issuer = hydra_issuer(),
+        ),
+    )?;
+    let mut cmd = Command::new(bin.path("hydra"));
+    cmd.args(["serve", "all", "--dev", "--sqa-opt-out", "-c"])
+        .arg(&config);
+    Ok(cmd)
+}
+
+/// Hydra is ready when its public port says so and it publishes signing keys.
+pub fn hydra_ready(_: &Layout, _: &Service) -> bool {
+    http_get(ports::HYDRA_PUBLIC, "/health/ready", None).is_some_and(|(code, _)| code == 200)
+        && http_get(ports::HYDRA_PUBLIC, "/.well-known/jwks.json", None)
+            .is_some_and(|(code, body)| code == 200 && body.contains("\"kid\""))
+}
+
+/// Makes the OAuth client [`OAUTH_CLIENT_ID`] in Hydra.
+pub fn create_hydra_client(_: &Layout, _: &Binaries) -> Result<()> {
+    let body = serde_json::json!({
+        "client_id": OAUTH_CLIENT_ID,
+        "client_secret": OAUTH_CLIENT_SECRET,
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "scope": "kafka",
+        "access_token_strategy": "jwt",
+    });
+    match http_post_json(ports::HYDRA_ADMIN, "/admin/clients", &body.to_string()) {
+        // 409: made by an earlier `up` while Hydra ran.
+        Some((201 | 409, _)) => Ok(()),
+        Some((code, answer)) => bail!("Hydra refused the OAuth client ({code}): {answer}"),
+        None => bail!("Hydra's admin API did not answer"),
+    }
+}
+
+/// The OAuth client exists.
+pub fn hydra_client_ready(_: &Layout, _: &Service) -> bool {
+    http_get(
+        ports::HYDRA_ADMIN,
+        &format!("/admin/clients/{OAUTH_CLIENT_ID}"),
         None,
     )
     .is_some_and(|(code, _)| code == 200)
