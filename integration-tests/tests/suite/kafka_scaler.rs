@@ -2,15 +2,16 @@
 //! up with Kafka's own tools (topics, a keyed producer, the consumer-groups tool for committed
 //! offsets, GetOffsetShell for the expected latest offsets): a group without committed offsets
 //! under each `offsetResetPolicy`, the lag once offsets are committed, the partition cap and
-//! `allowIdleConsumers`, `excludePersistentLag`, every topic of the group when none is named, SASL (PLAIN and SCRAM)
-//! and TLS listeners, and errors that are never 0.
+//! `allowIdleConsumers`, `excludePersistentLag`, every topic of the group when none is named,
+//! SASL (PLAIN, SCRAM, and OAUTHBEARER with Ory Hydra's tokens) and TLS listeners (client
+//! certificates included), and errors that are never 0.
 
 use std::collections::BTreeMap;
 
 use ebb_scalers::{Registry, Trigger};
 use integration_tests::{
-    dead_address, kafka_commit, kafka_latest, kafka_produce, kafka_topic, read_scaler,
-    read_scaler_until, setup, unique_name,
+    dead_address, encrypted_key, kafka_commit, kafka_latest, kafka_produce, kafka_topic,
+    read_scaler, read_scaler_until, setup, unique_name,
 };
 
 fn trigger(kind: &str, metadata: &[(&str, &str)], auth: &[(&str, &str)]) -> Trigger {
@@ -191,6 +192,8 @@ async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_crede
         .expect("join");
     let lag: i64 = latest.iter().map(|l| l - l.min(&1)).sum();
     let ca = std::fs::read_to_string(&c.tls_ca).expect("the dev CA");
+    let cert = std::fs::read_to_string(&c.tls_client_cert).expect("the client certificate");
+    let key = std::fs::read_to_string(&c.tls_client_key).expect("the client key");
     let (user, password) = c.kafka_user.clone();
     let registry = Registry::with_builtins();
     let cases: Vec<(&str, String, AuthParams)> = vec![
@@ -223,10 +226,27 @@ async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_crede
                 ("ca", ca.clone()),
             ],
         ),
+        // The TLS listener requires a client certificate of the dev CA.
         (
-            "TLS",
+            "TLS with a client certificate",
             c.kafka_tls_bootstrap.clone(),
-            vec![("tls", "enable".into()), ("ca", ca.clone())],
+            vec![
+                ("tls", "enable".into()),
+                ("ca", ca.clone()),
+                ("cert", cert.clone()),
+                ("key", key.clone()),
+            ],
+        ),
+        (
+            "TLS with a client key opened by keyPassword",
+            c.kafka_tls_bootstrap.clone(),
+            vec![
+                ("tls", "enable".into()),
+                ("ca", ca.clone()),
+                ("cert", cert.clone()),
+                ("key", encrypted_key(&key, "open-sesame")),
+                ("keyPassword", "open-sesame".into()),
+            ],
         ),
         // A JWT from the dev cluster's Ory Hydra (client credentials), which the broker checks
         // against Hydra's published keys and issuer.
@@ -270,6 +290,21 @@ async fn sasl_and_tls_listeners_are_read_with_the_trigger_authentication_s_crede
             .expect("builds");
         read_scaler_until(scaler.as_ref(), what, lag as f64).await;
     }
+    // Without a client certificate the TLS listener refuses the connection: an error, not 0.
+    let scaler = registry
+        .build(&trigger(
+            "kafka",
+            &[
+                ("bootstrapServers", &c.kafka_tls_bootstrap),
+                ("consumerGroup", &group),
+                ("topic", &topic),
+            ],
+            &[("tls", "enable"), ("ca", &ca)],
+        ))
+        .expect("builds");
+    read_scaler(scaler.as_ref())
+        .await
+        .expect_err("no client certificate");
     // A wrong password is refused by the broker, and the error does not show it.
     let scaler = registry
         .build(&trigger(

@@ -663,7 +663,7 @@ fn partition_lag(s: &LagSettings, p: &PartitionOffsets, previous: &mut Previous)
     let Some(latest) = p.latest else {
         return (0, 0);
     };
-    let lag = latest - p.committed;
+    let lag = latest.saturating_sub(p.committed);
     if s.exclude_persistent_lag {
         let key = (p.topic.clone(), p.partition);
         if previous.get(&key) == Some(&p.committed) {
@@ -1427,5 +1427,140 @@ mod tests {
         assert_eq!(parse_partitions("4-1"), Some(vec![]));
         assert_eq!(parse_partitions("a,b,c,d"), None);
         assert_eq!(parse_partitions("1-2-3"), None);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Partitions as a broker may answer: a committed offset of -1 (none) or at most the
+        /// latest, and sometimes no latest offset at all.
+        fn partitions() -> impl Strategy<Value = Vec<PartitionOffsets>> {
+            proptest::collection::vec(
+                (
+                    0i64..1_000_000,
+                    prop_oneof![Just(-1i64), 0i64..1_000_000],
+                    any::<bool>(),
+                ),
+                0..12,
+            )
+            .prop_map(|rows| {
+                rows.into_iter()
+                    .enumerate()
+                    .map(|(i, (latest, committed, answered))| PartitionOffsets {
+                        topic: "t".into(),
+                        partition: i as i32,
+                        committed: committed.min(latest),
+                        latest: answered.then_some(latest),
+                    })
+                    .collect()
+            })
+        }
+
+        fn lag_settings() -> impl Strategy<Value = LagSettings> {
+            (
+                prop_oneof![Just(1.0), Just(5.0), Just(10.0), 0.5f64..1000.0],
+                any::<bool>(),
+                any::<[bool; 5]>(),
+            )
+                .prop_map(|(threshold, earliest, b)| LagSettings {
+                    lag_threshold: threshold,
+                    offset_reset_policy: if earliest {
+                        OffsetResetPolicy::Earliest
+                    } else {
+                        OffsetResetPolicy::Latest
+                    },
+                    scale_to_zero_on_invalid_offset: b[0],
+                    exclude_persistent_lag: b[1],
+                    allow_idle_consumers: b[2],
+                    limit_to_partitions_with_lag: b[3] && !b[4],
+                    ensure_even_distribution: b[4] && !b[3],
+                })
+        }
+
+        proptest! {
+            /// The metric is never negative, never above the lag persistent partitions included
+            /// unless rounding up for an even spread, and asks for at most one replica per
+            /// partition (per partition with lag, with limitToPartitionsWithLag) unless idle
+            /// consumers are allowed.
+            #[test]
+            fn the_metric_is_bounded_by_the_lag_and_the_partitions(
+                s in lag_settings(),
+                ps in partitions(),
+            ) {
+                let total = total_lag(&s, &ps, &mut Previous::new());
+                prop_assert!(total.metric >= 0.0);
+                prop_assert!(total.with_persistent >= 0);
+                let answering = ps.iter().filter(|p| p.latest.is_some()).count() as f64;
+                let capped = !s.allow_idle_consumers
+                    || s.limit_to_partitions_with_lag
+                    || s.ensure_even_distribution;
+                // KEDA's bound: the partitions with lag under limitToPartitionsWithLag, else
+                // every partition (here: every partition the broker gave a latest offset for).
+                let with_lag = ps
+                    .iter()
+                    .filter(|p| partition_lag(&s, p, &mut Previous::new()).0 > 0)
+                    .count() as f64;
+                let upper = if s.limit_to_partitions_with_lag { with_lag } else { answering };
+                if capped {
+                    prop_assert!((total.metric / s.lag_threshold).floor() <= upper);
+                }
+                if !s.ensure_even_distribution {
+                    prop_assert!(total.metric <= total.with_persistent as f64);
+                }
+                if s.ensure_even_distribution && answering > 0.0 && total.metric > 0.0 {
+                    let replicas = (total.metric / s.lag_threshold).round() as i64;
+                    prop_assert_eq!(answering as i64 % replicas, 0);
+                }
+            }
+
+            /// With excludePersistentLag, a second read of the same offsets leaves the partitions
+            /// that did not move out of the metric, but not out of activation.
+            #[test]
+            fn unmoved_partitions_drop_out_of_the_metric_on_the_next_read(
+                ps in partitions(),
+            ) {
+                let mut s = settings();
+                s.exclude_persistent_lag = true;
+                s.allow_idle_consumers = true;
+                let mut previous = Previous::new();
+                let first = total_lag(&s, &ps, &mut previous);
+                let second = total_lag(&s, &ps, &mut previous);
+                prop_assert_eq!(first.with_persistent, second.with_persistent);
+                let invalid: i64 = ps
+                    .iter()
+                    .filter(|p| p.committed == -1)
+                    .map(|p| partition_lag(&s, p, &mut Previous::new()).0)
+                    .sum();
+                prop_assert_eq!(second.metric, invalid as f64);
+            }
+
+            /// Whatever the broker says, the arithmetic does not panic (offsets saturate).
+            #[test]
+            fn any_offsets_add_up_without_a_panic(
+                s in lag_settings(),
+                rows in proptest::collection::vec((any::<i64>(), any::<i64>(), any::<bool>()), 0..8),
+            ) {
+                let ps: Vec<PartitionOffsets> = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (committed, latest, answered))| PartitionOffsets {
+                        topic: "t".into(),
+                        partition: i as i32,
+                        committed,
+                        latest: answered.then_some(latest),
+                    })
+                    .collect();
+                let _ = total_lag(&s, &ps, &mut Previous::new());
+            }
+
+            /// A SCRAM server-first message of any shape is read or refused, never a panic.
+            #[test]
+            fn any_scram_server_answer_is_read_or_refused(answer in proptest::collection::vec(any::<u8>(), 0..120)) {
+                let mut scram = Scram::with_nonce("user", "pencil", false, "abc");
+                let _ = scram.client_final(&answer);
+                let _ = scram.verify_server(&answer);
+            }
+        }
     }
 }

@@ -83,7 +83,7 @@ pub mod ports {
     /// Kafka with SASL over TLS (server certificate of the dev CA; a client certificate is
     /// verified when given).
     pub const KAFKA_SASL_TLS: u16 = 32623;
-    /// Kafka over TLS, no SASL (a client certificate is verified when given).
+    /// Kafka over TLS, no SASL: a client certificate of the dev CA is required.
     pub const KAFKA_TLS: u16 = 32627;
     /// Kafka's JMX (RMI) port, for the broker's own metrics (connection counts).
     pub const KAFKA_JMX: u16 = 32628;
@@ -251,8 +251,8 @@ pub struct ClusterInfo {
     /// `host:port` of Kafka's SASL listener over TLS (server certificate from [`Self::tls_ca`]).
     #[serde(default)]
     pub kafka_sasl_tls_bootstrap: String,
-    /// `host:port` of Kafka's TLS listener without SASL (a client certificate is verified when
-    /// given).
+    /// `host:port` of Kafka's TLS listener without SASL, which requires a client certificate of
+    /// the dev CA ([`Self::tls_client_cert`]).
     #[serde(default)]
     pub kafka_tls_bootstrap: String,
     /// The user and password every SASL mechanism of Kafka knows.

@@ -44,7 +44,7 @@ fn jvm(heap: &str, classpath: String) -> Command {
 }
 
 /// The broker's configuration: a plaintext listener, SASL over plaintext and over TLS, TLS
-/// alone, and the controller; topics are never created implicitly, and the internal topics have
+/// alone (which requires a client certificate of the dev CA), and the controller; topics are never created implicitly, and the internal topics have
 /// one partition and one replica so a fresh broker serves groups at once.
 fn kafka_properties(layout: &Layout, data: &std::path::Path) -> Result<String> {
     let keystore = data.join("keystore.pem");
@@ -104,7 +104,8 @@ fn kafka_properties(layout: &Layout, data: &std::path::Path) -> Result<String> {
          ssl.keystore.location={keystore}\n\
          ssl.truststore.type=PEM\n\
          ssl.truststore.location={ca}\n\
-         ssl.client.auth=requested\n",
+         ssl.client.auth=requested\n\
+         listener.name.ssl.ssl.client.auth=required\n",
         controller = ports::KAFKA_CONTROLLER,
         plaintext = ports::KAFKA,
         sasl_port = ports::KAFKA_SASL,
