@@ -108,6 +108,34 @@ pub struct RunArgs {
     /// becomes the leader. Not used with `--tls-cert-file`.
     #[arg(long, env = "EBB_APISERVICE")]
     pub apiservice: Option<String>,
+    /// Where the validating admission webhook (HTTPS, `POST /validate`) is served; `off` (the
+    /// default) disables it. Every replica serves it, from its own caches.
+    #[arg(long, env = "EBB_ADMISSION_ADDR", default_value = "off")]
+    pub admission_addr: String,
+    /// Serving certificate chain (PEM) of the webhook, reloaded when it changes; a
+    /// certificate is generated at startup when absent.
+    #[arg(
+        long,
+        env = "EBB_ADMISSION_TLS_CERT_FILE",
+        requires = "admission_tls_private_key_file"
+    )]
+    pub admission_tls_cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "EBB_ADMISSION_TLS_PRIVATE_KEY_FILE",
+        requires = "admission_tls_cert_file"
+    )]
+    pub admission_tls_private_key_file: Option<std::path::PathBuf>,
+    /// DNS names and IP addresses of the webhook's generated certificate, comma-separated
+    /// [default: `ebb-webhook.<namespace>.svc`, `ebb-webhook.<namespace>.svc.cluster.local`,
+    /// `localhost`, `127.0.0.1`].
+    #[arg(long, env = "EBB_ADMISSION_TLS_NAMES", value_delimiter = ',')]
+    pub admission_tls_names: Vec<String>,
+    /// ValidatingWebhookConfiguration whose webhooks' caBundle is set to the generated
+    /// certificate's CA at startup. Not used with `--admission-tls-cert-file`.
+    #[arg(long, env = "EBB_VALIDATING_WEBHOOK_CONFIGURATION")]
+    pub validating_webhook_configuration: Option<String>,
 }
 
 /// How logs are written.

@@ -4,6 +4,7 @@
 //! so it is tested without a cluster; the I/O around it is kept apart.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod client;

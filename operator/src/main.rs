@@ -10,7 +10,7 @@ use clap::Parser;
 use ebb_operator::cli::{BUILD, Cli, Command, LogFormat, RunArgs, cluster_objects_namespace};
 use ebb_operator::controller::{Context, ControllerEnd};
 use ebb_operator::supervise::{Shutdown, Stopped, supervise};
-use ebb_operator::{admin, leader, metrics_api};
+use ebb_operator::{admin, admission, leader, metrics_api};
 
 /// The binary's allocator: jemalloc gives freed memory back to the system after its decay time.
 /// With glibc's malloc ebb kept about 20 MiB above its baseline after 1,000 ScaledObjects came
@@ -38,6 +38,11 @@ async fn main() -> anyhow::Result<()> {
                 tls_private_key_file,
                 tls_names,
                 apiservice,
+                admission_addr,
+                admission_tls_cert_file,
+                admission_tls_private_key_file,
+                admission_tls_names,
+                validating_webhook_configuration,
             } = *args;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -92,6 +97,34 @@ async fn main() -> anyhow::Result<()> {
                 if leader_elect {
                     ca_bundle_on_lead = apiservice.zip(ca_pem);
                 }
+            }
+            if admission_addr != "off" {
+                let settings = admission::server::Settings {
+                    addr: admission_addr
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--admission-addr {admission_addr:?}: {e}"))?,
+                    cert_and_key: admission_tls_cert_file.zip(admission_tls_private_key_file),
+                    names: if admission_tls_names.is_empty() {
+                        default_webhook_tls_names(&namespace)
+                    } else {
+                        admission_tls_names
+                    },
+                    webhook_configuration: validating_webhook_configuration,
+                };
+                let caches =
+                    admission::server::Caches::start(&client, ctx.watch_namespace.as_deref());
+                let (server, _) = admission::server::start(
+                    client.clone(),
+                    ctx.registry.clone(),
+                    caches,
+                    settings,
+                    shutdown.wait(),
+                )
+                .await?;
+                servers.spawn(async move {
+                    server.await;
+                    "the admission webhook"
+                });
             }
             let listener = tokio::net::TcpListener::bind(admin_addr).await?;
             let admin_server = admin::serve(listener, ctx.metrics.clone(), shutdown.wait());
@@ -189,6 +222,17 @@ fn default_tls_names(namespace: &str) -> Vec<String> {
     vec![
         format!("ebb-metrics.{namespace}.svc"),
         format!("ebb-metrics.{namespace}.svc.cluster.local"),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ]
+}
+
+/// The names the apiserver reaches the webhook by: the Service `ebb-webhook` in ebb's
+/// namespace, and loopback.
+fn default_webhook_tls_names(namespace: &str) -> Vec<String> {
+    vec![
+        format!("ebb-webhook.{namespace}.svc"),
+        format!("ebb-webhook.{namespace}.svc.cluster.local"),
         "localhost".into(),
         "127.0.0.1".into(),
     ]

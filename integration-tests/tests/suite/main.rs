@@ -16,6 +16,7 @@
 //!
 //! Anything else goes in `tests/disruptive/`.
 
+mod admission;
 mod aws_sqs_scaler;
 mod brokers;
 mod control_plane;

@@ -124,6 +124,8 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
         ],
         &["get", "deployments.apps", "-n", ns],
         &["get", "secrets", "-n", ns],
+        // LimitRange defaults, for cpu and memory triggers on containers without requests.
+        &["list", "limitranges", "-n", ns],
         &["get", "configmaps", "-n", ns],
         &["create", "events", "-n", ns],
         &["update", "leases.coordination.k8s.io", "-n", "ebb-system"],

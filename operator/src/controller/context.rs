@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::admin::Metrics;
+use crate::admission::checks::{Neighbours, PeerHpa, PeerScaledObject};
 use crate::events::Events;
 use crate::loops::Loops;
 use crate::metric_store::MetricStore;
@@ -50,8 +51,12 @@ pub struct Context {
     pub(super) kinds: Kinds,
     /// True while the authentication caches are filled (the ScaledJob controller waits for it).
     pub(super) auth_ready: tokio::sync::watch::Sender<bool>,
-    /// The HPAs ebb owns (their metadata and conditions only), while a controller runs.
+    /// Every HPA (names, targets, owners, conditions; slimmed), while a controller runs: ebb's
+    /// own, and the others a ScaledObject must not fight.
     pub(super) hpas: Mutex<Option<Store<HorizontalPodAutoscaler>>>,
+    /// The ScaledObjects, while a controller runs: the admission checks compare an object
+    /// with its namespace's others.
+    pub(super) scaled_objects: Mutex<Option<Store<ScaledObject>>>,
     /// Per ScaledObject, the HPA ebb last applied. An HPA still stored so needs no apply.
     pub(super) applied: Mutex<HashMap<String, AppliedHpa>>,
 }
@@ -104,6 +109,7 @@ impl Context {
             auth_ready: tokio::sync::watch::Sender::new(false),
             kinds: Kinds::default(),
             hpas: Mutex::new(None),
+            scaled_objects: Mutex::new(None),
             applied: Mutex::new(HashMap::new()),
         }
     }
@@ -215,6 +221,41 @@ impl Context {
             .join(",")
     }
 
+    /// What `so`'s namespace holds besides it, from the controller's caches (empty while no
+    /// controller runs).
+    pub(super) fn neighbours(&self, so: &ScaledObject) -> Neighbours {
+        let namespace = so.namespace().unwrap_or_default();
+        let name = so.name_any();
+        let scaled_objects = lock(&self.scaled_objects)
+            .as_ref()
+            .map(|store| {
+                store
+                    .state()
+                    .iter()
+                    .filter(|o| {
+                        o.namespace().as_deref() == Some(&namespace) && o.name_any() != name
+                    })
+                    .map(|o| PeerScaledObject::of(o))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hpas = lock(&self.hpas)
+            .as_ref()
+            .map(|store| {
+                store
+                    .state()
+                    .iter()
+                    .filter(|h| h.namespace().as_deref() == Some(&namespace))
+                    .map(|h| PeerHpa::of(h))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Neighbours {
+            scaled_objects,
+            hpas,
+        }
+    }
+
     /// Resolves once the running controller has filled its authentication caches.
     pub async fn authentications_cached(&self) {
         let mut ready = self.auth_ready.subscribe();
@@ -227,6 +268,7 @@ impl Context {
         self.auth_ready.send_replace(false);
         *lock(&self.authentications) = None;
         *lock(&self.hpas) = None;
+        *lock(&self.scaled_objects) = None;
         lock(&self.applied).clear();
     }
 }

@@ -16,12 +16,14 @@ use ebb_crds::scaled_object::{
 };
 use ebb_crds::{Condition, ScaledObject};
 use ebb_scalers::MetricSpec;
+use k8s_openapi::api::core::v1::LimitRange;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use crate::admission::checks::{self, Neighbours};
 use crate::events::{EventType, Note};
 use crate::hpa::{PausedDirections, desired_hpa, hpa_name};
 use crate::scale::composite::{Composite, hpa_metrics};
@@ -30,7 +32,6 @@ use crate::scale::task::{ScaleLoop, short};
 use crate::status::{self, Status, Wanted};
 use crate::target::{Target, TargetError, pod_spec};
 use crate::triggers;
-use crate::validate::validate;
 
 use super::Error;
 use super::context::Context;
@@ -105,7 +106,7 @@ async fn apply(so: Arc<ScaledObject>, ctx: &Context) -> Result<Action, Error> {
         return pause_object(ctx, &key, &so, pause).await;
     }
     ensure_name_label(ctx, &so).await?;
-    let checked = match check(&so) {
+    let checked = match check(&so, &ctx.neighbours(&so)) {
         Ok(c) => c,
         Err(refusal) => return refuse(ctx, &key, &so, refusal).await,
     };
@@ -235,9 +236,10 @@ struct Checked {
     paused: PausedDirections,
 }
 
-/// Checks the spec and ebb's annotations, compiling the formula once.
-fn check(so: &ScaledObject) -> Result<Checked, Refusal> {
-    let composite = validate(&so.spec).map_err(Refusal::check)?;
+/// Checks the object against its spec's rules and its namespace (the admission webhook's
+/// checks, for objects stored without it) and ebb's annotations, compiling the formula once.
+fn check(so: &ScaledObject, around: &Neighbours) -> Result<Checked, Refusal> {
+    let composite = checks::scaled_object(so, around).map_err(Refusal::check)?;
     schedule::activation_polling(
         annotation(so, schedule::ANNOTATION_ACTIVATION_POLLING).as_deref(),
         schedule::polling_interval(&so.spec),
@@ -315,6 +317,19 @@ async fn build(ctx: &Context, so: &ScaledObject, checked: &Checked) -> Result<Bu
         None => target.replicas().await.ok(),
     };
     let pod = object.as_ref().and_then(pod_spec);
+    if let Some(pod) = &pod
+        && checks::Workload::of(so).has_pod_template()
+        && checks::resource_requests(so, pod, &[]).is_err()
+    {
+        // Containers without requests may take a LimitRange's defaults: read them only then.
+        let ranges: Api<LimitRange> = Api::namespaced(ctx.client.clone(), &namespace);
+        let ranges = ranges
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        checks::resource_requests(so, pod, &ranges).map_err(Refusal::check)?;
+    }
     let scalers = triggers::build(
         &ctx.client,
         &ctx.registry,
@@ -758,7 +773,7 @@ mod tests {
             ("tRuE", true, false),
         ] {
             for key in [ANNOTATION_PAUSED_SCALE_IN, ANNOTATION_PAUSED_SCALE_OUT] {
-                let checked = check(&with(key, value)).expect("valid");
+                let checked = check(&with(key, value), &Neighbours::default()).expect("valid");
                 let paused = if key == ANNOTATION_PAUSED_SCALE_IN {
                     checked.paused.scale_in
                 } else {

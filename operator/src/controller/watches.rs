@@ -17,6 +17,7 @@ use kube::{Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admission::checks::ANNOTATION_HPA_OWNERSHIP_VALIDATION;
 use crate::digest;
 use crate::scale::nudge::Nudge;
 
@@ -90,18 +91,17 @@ pub async fn run(
     .applied_objects()
     // A status write (ebb's own) is no reason to reconcile.
     .predicate_filter(reconcile_relevant, Default::default());
+    // Every HPA, not only ebb's: a ScaledObject on a workload another HPA scales is refused.
+    // Only HPAs a ScaledObject owns wake a reconcile.
     let (hpa_reader, hpa_writer) = reflector::store();
     let owned_hpas = reflector::reflector(
         hpa_writer,
-        watcher(
-            hpas,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
-        )
-        .modify(slim_hpa),
+        watcher(hpas, watcher::Config::default()).modify(slim_hpa),
     )
     .default_backoff()
     .touched_objects();
     *lock(&ctx.hpas) = Some(hpa_reader);
+    *lock(&ctx.scaled_objects) = Some(reader.clone());
     let controller = Controller::for_stream(scaled_objects, reader)
         .owns_stream(owned_hpas)
         .reconcile_on(requested)
@@ -320,7 +320,15 @@ fn reconcile_relevant(so: &ScaledObject) -> Option<u64> {
 /// its spec and its conditions.
 fn slim_hpa(hpa: &mut HorizontalPodAutoscaler) {
     hpa.metadata.managed_fields = None;
-    hpa.metadata.annotations = None;
+    // The one annotation ebb reads: KEDA's switch for the ownership check.
+    let keep = hpa
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_HPA_OWNERSHIP_VALIDATION))
+        .cloned();
+    hpa.metadata.annotations =
+        keep.map(|v| [(ANNOTATION_HPA_OWNERSHIP_VALIDATION.to_string(), v)].into());
     if let Some(status) = hpa.status.as_mut() {
         status.current_metrics = None;
     }

@@ -331,35 +331,9 @@ async fn apply(sj: Arc<ScaledJob>, jobs: &Jobs) -> Result<Action, Error> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// The ScaledJob's own rules, as KEDA's controller checks them.
+/// The ScaledJob's own rules (the admission webhook's, for objects stored without it).
 fn check(sj: &ScaledJob) -> Result<(), String> {
-    if sj.spec.triggers.is_empty() {
-        return Err("spec.triggers: no triggers defined in the ScaledObject/ScaledJob".into());
-    }
-    let mut names = std::collections::HashSet::new();
-    for (i, t) in sj.spec.triggers.iter().enumerate() {
-        if t.metric_type.is_some() {
-            return Err(format!(
-                "spec.triggers[{i}].metricType: cannot be set in ScaledJob triggers (a ScaledJob's metrics are always AverageValue, as in KEDA)"
-            ));
-        }
-        if t.use_cached_metrics == Some(true)
-            && matches!(t.type_.as_str(), "cpu" | "memory" | "cron")
-        {
-            return Err(format!(
-                "spec.triggers[{i}].useCachedMetrics: property \"useCachedMetrics\" is not supported for {:?} scaler",
-                t.type_
-            ));
-        }
-        if let Some(name) = t.name.as_deref().filter(|n| !n.is_empty())
-            && !names.insert(name)
-        {
-            return Err(format!(
-                "spec.triggers[{i}].name: triggerName {name:?} is defined multiple times in the ScaledObject/ScaledJob, but it must be unique"
-            ));
-        }
-    }
-    Ok(())
+    crate::admission::checks::scaled_job(sj).map_err(|e| e.to_string())
 }
 
 /// Values KEDA accepts and silently reads as something else: ebb reads them the same way and

@@ -206,6 +206,19 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A server configuration that asks for no client certificate (the admission webhook's: the
+/// apiserver calls it, and the checks reveal nothing but the caller's own object's problems).
+pub fn server_config_without_client_auth(
+    serving: Arc<Serving>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The subject CommonName of a DER certificate.
 pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

@@ -1,0 +1,339 @@
+//! The validating admission webhook: `POST /validate` over HTTPS, answered from this replica's
+//! own caches of the ScaledObjects and HPAs (every replica serves it, leader or not, so a
+//! leader hand-over does not make admission fail), with the TLS machinery of the metrics API
+//! (a certificate generated at start or loaded from files and reloaded when they change).
+//!
+//! The server listens only once its caches hold a full list: before that the apiserver gets
+//! no answer, and the webhook's `failurePolicy` decides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ebb_crds::ScaledObject;
+use ebb_scalers::Registry;
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{LimitRange, PodSpec};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info};
+
+use super::checks::{
+    ANNOTATION_HPA_OWNERSHIP_VALIDATION, Neighbours, PeerHpa, PeerScaledObject, Workload,
+};
+use super::review::{Lookups, answer};
+use crate::metrics_api::tls;
+
+/// How `ebb run` serves the webhook.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Serving certificate chain and key (PEM), reloaded when they change; generated when
+    /// absent.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Names for a generated certificate.
+    pub names: Vec<String>,
+    /// ValidatingWebhookConfiguration whose webhooks' `caBundle` is set to a generated
+    /// certificate's CA when the server starts.
+    pub webhook_configuration: Option<String>,
+}
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The caBundle could not be set.
+    #[error("setting the caBundle of ValidatingWebhookConfiguration {name}: {source}")]
+    CaBundle {
+        /// The configuration.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+}
+
+/// How often certificate files are checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(10);
+/// Longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sets `caBundle` on every webhook of a ValidatingWebhookConfiguration.
+pub async fn set_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Result<(), kube::Error> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let current = api.get(name).await?;
+    let bundle = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
+    let ops: Vec<serde_json::Value> = (0..current.webhooks.as_ref().map_or(0, Vec::len))
+        .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
+        .collect();
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!(ops)).map_err(kube::Error::SerdeError)?;
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await?;
+    Ok(())
+}
+
+/// The caches every replica keeps for the checks: ScaledObjects and HPAs, slimmed.
+#[derive(Clone)]
+pub struct Caches {
+    scaled_objects: Store<ScaledObject>,
+    hpas: Store<HorizontalPodAutoscaler>,
+}
+
+impl Caches {
+    /// Starts the watches (in `watch_namespace`, or all); the caches fill in the background.
+    pub fn start(client: &Client, watch_namespace: Option<&str>) -> Self {
+        let (objects, hpas): (Api<ScaledObject>, Api<HorizontalPodAutoscaler>) =
+            match watch_namespace {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
+        let (so_reader, so_writer) = reflector::store();
+        let so_stream = reflector::reflector(
+            so_writer,
+            watcher(objects, watcher::Config::default()).modify(|so| {
+                so.managed_fields_mut().clear();
+                so.status = None;
+                so.metadata.annotations = None;
+            }),
+        )
+        .default_backoff();
+        let (hpa_reader, hpa_writer) = reflector::store();
+        let hpa_stream = reflector::reflector(
+            hpa_writer,
+            watcher(hpas, watcher::Config::default()).modify(|hpa| {
+                hpa.metadata.managed_fields = None;
+                hpa.status = None;
+                let keep = hpa
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_HPA_OWNERSHIP_VALIDATION))
+                    .cloned();
+                hpa.metadata.annotations =
+                    keep.map(|v| [(ANNOTATION_HPA_OWNERSHIP_VALIDATION.to_string(), v)].into());
+                if let Some(spec) = hpa.spec.as_mut() {
+                    spec.metrics = None;
+                    spec.behavior = None;
+                }
+            }),
+        )
+        .default_backoff();
+        tokio::spawn(so_stream.for_each(|_| async {}));
+        tokio::spawn(hpa_stream.for_each(|_| async {}));
+        Self {
+            scaled_objects: so_reader,
+            hpas: hpa_reader,
+        }
+    }
+
+    /// Resolves once both caches hold a full list.
+    pub async fn ready(&self) {
+        let _ = self.scaled_objects.wait_until_ready().await;
+        let _ = self.hpas.wait_until_ready().await;
+    }
+}
+
+/// The checks' view of the cluster: the caches, and the apiserver for pod templates and
+/// LimitRanges (read only for cpu and memory triggers).
+struct ClusterLookups {
+    client: Client,
+    caches: Caches,
+}
+
+#[async_trait]
+impl Lookups for ClusterLookups {
+    fn neighbours(&self, namespace: &str, name: &str) -> Neighbours {
+        let in_namespace = |ns: Option<String>| ns.as_deref() == Some(namespace);
+        Neighbours {
+            scaled_objects: self
+                .caches
+                .scaled_objects
+                .state()
+                .iter()
+                .filter(|o| in_namespace(o.namespace()) && o.name_any() != name)
+                .map(|o| PeerScaledObject::of(o))
+                .collect(),
+            hpas: self
+                .caches
+                .hpas
+                .state()
+                .iter()
+                .filter(|h| in_namespace(h.namespace()))
+                .map(|h| PeerHpa::of(h))
+                .collect(),
+        }
+    }
+
+    async fn pod_template(
+        &self,
+        namespace: &str,
+        target: &Workload,
+    ) -> Result<Option<PodSpec>, String> {
+        let template = match target.kind.as_str() {
+            "Deployment" => Api::<Deployment>::namespaced(self.client.clone(), namespace)
+                .get_opt(&target.name)
+                .await
+                .map(|d| d.and_then(|d| d.spec).map(|s| s.template)),
+            "StatefulSet" => Api::<StatefulSet>::namespaced(self.client.clone(), namespace)
+                .get_opt(&target.name)
+                .await
+                .map(|s| s.and_then(|s| s.spec).map(|s| s.template)),
+            _ => return Ok(None),
+        };
+        template
+            .map(|t| t.and_then(|t| t.spec))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn limit_ranges(&self, namespace: &str) -> Result<Vec<LimitRange>, String> {
+        Api::<LimitRange>::namespaced(self.client.clone(), namespace)
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Webhook {
+    registry: Registry,
+    lookups: ClusterLookups,
+}
+
+/// Starts the webhook as `settings` say, once `caches` are full; the returned future serves
+/// until `shutdown` resolves. With a generated certificate, also returns its CA (PEM).
+pub async fn start(
+    client: Client,
+    registry: Registry,
+    caches: Caches,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(impl std::future::Future<Output = ()> + Send, Option<String>), StartError> {
+    let mut generated_ca = None;
+    let serving = match &settings.cert_and_key {
+        Some((cert, key)) => {
+            let serving = tls::Serving::new(tls::load(cert, key)?);
+            tokio::spawn(
+                serving
+                    .clone()
+                    .reload_on_change(cert.clone(), key.clone(), RELOAD_EVERY),
+            );
+            serving
+        }
+        None => {
+            let (key, ca_pem) = tls::generate(&settings.names)?;
+            if let Some(name) = &settings.webhook_configuration {
+                set_ca_bundle(&client, name, &ca_pem)
+                    .await
+                    .map_err(|source| StartError::CaBundle {
+                        name: name.clone(),
+                        source,
+                    })?;
+            }
+            generated_ca = Some(ca_pem);
+            tls::Serving::new(key)
+        }
+    };
+    let config = Arc::new(tls::server_config_without_client_auth(serving)?);
+    let webhook = Arc::new(Webhook {
+        registry,
+        lookups: ClusterLookups {
+            client,
+            caches: caches.clone(),
+        },
+    });
+    let addr = settings.addr;
+    let server = async move {
+        caches.ready().await;
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "the admission webhook cannot listen");
+                return;
+            }
+        };
+        info!(%addr, "admission webhook serving");
+        serve(listener, config, webhook, shutdown).await;
+    };
+    Ok((server, generated_ca))
+}
+
+fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(webhook)
+}
+
+async fn validate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
+    match answer(&body, &webhook.registry, &webhook.lookups).await {
+        Ok(review) => Json(review).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    webhook: Arc<Webhook>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let router = router(webhook);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "accepting a connection");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = TowerToHyperService::new(router);
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
