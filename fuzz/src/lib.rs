@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission_review;
 pub mod broker_answers;
 pub mod formula;
 pub mod metrics_api_body;
@@ -21,6 +22,7 @@ pub type Run = fn(&[u8]);
 
 /// Every target, by the name its binary and its kept crashes go by.
 pub const TARGETS: &[(&str, Run)] = &[
+    ("admission_review", admission_review::run),
     ("broker_answers", broker_answers::run),
     ("formula", formula::run),
     ("metrics_api_body", metrics_api_body::run),

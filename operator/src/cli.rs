@@ -132,6 +132,11 @@ pub struct RunArgs {
     /// `localhost`, `127.0.0.1`].
     #[arg(long, env = "EBB_ADMISSION_TLS_NAMES", value_delimiter = ',')]
     pub admission_tls_names: Vec<String>,
+    /// Secret in `--namespace` through which the replicas share one generated webhook
+    /// certificate (the first to start stores it); empty: each replica generates its own.
+    /// Not used with `--admission-tls-cert-file`.
+    #[arg(long, env = "EBB_ADMISSION_TLS_SECRET", default_value = "")]
+    pub admission_tls_secret: String,
     /// ValidatingWebhookConfiguration whose webhooks' caBundle is set to the generated
     /// certificate's CA at startup. Not used with `--admission-tls-cert-file`.
     #[arg(long, env = "EBB_VALIDATING_WEBHOOK_CONFIGURATION")]

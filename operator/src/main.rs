@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 admission_tls_cert_file,
                 admission_tls_private_key_file,
                 admission_tls_names,
+                admission_tls_secret,
                 validating_webhook_configuration,
             } = *args;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -109,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
                     } else {
                         admission_tls_names
                     },
+                    shared_secret: Some(admission_tls_secret)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| (namespace.clone(), s)),
                     webhook_configuration: validating_webhook_configuration,
                 };
                 let caches =

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use ebb_operator::admission::server::{Caches, Settings, start};
+use ebb_operator::admission::server::{Caches, Settings, shared_certificate, start};
 use integration_tests::{TestEnv, ensure, eventually, free_port, setup};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -94,6 +94,7 @@ async fn serve_webhook(
             addr: format!("127.0.0.1:{port}").parse().expect("an address"),
             cert_and_key: None,
             names: vec!["127.0.0.1".into()],
+            shared_secret: Some((env.namespace.clone(), "ebb-webhook-tls".into())),
             webhook_configuration: Some(configuration.to_string()),
         },
         async {
@@ -161,6 +162,26 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
         ensure(got.as_ref().err() == Some(&expected), || format!("{got:?}"))
     })
     .await;
+    // The certificate is shared through a Secret: another replica starting reads the same one,
+    // and the configuration's caBundle is its CA.
+    let again = shared_certificate(
+        &env.client,
+        &env.namespace,
+        "ebb-webhook-tls",
+        &["127.0.0.1".into()],
+    )
+    .await
+    .expect("the shared certificate");
+    let configured = registered
+        .api
+        .get(&registered.name)
+        .await
+        .expect("the configuration")
+        .webhooks
+        .and_then(|w| w.into_iter().next())
+        .and_then(|w| w.client_config.ca_bundle)
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    assert_eq!(configured.as_deref(), Some(again.ca.as_str()));
     // A server-side dry run shows the same refusal; the fixed manifest passes.
     assert_eq!(apply(&env, &typo, true), Err(expected));
     assert_eq!(

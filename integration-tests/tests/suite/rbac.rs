@@ -145,6 +145,13 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
             "patch",
             "apiservices.apiregistration.k8s.io/v1beta1.external.metrics.k8s.io",
         ],
+        // The admission webhook: its shared certificate's Secret, and its configuration's
+        // caBundle.
+        &["create", "secrets", "-n", "ebb-system"],
+        &[
+            "patch",
+            "validatingwebhookconfigurations.admissionregistration.k8s.io/ebb",
+        ],
     ];
     let denied: &[&[&str]] = &[
         &["list", "secrets", "--all-namespaces"],
@@ -168,6 +175,16 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
             "apiservices.apiregistration.k8s.io/v1beta1.metrics.k8s.io",
         ],
         &["create", "apiservices.apiregistration.k8s.io"],
+        &["create", "secrets", "-n", ns],
+        &["update", "secrets", "-n", "ebb-system"],
+        &[
+            "patch",
+            "validatingwebhookconfigurations.admissionregistration.k8s.io/other",
+        ],
+        &[
+            "create",
+            "validatingwebhookconfigurations.admissionregistration.k8s.io",
+        ],
     ];
     for args in allowed {
         assert!(can_i(&env, args), "ebb must be allowed to {args:?}");

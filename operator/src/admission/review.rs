@@ -2,7 +2,7 @@
 //! [`super::checks`] and [`super::triggers`], and allowed or denied with the first problem's
 //! message (the one the reconcile would write in Ready=False). Deletions are always allowed.
 
-use async_trait::async_trait;
+pub use async_trait::async_trait;
 use ebb_crds::{ClusterTriggerAuthentication, ScaledJob, ScaledObject, TriggerAuthentication};
 use ebb_scalers::Registry;
 use k8s_openapi::api::core::v1::{LimitRange, PodSpec};

@@ -50,8 +50,13 @@ pub struct Settings {
     pub cert_and_key: Option<(PathBuf, PathBuf)>,
     /// Names for a generated certificate.
     pub names: Vec<String>,
+    /// A Secret (namespace, name) that shares one generated certificate among the replicas:
+    /// the first replica to start stores it, the others read it, so the one `caBundle` is
+    /// right whichever replica the apiserver reaches. `None`: each process generates its own.
+    pub shared_secret: Option<(String, String)>,
     /// ValidatingWebhookConfiguration whose webhooks' `caBundle` is set to a generated
-    /// certificate's CA when the server starts.
+    /// certificate's CA when the server starts (by every replica: with a shared Secret they
+    /// all set the same CA).
     pub webhook_configuration: Option<String>,
 }
 
@@ -69,6 +74,16 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The shared certificate's Secret could not be read or made.
+    #[error("the webhook certificate's Secret {namespace}/{name}: {problem}")]
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// The caBundle could not be set.
     #[error("setting the caBundle of ValidatingWebhookConfiguration {name}: {source}")]
     CaBundle {
@@ -83,6 +98,86 @@ pub enum StartError {
 const RELOAD_EVERY: Duration = Duration::from_secs(10);
 /// Longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The common name of a generated certificate's CA.
+const CA_NAME: &str = "ebb admission webhook CA";
+
+/// The keys of the shared certificate's Secret (those of a `kubernetes.io/tls` Secret, plus
+/// the CA).
+const SECRET_CHAIN: &str = "tls.crt";
+const SECRET_KEY: &str = "tls.key";
+const SECRET_CA: &str = "ca.crt";
+
+/// The certificate every replica serves: read from the Secret `namespace/name`, or generated
+/// and stored there by the first replica to start. When two start at once, the second's create
+/// fails with a conflict and it reads the first's.
+pub async fn shared_certificate(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    names: &[String],
+) -> Result<tls::GeneratedPem, StartError> {
+    use k8s_openapi::api::core::v1::Secret;
+    let failed = |problem: String| StartError::Secret {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        problem,
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for _ in 0..3 {
+        if let Some(secret) = api.get_opt(name).await.map_err(|e| failed(e.to_string()))? {
+            let data = secret.data.unwrap_or_default();
+            let text = |key: &str| {
+                data.get(key)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    .ok_or_else(|| failed(format!("no {key}")))
+            };
+            let pem = tls::GeneratedPem {
+                chain: text(SECRET_CHAIN)?,
+                key: text(SECRET_KEY)?,
+                ca: text(SECRET_CA)?,
+            };
+            tls::from_pem(&pem.chain, &pem.key, &format!("Secret {namespace}/{name}"))?;
+            return Ok(pem);
+        }
+        let pem = tls::generate_pem(names, CA_NAME)?;
+        let bytes = |s: &str| k8s_openapi::ByteString(s.as_bytes().to_vec());
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "ebb".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(
+                [
+                    (SECRET_CHAIN.to_string(), bytes(&pem.chain)),
+                    (SECRET_KEY.to_string(), bytes(&pem.key)),
+                    (SECRET_CA.to_string(), bytes(&pem.ca)),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        match api.create(&Default::default(), &secret).await {
+            Ok(_) => {
+                info!(secret = %format!("{namespace}/{name}"), "webhook certificate generated and stored");
+                return Ok(pem);
+            }
+            // Another replica stored one first: read it.
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    }
+    Err(failed("created and deleted again while starting".into()))
+}
 
 /// Sets `caBundle` on every webhook of a ValidatingWebhookConfiguration.
 pub async fn set_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Result<(), kube::Error> {
@@ -251,7 +346,14 @@ pub async fn start(
             serving
         }
         None => {
-            let (key, ca_pem) = tls::generate(&settings.names)?;
+            let pem = match &settings.shared_secret {
+                Some((namespace, name)) => {
+                    shared_certificate(&client, namespace, name, &settings.names).await?
+                }
+                None => tls::generate_pem(&settings.names, CA_NAME)?,
+            };
+            let key = tls::from_pem(&pem.chain, &pem.key, "the webhook certificate")?;
+            let ca_pem = pem.ca;
             if let Some(name) = &settings.webhook_configuration {
                 set_ca_bundle(&client, name, &ca_pem)
                     .await

@@ -79,13 +79,30 @@ fn certified_key(
 /// A certificate for `names` (DNS names or IP addresses) signed by a CA made for it; returns
 /// the key and the CA's PEM (the APIService's `caBundle`).
 pub fn generate(names: &[String]) -> Result<(CertifiedKey, String), TlsError> {
+    let pem = generate_pem(names, "ebb metrics API CA")?;
+    Ok((from_pem(&pem.chain, &pem.key, "generated key")?, pem.ca))
+}
+
+/// A generated certificate as PEM texts, to be stored and shared.
+#[derive(Clone)]
+pub struct GeneratedPem {
+    /// The certificate, then its CA.
+    pub chain: String,
+    /// The private key (PKCS#8).
+    pub key: String,
+    /// The CA alone: the `caBundle` clients trust.
+    pub ca: String,
+}
+
+/// [`generate`], as PEM texts, the CA named `ca_name`.
+pub fn generate_pem(names: &[String], ca_name: &str) -> Result<GeneratedPem, TlsError> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "ebb metrics API CA");
+        .push(DnType::CommonName, ca_name);
     let ca = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate()?;
@@ -95,14 +112,18 @@ pub fn generate(names: &[String]) -> Result<(CertifiedKey, String), TlsError> {
         names.first().cloned().unwrap_or_default(),
     );
     let cert = params.signed_by(&key, &issuer)?;
-    let key_der = PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| pem_error("generated key", e.to_string()))?;
-    let certified = certified_key(
-        vec![cert.der().clone(), ca.der().clone()],
-        &key_der,
-        "generated key",
-    )?;
-    Ok((certified, ca.pem()))
+    Ok(GeneratedPem {
+        chain: format!("{}{}", cert.pem(), ca.pem()),
+        key: key.serialize_pem(),
+        ca: ca.pem(),
+    })
+}
+
+/// A certificate chain and key from PEM texts; errors name `what`.
+pub fn from_pem(chain: &str, key: &str, what: &str) -> Result<CertifiedKey, TlsError> {
+    let chain = pem_certificates(chain, what)?;
+    let key_der = ebb_scalers::pem_private_key(key).map_err(|e| pem_error(what, e.to_string()))?;
+    certified_key(chain, &key_der, what)
 }
 
 /// The certificate chain and key in two PEM files.
