@@ -11,8 +11,11 @@
 use std::time::Duration;
 
 use ebb_operator::admission::server::{Caches, Settings, shared_certificate, start};
-use integration_tests::{TestEnv, ensure, eventually, free_port, setup};
+use integration_tests::{
+    TestEnv, deployment as deployment_of, ensure, eventually, free_port, setup,
+};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
@@ -46,23 +49,16 @@ fn configuration(env: &TestEnv, name: &str, port: u16, failure_policy: &str) -> 
     })
 }
 
-/// Removes the configuration when the test ends, passed or not.
+/// This test's configuration. A test that fails leaves it behind, harmless: it matches only
+/// the test's namespace, which is deleted.
 struct Registered {
     api: Api<ValidatingWebhookConfiguration>,
     name: String,
 }
 
-impl Drop for Registered {
-    fn drop(&mut self) {
-        let (api, name) = (self.api.clone(), self.name.clone());
-        // The test's runtime is going away: delete from a thread of its own.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(api.delete(&name, &DeleteParams::default())))
-        })
-        .join();
+impl Registered {
+    async fn remove(self) {
+        let _ = self.api.delete(&self.name, &DeleteParams::default()).await;
     }
 }
 
@@ -142,7 +138,8 @@ fn deployment(name: &str, resources: &str) -> String {
     )
 }
 
-#[tokio::test]
+// kubectl runs blocking on the test's thread while the webhook answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
     let env = setup("admission-webhook").await;
     let port = free_port();
@@ -331,6 +328,7 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
         Some(&deployment("bare", "{requests: {cpu: 100m}}")),
     );
     assert_eq!(apply(&env, &cpu, false), Ok(()));
+    registered.remove().await;
 }
 
 /// With failurePolicy Ignore and no webhook answering, a bad object is stored; the reconcile
@@ -348,7 +346,8 @@ async fn with_the_webhook_down_applies_pass_and_the_reconcile_reports_the_proble
         Ok(()),
         "Ignore lets it through"
     );
-    env.create_target("shared", 1, json!({})).await;
+    env.create::<Deployment>(serde_json::to_value(deployment_of("shared", 1, &[])).expect("json"))
+        .await;
     let _ebb = env.start_ebb();
     let expected = "spec.scaleTargetRef: Deployment \"shared\" is already scaled by ScaledObject \"first\"; expected one ScaledObject per workload";
     eventually("second is refused at reconcile", DEADLINE, || async {

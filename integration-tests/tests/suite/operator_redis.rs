@@ -88,12 +88,13 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     .await;
 
     // A bad neighbour: min above max. It must be reported, and must not disturb the other.
+    // (On a workload of its own: two ScaledObjects on one workload is itself refused.)
     env.create::<ScaledObject>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": "broken"},
         "spec": {
-            "scaleTargetRef": {"name": "worker"},
+            "scaleTargetRef": {"name": "other-worker"},
             "minReplicaCount": 5,
             "maxReplicaCount": 2,
             "triggers": [{"type": "redis", "metadata": {"address": address, "listName": list}}]
@@ -288,6 +289,20 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
     let mut redis = redis_conn(&env.cluster.redis_url).await;
     env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
         .await;
+    // Each bad object's own workload: two ScaledObjects on one workload is itself refused.
+    let bad_names = [
+        "unknown-type",
+        "bad-metadata",
+        "min-above-max",
+        "missing-secret",
+        "missing-authentication",
+    ];
+    for name in bad_names {
+        env.create::<Deployment>(
+            serde_json::to_value(deployment(&format!("{name}-worker"), 0, &[])).expect("json"),
+        )
+        .await;
+    }
     env.create::<ebb_crds::TriggerAuthentication>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
@@ -321,12 +336,12 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
     let cases = [
         (
             "unknown-type",
-            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "kafka-ish", "metadata": {}}]}),
+            json!({"scaleTargetRef": {"name": "unknown-type-worker"}, "triggers": [{"type": "kafka-ish", "metadata": {}}]}),
             "trigger 0: unknown trigger type \"kafka-ish\"",
         ),
         (
             "bad-metadata",
-            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({"listLength": "five"}))}]}),
+            json!({"scaleTargetRef": {"name": "bad-metadata-worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({"listLength": "five"}))}]}),
             "trigger 0 (redis): listLength: expected a number, got \"five\"",
         ),
         (
@@ -336,19 +351,19 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
         ),
         (
             "min-above-max",
-            json!({"scaleTargetRef": {"name": "worker"}, "minReplicaCount": 3, "maxReplicaCount": 1, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]}),
+            json!({"scaleTargetRef": {"name": "min-above-max-worker"}, "minReplicaCount": 3, "maxReplicaCount": 1, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]}),
             "spec.minReplicaCount: 3 is above maxReplicaCount 1",
         ),
         (
             // A missing Secret is an empty parameter, as in KEDA; the address it should have
             // given is then missing.
             "missing-secret",
-            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": {"listName": list}, "authenticationRef": {"name": "redis-auth"}}]}),
+            json!({"scaleTargetRef": {"name": "missing-secret-worker"}, "triggers": [{"type": "redis", "metadata": {"listName": list}, "authenticationRef": {"name": "redis-auth"}}]}),
             "trigger 0 (redis): address: required",
         ),
         (
             "missing-authentication",
-            json!({"scaleTargetRef": {"name": "worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({})), "authenticationRef": {"name": "nope"}}]}),
+            json!({"scaleTargetRef": {"name": "missing-authentication-worker"}, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({})), "authenticationRef": {"name": "nope"}}]}),
             "spec.triggers[0].authenticationRef: TriggerAuthentication \"nope\" not found",
         ),
     ];

@@ -55,7 +55,14 @@ pub async fn answer(
     };
     Ok(match verdict {
         Ok(()) => response,
-        Err(message) => response.deny(message),
+        // 403 Forbidden, as KEDA's webhook answers: kubectl prints
+        // `Error from server (Forbidden): ... denied the request: <message>`.
+        Err(message) => {
+            let mut denied = response.deny(message);
+            denied.result =
+                kube::core::Status::failure(&denied.result.message, "Forbidden").with_code(403);
+            denied
+        }
     }
     .into_review())
 }
@@ -112,6 +119,13 @@ async fn scaled_object(
         .or_else(|| so.namespace())
         .unwrap_or_default();
     let around = lookups.neighbours(&namespace, &so.name_any());
+    // Being created, it comes after every stored object, even one stored in the same second
+    // (the apiserver has already stamped its creationTimestamp).
+    let mut so = so.clone();
+    if request.operation == Operation::Create {
+        so.metadata.creation_timestamp = None;
+    }
+    let so = &so;
     checks::scaled_object(so, &around).map_err(|e| e.to_string())?;
     triggers::check(registry, &so.spec.triggers).map_err(|r| r.message)?;
     let target = Workload::of(so);
@@ -285,6 +299,28 @@ mod tests {
         assert!(
             message.starts_with("spec.podIdentity.identityId: empty"),
             "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_denial_is_403_forbidden_as_keda_s() {
+        let unknown = so(json!([{"type": "nope", "metadata": {}}]), json!({}));
+        let review = answer(
+            &review("ScaledObject", "CREATE", unknown),
+            &Registry::with_builtins(),
+            &world(),
+        )
+        .await
+        .expect("a review");
+        let response = review.response.expect("a response");
+        assert!(!response.allowed);
+        assert_eq!(
+            (response.result.code, response.result.reason.as_str()),
+            (403, "Forbidden")
+        );
+        assert_eq!(
+            response.result.message,
+            "trigger 0: unknown trigger type \"nope\""
         );
     }
 
