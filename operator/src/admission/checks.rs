@@ -151,6 +151,20 @@ impl PeerHpa {
     }
 }
 
+/// Drops an HPA's annotations but KEDA's switch for the ownership check, the one the checks
+/// read (and its managed fields): what a cache of HPAs keeps of their metadata.
+pub fn slim_hpa_metadata(hpa: &mut HorizontalPodAutoscaler) {
+    hpa.metadata.managed_fields = None;
+    let keep = hpa
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_HPA_OWNERSHIP_VALIDATION))
+        .cloned();
+    hpa.metadata.annotations =
+        keep.map(|v| [(ANNOTATION_HPA_OWNERSHIP_VALIDATION.to_string(), v)].into());
+}
+
 fn ownership_check_off(annotations: &std::collections::BTreeMap<String, String>) -> bool {
     annotations
         .get(ANNOTATION_HPA_OWNERSHIP_VALIDATION)

@@ -21,9 +21,6 @@ use axum::{Json, Router};
 use ebb_crds::ScaledObject;
 use ebb_scalers::Registry;
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{LimitRange, PodSpec};
@@ -32,11 +29,9 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info};
+use tracing::info;
 
-use super::checks::{
-    ANNOTATION_HPA_OWNERSHIP_VALIDATION, Neighbours, PeerHpa, PeerScaledObject, Workload,
-};
+use super::checks::{Neighbours, PeerHpa, PeerScaledObject, Workload, slim_hpa_metadata};
 use super::review::{Lookups, answer};
 use crate::metrics_api::tls;
 
@@ -96,8 +91,6 @@ pub enum StartError {
 
 /// How often certificate files are checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(10);
-/// Longest a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The common name of a generated certificate's CA.
 const CA_NAME: &str = "ebb admission webhook CA";
@@ -227,16 +220,8 @@ impl Caches {
         let hpa_stream = reflector::reflector(
             hpa_writer,
             watcher(hpas, watcher::Config::default()).modify(|hpa| {
-                hpa.metadata.managed_fields = None;
+                slim_hpa_metadata(hpa);
                 hpa.status = None;
-                let keep = hpa
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ANNOTATION_HPA_OWNERSHIP_VALIDATION))
-                    .cloned();
-                hpa.metadata.annotations =
-                    keep.map(|v| [(ANNOTATION_HPA_OWNERSHIP_VALIDATION.to_string(), v)].into());
                 if let Some(spec) = hpa.spec.as_mut() {
                     spec.metrics = None;
                     spec.behavior = None;
@@ -410,32 +395,6 @@ async fn serve(
     webhook: Arc<Webhook>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let router = router(webhook);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "accepting a connection");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let service = TowerToHyperService::new(router);
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    tls::serve(listener, tls, shutdown, move |_| router.clone()).await;
 }

@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::admission::checks::ANNOTATION_HPA_OWNERSHIP_VALIDATION;
+use crate::admission::checks::slim_hpa_metadata;
 use crate::digest;
 use crate::scale::nudge::Nudge;
 
@@ -319,16 +319,7 @@ fn reconcile_relevant(so: &ScaledObject) -> Option<u64> {
 /// Keeps of an owned HPA what ebb reads: its metadata (without managedFields and annotations),
 /// its spec and its conditions.
 fn slim_hpa(hpa: &mut HorizontalPodAutoscaler) {
-    hpa.metadata.managed_fields = None;
-    // The one annotation ebb reads: KEDA's switch for the ownership check.
-    let keep = hpa
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_HPA_OWNERSHIP_VALIDATION))
-        .cloned();
-    hpa.metadata.annotations =
-        keep.map(|v| [(ANNOTATION_HPA_OWNERSHIP_VALIDATION.to_string(), v)].into());
+    slim_hpa_metadata(hpa);
     if let Some(status) = hpa.status.as_mut() {
         status.current_metrics = None;
     }

@@ -16,9 +16,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use tracing::debug;
@@ -159,9 +156,6 @@ pub async fn start(
     });
     Ok((serve(listener, config, api, shutdown), generated_ca))
 }
-
-/// Longest a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct MetricsApi {
@@ -326,48 +320,23 @@ pub fn router(api: Arc<MetricsApi>) -> Router {
         .with_state(api)
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves.
+/// Serves `router` over TLS on `listener` until `shutdown` resolves; each request carries the
+/// connection's [`Peer`] (a refused client certificate ends the connection in the handshake).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: Arc<MetricsApi>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let router = router(api);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "accepting a connection");
-                    continue;
-                }
-            },
+    tls::serve(listener, tls, shutdown, move |session| {
+        let peer = Peer {
+            front_proxy_cn: session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(tls::common_name),
         };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            // A refused client certificate ends here, in the handshake.
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let peer = Peer {
-                front_proxy_cn: stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(tls::common_name),
-            };
-            let service = TowerToHyperService::new(router.layer(Extension(peer)));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        router.clone().layer(Extension(peer))
+    })
+    .await;
 }

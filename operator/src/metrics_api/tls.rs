@@ -247,6 +247,51 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
+/// Longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 and HTTP/2 over TLS on `listener` until `shutdown` resolves; each
+/// connection is answered by the router `route` makes from its TLS session (which holds the
+/// client's certificate, if any). A client that does not finish its handshake in time, or
+/// whose certificate is refused, is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    route: impl Fn(&rustls::ServerConnection) -> axum::Router + Clone + Send + Sync + 'static,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a connection");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let route = route.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = TowerToHyperService::new(route(stream.get_ref().1));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
