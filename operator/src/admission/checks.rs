@@ -257,10 +257,10 @@ pub fn scaled_object(
         .is_some_and(|v| v == "true");
     if !ownership_check_off(so.annotations())
         && let Some(foreign) = around.hpas.iter().find(|h| {
-            h.target == target
-                && !h.unchecked
-                && h.owner.as_deref() != Some(name.as_str())
-                && !(transfer && h.name == hpa)
+            // An HPA a ScaledObject owns is that object's: the rule of one ScaledObject per
+            // workload decides between the two, so an older object is not pushed out by the
+            // HPA of a newer one.
+            h.target == target && !h.unchecked && h.owner.is_none() && !(transfer && h.name == hpa)
         })
     {
         return Err(error(
@@ -422,40 +422,17 @@ pub fn scaled_job(sj: &ScaledJob) -> Result<(), ValidationError> {
     cached_metrics(&spec.triggers)
 }
 
-/// KEDA's rules of a TriggerAuthentication or ClusterTriggerAuthentication: a pod identity's
-/// `identityId`, when given, is not empty; `identityTenantId` needs `identityId`, and
-/// `identityAuthorityHost` needs `identityTenantId`; `roleArn` and `identityOwner` exclude each
-/// other.
+/// KEDA's documented rule of a TriggerAuthentication or ClusterTriggerAuthentication: a pod
+/// identity's `identityId`, when given, is not empty (no identityId means the default identity).
+/// Nothing stricter: a rule KEDA does not have would refuse manifests that work with it.
 pub fn trigger_authentication(spec: &TriggerAuthenticationSpec) -> Result<(), ValidationError> {
-    let Some(identity) = &spec.pod_identity else {
-        return Ok(());
-    };
-    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-    if identity.identity_id.as_deref() == Some("") {
-        return Err(error(
+    match &spec.pod_identity {
+        Some(identity) if identity.identity_id.as_deref() == Some("") => Err(error(
             "spec.podIdentity.identityId",
             "empty; expected an identity id, or no identityId to use the default identity",
-        ));
+        )),
+        _ => Ok(()),
     }
-    if set(&identity.identity_tenant_id) && !set(&identity.identity_id) {
-        return Err(error(
-            "spec.podIdentity.identityTenantId",
-            "set without identityId; expected identityId too",
-        ));
-    }
-    if set(&identity.identity_authority_host) && !set(&identity.identity_tenant_id) {
-        return Err(error(
-            "spec.podIdentity.identityAuthorityHost",
-            "set without identityTenantId; expected identityTenantId too",
-        ));
-    }
-    if set(&identity.role_arn) && set(&identity.identity_owner) {
-        return Err(error(
-            "spec.podIdentity.roleArn",
-            "set with identityOwner; expected one of roleArn and identityOwner",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -571,12 +548,12 @@ mod tests {
             ],
         };
         assert_eq!(check(WEB, &own), Ok(()));
-        // Another ScaledObject's HPA on the same workload is foreign too.
+        // Another ScaledObject's HPA is that object's: one ScaledObject per workload decides.
         let theirs = Neighbours {
             scaled_objects: vec![],
             hpas: vec![hpa("keda-hpa-old", "web", Some("old"))],
         };
-        assert!(check(WEB, &theirs).is_err());
+        assert!(check(WEB, &theirs).is_ok());
         // Taken over: the annotation and the HPA's name in the spec.
         let transfer = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: web\n  annotations: {scaledobject.keda.sh/transfer-hpa-ownership: \"true\"}\nspec:\n  scaleTargetRef: {name: web}\n  advanced: {horizontalPodAutoscalerConfig: {name: web-hpa}}\n  triggers: [{type: redis, metadata: {}}]\n";
         assert_eq!(check(transfer, &foreign), Ok(()));
@@ -764,25 +741,19 @@ mod tests {
             check("{provider: azure-workload, identityId: abc, identityTenantId: t}"),
             Ok(())
         );
+        // Combinations KEDA accepts stay accepted.
+        assert_eq!(
+            check("{provider: azure-workload, identityTenantId: t}"),
+            Ok(())
+        );
+        assert_eq!(
+            check("{provider: aws, roleArn: r, identityOwner: keda}"),
+            Ok(())
+        );
         assert!(
             check("{provider: azure-workload, identityId: \"\"}")
                 .unwrap_err()
                 .starts_with("spec.podIdentity.identityId: empty")
-        );
-        assert!(
-            check("{provider: azure-workload, identityTenantId: t}")
-                .unwrap_err()
-                .starts_with("spec.podIdentity.identityTenantId:")
-        );
-        assert!(
-            check("{provider: azure-workload, identityId: a, identityAuthorityHost: h}")
-                .unwrap_err()
-                .starts_with("spec.podIdentity.identityAuthorityHost:")
-        );
-        assert!(
-            check("{provider: aws, roleArn: r, identityOwner: workload}")
-                .unwrap_err()
-                .starts_with("spec.podIdentity.roleArn:")
         );
     }
 }

@@ -79,6 +79,22 @@ async fn judge(
     if request.kind.group != "keda.sh" {
         return Ok(());
     }
+    // An update of an object being deleted (its finalizer's removal), or one that leaves the
+    // spec as it was (a label, an annotation, a finalizer: ebb's own writes among them), is
+    // never refused: the object was checked when its spec was written, and refusing would
+    // leave it stuck.
+    if request.operation == Operation::Update {
+        let value = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+        let new = value(object);
+        if !new["metadata"]["deletionTimestamp"].is_null() {
+            return Ok(());
+        }
+        if let Some(old) = &request.old_object
+            && value(old)["spec"] == new["spec"]
+        {
+            return Ok(());
+        }
+    }
     match request.kind.kind.as_str() {
         "ScaledObject" => {
             let so: ScaledObject = read(object)?;
@@ -122,7 +138,17 @@ async fn scaled_object(
     // Being created, it comes after every stored object, even one stored in the same second
     // (the apiserver has already stamped its creationTimestamp).
     let mut so = so.clone();
-    if request.operation == Operation::Create {
+    // So does an update that moves it to another workload or HPA name: it would otherwise
+    // push out the object already there.
+    let moved = request
+        .old_object
+        .as_ref()
+        .and_then(|old| read::<ScaledObject>(old).ok())
+        .is_none_or(|old| {
+            Workload::of(&old) != Workload::of(&so)
+                || crate::hpa::hpa_name(&old) != crate::hpa::hpa_name(&so)
+        });
+    if request.operation == Operation::Create || moved {
         so.metadata.creation_timestamp = None;
     }
     let so = &so;
@@ -144,7 +170,10 @@ async fn scaled_object(
     if checks::resource_requests(so, &pod, &[]).is_ok() {
         return Ok(());
     }
-    let ranges = lookups.limit_ranges(&namespace).await.unwrap_or_default();
+    // Unreadable LimitRanges leave the check to the reconcile.
+    let Ok(ranges) = lookups.limit_ranges(&namespace).await else {
+        return Ok(());
+    };
     checks::resource_requests(so, &pod, &ranges).map_err(|e| e.to_string())
 }
 
@@ -300,6 +329,38 @@ mod tests {
             message.starts_with("spec.podIdentity.identityId: empty"),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn updates_that_leave_the_spec_or_finish_a_deletion_are_never_refused() {
+        let bad = so(
+            json!([{"type": "redis", "metadata": {"address": "r:6379", "listName": "q"}}]),
+            json!({"minReplicaCount": 5, "maxReplicaCount": 2}),
+        );
+        let update = |object: serde_json::Value, old: serde_json::Value| {
+            let mut body: serde_json::Value =
+                serde_json::from_slice(&review("ScaledObject", "UPDATE", object)).unwrap();
+            body["request"]["oldObject"] = old;
+            serde_json::to_vec(&body).unwrap()
+        };
+        // A label or a finalizer added to an object stored without the webhook: allowed.
+        let mut labelled = bad.clone();
+        labelled["metadata"]["labels"] = json!({"scaledobject.keda.sh/name": "web"});
+        let (allowed, _, _) = verdict(&update(labelled, bad.clone()), &world()).await;
+        assert!(allowed);
+        // Its finalizer removed while it is deleted: allowed.
+        let mut deleting = bad.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-04T00:00:00Z");
+        let (allowed, _, _) = verdict(&update(deleting, bad.clone()), &world()).await;
+        assert!(allowed);
+        // A spec change is checked.
+        let good = so(
+            json!([{"type": "redis", "metadata": {"address": "r:6379", "listName": "q"}}]),
+            json!({}),
+        );
+        let (allowed, message, _) = verdict(&update(bad, good), &world()).await;
+        assert!(!allowed);
+        assert!(message.starts_with("spec.minReplicaCount: 5"), "{message}");
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use super::checks::{Neighbours, PeerHpa, PeerScaledObject, Workload, slim_hpa_metadata};
 use super::review::{Lookups, answer};
@@ -50,8 +50,8 @@ pub struct Settings {
     /// right whichever replica the apiserver reaches. `None`: each process generates its own.
     pub shared_secret: Option<(String, String)>,
     /// ValidatingWebhookConfiguration whose webhooks' `caBundle` is set to a generated
-    /// certificate's CA when the server starts (by every replica: with a shared Secret they
-    /// all set the same CA).
+    /// certificate's CA when the server starts and every five minutes after (by every replica:
+    /// with a shared Secret they all set the same CA).
     pub webhook_configuration: Option<String>,
 }
 
@@ -78,14 +78,6 @@ pub enum StartError {
         name: String,
         /// What went wrong.
         problem: String,
-    },
-    /// The caBundle could not be set.
-    #[error("setting the caBundle of ValidatingWebhookConfiguration {name}: {source}")]
-    CaBundle {
-        /// The configuration.
-        name: String,
-        /// Why.
-        source: kube::Error,
     },
 }
 
@@ -170,6 +162,23 @@ pub async fn shared_certificate(
         }
     }
     Err(failed("created and deleted again while starting".into()))
+}
+
+/// How often the caBundle is written again (a configuration deleted and applied again, or one
+/// applied after ebb started, gets it within this long).
+const CA_BUNDLE_EVERY: Duration = Duration::from_secs(300);
+
+/// Sets the caBundle of the configuration `name` now and every [`CA_BUNDLE_EVERY`]; a failure
+/// (no such configuration yet) is logged and tried again, never fatal: the webhook still
+/// serves, and `failurePolicy` decides what the apiserver does meanwhile.
+async fn keep_ca_bundle(client: Client, name: String, ca_pem: String) {
+    loop {
+        match set_ca_bundle(&client, &name, &ca_pem).await {
+            Ok(()) => debug!(configuration = %name, "webhook caBundle set"),
+            Err(e) => warn!(configuration = %name, error = %e, "setting the webhook caBundle"),
+        }
+        tokio::time::sleep(CA_BUNDLE_EVERY).await;
+    }
 }
 
 /// Sets `caBundle` on every webhook of a ValidatingWebhookConfiguration.
@@ -339,13 +348,8 @@ pub async fn start(
             };
             let key = tls::from_pem(&pem.chain, &pem.key, "the webhook certificate")?;
             let ca_pem = pem.ca;
-            if let Some(name) = &settings.webhook_configuration {
-                set_ca_bundle(&client, name, &ca_pem)
-                    .await
-                    .map_err(|source| StartError::CaBundle {
-                        name: name.clone(),
-                        source,
-                    })?;
+            if let Some(name) = settings.webhook_configuration.clone() {
+                tokio::spawn(keep_ca_bundle(client.clone(), name, ca_pem.clone()));
             }
             generated_ca = Some(ca_pem);
             tls::Serving::new(key)

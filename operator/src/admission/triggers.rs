@@ -59,7 +59,9 @@ fn curable(t: &ScaleTrigger, e: &ScalerError) -> bool {
         return true;
     }
     let unseen_sources = t.authentication_ref.is_some() || t.metadata.keys().any(|k| from_env(k));
-    unseen_sources && !t.metadata.contains_key(key)
+    // A blank value reads as absent, as the scalers read it.
+    let written = t.metadata.get(key).is_some_and(|v| !v.trim().is_empty());
+    unseen_sources && !written
 }
 
 #[cfg(test)]
@@ -113,6 +115,13 @@ mod tests {
         );
         assert_eq!(
             check_yaml("[{type: redis, metadata: {addressFromEnv: REDIS_ADDRESS, listName: q}}]"),
+            Ok(())
+        );
+        // A blank value (as templates often render one) is absent, and may come from there too.
+        assert_eq!(
+            check_yaml(
+                "[{type: redis, authenticationRef: {name: redis-auth}, metadata: {address: '', listName: q}}]"
+            ),
             Ok(())
         );
         // A bad value written in the metadata is refused even with an authenticationRef.

@@ -322,13 +322,11 @@ async fn build(ctx: &Context, so: &ScaledObject, checked: &Checked) -> Result<Bu
         && checks::resource_requests(so, pod, &[]).is_err()
     {
         // Containers without requests may take a LimitRange's defaults: read them only then.
+        // Unreadable LimitRanges (a missing permission) are no reason to stop the object.
         let ranges: Api<LimitRange> = Api::namespaced(ctx.client.clone(), &namespace);
-        let ranges = ranges
-            .list(&Default::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        checks::resource_requests(so, pod, &ranges).map_err(Refusal::check)?;
+        if let Ok(ranges) = ranges.list(&Default::default()).await {
+            checks::resource_requests(so, pod, &ranges.items).map_err(Refusal::check)?;
+        }
     }
     let scalers = triggers::build(
         &ctx.client,
