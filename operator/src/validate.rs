@@ -14,6 +14,19 @@ fn is_resource_trigger(trigger_type: &str) -> bool {
     matches!(trigger_type, "cpu" | "memory")
 }
 
+/// `minReplicaCount <= maxReplicaCount`, the rule ScaledObjects and ScaledJobs share.
+pub fn replica_bounds(min: i32, max: i32) -> Result<(), ValidationError> {
+    if min > max {
+        return Err(error(
+            "spec.minReplicaCount",
+            format!(
+                "{min} is above maxReplicaCount {max}; expected minReplicaCount <= maxReplicaCount"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `spec`; the first problem found is returned. A valid spec's `scalingModifiers` come
 /// back compiled (None without them), so nothing compiles the formula twice.
 pub fn validate(spec: &ScaledObjectSpec) -> Result<Option<Composite>, ValidationError> {
@@ -46,14 +59,7 @@ pub fn validate(spec: &ScaledObjectSpec) -> Result<Option<Composite>, Validation
         }
     }
     let (min, max) = (spec.min_replicas(), spec.max_replicas());
-    if min > max {
-        return Err(error(
-            "spec.minReplicaCount",
-            format!(
-                "{min} is above maxReplicaCount {max}; expected minReplicaCount <= maxReplicaCount"
-            ),
-        ));
-    }
+    replica_bounds(min, max)?;
     if let Some(idle) = spec.idle_replica_count
         && idle >= min
     {

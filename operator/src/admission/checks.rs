@@ -18,7 +18,7 @@ use kube::ResourceExt;
 
 use crate::hpa::hpa_name;
 use crate::scale::composite::Composite;
-use crate::validate::validate;
+use crate::validate::{replica_bounds, validate};
 use crate::validation_error::{ValidationError, error};
 
 /// KEDA's annotation on a ScaledObject that takes over the HPA named in
@@ -391,15 +391,7 @@ pub fn scaled_job(sj: &ScaledJob) -> Result<(), ValidationError> {
             "no triggers defined in the ScaledObject/ScaledJob",
         ));
     }
-    let (min, max) = (spec.min_replicas(), spec.max_replicas());
-    if min > max {
-        return Err(error(
-            "spec.minReplicaCount",
-            format!(
-                "{min} is above maxReplicaCount {max}; expected minReplicaCount <= maxReplicaCount"
-            ),
-        ));
-    }
+    replica_bounds(spec.min_replicas(), spec.max_replicas())?;
     let mut names = BTreeSet::new();
     for (i, t) in spec.triggers.iter().enumerate() {
         if t.metric_type.is_some() {

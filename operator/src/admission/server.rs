@@ -81,9 +81,6 @@ pub enum StartError {
     },
 }
 
-/// How often certificate files are checked for changes.
-const RELOAD_EVERY: Duration = Duration::from_secs(10);
-
 /// The common name of a generated certificate's CA.
 const CA_NAME: &str = "ebb admission webhook CA";
 
@@ -330,15 +327,7 @@ pub async fn start(
 ) -> Result<(impl std::future::Future<Output = ()> + Send, Option<String>), StartError> {
     let mut generated_ca = None;
     let serving = match &settings.cert_and_key {
-        Some((cert, key)) => {
-            let serving = tls::Serving::new(tls::load(cert, key)?);
-            tokio::spawn(
-                serving
-                    .clone()
-                    .reload_on_change(cert.clone(), key.clone(), RELOAD_EVERY),
-            );
-            serving
-        }
+        Some((cert, key)) => tls::serving_files(cert, key)?,
         None => {
             let pem = match &settings.shared_secret {
                 Some((namespace, name)) => {

@@ -9,7 +9,6 @@ pub mod request;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -40,9 +39,6 @@ pub struct Settings {
     /// moment (becoming the leader) makes this replica the one the APIService reaches.
     pub apiservice: Option<String>,
 }
-
-/// How often certificate files are checked for changes.
-const RELOAD_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the metrics API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,15 +114,7 @@ pub async fn start(
         .map_err(StartError::RequestHeader)?;
     let mut generated_ca = None;
     let serving = match &settings.cert_and_key {
-        Some((cert, key)) => {
-            let serving = tls::Serving::new(tls::load(cert, key)?);
-            tokio::spawn(
-                serving
-                    .clone()
-                    .reload_on_change(cert.clone(), key.clone(), RELOAD_EVERY),
-            );
-            serving
-        }
+        Some((cert, key)) => tls::serving_files(cert, key)?,
         None => {
             let (key, ca_pem) = tls::generate(&settings.names)?;
             if let Some(name) = &settings.apiservice {

@@ -140,6 +140,21 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     certified_key(chain, &key_der, &key.display().to_string())
 }
 
+/// How often certificate files are checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// The certificate in two PEM files, served until they change, then reloaded (checked every
+/// ten seconds; must be called within a Tokio runtime).
+pub fn serving_files(cert: &Path, key: &Path) -> Result<Arc<Serving>, TlsError> {
+    let serving = Serving::new(load(cert, key)?);
+    tokio::spawn(serving.clone().reload_on_change(
+        cert.to_path_buf(),
+        key.to_path_buf(),
+        RELOAD_EVERY,
+    ));
+    Ok(serving)
+}
+
 /// Hands every handshake the current certificate; swapped when the files change.
 #[derive(Debug)]
 pub struct Serving(RwLock<Arc<CertifiedKey>>);
