@@ -72,6 +72,13 @@ pub const SCALED_JOB_NAME_LABEL: &str = "scaledjob.keda.sh/name";
     )
 )]
 #[serde(rename_all = "camelCase")]
+// Checked by the apiserver even while ebb is down (CEL), in the words of the ScaledObject's rule.
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.?minReplicaCount.orValue(0) <= self.?maxReplicaCount.orValue(100)",
+        "message": "minReplicaCount must be less than or equal to maxReplicaCount"
+    }
+]))]
 pub struct ScaledJobSpec {
     /// The template of every Job created: a complete `batch/v1` JobSpec.
     pub job_target_ref: JobSpec,

@@ -107,6 +107,26 @@ pub const SCALED_OBJECT_NAME_LABEL: &str = "scaledobject.keda.sh/name";
     )
 )]
 #[serde(rename_all = "camelCase")]
+// Rules that need no other object, checked by the apiserver even while ebb is down (CEL). The
+// first is KEDA's, with KEDA's message; the apiserver applies them to writes only, and with
+// validation ratcheting an object stored before a rule existed stays updatable while its spec
+// is unchanged. The webhook and the reconcile check the same with messages of ebb's.
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.?minReplicaCount.orValue(0) <= self.?maxReplicaCount.orValue(100)",
+        "message": "minReplicaCount must be less than or equal to maxReplicaCount"
+    },
+    {
+        "rule": "!has(self.idleReplicaCount) || self.idleReplicaCount < self.?minReplicaCount.orValue(0)",
+        "fieldPath": ".idleReplicaCount",
+        "message": "idleReplicaCount must be less than minReplicaCount (0 when unset)"
+    },
+    {
+        "rule": "!has(self.fallback) || self.triggers.exists(t, !(t.type in ['cpu', 'memory']))",
+        "fieldPath": ".fallback",
+        "message": "fallback needs at least one trigger other than cpu or memory"
+    }
+]))]
 pub struct ScaledObjectSpec {
     /// The workload to scale: any resource with a `/scale` subresource.
     pub scale_target_ref: ScaleTarget,
@@ -305,6 +325,13 @@ pub enum FallbackBehavior {
 /// One event source.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!self.?useCachedMetrics.orValue(false) || !(self.type in ['cpu', 'memory', 'cron'])",
+        "fieldPath": ".useCachedMetrics",
+        "message": "useCachedMetrics is not supported for cpu, memory or cron triggers"
+    }
+]))]
 pub struct ScaleTrigger {
     /// Scaler type, e.g. `redis`, `rabbitmq`, `cron`.
     #[serde(rename = "type")]
@@ -322,7 +349,9 @@ pub struct ScaleTrigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication_ref: Option<AuthenticationRef>,
     /// HPA target type: `AverageValue` (default), `Value` or `Utilization` (cpu/memory).
+    // Empty reads as unset, as in KEDA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["", "AverageValue", "Value", "Utilization"]))]
     pub metric_type: Option<String>,
 }
 

@@ -322,6 +322,11 @@ impl EncodeLabelSet for ScaledJobLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Verdict {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Written {
     resource: &'static str,
 }
@@ -336,6 +341,12 @@ struct Request {
 /// Millisecond buckets at the low end: a healthy poll lag is a few milliseconds.
 const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Upper bounds (seconds) of the admission review histogram: an answer from the caches takes
+/// well under a millisecond, one that reads a workload a round trip to the apiserver.
+const ADMISSION_BUCKETS: [f64; 10] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
 ];
 
 /// ebb's metrics and readiness, shared by the controller, the scale loops and the server.
@@ -356,6 +367,8 @@ pub struct Metrics {
     scaled_job_errors: Family<ScaledJobLabels, Counter>,
     jobs_created: Counter,
     job_loops: Gauge,
+    admission_reviews: Family<Verdict, Counter>,
+    admission_duration: Histogram,
     ready: AtomicBool,
     syncing: AtomicBool,
 }
@@ -452,9 +465,23 @@ impl Default for Metrics {
             "Poll loops running: one per ScaledJob this replica polls",
             job_loops.clone(),
         );
+        let admission_reviews = Family::default();
+        registry.register(
+            "ebb_admission_reviews",
+            "Admission reviews the webhook answered on this replica, by verdict (allowed, denied, malformed)",
+            admission_reviews.clone(),
+        );
+        let admission_duration = Histogram::new(ADMISSION_BUCKETS);
+        registry.register(
+            "ebb_admission_review_duration_seconds",
+            "How long the webhook took to answer one admission review, from its body read to its answer",
+            admission_duration.clone(),
+        );
         Self {
             registry,
             objects,
+            admission_reviews,
+            admission_duration,
             scaled_job_errors,
             jobs_created,
             job_loops,
@@ -533,6 +560,22 @@ impl Metrics {
             .entry((namespace.to_string(), scaled_object.to_string()))
             .or_default()
             .loop_latency = Some(lag.as_secs_f64());
+    }
+
+    /// Records one admission review: its verdict (`allowed`, `denied` or `malformed`) and how
+    /// long its answer took.
+    pub fn record_admission_review(&self, verdict: &'static str, took: std::time::Duration) {
+        self.admission_reviews
+            .get_or_create(&Verdict { verdict })
+            .inc();
+        self.admission_duration.observe(took.as_secs_f64());
+    }
+
+    /// Admission reviews answered with `verdict` so far.
+    pub fn admission_reviews(&self, verdict: &'static str) -> u64 {
+        self.admission_reviews
+            .get_or_create(&Verdict { verdict })
+            .get()
     }
 
     /// Sets the number of running scale loops.
@@ -970,6 +1013,8 @@ mod tests {
         m.count_read_error("timeout");
         m.count_read_error("timeout");
         m.count_reconcile_error("api");
+        m.record_admission_review("denied", std::time::Duration::from_micros(700));
+        m.record_admission_review("allowed", std::time::Duration::from_millis(30));
         let text = m.render();
         for line in [
             "ebb_poll_lag_seconds_bucket{le=\"0.0025\"} 0\n",
@@ -984,6 +1029,10 @@ mod tests {
             "ebb_scale_loop_restarts_total{reason=\"panic\"} 1\n",
             "ebb_scaler_read_errors_total{reason=\"timeout\"} 2\n",
             "ebb_reconcile_errors_total{reason=\"api\"} 1\n",
+            "ebb_admission_reviews_total{verdict=\"denied\"} 1\n",
+            "ebb_admission_review_duration_seconds_bucket{le=\"0.0005\"} 0\n",
+            "ebb_admission_review_duration_seconds_bucket{le=\"0.001\"} 1\n",
+            "ebb_admission_review_duration_seconds_bucket{le=\"0.1\"} 2\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

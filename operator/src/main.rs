@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 let (server, _) = admission::server::start(
                     client.clone(),
                     ctx.registry.clone(),
+                    ctx.metrics.clone(),
                     caches,
                     settings,
                     shutdown.wait(),

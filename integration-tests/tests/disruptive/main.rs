@@ -17,11 +17,14 @@
 //!   (another test's connections would count).
 //! - `redis_sentinel_failover`: fails over the shared Sentinel set that the suite's
 //!   `redis_topologies` reads.
+//! - `crd_rules`: swaps the cluster's ScaledObject CRD for one without its CEL rules for a
+//!   moment, to store an object they would refuse.
 //!
 //! Run on its own, they are serialised all the same: each test takes [`serial`] first, so
 //! `cargo test -p integration-tests --test disruptive` without `--test-threads=1` is safe too.
 
 mod churn;
+mod crd_rules;
 mod faults;
 mod operator_leader;
 mod operator_outage;

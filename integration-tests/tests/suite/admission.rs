@@ -8,8 +8,10 @@
 //! Also: an object stored while no webhook answered (failurePolicy Ignore) is reported at
 //! reconcile, Ready=False and an Event, with the same message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use ebb_operator::admin::Metrics;
 use ebb_operator::admission::server::{Caches, Settings, shared_certificate, start};
 use integration_tests::{
     TestEnv, deployment as deployment_of, ensure, eventually, free_port, setup,
@@ -79,12 +81,14 @@ async fn serve_webhook(
     env: &TestEnv,
     port: u16,
     configuration: &str,
+    metrics: Arc<Metrics>,
 ) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let caches = Caches::start(&env.client, Some(&env.namespace));
     let (server, _) = start(
         env.client.clone(),
         ebb_scalers::Registry::with_builtins(),
+        metrics,
         caches,
         Settings {
             addr: format!("127.0.0.1:{port}").parse().expect("an address"),
@@ -124,6 +128,12 @@ fn refusal(message: &str) -> String {
     )
 }
 
+/// The line kubectl prints when a CRD's CEL rule refuses an object created from stdin: the
+/// apiserver checks these before any webhook, even while ebb is down.
+fn invalid(kind: &str, name: &str, field: &str, message: &str) -> String {
+    format!("The {kind} \"{name}\" is invalid: {field}: Invalid value: \"object\": {message}")
+}
+
 fn scaled_object(name: &str, target: &str, extra: &str, triggers: &str) -> String {
     format!(
         "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: {name}\n{extra}spec:\n  scaleTargetRef: {{name: {target}}}\n  triggers: {triggers}\n"
@@ -144,7 +154,8 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
     let env = setup("admission-webhook").await;
     let port = free_port();
     let registered = register(&env, port, "Fail").await;
-    let _stop = serve_webhook(&env, port, &registered.name).await;
+    let metrics = Arc::new(Metrics::default());
+    let _stop = serve_webhook(&env, port, &registered.name, metrics.clone()).await;
 
     // The webhook answers once its caches are full: wait for the first refusal.
     let typo = scaled_object(
@@ -186,7 +197,8 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
         Ok(())
     );
 
-    // Each check: (what, refused manifest, message, accepted manifest).
+    // Each check: (what, refused manifest, the line kubectl prints, accepted manifest). A CRD
+    // rule refuses before the webhook is asked; its line is the apiserver's.
     let cases: Vec<(&str, String, String, String)> = vec![
         (
             "replica bounds",
@@ -194,16 +206,49 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
                 "  triggers:",
                 "  minReplicaCount: 5\n  maxReplicaCount: 2\n  triggers:",
             ),
-            "spec.minReplicaCount: 5 is above maxReplicaCount 2; expected minReplicaCount <= maxReplicaCount".into(),
+            invalid("ScaledObject", "bounds", "spec", "minReplicaCount must be less than or equal to maxReplicaCount"),
             scaled_object("bounds", "bounds", "", REDIS).replace(
                 "  triggers:",
                 "  minReplicaCount: 2\n  maxReplicaCount: 5\n  triggers:",
             ),
         ),
         (
+            "idleReplicaCount below minReplicaCount",
+            scaled_object("idle", "idle", "", REDIS).replace(
+                "  triggers:",
+                "  idleReplicaCount: 2\n  minReplicaCount: 2\n  triggers:",
+            ),
+            invalid("ScaledObject", "idle", "spec.idleReplicaCount", "idleReplicaCount must be less than minReplicaCount (0 when unset)"),
+            scaled_object("idle", "idle", "", REDIS).replace(
+                "  triggers:",
+                "  idleReplicaCount: 0\n  minReplicaCount: 2\n  triggers:",
+            ),
+        ),
+        (
+            "a fallback on cpu alone",
+            scaled_object("fallback", "fallback", "", "[{type: cpu, metricType: Utilization, metadata: {value: '50'}}]")
+                .replace("  triggers:", "  minReplicaCount: 1\n  fallback: {failureThreshold: 3, replicas: 2}\n  triggers:"),
+            invalid("ScaledObject", "fallback", "spec.fallback", "fallback needs at least one trigger other than cpu or memory"),
+            scaled_object("fallback", "fallback", "", REDIS)
+                .replace("  triggers:", "  fallback: {failureThreshold: 3, replicas: 2}\n  triggers:"),
+        ),
+        (
+            "a metricType",
+            scaled_object("metric-type", "metric-type", "", "[{type: redis, metricType: Average, metadata: {address: 'r:6379', listName: q}}]"),
+            // A schema error stops the CEL rules; the apiserver says so on a line of its own.
+            "The ScaledObject \"metric-type\" is invalid: \n* spec.triggers[0].metricType: Unsupported value: \"Average\": supported values: \"\", \"AverageValue\", \"Value\", \"Utilization\"\n* <nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+            scaled_object("metric-type", "metric-type", "", "[{type: redis, metricType: Value, metadata: {address: 'r:6379', listName: q}}]"),
+        ),
+        (
+            "a ScaledJob's replica bounds",
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: bounded}\nspec:\n  minReplicaCount: 3\n  maxReplicaCount: 2\n  jobTargetRef: {template: {spec: {containers: [{name: w, image: w}], restartPolicy: Never}}}\n  triggers: [{type: redis, metadata: {address: 'r:6379', listName: q}}]\n".into(),
+            invalid("ScaledJob", "bounded", "spec", "minReplicaCount must be less than or equal to maxReplicaCount"),
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: bounded}\nspec:\n  minReplicaCount: 2\n  maxReplicaCount: 2\n  jobTargetRef: {template: {spec: {containers: [{name: w, image: w}], restartPolicy: Never}}}\n  triggers: [{type: redis, metadata: {address: 'r:6379', listName: q}}]\n".into(),
+        ),
+        (
             "one ScaledObject per workload",
             scaled_object("typo-2", "typo", "", REDIS),
-            "spec.scaleTargetRef: Deployment \"typo\" is already scaled by ScaledObject \"typo\"; expected one ScaledObject per workload".into(),
+            refusal("spec.scaleTargetRef: Deployment \"typo\" is already scaled by ScaledObject \"typo\"; expected one ScaledObject per workload"),
             scaled_object("typo-2", "other", "", REDIS),
         ),
         (
@@ -212,7 +257,7 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
                 "  triggers:",
                 "  advanced: {horizontalPodAutoscalerConfig: {name: keda-hpa-typo}}\n  triggers:",
             ),
-            "spec.advanced.horizontalPodAutoscalerConfig.name: the HPA name \"keda-hpa-typo\" is already used by ScaledObject \"typo\"; expected an HPA name no other ScaledObject uses".into(),
+            refusal("spec.advanced.horizontalPodAutoscalerConfig.name: the HPA name \"keda-hpa-typo\" is already used by ScaledObject \"typo\"; expected an HPA name no other ScaledObject uses"),
             scaled_object("named", "named", "", REDIS).replace(
                 "  triggers:",
                 "  advanced: {horizontalPodAutoscalerConfig: {name: named-hpa}}\n  triggers:",
@@ -221,27 +266,27 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
         (
             "names within 63 characters",
             scaled_object(&"n".repeat(64), "long", "", REDIS),
-            "metadata.name: 64 characters; expected at most 63, since the name is the value of the label scaledobject.keda.sh/name on its HPA".into(),
+            refusal("metadata.name: 64 characters; expected at most 63, since the name is the value of the label scaledobject.keda.sh/name on its HPA"),
             scaled_object(&"n".repeat(54), "long", "", REDIS),
         ),
         (
             "cpu only at zero",
             scaled_object("cpu-zero", "cpu-zero", "", "[{type: cpu, metricType: Utilization, metadata: {value: '50'}}]")
                 .replace("  triggers:", "  minReplicaCount: 0\n  triggers:"),
-            "spec.minReplicaCount: 0 with only cpu and memory triggers: the HPA cannot scale from zero on them; expected 1 or more, or a trigger other than cpu and memory".into(),
+            refusal("spec.minReplicaCount: 0 with only cpu and memory triggers: the HPA cannot scale from zero on them; expected 1 or more, or a trigger other than cpu and memory"),
             scaled_object("cpu-zero", "cpu-zero", "", "[{type: cpu, metricType: Utilization, metadata: {value: '50'}}]")
                 .replace("  triggers:", "  minReplicaCount: 1\n  triggers:"),
         ),
         (
             "useCachedMetrics on cron",
             scaled_object("cached", "cached", "", "[{type: cron, useCachedMetrics: true, metadata: {timezone: UTC, start: '0 8 * * *', end: '0 9 * * *', desiredReplicas: '2'}}]"),
-            "spec.triggers[0].useCachedMetrics: not supported for \"cron\" triggers; expected false or unset".into(),
+            invalid("ScaledObject", "cached", "spec.triggers[0].useCachedMetrics", "useCachedMetrics is not supported for cpu, memory or cron triggers"),
             scaled_object("cached", "cached", "", "[{type: cron, metadata: {timezone: UTC, start: '0 8 * * *', end: '0 9 * * *', desiredReplicas: '2'}}]"),
         ),
         (
             "unique trigger names",
             scaled_object("twins", "twins", "", "[{type: redis, name: a, metadata: {address: 'r:6379', listName: q}}, {type: redis, name: a, metadata: {address: 'r:6379', listName: p}}]"),
-            "spec.triggers[1].name: \"a\" is used by another trigger; expected unique trigger names".into(),
+            refusal("spec.triggers[1].name: \"a\" is used by another trigger; expected unique trigger names"),
             scaled_object("twins", "twins", "", "[{type: redis, name: a, metadata: {address: 'r:6379', listName: q}}, {type: redis, name: b, metadata: {address: 'r:6379', listName: p}}]"),
         ),
         (
@@ -255,23 +300,37 @@ async fn bad_objects_are_refused_at_apply_with_the_reason_and_good_ones_pass() {
         (
             "a TriggerAuthentication's pod identity",
             "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {name: azure}\nspec: {podIdentity: {provider: azure-workload, identityId: ''}}\n".into(),
-            "spec.podIdentity.identityId: empty; expected an identity id, or no identityId to use the default identity".into(),
+            refusal("spec.podIdentity.identityId: empty; expected an identity id, or no identityId to use the default identity"),
             "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata: {name: azure}\nspec: {podIdentity: {provider: azure-workload}}\n".into(),
         ),
         (
             "a ScaledJob's trigger metadata",
             "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: jobs}\nspec:\n  jobTargetRef: {template: {spec: {containers: [{name: w, image: w}], restartPolicy: Never}}}\n  triggers: [{type: redis, metadata: {address: 'r:6379', listName: q, listLength: '0.5x'}}]\n".into(),
-            "trigger 0 (redis): listLength: expected a number, got \"0.5x\"".into(),
+            refusal("trigger 0 (redis): listLength: expected a number, got \"0.5x\""),
             "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: jobs}\nspec:\n  jobTargetRef: {template: {spec: {containers: [{name: w, image: w}], restartPolicy: Never}}}\n  triggers: [{type: redis, metadata: {address: 'r:6379', listName: q, listLength: '5'}}]\n".into(),
         ),
     ];
-    for (what, refused, message, accepted) in &cases {
+    for (what, refused, line, accepted) in &cases {
+        let denied = metrics.admission_reviews("denied");
         let got = apply(&env, refused, false).expect_err(what);
-        let prefix = refusal("");
-        assert!(got.starts_with(&prefix), "{what}: {got}");
-        if !message.is_empty() {
-            assert_eq!(got, refusal(message), "{what}");
+        assert_eq!(
+            apply(&env, refused, true),
+            Err(got.clone()),
+            "{what}: dry run"
+        );
+        if line.is_empty() {
+            // The compiler's own wording; only who refused it is asserted.
+            assert!(got.starts_with(&refusal("")), "{what}: {got}");
+        } else {
+            assert_eq!(&got, line, "{what}");
         }
+        // The webhook counted its two refusals; a CRD rule's never reached it.
+        let by_webhook = got.starts_with(&refusal(""));
+        assert_eq!(
+            metrics.admission_reviews("denied") - denied,
+            if by_webhook { 2 } else { 0 },
+            "{what}: refusals counted by the webhook"
+        );
         assert_eq!(apply(&env, accepted, false), Ok(()), "{what}");
     }
 

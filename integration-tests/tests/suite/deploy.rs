@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use integration_tests::{TestEnv, expect_success, setup, workspace_root};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The chart's release name and namespace in the install instructions.
 const RELEASE: &str = "ebb";
@@ -253,6 +253,17 @@ async fn both_installs_pass_a_server_side_dry_run() {
             "values gave args {args}, without {flag}"
         );
     }
+    // The webhook judges only the watched namespace's objects.
+    let configuration = &custom_objects[&(
+        "ValidatingWebhookConfiguration".into(),
+        String::new(),
+        "ebb".into(),
+    )];
+    assert_eq!(
+        configuration.pointer("/webhooks/0/namespaceSelector"),
+        Some(&json!({"matchLabels": {"kubernetes.io/metadata.name": "shop"}})),
+        "watchNamespace=shop"
+    );
     assert!(
         !custom_objects
             .keys()
@@ -260,4 +271,64 @@ async fn both_installs_pass_a_server_side_dry_run() {
         "podDisruptionBudget.enabled=false still renders a PodDisruptionBudget"
     );
     dry_run(&env, &custom, "dry run of helm template with custom values");
+
+    // The webhook switched off: nothing of it is rendered, and its rights go with it.
+    let without = objects(
+        &helm_template(&["--set", "admissionWebhook.enabled=false"]),
+        "helm template --set admissionWebhook.enabled=false",
+    );
+    let with = objects(&helm_template(&[]), "helm template");
+    let gone: Vec<_> = with.keys().filter(|k| !without.contains_key(*k)).collect();
+    assert_eq!(
+        gone,
+        [
+            &(
+                "Role".into(),
+                NAMESPACE.into(),
+                "ebb-webhook-certificate".into()
+            ),
+            &(
+                "RoleBinding".into(),
+                NAMESPACE.into(),
+                "ebb-webhook-certificate".into()
+            ),
+            &("Service".into(), NAMESPACE.into(), "ebb-webhook".into()),
+            &(
+                "ValidatingWebhookConfiguration".into(),
+                String::new(),
+                "ebb".into()
+            ),
+        ],
+        "what admissionWebhook.enabled=false leaves out"
+    );
+    let deployment = &without[&("Deployment".into(), NAMESPACE.into(), "ebb".into())];
+    let container = deployment
+        .pointer("/spec/template/spec/containers/0")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !container.to_string().contains("admission") && !container.to_string().contains("9443"),
+        "the container still serves the webhook: {container}"
+    );
+    let cluster_role = &without[&("ClusterRole".into(), String::new(), "ebb".into())];
+    assert!(
+        !cluster_role
+            .to_string()
+            .contains("validatingwebhookconfigurations"),
+        "the ClusterRole still grants the webhook's configuration: {cluster_role}"
+    );
+    // failurePolicy is the value's.
+    let failing = objects(
+        &helm_template(&["--set", "admissionWebhook.failurePolicy=Fail"]),
+        "helm template --set admissionWebhook.failurePolicy=Fail",
+    );
+    let configuration = &failing[&(
+        "ValidatingWebhookConfiguration".into(),
+        String::new(),
+        "ebb".into(),
+    )];
+    assert_eq!(
+        configuration.pointer("/webhooks/0/failurePolicy"),
+        Some(&json!("Fail"))
+    );
 }

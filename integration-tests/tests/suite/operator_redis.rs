@@ -87,17 +87,19 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
     }))
     .await;
 
-    // A bad neighbour: min above max. It must be reported, and must not disturb the other.
-    // (On a workload of its own: two ScaledObjects on one workload is itself refused.)
+    // A bad neighbour: two triggers of one name (min above max, the CRD refuses before it is
+    // stored). It must be reported, and must not disturb the other. (On a workload of its own:
+    // two ScaledObjects on one workload is itself refused.)
     env.create::<ScaledObject>(json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": "broken"},
         "spec": {
             "scaleTargetRef": {"name": "other-worker"},
-            "minReplicaCount": 5,
-            "maxReplicaCount": 2,
-            "triggers": [{"type": "redis", "metadata": {"address": address, "listName": list}}]
+            "triggers": [
+                {"type": "redis", "name": "q", "metadata": {"address": address, "listName": list}},
+                {"type": "redis", "name": "q", "metadata": {"address": address, "listName": list}}
+            ]
         }
     }))
     .await;
@@ -176,7 +178,7 @@ async fn redis_list_scales_zero_to_one_and_back_and_bad_objects_are_reported() {
         let (status, _, message) = env.condition("broken", "Ready").await?;
         ensure(
             status == "False"
-                && message.contains("spec.minReplicaCount: 5 is above maxReplicaCount 2"),
+                && message.contains("spec.triggers[1].name: \"q\" is used by another trigger"),
             || format!("Ready={status}: {message}"),
         )
     })
@@ -350,9 +352,9 @@ async fn each_bad_scaled_object_gets_a_clear_condition_and_event_while_a_good_on
             "spec.scaleTargetRef: Deployment \"nope\" not found",
         ),
         (
-            "min-above-max",
-            json!({"scaleTargetRef": {"name": "min-above-max-worker"}, "minReplicaCount": 3, "maxReplicaCount": 1, "triggers": [{"type": "redis", "metadata": redis_trigger(json!({}))}]}),
-            "spec.minReplicaCount: 3 is above maxReplicaCount 1",
+            "bad-formula",
+            json!({"scaleTargetRef": {"name": "bad-formula-worker"}, "advanced": {"scalingModifiers": {"formula": "q +", "target": "5"}}, "triggers": [{"type": "redis", "name": "q", "metadata": redis_trigger(json!({}))}]}),
+            "spec.advanced.scalingModifiers.formula: ",
         ),
         (
             // A missing Secret is an empty parameter, as in KEDA; the address it should have

@@ -182,7 +182,9 @@ async fn a_spec_made_invalid_while_its_loop_writes_ends_ready_false() {
     api.patch(
         "so",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"minReplicaCount": 4, "maxReplicaCount": 2}})),
+        &Patch::Merge(
+            json!({"spec": {"advanced": {"scalingModifiers": {"formula": "(", "target": "5"}}}}),
+        ),
     )
     .await
     .expect("patch");

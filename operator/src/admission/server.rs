@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use super::checks::{Neighbours, PeerHpa, PeerScaledObject, Workload, slim_hpa_metadata};
 use super::review::{Lookups, answer};
+use crate::admin::Metrics;
 use crate::metrics_api::tls;
 
 /// How `ebb run` serves the webhook.
@@ -314,6 +315,7 @@ impl Lookups for ClusterLookups {
 struct Webhook {
     registry: Registry,
     lookups: ClusterLookups,
+    metrics: Arc<Metrics>,
 }
 
 /// Starts the webhook as `settings` say, once `caches` are full; the returned future serves
@@ -321,6 +323,7 @@ struct Webhook {
 pub async fn start(
     client: Client,
     registry: Registry,
+    metrics: Arc<Metrics>,
     caches: Caches,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -347,6 +350,7 @@ pub async fn start(
     let config = Arc::new(tls::server_config_without_client_auth(serving)?);
     let webhook = Arc::new(Webhook {
         registry,
+        metrics,
         lookups: ClusterLookups {
             client,
             caches: caches.clone(),
@@ -376,10 +380,22 @@ fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 async fn validate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
-    match answer(&body, &webhook.registry, &webhook.lookups).await {
-        Ok(review) => Json(review).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    }
+    let started = Instant::now();
+    let (verdict, response) = match answer(&body, &webhook.registry, &webhook.lookups).await {
+        Ok(review) => {
+            let allowed = review.response.as_ref().is_some_and(|r| r.allowed);
+            let verdict = if allowed { "allowed" } else { "denied" };
+            (verdict, Json(review).into_response())
+        }
+        Err(e) => (
+            "malformed",
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        ),
+    };
+    webhook
+        .metrics
+        .record_admission_review(verdict, started.elapsed());
+    response
 }
 
 async fn serve(

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: ebb measured on the dev cluster, outside the test suite. Three
+//! `cargo xtask bench`: ebb measured on the dev cluster, outside the test suite. Four
 //! scenarios, each in its own module; every run writes `target/bench/<scenario>-....json` and the
 //! summary tables are printed at the end.
 //!
@@ -10,8 +10,11 @@
 //!   becoming 1, in plain polling and with the fast activation path, beside idle objects.
 //! - [`metrics_api`]: the HPA's query, directly and through the aggregator, at concurrency 1 and
 //!   32.
+//! - [`admission`]: the validating webhook's time per review under 1,000 applies and 1,000
+//!   updates, by ebb's clock and by the apiserver's.
 
 mod activation;
+mod admission;
 mod load;
 mod metrics_api;
 mod scale;
@@ -44,8 +47,8 @@ pub struct BenchArgs {
     windows: Option<usize>,
     /// Scenarios to run, comma-separated: scale, rabbitmq, prometheus, scaledjob and kafka (the
     /// scale scenario's 1,000-object RabbitMQ AMQP, Prometheus, ScaledJob and Kafka variants),
-    /// activation, metrics-api. Default: all (no rabbitmq, prometheus, scaledjob or kafka with
-    /// --quick).
+    /// activation, metrics-api, admission. Default: all (no rabbitmq, prometheus, scaledjob or
+    /// kafka with --quick).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Leave the dev cluster running afterwards.
@@ -137,12 +140,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         } else {
             None
         };
+        let admission = if wanted("admission") {
+            Some(admission::run(&info, &binary, beside)?)
+        } else {
+            None
+        };
         scale::print_table(&scale_runs);
         if let Some(a) = &activation {
             activation::print_table(a);
         }
         if let Some(m) = &metrics_api {
             metrics_api::print_table(m);
+        }
+        if let Some(a) = &admission {
+            admission::print_table(a);
         }
         println!(
             "==> bench finished in {:.0}s (cluster start and ebb's build included)",
