@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
                     shutdown.wait(),
                 )
                 .await?;
+                let server = admission::server::on_own_thread(server)?;
                 servers.spawn(async move {
                     server.await;
                     "the admission webhook"

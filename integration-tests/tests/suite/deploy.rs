@@ -272,12 +272,23 @@ async fn both_installs_pass_a_server_side_dry_run() {
     );
     dry_run(&env, &custom, "dry run of helm template with custom values");
 
+    // The installed webhook is spared label and finalizer updates, by ebb's own expression.
+    let with = objects(&helm_template(&[]), "helm template");
+    assert_eq!(
+        with[&(
+            "ValidatingWebhookConfiguration".into(),
+            String::new(),
+            "ebb".into()
+        )]
+            .pointer("/webhooks/0/matchConditions/0/expression"),
+        Some(&json!(ebb_operator::admission::SPEC_WRITTEN))
+    );
+
     // The webhook switched off: nothing of it is rendered, and its rights go with it.
     let without = objects(
         &helm_template(&["--set", "admissionWebhook.enabled=false"]),
         "helm template --set admissionWebhook.enabled=false",
     );
-    let with = objects(&helm_template(&[]), "helm template");
     let gone: Vec<_> = with.keys().filter(|k| !without.contains_key(*k)).collect();
     assert_eq!(
         gone,

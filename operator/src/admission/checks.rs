@@ -46,19 +46,18 @@ impl Workload {
     /// From an `apiVersion`, a kind and a name, with a ScaledObject's defaults
     /// (`apps/v1`, `Deployment`).
     pub fn new(api_version: Option<&str>, kind: Option<&str>, name: &str) -> Self {
-        let api_version = api_version.filter(|v| !v.is_empty()).unwrap_or("apps/v1");
-        let group = api_version
-            .rsplit_once('/')
-            .map(|(g, _)| g)
-            .unwrap_or_default();
+        let (group, kind) = group_and_kind(api_version, kind);
         Self {
             group: group.to_string(),
-            kind: kind
-                .filter(|k| !k.is_empty())
-                .unwrap_or("Deployment")
-                .to_string(),
+            kind: kind.to_string(),
             name: name.to_string(),
         }
+    }
+
+    /// Whether an `apiVersion`, a kind and a name (with a ScaledObject's defaults) name this
+    /// workload; nothing is copied.
+    pub fn is(&self, api_version: Option<&str>, kind: Option<&str>, name: &str) -> bool {
+        self.name == name && group_and_kind(api_version, kind) == (&self.group, &self.kind)
     }
 
     /// What a ScaledObject scales.
@@ -76,6 +75,20 @@ impl Workload {
     pub fn has_pod_template(&self) -> bool {
         self.group == "apps" && matches!(self.kind.as_str(), "Deployment" | "StatefulSet")
     }
+}
+
+/// The API group and kind a scale target names, with a ScaledObject's defaults (`apps/v1`,
+/// `Deployment`).
+fn group_and_kind<'a>(api_version: Option<&'a str>, kind: Option<&'a str>) -> (&'a str, &'a str) {
+    let api_version = api_version.filter(|v| !v.is_empty()).unwrap_or("apps/v1");
+    let group = api_version
+        .rsplit_once('/')
+        .map(|(g, _)| g)
+        .unwrap_or_default();
+    (
+        group,
+        kind.filter(|k| !k.is_empty()).unwrap_or("Deployment"),
+    )
 }
 
 impl std::fmt::Display for Workload {
@@ -171,14 +184,74 @@ fn ownership_check_off(annotations: &std::collections::BTreeMap<String, String>)
         .is_some_and(|v| v == "false")
 }
 
-/// What a ScaledObject shares its namespace with: the other ScaledObjects (itself left out)
-/// and the HPAs.
+/// What a ScaledObject shares its namespace with that its checks compare it to: the other
+/// ScaledObjects (itself left out) and the HPAs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Neighbours {
     /// The namespace's other ScaledObjects.
     pub scaled_objects: Vec<PeerScaledObject>,
     /// The namespace's HPAs.
     pub hpas: Vec<PeerHpa>,
+}
+
+impl Neighbours {
+    /// The neighbours of `so` in `namespace` that its checks can find in conflict with it:
+    /// the other ScaledObjects on its workload or with its HPA name, and the HPAs on its
+    /// workload. `scaled_objects` and `hpas` may hold other namespaces' objects (skipped).
+    /// Only those few are copied, so a review or a reconcile costs one scan of the caches,
+    /// not a copy of the namespace.
+    pub fn of<'a>(
+        so: &ScaledObject,
+        namespace: &str,
+        scaled_objects: impl IntoIterator<Item = &'a ScaledObject>,
+        hpas: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>,
+    ) -> Self {
+        let name = so.name_any();
+        let target = Workload::of(so);
+        let hpa = hpa_name(so);
+        let in_namespace = |ns: Option<&str>| ns == Some(namespace);
+        Self {
+            scaled_objects: scaled_objects
+                .into_iter()
+                .filter(|o| {
+                    in_namespace(o.metadata.namespace.as_deref())
+                        && o.metadata.name.as_deref() != Some(name.as_str())
+                })
+                .filter(|o| {
+                    let t = &o.spec.scale_target_ref;
+                    target.is(t.api_version.as_deref(), t.kind.as_deref(), &t.name)
+                        || has_hpa_name(o, &hpa)
+                })
+                .map(PeerScaledObject::of)
+                .collect(),
+            hpas: hpas
+                .into_iter()
+                .filter(|h| in_namespace(h.metadata.namespace.as_deref()))
+                .filter(|h| {
+                    h.spec.as_ref().is_some_and(|s| {
+                        let t = &s.scale_target_ref;
+                        target.is(t.api_version.as_deref(), Some(t.kind.as_str()), &t.name)
+                    })
+                })
+                .map(PeerHpa::of)
+                .collect(),
+        }
+    }
+}
+
+/// Whether `so`'s HPA is named `hpa` ([`hpa_name`], without building the name).
+fn has_hpa_name(so: &ScaledObject, hpa: &str) -> bool {
+    let configured = so
+        .spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
+        .and_then(|c| c.name.as_deref())
+        .filter(|n| !n.is_empty());
+    match configured {
+        Some(name) => name == hpa,
+        None => hpa.strip_prefix("keda-hpa-") == so.metadata.name.as_deref(),
+    }
 }
 
 /// The checks of a ScaledObject that need nothing but the object and its neighbours: the
@@ -450,6 +523,69 @@ mod tests {
             owner: owner.map(String::from),
             unchecked: false,
         }
+    }
+
+    #[test]
+    fn neighbours_are_the_namespace_s_objects_that_can_conflict() {
+        let object = |name: &str, ns: &str, target: &str, extra: &str| {
+            so(&format!(
+                "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  scaleTargetRef: {target}\n{extra}  triggers: [{{type: redis, metadata: {{}}}}]\n"
+            ))
+        };
+        let objects = [
+            object("web", "shop", "{name: web}", ""),
+            object(
+                "same-target",
+                "shop",
+                "{name: web, apiVersion: apps/v1beta2}",
+                "",
+            ),
+            object(
+                "same-hpa",
+                "shop",
+                "{name: api}",
+                "  advanced: {horizontalPodAutoscalerConfig: {name: keda-hpa-web}}\n",
+            ),
+            object("unrelated", "shop", "{name: api}", ""),
+            object(
+                "a-statefulset",
+                "shop",
+                "{name: web, kind: StatefulSet}",
+                "",
+            ),
+            object("elsewhere", "other", "{name: web}", ""),
+        ];
+        let hpa = |name: &str,
+                   ns: &str,
+                   api_version: &str,
+                   target: &str|
+         -> HorizontalPodAutoscaler {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"maxReplicas": 2, "scaleTargetRef": {"apiVersion": api_version, "kind": "Deployment", "name": target}}
+            }))
+            .expect("an HPA")
+        };
+        let hpas = [
+            hpa("web-hpa", "shop", "apps/v1", "web"),
+            hpa("api-hpa", "shop", "apps/v1", "api"),
+            hpa("web-hpa", "other", "apps/v1", "web"),
+        ];
+        let around = Neighbours::of(&objects[0], "shop", &objects, &hpas);
+        let names: Vec<&str> = around
+            .scaled_objects
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(names, ["same-target", "same-hpa"]);
+        assert_eq!(around.hpas, [PeerHpa::of(&hpas[0])]);
+        // The checks find the same conflict as with the whole namespace.
+        let everything = Neighbours {
+            scaled_objects: objects[1..5].iter().map(PeerScaledObject::of).collect(),
+            hpas: hpas[..2].iter().map(PeerHpa::of).collect(),
+        };
+        assert_eq!(check(WEB, &around), check(WEB, &everything));
+        assert!(check(WEB, &around).is_err());
     }
 
     #[test]

@@ -12,3 +12,9 @@ pub mod checks;
 pub mod review;
 pub mod server;
 pub mod triggers;
+
+/// The webhook's `matchConditions` expression (CEL, evaluated by the apiserver): a create, or an
+/// update that writes the spec of an object not being deleted. Updates of labels, annotations,
+/// finalizers (ebb's own among them) never reach the webhook, which would allow them anyway
+/// ([`review`]), so they cost no call. `deploy/25-admission-webhook.yaml` and the chart carry it.
+pub const SPEC_WRITTEN: &str = "request.operation != 'UPDATE' || (!has(object.metadata.deletionTimestamp) && object.spec != oldObject.spec)";

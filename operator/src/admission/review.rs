@@ -17,8 +17,9 @@ use super::triggers;
 /// What the checks read besides the object.
 #[async_trait]
 pub trait Lookups: Send + Sync {
-    /// The other ScaledObjects and the HPAs of `namespace` (`name` left out), from caches.
-    fn neighbours(&self, namespace: &str, name: &str) -> Neighbours;
+    /// The neighbours of `so` in `namespace` its checks compare it to, from caches
+    /// ([`Neighbours::of`]).
+    fn neighbours(&self, so: &ScaledObject, namespace: &str) -> Neighbours;
     /// The pod template of a Deployment or StatefulSet; `None` when it does not exist.
     async fn pod_template(
         &self,
@@ -134,7 +135,7 @@ async fn scaled_object(
         .clone()
         .or_else(|| so.namespace())
         .unwrap_or_default();
-    let around = lookups.neighbours(&namespace, &so.name_any());
+    let around = lookups.neighbours(so, &namespace);
     // Being created, it comes after every stored object, even one stored in the same second
     // (the apiserver has already stamped its creationTimestamp).
     let mut so = so.clone();
@@ -189,7 +190,7 @@ mod tests {
 
     #[async_trait]
     impl Lookups for World {
-        fn neighbours(&self, _: &str, _: &str) -> Neighbours {
+        fn neighbours(&self, _: &ScaledObject, _: &str) -> Neighbours {
             self.neighbours.clone()
         }
         async fn pod_template(&self, _: &str, _: &Workload) -> Result<Option<PodSpec>, String> {

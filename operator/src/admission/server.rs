@@ -31,7 +31,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::checks::{Neighbours, PeerHpa, PeerScaledObject, Workload, slim_hpa_metadata};
+use super::checks::{Neighbours, Workload, slim_hpa_metadata};
 use super::review::{Lookups, answer};
 use crate::admin::Metrics;
 use crate::metrics_api::tls;
@@ -260,26 +260,17 @@ struct ClusterLookups {
 
 #[async_trait]
 impl Lookups for ClusterLookups {
-    fn neighbours(&self, namespace: &str, name: &str) -> Neighbours {
-        let in_namespace = |ns: Option<String>| ns.as_deref() == Some(namespace);
-        Neighbours {
-            scaled_objects: self
-                .caches
+    fn neighbours(&self, so: &ScaledObject, namespace: &str) -> Neighbours {
+        Neighbours::of(
+            so,
+            namespace,
+            self.caches
                 .scaled_objects
                 .state()
                 .iter()
-                .filter(|o| in_namespace(o.namespace()) && o.name_any() != name)
-                .map(|o| PeerScaledObject::of(o))
-                .collect(),
-            hpas: self
-                .caches
-                .hpas
-                .state()
-                .iter()
-                .filter(|h| in_namespace(h.namespace()))
-                .map(|h| PeerHpa::of(h))
-                .collect(),
-        }
+                .map(|o| o.as_ref()),
+            self.caches.hpas.state().iter().map(|h| h.as_ref()),
+        )
     }
 
     async fn pod_template(
@@ -370,6 +361,29 @@ pub async fn start(
         serve(listener, config, webhook, shutdown).await;
     };
     Ok((server, generated_ca))
+}
+
+/// Runs `server` on a thread and a single-threaded runtime of its own, and resolves when it
+/// ends. The apiserver waits on every review while a user waits on `kubectl apply`; on the
+/// main runtime a review queues behind whatever the controller and the scale loops have to do
+/// (a thousand new objects reconciled at once), on its own thread only behind the other
+/// reviews. The caches it reads are filled by watches on the main runtime.
+pub fn on_own_thread(
+    server: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("ebb-admission".into())
+        .spawn(move || {
+            runtime.block_on(server);
+            let _ = done.send(());
+        })?;
+    Ok(async move {
+        let _ = ended.await;
+    })
 }
 
 fn router(webhook: Arc<Webhook>) -> Router {

@@ -12,7 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::admin::Metrics;
-use crate::admission::checks::{Neighbours, PeerHpa, PeerScaledObject};
+use crate::admission::checks::Neighbours;
 use crate::events::Events;
 use crate::loops::Loops;
 use crate::metric_store::MetricStore;
@@ -225,35 +225,20 @@ impl Context {
     /// controller runs).
     pub(super) fn neighbours(&self, so: &ScaledObject) -> Neighbours {
         let namespace = so.namespace().unwrap_or_default();
-        let name = so.name_any();
         let scaled_objects = lock(&self.scaled_objects)
             .as_ref()
-            .map(|store| {
-                store
-                    .state()
-                    .iter()
-                    .filter(|o| {
-                        o.namespace().as_deref() == Some(&namespace) && o.name_any() != name
-                    })
-                    .map(|o| PeerScaledObject::of(o))
-                    .collect()
-            })
+            .map(|store| store.state())
             .unwrap_or_default();
         let hpas = lock(&self.hpas)
             .as_ref()
-            .map(|store| {
-                store
-                    .state()
-                    .iter()
-                    .filter(|h| h.namespace().as_deref() == Some(&namespace))
-                    .map(|h| PeerHpa::of(h))
-                    .collect()
-            })
+            .map(|store| store.state())
             .unwrap_or_default();
-        Neighbours {
-            scaled_objects,
-            hpas,
-        }
+        Neighbours::of(
+            so,
+            &namespace,
+            scaled_objects.iter().map(|o| o.as_ref()),
+            hpas.iter().map(|h| h.as_ref()),
+        )
     }
 
     /// Resolves once the running controller has filled its authentication caches.

@@ -31,6 +31,8 @@ const PORT: u16 = 32683;
 const CONFIGURATION: &str = "ebb-bench-admission";
 /// The webhook's name, as `deploy/25-admission-webhook.yaml` names it.
 const WEBHOOK: &str = "validate.keda.sh";
+/// `ebb_operator::admission::SPEC_WRITTEN`, as the deployed configuration has it.
+const SPEC_WRITTEN: &str = "request.operation != 'UPDATE' || (!has(object.metadata.deletionTimestamp) && object.spec != oldObject.spec)";
 const EBB_HISTOGRAM: &str = "ebb_admission_review_duration_seconds";
 const APISERVER_HISTOGRAM: &str = "apiserver_admission_webhook_admission_duration_seconds";
 
@@ -139,6 +141,8 @@ fn register(info: &ClusterInfo, ns: &str) -> Result<()> {
             "timeoutSeconds": 10,
             "clientConfig": {"url": format!("https://127.0.0.1:{PORT}/validate")},
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            // As deploy/25-admission-webhook.yaml: label and finalizer updates make no call.
+            "matchConditions": [{"name": "spec-written", "expression": SPEC_WRITTEN}],
             "rules": [{
                 "apiGroups": ["keda.sh"],
                 "apiVersions": ["v1alpha1"],
