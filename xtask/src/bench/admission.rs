@@ -1,7 +1,9 @@
 //! The admission scenario: the validating webhook's latency under N applies (1,000; 100 with
 //! `--quick`). N Deployments are created first; then N ScaledObjects (a `redis` list trigger
 //! each) are applied through the webhook by one `kubectl apply --server-side` (one request per
-//! object, one after the other), and applied again with another `pollingInterval` (N updates).
+//! object, one after the other), applied again with another `pollingInterval` (N updates), and
+//! once more as a server-side dry run (N updates judged and not stored: the controller has
+//! nothing to do meanwhile).
 //! Every review checks the object against all the others in its namespace, so the last ones of
 //! a round are checked against N - 1 neighbours.
 //!
@@ -65,7 +67,13 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
         )?;
         wait_answering(info, &ns)?;
         let mut rounds = Vec::new();
-        for (round, interval) in [("create", 30), ("update", 20)] {
+        // The dry run's objects are judged and not stored: nothing for the controller to do,
+        // so its reviews show the webhook beside an idle ebb.
+        for (round, interval, dry_run) in [
+            ("create", 30, false),
+            ("update", 20, false),
+            ("dry run", 10, true),
+        ] {
             let objects: Vec<Value> = scaled_objects
                 .iter()
                 .cloned()
@@ -77,7 +85,17 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
             let ebb_before = histogram(&scrape()?, EBB_HISTOGRAM);
             let api_before = apiserver_histogram(info)?;
             let started = Instant::now();
-            create_objects(info, &ns, &objects)?;
+            if dry_run {
+                let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+                kubectl_stdin(
+                    info,
+                    &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+                    &list.to_string(),
+                )
+                .map_err(|e| anyhow::anyhow!("the dry run: {e}"))?;
+            } else {
+                create_objects(info, &ns, &objects)?;
+            }
             let took = started.elapsed();
             let by_ebb = histogram(&scrape()?, EBB_HISTOGRAM).minus(&ebb_before);
             let by_apiserver = apiserver_histogram(info)?.minus(&api_before);
