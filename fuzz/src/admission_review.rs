@@ -48,7 +48,7 @@ struct World;
 
 #[ebb_operator::admission::review::async_trait]
 impl Lookups for World {
-    fn neighbours(&self, _: &str, _: &str) -> Neighbours {
+    fn neighbours(&self, _: &ebb_crds::ScaledObject, _: &str) -> Neighbours {
         Neighbours {
             scaled_objects: Vec::new(),
             hpas: vec![PeerHpa {
