@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use xtask::cluster::ClusterInfo;
+use xtask::cluster::{self, ClusterInfo};
 
+use super::load;
 use super::{
     Histogram, commit, create_objects, end_scenario, histogram, idle_redis_objects, machine,
     namespace, scrape, start_ebb, write_result,
@@ -66,6 +67,7 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
             ],
         )?;
         wait_answering(info, &ns)?;
+        let pki = cluster::Layout::for_workspace().pki();
         let mut rounds = Vec::new();
         // The dry run's objects are judged and not stored: nothing for the controller to do,
         // so its reviews show the webhook beside an idle ebb.
@@ -125,10 +127,56 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
                 "apiserver_max_bucket_ms": by_apiserver.max_bound().map(|s| s * 1000.0),
             }));
         }
+        // A third clock, exact: the same reviews (updates) POSTed straight to the webhook on
+        // one kept-alive TLS connection, as the apiserver calls it, timed by the caller.
+        let bodies: Vec<Vec<u8>> = scaled_objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| review_body(i, o))
+            .collect();
+        let target = load::Target {
+            address: format!("127.0.0.1:{PORT}"),
+            server_name: "127.0.0.1".into(),
+            ca_pem: ca_bundle(info)?,
+            client_cert_pem: std::fs::read(pki.join("admin.crt"))?,
+            client_key_pem: std::fs::read(pki.join("admin.key"))?,
+            headers: Vec::new(),
+        };
+        let ebb_before = histogram(&scrape()?, EBB_HISTOGRAM);
+        let direct = load::post_each(&target, "/validate", &bodies)?;
+        let by_ebb = histogram(&scrape()?, EBB_HISTOGRAM).minus(&ebb_before);
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let ebb_ms = |q: f64| by_ebb.quantile(q).map(|s| s * 1000.0);
+        println!(
+            "    direct: {} reviews answered, {} errors{}; the caller's clock p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; ebb p50 {:.3} ms, p99 {:.3} ms",
+            direct.ok,
+            direct.errors,
+            direct
+                .first_error
+                .as_ref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
+            ms(direct.quantile(0.5)).unwrap_or(f64::NAN),
+            ms(direct.quantile(0.99)).unwrap_or(f64::NAN),
+            ms(direct.quantile(1.0)).unwrap_or(f64::NAN),
+            ebb_ms(0.5).unwrap_or(f64::NAN),
+            ebb_ms(0.99).unwrap_or(f64::NAN),
+        );
+        let direct = json!({
+            "reviews": direct.ok,
+            "errors": direct.errors,
+            "first_error": direct.first_error,
+            "caller_p50_ms": ms(direct.quantile(0.5)),
+            "caller_p99_ms": ms(direct.quantile(0.99)),
+            "caller_max_ms": ms(direct.quantile(1.0)),
+            "ebb_p50_ms": ebb_ms(0.5),
+            "ebb_p99_ms": ebb_ms(0.99),
+        });
         let result = json!({
             "scenario": "admission",
             "objects": n,
             "rounds": rounds,
+            "direct": direct,
             "machine": machine(),
             "commit": commit(),
         });
@@ -141,6 +189,49 @@ pub fn run(info: &ClusterInfo, binary: &Path, n: usize) -> Result<Value> {
         .args(["--ignore-not-found"])
         .output();
     result
+}
+
+/// An AdmissionReview of an update of `object` (its `pollingInterval` changed), as the
+/// apiserver would send it.
+fn review_body(i: usize, object: &Value) -> Vec<u8> {
+    let mut old = object.clone();
+    old["spec"]["pollingInterval"] = json!(20);
+    let mut new = object.clone();
+    new["spec"]["pollingInterval"] = json!(15);
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("bench-{i}"),
+            "kind": {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledObject"},
+            "resource": {"group": "keda.sh", "version": "v1alpha1", "resource": "scaledobjects"},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "operation": "UPDATE",
+            "userInfo": {"username": "bench"},
+            "object": new,
+            "oldObject": old,
+            "dryRun": false
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The CA ebb put in the configuration's caBundle.
+fn ca_bundle(info: &ClusterInfo) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let out = kubectl(info)
+        .args(["get", "validatingwebhookconfiguration", CONFIGURATION])
+        .args(["-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"])
+        .output()?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8_lossy(&out.stdout).trim())
+        .context("the configuration's caBundle")?;
+    if pem.is_empty() {
+        bail!("the configuration's caBundle is empty");
+    }
+    Ok(pem)
 }
 
 /// Registers the webhook for ScaledObjects in `ns` only, at ebb's loopback port, failing
@@ -317,6 +408,16 @@ pub fn print_table(result: &Value) {
             f("applies_per_s"),
         );
     }
+    let d = &result["direct"];
+    let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "    direct to the webhook, {} reviews on one connection: the caller's clock p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; ebb's p99 {:.3} ms",
+        d["reviews"],
+        f("caller_p50_ms"),
+        f("caller_p99_ms"),
+        f("caller_max_ms"),
+        f("ebb_p99_ms"),
+    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! A small HTTPS load generator for the metrics API scenario: `concurrency` threads, each with
+//! A small HTTPS load generator: for the metrics API scenario, `concurrency` threads, each with
 //! one keep-alive TLS connection (client certificate, extra headers), sending GETs back to back
-//! for a fixed time and timing each answer.
+//! for a fixed time and timing each answer; for the admission scenario, POSTs one after the
+//! other on one connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -90,17 +91,32 @@ fn connect(target: &Target, config: &Arc<rustls::ClientConfig>) -> Result<BufRea
     Ok(BufReader::new(rustls::StreamOwned::new(connection, tcp)))
 }
 
-/// Sends one GET on `stream` and reads the answer: its status code.
-fn get(stream: &mut BufReader<Stream>, target: &Target, path: &str) -> Result<u16> {
+/// Sends one GET (or, with a body, a POST of JSON) on `stream` and reads the answer: its
+/// status code.
+fn send(
+    stream: &mut BufReader<Stream>,
+    target: &Target,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<u16> {
+    let method = if body.is_some() { "POST" } else { "GET" };
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
         target.server_name
     );
     for (name, value) in &target.headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     request.push_str("\r\n");
-    stream.get_mut().write_all(request.as_bytes())?;
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    stream.get_mut().write_all(&bytes)?;
     stream.get_mut().flush()?;
 
     let mut line = String::new();
@@ -179,7 +195,12 @@ pub fn run(
                         if stream.is_none() {
                             stream = Some(connect(&target, &config)?);
                         }
-                        get(stream.as_mut().context("no connection")?, &target, path)
+                        send(
+                            stream.as_mut().context("no connection")?,
+                            &target,
+                            path,
+                            None,
+                        )
                     })();
                     match answer {
                         Ok(200) => latencies.push(sent.elapsed()),
@@ -214,6 +235,55 @@ pub fn run(
         outcome.errors += errors;
         if outcome.first_error.is_none() {
             outcome.first_error = first_error;
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies.sort();
+    Ok(outcome)
+}
+
+/// POSTs `bodies` to `path` one after the other on one keep-alive connection, as the
+/// apiserver calls a webhook, timing each answer.
+pub fn post_each(target: &Target, path: &str, bodies: &[Vec<u8>]) -> Result<Outcome> {
+    let config = config(target)?;
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        latencies: Vec::with_capacity(bodies.len()),
+        elapsed: Duration::ZERO,
+    };
+    let mut stream = None;
+    for body in bodies {
+        let sent = Instant::now();
+        let answer = (|| {
+            if stream.is_none() {
+                stream = Some(connect(target, &config)?);
+            }
+            send(
+                stream.as_mut().context("no connection")?,
+                target,
+                path,
+                Some(body),
+            )
+        })();
+        match answer {
+            Ok(200) => {
+                outcome.ok += 1;
+                outcome.latencies.push(sent.elapsed());
+            }
+            Ok(code) => {
+                outcome.errors += 1;
+                outcome
+                    .first_error
+                    .get_or_insert_with(|| format!("HTTP {code}"));
+            }
+            Err(e) => {
+                outcome.errors += 1;
+                stream = None;
+                outcome.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
         }
     }
     outcome.elapsed = started.elapsed();
