@@ -239,16 +239,19 @@ impl Neighbours {
     }
 }
 
-/// Whether `so`'s HPA is named `hpa` ([`hpa_name`], without building the name).
-fn has_hpa_name(so: &ScaledObject, hpa: &str) -> bool {
-    let configured = so
-        .spec
+/// `spec.advanced.horizontalPodAutoscalerConfig.name`, when set and not empty.
+fn configured_hpa_name(so: &ScaledObject) -> Option<&str> {
+    so.spec
         .advanced
         .as_ref()
         .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
         .and_then(|c| c.name.as_deref())
-        .filter(|n| !n.is_empty());
-    match configured {
+        .filter(|n| !n.is_empty())
+}
+
+/// Whether `so`'s HPA is named `hpa` ([`hpa_name`], without building the name).
+fn has_hpa_name(so: &ScaledObject, hpa: &str) -> bool {
+    match configured_hpa_name(so) {
         Some(name) => name == hpa,
         None => hpa.strip_prefix("keda-hpa-") == so.metadata.name.as_deref(),
     }
@@ -349,14 +352,7 @@ pub fn scaled_object(
 
 /// Where the HPA's name comes from: the name set in the spec, else the object's own name.
 fn hpa_field(so: &ScaledObject) -> &'static str {
-    let set = so
-        .spec
-        .advanced
-        .as_ref()
-        .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
-        .and_then(|c| c.name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    if set {
+    if configured_hpa_name(so).is_some() {
         "spec.advanced.horizontalPodAutoscalerConfig.name"
     } else {
         "metadata.name"
