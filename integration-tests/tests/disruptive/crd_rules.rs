@@ -12,8 +12,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::serial;
-
 const DEADLINE: Duration = Duration::from_secs(30);
 /// The field manager the test harness installs the CRDs with: applying as it replaces them.
 const MANAGER: &str = "ebb-integration-tests";
@@ -58,7 +56,7 @@ fn min_above_max(name: &str) -> ScaledObject {
 
 #[tokio::test]
 async fn an_object_stored_before_the_cel_rules_can_still_be_labelled_and_deleted() {
-    let _turn = serial().await;
+    let _serial = crate::serial().await;
     let env = setup("crd-rules").await;
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
     let objects: Api<ScaledObject> = env.api();
