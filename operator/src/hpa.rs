@@ -46,13 +46,22 @@ pub enum HpaError {
 
 /// The HPA's name: `advanced.horizontalPodAutoscalerConfig.name`, else `keda-hpa-<name>`.
 pub fn hpa_name(so: &ScaledObject) -> String {
+    configured_hpa_name(so)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{DEFAULT_HPA_PREFIX}{}", so.name_any()))
+}
+
+/// What a ScaledObject's HPA is named when its spec names none: this, then its own name.
+pub const DEFAULT_HPA_PREFIX: &str = "keda-hpa-";
+
+/// `spec.advanced.horizontalPodAutoscalerConfig.name`, when set and not empty.
+pub fn configured_hpa_name(so: &ScaledObject) -> Option<&str> {
     so.spec
         .advanced
         .as_ref()
         .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
-        .and_then(|c| c.name.clone())
+        .and_then(|c| c.name.as_deref())
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("keda-hpa-{}", so.name_any()))
 }
 
 /// Directions whose HPA scaling is switched off by the paused-scale annotations.

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{LimitRange, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::hpa::hpa_name;
+use crate::hpa::{DEFAULT_HPA_PREFIX, configured_hpa_name, hpa_name};
 use crate::scale::composite::Composite;
 use crate::validate::{replica_bounds, validate};
 use crate::validation_error::{ValidationError, error};
@@ -239,21 +239,11 @@ impl Neighbours {
     }
 }
 
-/// `spec.advanced.horizontalPodAutoscalerConfig.name`, when set and not empty.
-fn configured_hpa_name(so: &ScaledObject) -> Option<&str> {
-    so.spec
-        .advanced
-        .as_ref()
-        .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
-        .and_then(|c| c.name.as_deref())
-        .filter(|n| !n.is_empty())
-}
-
 /// Whether `so`'s HPA is named `hpa` ([`hpa_name`], without building the name).
 fn has_hpa_name(so: &ScaledObject, hpa: &str) -> bool {
     match configured_hpa_name(so) {
         Some(name) => name == hpa,
-        None => hpa.strip_prefix("keda-hpa-") == so.metadata.name.as_deref(),
+        None => hpa.strip_prefix(DEFAULT_HPA_PREFIX) == so.metadata.name.as_deref(),
     }
 }
 
