@@ -23,6 +23,7 @@ pub mod scale;
 pub mod status;
 pub mod supervise;
 pub mod target;
+pub mod target_watch;
 pub mod triggers;
 pub mod validate;
 pub mod validation_error;

@@ -562,6 +562,50 @@ async fn an_idle_scaled_object_reconciles_without_requests_and_its_changed_hpa_i
         ensure(max == Some(4), || format!("maxReplicas {max:?}"))
     })
     .await;
+
+    // An idle target scaled up by hand is brought back to rest at a poll soon after: the
+    // Deployment's metadata watch says its generation moved, so the trusted resting count is
+    // read again (without the watch, only after REPLICAS_REFRESH, five minutes).
+    let scale_reads = || {
+        ebb.apiserver_requests()
+            .get(&("get".to_string(), "deployments/scale".to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let reads_before = scale_reads();
+    env.api::<Deployment>()
+        .patch_scale(
+            "idle",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .expect("scale idle by hand");
+    eventually("idle brought back to 0", DEADLINE, || async {
+        let n = env.replicas("idle").await?;
+        ensure(n == 0, || format!("replicas {n}"))
+    })
+    .await;
+    assert!(
+        scale_reads() > reads_before,
+        "the scale-up was noticed by reading /scale again"
+    );
+    // At rest again (after one more read: ebb's own write moved the generation), the polls
+    // read nothing: three polls in a row without a read of /scale.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut before = scale_reads();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = scale_reads();
+        if now == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ebb kept reading /scale of a target at rest: {now} reads"
+        );
+        before = now;
+    }
     env.delete_scaled_objects().await;
 }
 

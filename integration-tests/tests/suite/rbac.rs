@@ -123,6 +123,9 @@ async fn the_service_account_has_what_ebb_needs_and_no_more() {
             ns,
         ],
         &["get", "deployments.apps", "-n", ns],
+        // The targets' metadata watch, which says when an idle target's count moved.
+        &["watch", "deployments.apps", "--all-namespaces"],
+        &["watch", "statefulsets.apps", "--all-namespaces"],
         &["get", "secrets", "-n", ns],
         // LimitRange defaults, for cpu and memory triggers on containers without requests.
         &["list", "limitranges", "-n", ns],

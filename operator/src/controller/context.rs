@@ -59,6 +59,8 @@ pub struct Context {
     pub(super) scaled_objects: Mutex<Option<Store<ScaledObject>>>,
     /// Per ScaledObject, the HPA ebb last applied. An HPA still stored so needs no apply.
     pub(super) applied: Mutex<HashMap<String, AppliedHpa>>,
+    /// The scale targets' metadata watches (made at first use, in `watch_namespace`).
+    targets: std::sync::OnceLock<crate::target_watch::TargetWatches>,
 }
 
 /// What ebb last applied to a ScaledObject's HPA (digests).
@@ -111,7 +113,18 @@ impl Context {
             hpas: Mutex::new(None),
             scaled_objects: Mutex::new(None),
             applied: Mutex::new(HashMap::new()),
+            targets: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The scale targets' metadata watches.
+    pub fn targets(&self) -> &crate::target_watch::TargetWatches {
+        self.targets.get_or_init(|| {
+            crate::target_watch::TargetWatches::new(
+                self.client.clone(),
+                self.watch_namespace.clone(),
+            )
+        })
     }
 
     /// Where authentication comes from, besides the objects.

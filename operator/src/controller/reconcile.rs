@@ -382,6 +382,11 @@ async fn start_loop(
         store: ctx.store.clone(),
         nudge: ctx.loops.nudger(&namespace, &name),
         rebuild_after: built.scalers.rebuild_after,
+        generation: ctx.targets().register(
+            &built.target.gvkr,
+            &built.target.namespace,
+            &built.target.name,
+        ),
     };
     ctx.loops.start(key, signature, scale_loop);
     ctx.metrics.set_scale_loops(ctx.loops.len());

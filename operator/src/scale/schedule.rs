@@ -48,17 +48,56 @@ pub fn grid_epoch() -> Instant {
 }
 
 /// How long the loop trusts a resting replica count (0, or `idleReplicaCount`) it last read
-/// from, or wrote to, the target's `/scale` before reading it again. Only a resting count is
+/// from, or wrote to, the target's `/scale` when the target's watch cannot tell whether it
+/// moved (the kind cannot be watched, or its watch is down). Only a resting count is
 /// trusted, and only while every trigger answers: a poll that would write reads first, a count
 /// above rest (the HPA's to change) is read at every poll, and so is any count while a trigger
-/// fails (fallback may depend on it). What a trusted count can delay is noticing that someone
-/// else scaled an idle target up, which ebb then brings back to rest at most this much later
-/// than KEDA would.
+/// fails (fallback may depend on it).
 pub const REPLICAS_REFRESH: Duration = Duration::from_secs(300);
 
+/// What the target's watch says of a count known since it was read (see
+/// [`crate::target_watch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// The watch is live and the target's generation is the one seen at the read: the count
+    /// holds.
+    Unchanged,
+    /// The watch is live and the generation moved (or the object went or was replaced): the
+    /// count may not hold.
+    Moved,
+    /// The watch cannot tell (not live, or it has not seen the target).
+    Unknown,
+}
+
+impl Watched {
+    /// From what the watch said at the read and says now.
+    pub fn of(at_read: crate::target_watch::Seen, now: crate::target_watch::Seen) -> Self {
+        if !now.live {
+            Watched::Unknown
+        } else if now.generation.is_some() && now.generation == at_read.generation {
+            Watched::Unchanged
+        } else if now.generation.is_some() || at_read.generation.is_some() {
+            Watched::Moved
+        } else {
+            Watched::Unknown
+        }
+    }
+}
+
 /// Whether a count known for `age` may stand in for a read of `/scale` at this poll.
-pub fn trust_known_replicas(age: Duration, at_rest: bool, any_trigger_failed: bool) -> bool {
-    at_rest && !any_trigger_failed && age < REPLICAS_REFRESH
+pub fn trust_known_replicas(
+    age: Duration,
+    at_rest: bool,
+    any_trigger_failed: bool,
+    watched: Watched,
+) -> bool {
+    at_rest
+        && !any_trigger_failed
+        && match watched {
+            Watched::Unchanged => true,
+            Watched::Moved => false,
+            Watched::Unknown => age < REPLICAS_REFRESH,
+        }
 }
 
 /// The annotation that turns on the fast activation path: while the target rests at zero (or
@@ -94,14 +133,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_fresh_resting_count_is_trusted_and_only_while_nothing_fails() {
+    fn only_a_resting_count_is_trusted_and_only_while_nothing_fails() {
         let ten = Duration::from_secs(10);
-        assert!(trust_known_replicas(ten, true, false));
-        assert!(!trust_known_replicas(ten, false, false), "above rest");
-        assert!(!trust_known_replicas(ten, true, true), "a trigger fails");
-        assert!(
-            !trust_known_replicas(REPLICAS_REFRESH, true, false),
-            "too old"
+        let day = Duration::from_secs(86_400);
+        for watched in [Watched::Unchanged, Watched::Unknown] {
+            assert!(trust_known_replicas(ten, true, false, watched));
+            assert!(
+                !trust_known_replicas(ten, false, false, watched),
+                "above rest"
+            );
+            assert!(
+                !trust_known_replicas(ten, true, true, watched),
+                "a trigger fails"
+            );
+        }
+        // A live watch that saw no change: trusted however old.
+        assert!(trust_known_replicas(day, true, false, Watched::Unchanged));
+        // The target moved: read again, however fresh the count.
+        assert!(!trust_known_replicas(
+            Duration::ZERO,
+            true,
+            false,
+            Watched::Moved
+        ));
+        // Without a watch, the count is read again every REPLICAS_REFRESH.
+        assert!(!trust_known_replicas(
+            REPLICAS_REFRESH,
+            true,
+            false,
+            Watched::Unknown
+        ));
+    }
+
+    #[test]
+    fn what_the_watch_says_of_a_count() {
+        use crate::target_watch::Seen;
+        let seen = |generation, live| Seen { generation, live };
+        // Live, same generation: unchanged.
+        assert_eq!(
+            Watched::of(seen(Some(7), true), seen(Some(7), true)),
+            Watched::Unchanged
+        );
+        // Read while the watch was down, live now with the same generation: unchanged.
+        assert_eq!(
+            Watched::of(seen(Some(7), false), seen(Some(7), true)),
+            Watched::Unchanged
+        );
+        // Scaled since, deleted since, or first seen since the read: moved.
+        assert_eq!(
+            Watched::of(seen(Some(7), true), seen(Some(8), true)),
+            Watched::Moved
+        );
+        assert_eq!(
+            Watched::of(seen(Some(7), true), seen(None, true)),
+            Watched::Moved
+        );
+        assert_eq!(
+            Watched::of(seen(None, false), seen(Some(7), true)),
+            Watched::Moved
+        );
+        // Not live, or never seen: the watch cannot tell.
+        assert_eq!(
+            Watched::of(seen(Some(7), true), seen(Some(7), false)),
+            Watched::Unknown
+        );
+        assert_eq!(
+            Watched::of(seen(None, true), seen(None, true)),
+            Watched::Unknown
         );
     }
 

@@ -31,6 +31,7 @@ use crate::scale::push::{self, Pushes};
 use crate::scale::schedule;
 use crate::status::{Status, StatusCell, Wanted};
 use crate::target::Target;
+use crate::target_watch::{Seen, TargetGeneration};
 
 /// Longest a metric read may take.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +65,8 @@ pub struct ScaleLoop {
     /// Rebuild the scalers this long after the loop starts (a bound service-account token
     /// nearing its expiry), if set.
     pub rebuild_after: Option<Duration>,
+    /// What the target's metadata watch says: whether a resting count still holds.
+    pub generation: TargetGeneration,
 }
 
 /// The decision's settings for `so`, defaults applied.
@@ -194,8 +197,9 @@ impl ScaleLoop {
         )
         .unwrap_or(None);
         let resting_count = settings.idle_replicas.unwrap_or(0);
-        // The target's replica count as last read or written, and when.
-        let mut known: Option<(i32, Instant)> = None;
+        // The target's replica count as last read or written, when, and what its watch said
+        // then.
+        let mut known: Option<(i32, Instant, Seen)> = None;
         let mut ticks = tokio::time::interval_at(
             schedule::on_grid(
                 tokio::time::Instant::now() + schedule::first_poll_delay(&uid, interval),
@@ -223,7 +227,7 @@ impl ScaleLoop {
         loop {
             // Not known yet (before the first poll) counts as at rest: the first check may
             // come before the first poll.
-            let at_rest = known.is_none_or(|(n, _)| n <= resting_count);
+            let at_rest = known.is_none_or(|(n, _, _)| n <= resting_count);
             let wake = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => Wake::Stop,
@@ -308,19 +312,27 @@ impl ScaleLoop {
 
             let any_failed = results.iter().any(|r| r.outcome == TriggerOutcome::Failed);
             let trusted = known
-                .filter(|(n, at)| {
-                    schedule::trust_known_replicas(at.elapsed(), *n <= resting_count, any_failed)
+                .filter(|(n, at, seen)| {
+                    schedule::trust_known_replicas(
+                        at.elapsed(),
+                        *n <= resting_count,
+                        any_failed,
+                        schedule::Watched::of(*seen, self.generation.now()),
+                    )
                 })
-                .map(|(n, _)| n);
+                .map(|(n, _, _)| n);
             let current = match trusted {
                 Some(n) => n,
-                None => match Box::pin(self.read_replicas()).await {
-                    Some(n) => {
-                        known = Some((n, Instant::now()));
-                        n
+                None => {
+                    let seen = self.generation.now();
+                    match Box::pin(self.read_replicas()).await {
+                        Some(n) => {
+                            known = Some((n, Instant::now(), seen));
+                            n
+                        }
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
             };
             let mut evaluation = evaluate::evaluate(
                 &Inputs {
@@ -365,10 +377,11 @@ impl ScaleLoop {
             let mut decided = decision::decide(&settings, &observe(current));
             // A write is decided from a count just read, never from a remembered one.
             if decided.write().is_some_and(|r| r != current) && trusted.is_some() {
+                let seen = self.generation.now();
                 let Some(n) = Box::pin(self.read_replicas()).await else {
                     continue;
                 };
-                known = Some((n, Instant::now()));
+                known = Some((n, Instant::now(), seen));
                 current = n;
                 decided = decision::decide(&settings, &observe(current));
             }
@@ -379,7 +392,8 @@ impl ScaleLoop {
                 && replicas != current
                 && Box::pin(self.scale(decided, current, replicas)).await
             {
-                known = Some((replicas, Instant::now()));
+                // The write moves the generation: the next poll at rest reads once more.
+                known = Some((replicas, Instant::now(), self.generation.now()));
             }
 
             let conditions_changed = self

@@ -17,6 +17,7 @@ mod activation;
 mod admission;
 mod load;
 mod metrics_api;
+mod peer;
 mod scale;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,11 @@ pub struct BenchArgs {
     /// Leave the dev cluster running afterwards.
     #[arg(long)]
     keep_cluster: bool,
+    /// Run the selected scale runs again with a peer autoscaler, one at a time on the same
+    /// cluster, and print them side by side: `keda` (built from the Go module proxy at a pinned
+    /// release, cached; run at a raised client rate, and at its default too for 1,000 objects).
+    #[arg(long, value_parser = ["keda"])]
+    peer: Option<String>,
 }
 
 /// Each scenario's objects live in a namespace of their own, `ebb-bench-<label>`: with
@@ -104,7 +110,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 for &interval in &args.intervals {
                     scale_runs.push(scale::run(
                         &info,
-                        &binary,
+                        scale::Autoscaler::Ebb(&binary),
                         n,
                         interval,
                         scale::Broker::Redis,
@@ -126,9 +132,60 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             for &interval in &args.intervals {
                 scale_runs.push(scale::run(
-                    &info, &binary, 1_000, interval, broker, windows, args.quick,
+                    &info,
+                    scale::Autoscaler::Ebb(&binary),
+                    1_000,
+                    interval,
+                    broker,
+                    windows,
+                    args.quick,
                 )?);
             }
+        }
+        if args.peer.as_deref() == Some("keda") {
+            let keda = xtask::cluster::keda::ensure()?;
+            peer::install_crds(&info, &keda)?;
+            let ours: Vec<(usize, u64, scale::Broker)> = scale_runs
+                .iter()
+                .filter_map(|r| {
+                    let broker = match r["broker"].as_str()? {
+                        "redis" => scale::Broker::Redis,
+                        "rabbitmq" => scale::Broker::RabbitMq,
+                        "prometheus" => scale::Broker::Prometheus,
+                        "kafka" => scale::Broker::Kafka,
+                        // KEDA's ScaledJobs are another comparison; not made here.
+                        _ => return None,
+                    };
+                    Some((
+                        r["objects"].as_u64()? as usize,
+                        r["polling_interval_s"].as_u64()?,
+                        broker,
+                    ))
+                })
+                .collect();
+            let peer_runs = (|| -> Result<Vec<Value>> {
+                let mut runs = Vec::new();
+                for (n, interval, broker) in ours {
+                    let mut rates = vec![peer::Rate::Raised];
+                    if n == 1_000 && broker == scale::Broker::Redis {
+                        rates.push(peer::Rate::Default);
+                    }
+                    for rate in rates {
+                        runs.push(scale::run(
+                            &info,
+                            scale::Autoscaler::Keda(&keda, rate),
+                            n,
+                            interval,
+                            broker,
+                            windows,
+                            args.quick,
+                        )?);
+                    }
+                }
+                Ok(runs)
+            })();
+            peer::restore_crds(&info)?;
+            scale_runs.extend(peer_runs?);
         }
         let activation = if wanted("activation") {
             Some(activation::run(&info, &binary, beside, args.quick)?)
@@ -146,6 +203,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             None
         };
         scale::print_table(&scale_runs);
+        scale::print_side_by_side(&scale_runs)?;
         if let Some(a) = &activation {
             activation::print_table(a);
         }

@@ -15,12 +15,119 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
+use super::peer::{self, Rate};
 use super::{
     Histogram, commit, cpu_seconds, create_objects, end_scenario, histogram, machine,
     median_spread, namespace, object_pair, redis_connections, redis_trigger, requests, rss_kib,
-    scrape, start_ebb, wait_polled, write_result,
+    scrape, start_ebb, write_result,
 };
-use crate::host::http;
+use crate::host::{http, wait_for};
+
+/// The autoscaler a run measures.
+#[derive(Clone, Copy)]
+pub enum Autoscaler<'a> {
+    /// A release `ebb run`.
+    Ebb(&'a Path),
+    /// KEDA's operator at a client rate.
+    Keda(&'a xtask::cluster::keda::Keda, Rate),
+}
+
+impl Autoscaler<'_> {
+    /// `ebb`, `keda` (raised rate) or `keda-default`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Autoscaler::Ebb(_) => "ebb",
+            Autoscaler::Keda(_, rate) => rate.label(),
+        }
+    }
+}
+
+/// The running autoscaler of a run.
+enum Process {
+    Ebb(super::Running),
+    Keda(peer::Running),
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        match self {
+            Process::Ebb(r) => r.pid,
+            Process::Keda(r) => r.pid,
+        }
+    }
+    fn started(&self) -> Instant {
+        match self {
+            Process::Ebb(r) => r.started,
+            Process::Keda(r) => r.started,
+        }
+    }
+    fn ready(&self) -> Duration {
+        match self {
+            Process::Ebb(r) => r.ready,
+            Process::Keda(r) => r.ready,
+        }
+    }
+    /// What its metrics say: the poll lag, requests by `"<verb> <resource>"` (KEDA's by verb
+    /// only: `"<verb> all"`), and how many polls (ebb) or objects that have polled (KEDA).
+    fn scrape(&self, ns: &str) -> Result<Scraped> {
+        Ok(match self {
+            Process::Ebb(_) => {
+                let text = scrape()?;
+                let lag = histogram(&text, "ebb_poll_lag_seconds");
+                Scraped {
+                    polled: lag.count,
+                    lag: Lag::Histogram(lag),
+                    requests: requests(&text),
+                }
+            }
+            Process::Keda(_) => {
+                let text = peer::scrape()?;
+                let gauges = peer::loop_latencies(&text, ns);
+                Scraped {
+                    polled: gauges.len() as f64,
+                    lag: Lag::Gauges(gauges),
+                    requests: peer::requests(&text)
+                        .into_iter()
+                        .map(|(method, n)| (format!("{} all", method.to_lowercase()), n))
+                        .collect(),
+                }
+            }
+        })
+    }
+}
+
+/// An autoscaler's poll lag: ebb's histogram of every poll, or KEDA's gauge of each object's
+/// last poll.
+enum Lag {
+    Histogram(Histogram),
+    Gauges(Vec<f64>),
+}
+
+impl Lag {
+    /// The window's lag quantile `q`, and polls in the window (None for KEDA, which does not
+    /// count them).
+    fn in_window(&self, before: &Lag, q: f64) -> (Option<f64>, Option<f64>) {
+        match (self, before) {
+            (Lag::Histogram(after), Lag::Histogram(before)) => {
+                let window = after.minus(before);
+                (window.quantile(q), Some(window.count))
+            }
+            (Lag::Gauges(values), _) => {
+                let mut v: Vec<f64> = values.iter().map(|x| x.abs()).collect();
+                v.sort_by(f64::total_cmp);
+                let at = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+                (v.get(at).copied(), None)
+            }
+            _ => (None, None),
+        }
+    }
+}
+
+struct Scraped {
+    polled: f64,
+    lag: Lag,
+    requests: BTreeMap<String, f64>,
+}
 
 /// The broker the triggers read.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,21 +161,22 @@ struct Sample {
     at: Instant,
     cpu_s: f64,
     rss_kib: u64,
-    lag: Histogram,
+    lag: Lag,
     requests: BTreeMap<String, f64>,
     /// Queries the broker answered so far, where it counts them (Prometheus).
     broker_queries: Option<f64>,
 }
 
 impl Sample {
-    fn take(pid: u32, broker: Broker) -> Result<Self> {
-        let text = scrape()?;
+    fn take(process: &Process, ns: &str, broker: Broker) -> Result<Self> {
+        let scraped = process.scrape(ns)?;
+        let pid = process.pid();
         Ok(Self {
             at: Instant::now(),
             cpu_s: cpu_seconds(pid)?,
             rss_kib: rss_kib(pid)?,
-            lag: histogram(&text, "ebb_poll_lag_seconds"),
-            requests: requests(&text),
+            lag: scraped.lag,
+            requests: scraped.requests,
             broker_queries: match broker {
                 Broker::Prometheus => Some(prometheus_queries()?),
                 _ => None,
@@ -86,10 +194,17 @@ fn settle_deadline(n: usize) -> Duration {
 /// Waits until ebb has written nothing to the apiserver for `quiet`, or `deadline` passed:
 /// the windows measure the steady state, not the end of the start. The time it took, or None
 /// when it did not settle (the windows then measure anyway, and say so).
-fn settle(quiet: Duration, deadline: Duration) -> Result<Option<Duration>> {
+fn settle(
+    process: &Process,
+    ns: &str,
+    quiet: Duration,
+    deadline: Duration,
+) -> Result<Option<Duration>> {
     let started = Instant::now();
     let writes = || -> Result<f64> {
-        Ok(requests(&scrape()?)
+        Ok(process
+            .scrape(ns)?
+            .requests
             .iter()
             .filter(|(k, _)| is_write(k))
             .map(|(_, v)| v)
@@ -106,7 +221,7 @@ fn settle(quiet: Duration, deadline: Duration) -> Result<Option<Duration>> {
         } else if quiet_since.elapsed() >= quiet {
             let took = started.elapsed();
             println!(
-                "    settled: no apiserver writes for {}s (after {:.0}s)",
+                "    settled: no apiserver write for {}s (after {:.0}s)",
                 quiet.as_secs(),
                 took.as_secs_f64()
             );
@@ -114,7 +229,7 @@ fn settle(quiet: Duration, deadline: Duration) -> Result<Option<Duration>> {
         }
     }
     println!(
-        "    not settled within {}s (ebb still writing); measuring anyway",
+        "    not settled within {}s (still writing); measuring anyway",
         deadline.as_secs()
     );
     Ok(None)
@@ -127,10 +242,12 @@ fn is_write(key: &str) -> bool {
         .any(|read| key.starts_with(read))
 }
 
-/// One run: objects created, ebb started, `windows` windows measured, objects deleted.
+/// One run: objects created, the autoscaler started, `windows` windows measured, objects
+/// deleted.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     info: &ClusterInfo,
-    binary: &Path,
+    autoscaler: Autoscaler<'_>,
     n: usize,
     interval: u64,
     broker: Broker,
@@ -149,7 +266,11 @@ pub fn run(
         Duration::from_secs(interval.max(30))
     };
     println!(
-        "==> scale: {n} {} (a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up until every object is polled and no apiserver write for {}s, {windows} window(s) of {}s",
+        "==> scale ({}): {n} {} (a {} trigger each on one server, all idle), pollingInterval {interval}s; warm-up until every object is polled and no apiserver write for {}s, {windows} window(s) of {}s",
+        match autoscaler {
+            Autoscaler::Ebb(_) => "ebb".to_string(),
+            Autoscaler::Keda(_, rate) => format!("KEDA, {}", rate.describe()),
+        },
         if broker == Broker::ScaledJobRedis {
             "ScaledJobs"
         } else {
@@ -164,7 +285,12 @@ pub fn run(
         quiet.as_secs(),
         window.as_secs()
     );
-    let label = format!("scale-{}-{n}-{interval}s", broker.name());
+    let label = match autoscaler {
+        Autoscaler::Ebb(_) => format!("scale-{}-{n}-{interval}s", broker.name()),
+        Autoscaler::Keda(_, rate) => {
+            format!("scale-{}-{n}-{interval}s-{}", broker.name(), rate.label())
+        }
+    };
     let ns = namespace(&label);
     let mut items = Vec::with_capacity(2 * n);
     for i in 0..n {
@@ -203,32 +329,52 @@ pub fn run(
     }
     create_objects(info, &ns, &items)?;
 
-    let ebb = start_ebb(info, binary, &label, &["--metrics-api-addr", "off"])?;
-    wait_polled(n, Duration::from_secs(interval * 3 + 120 + n as u64 / 20))?;
-    let all_polled = ebb.started.elapsed();
+    let process = match autoscaler {
+        Autoscaler::Ebb(binary) => Process::Ebb(start_ebb(
+            info,
+            binary,
+            &label,
+            &["--metrics-api-addr", "off"],
+        )?),
+        Autoscaler::Keda(keda, rate) => {
+            Process::Keda(peer::start(info, keda, &ns, &label, rate, false)?)
+        }
+    };
+    // KEDA at its default rate starts 1,000 objects in about 14 minutes (issue 24's run).
+    let within = match autoscaler {
+        Autoscaler::Ebb(_) => interval * 3 + 120 + n as u64 / 20,
+        Autoscaler::Keda(..) => interval * 3 + 300 + n as u64,
+    };
+    wait_for(
+        "every object polled once",
+        Duration::from_secs(within),
+        || (process.scrape(&ns).ok()?.polled >= n as f64).then_some(()),
+    )?;
+    let all_polled = process.started().elapsed();
     println!(
         "    ready after {:.1}s, every object polled after {:.1}s; warming up",
-        ebb.ready.as_secs_f64(),
+        process.ready().as_secs_f64(),
         all_polled.as_secs_f64()
     );
-    let settled = settle(quiet, settle_deadline(n))?;
+    let settled = settle(&process, &ns, quiet, settle_deadline(n))?;
 
     let mut measured: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut per_minute: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut connections = Vec::new();
     for w in 0..windows {
-        let before = Sample::take(ebb.pid, broker)?;
+        let pid = process.pid();
+        let before = Sample::take(&process, &ns, broker)?;
         let mut rss_max = before.rss_kib;
         let window_end = Instant::now() + window;
         while Instant::now() < window_end {
             std::thread::sleep(Duration::from_secs(5).min(window_end - Instant::now()));
-            rss_max = rss_max.max(rss_kib(ebb.pid)?);
+            rss_max = rss_max.max(rss_kib(pid)?);
         }
-        let after = Sample::take(ebb.pid, broker)?;
+        let after = Sample::take(&process, &ns, broker)?;
         connections.push(match broker {
             Broker::Redis | Broker::ScaledJobRedis => redis_connections()?,
             Broker::RabbitMq => rabbitmq_connections()?,
-            Broker::Prometheus => prometheus_connections(ebb.pid)?,
+            Broker::Prometheus => prometheus_connections(pid)?,
             Broker::Kafka => xtask::cluster::streams::kafka_connections()? as u64,
         } as f64);
         let seconds = after.at.duration_since(before.at).as_secs_f64();
@@ -238,7 +384,8 @@ pub fn run(
                 .or_default()
                 .push((a - b) / seconds);
         }
-        let lag = after.lag.minus(&before.lag);
+        let (lag_p50, polls) = after.lag.in_window(&before.lag, 0.5);
+        let (lag_p99, _) = after.lag.in_window(&before.lag, 0.99);
         let rate = |key: &String, total: &f64| {
             (total - before.requests.get(key).copied().unwrap_or(0.0)) * 60.0 / seconds
         };
@@ -257,10 +404,9 @@ pub fn run(
             ("rss_mib", after.rss_kib as f64 / 1024.0),
             ("rss_max_mib", rss_max as f64 / 1024.0),
             ("cpu_cores", (after.cpu_s - before.cpu_s) / seconds),
-            ("polls_per_s", lag.count / seconds),
-            ("poll_lag_p50_s", lag.quantile(0.5).unwrap_or(f64::NAN)),
-            ("poll_lag_p99_s", lag.quantile(0.99).unwrap_or(f64::NAN)),
-            ("poll_lag_max_bucket_s", lag.max_bound().unwrap_or(f64::NAN)),
+            ("polls_per_s", polls.map_or(f64::NAN, |p| p / seconds)),
+            ("poll_lag_p50_s", lag_p50.unwrap_or(f64::NAN)),
+            ("poll_lag_p99_s", lag_p99.unwrap_or(f64::NAN)),
             ("apiserver_writes_per_min", writes),
             ("apiserver_reads_per_min", reads),
         ];
@@ -272,17 +418,26 @@ pub fn run(
             w + 1,
             after.rss_kib as f64 / 1024.0,
             (after.cpu_s - before.cpu_s) / seconds,
-            lag.quantile(0.99).unwrap_or(f64::NAN),
+            lag_p99.unwrap_or(f64::NAN),
         );
     }
     let mut result = json!({
         "scenario": "scale",
+        "autoscaler": autoscaler.label(),
+        "autoscaler_settings": match autoscaler {
+            Autoscaler::Ebb(_) => "ebb run --leader-elect=false --metrics-api-addr off".to_string(),
+            Autoscaler::Keda(_, rate) => format!(
+                "KEDA v{} operator, --leader-elect=false, {}",
+                xtask::cluster::keda::KEDA_VERSION,
+                rate.describe()
+            ),
+        },
         "broker": broker.name(),
         "objects": n,
         "polling_interval_s": interval,
         "window_s": window.as_secs(),
         "windows": windows,
-        "ready_s": ebb.ready.as_secs_f64(),
+        "ready_s": process.ready().as_secs_f64(),
         "settled_s": settled.map(|d| d.as_secs_f64()),
         "all_polled_s": all_polled.as_secs_f64(),
         "broker_connections": median_spread(&connections),
@@ -298,9 +453,9 @@ pub fn run(
     }
     write_result(&label, &result)?;
 
-    // ebb removes its finalizers while it runs.
+    // The autoscaler removes its finalizers while it runs.
     end_scenario(info, &ns, !quick)?;
-    drop(ebb);
+    drop(process);
     match broker {
         Broker::RabbitMq => delete_queues(n)?,
         Broker::Prometheus => set_series(info, n, false)?,
@@ -484,7 +639,8 @@ pub fn print_table(runs: &[Value]) {
     let m = |r: &Value, k: &str| r[k]["median"].as_f64().unwrap_or(f64::NAN);
     println!("==> summary (scale; medians of the windows)");
     println!(
-        "    {:>10} {:>7} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6} {:>9} {:>11} {:>10} {:>8}",
+        "    {:>12} {:>10} {:>7} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6} {:>9} {:>11} {:>10} {:>8}",
+        "autoscaler",
         "broker",
         "objects",
         "interval",
@@ -500,7 +656,8 @@ pub fn print_table(runs: &[Value]) {
     );
     for r in runs {
         println!(
-            "    {:>10} {:>7} {:>8}s {:>8.1} {:>9.4} {:>10.4} {:>10.4} {:>6} {:>9} {:>11.1} {:>10.1} {:>8.2}",
+            "    {:>12} {:>10} {:>7} {:>8}s {:>8.1} {:>9.4} {:>10.4} {:>10.4} {:>6} {:>9} {:>11.1} {:>10.1} {:>8.2}",
+            r["autoscaler"].as_str().unwrap_or("ebb"),
             r["broker"].as_str().unwrap_or(""),
             r["objects"],
             r["polling_interval_s"],
@@ -517,6 +674,86 @@ pub fn print_table(runs: &[Value]) {
             r["ready_s"].as_f64().unwrap_or(f64::NAN),
         );
     }
+}
+
+/// The side-by-side table of the runs that both ebb and KEDA (raised rate) made, with KEDA's
+/// figure over ebb's (the ratio); printed, and written to `target/bench/side-by-side.md` for
+/// docs/benchmarks.md.
+pub fn print_side_by_side(runs: &[Value]) -> Result<()> {
+    let m = |r: &Value, k: &str| r[k]["median"].as_f64().unwrap_or(f64::NAN);
+    let same = |a: &Value, b: &Value| {
+        ["broker", "objects", "polling_interval_s"]
+            .iter()
+            .all(|k| a[*k] == b[*k])
+    };
+    let mut lines = vec![
+        "| broker | objects | interval | figure | ebb | KEDA | KEDA / ebb |".to_string(),
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |".to_string(),
+    ];
+    for ebb in runs.iter().filter(|r| r["autoscaler"] == "ebb") {
+        for keda in runs
+            .iter()
+            .filter(|r| r["autoscaler"] != "ebb" && same(r, ebb))
+        {
+            let figures = [
+                ("RSS (MiB)", m(ebb, "rss_mib"), m(keda, "rss_mib"), 1),
+                ("CPU (cores)", m(ebb, "cpu_cores"), m(keda, "cpu_cores"), 4),
+                (
+                    "broker connections",
+                    m(ebb, "broker_connections"),
+                    m(keda, "broker_connections"),
+                    0,
+                ),
+                (
+                    "apiserver requests/min",
+                    m(ebb, "apiserver_writes_per_min") + m(ebb, "apiserver_reads_per_min"),
+                    m(keda, "apiserver_writes_per_min") + m(keda, "apiserver_reads_per_min"),
+                    1,
+                ),
+                (
+                    "poll lag p99 (ms)",
+                    m(ebb, "poll_lag_p99_s") * 1e3,
+                    m(keda, "poll_lag_p99_s") * 1e3,
+                    1,
+                ),
+                (
+                    "start to every object polled (s)",
+                    ebb["all_polled_s"].as_f64().unwrap_or(f64::NAN),
+                    keda["all_polled_s"].as_f64().unwrap_or(f64::NAN),
+                    0,
+                ),
+            ];
+            for (figure, e, k, digits) in figures {
+                let ratio = if e > 0.0 && k.is_finite() {
+                    format!("{:.1}x", k / e)
+                } else {
+                    "-".to_string()
+                };
+                lines.push(format!(
+                    "| {} | {} | {} s | {figure}{} | {e:.digits$} | {k:.digits$} | {ratio} |",
+                    ebb["broker"].as_str().unwrap_or(""),
+                    ebb["objects"],
+                    ebb["polling_interval_s"],
+                    if keda["autoscaler"] == "keda-default" {
+                        ", KEDA at its default rate"
+                    } else {
+                        ""
+                    },
+                ));
+            }
+        }
+    }
+    if lines.len() == 2 {
+        return Ok(());
+    }
+    println!("==> side by side (scale; medians of the windows)");
+    for line in &lines {
+        println!("    {line}");
+    }
+    let out = xtask::workspace_root().join("target/bench/side-by-side.md");
+    std::fs::write(&out, lines.join("\n") + "\n")?;
+    println!("    wrote {}", out.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -244,7 +244,9 @@ fn reports_version(path: &Path, args: &[&str], expected: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(expected))
 }
 
-fn go_command(root: &Path) -> Command {
+/// A `go` command on the cache's module and build caches (no workspace, this machine's Go,
+/// modules resolved as needed, no cgo).
+pub fn go_command(root: &Path) -> Command {
     let mut cmd = Command::new("go");
     cmd.env("GOWORK", "off")
         .env("GOTOOLCHAIN", "local")
@@ -256,7 +258,7 @@ fn go_command(root: &Path) -> Command {
 }
 
 /// Runs a Go command quietly; its output is shown only when it fails.
-fn run(mut cmd: Command, what: &str) -> Result<()> {
+pub fn run(mut cmd: Command, what: &str) -> Result<()> {
     let out = cmd
         .output()
         .with_context(|| format!("{what}: is Go installed and on PATH?"))?;

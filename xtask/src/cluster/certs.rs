@@ -173,6 +173,37 @@ pub fn ensure_service_tls(layout: &Layout) -> Result<bool> {
     Ok(true)
 }
 
+/// Writes a CA (`ca.crt`) and one certificate for both ends of a mutual TLS link
+/// (`tls.crt`, `tls.key`; server and client use, naming `names`: IP addresses or DNS names)
+/// into `dir`, unless a complete set is there. KEDA's operator and adapter share such a set.
+pub fn ensure_mutual_tls(dir: &Path, names: &[&str]) -> Result<()> {
+    let marker = dir.join(COMPLETE_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    let (ca_pem, ca) = self_signed_ca(
+        "ebb-dev-mutual-tls-ca",
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
+    )?;
+    fs::write(dir.join("ca.crt"), ca_pem)?;
+    let mut params = leaf_params("ebb-dev-mutual-tls", "")?;
+    params.subject_alt_names = names
+        .iter()
+        .map(|name| match name.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName((*name).try_into()?)),
+        })
+        .collect::<Result<_>>()?;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    write_leaf(params, &ca, dir, "tls")?;
+    fs::write(&marker, "")?;
+    Ok(())
+}
+
 /// A CA of the PKI: its certificate and key written to `dir/<file>.crt` and `.key`.
 fn new_ca(cn: &str, dir: &Path, file: &str) -> Result<Issuer<'static, KeyPair>> {
     let (pem, issuer) = self_signed_ca(

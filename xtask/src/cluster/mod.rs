@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod certs;
 pub mod exporter;
 pub mod jvm;
+pub mod keda;
 pub mod metrics_api;
 pub mod packages;
 pub mod process;
