@@ -18,8 +18,23 @@ use ebb_operator::{admin, admission, leader, metrics_api};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The runtime's worker threads when `TOKIO_WORKER_THREADS` does not say: at most two. Without a
+/// CPU limit a pod sees every core of its node, and one worker per core would only add threads
+/// (and their allocator caches) to a process that polls on a 100 ms grid; two keep the metrics
+/// API answering while the loops poll.
+const WORKER_THREADS: usize = 2;
+
+fn main() -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        runtime.worker_threads(cores.min(WORKER_THREADS));
+    }
+    runtime.build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             let RunArgs {

@@ -7,8 +7,9 @@
 //! trusts a resting count while the kind's watch is live and the generation has not moved: no
 //! request per object in the steady state, and a manual scale-up of an idle target is seen
 //! within a watch event instead of at a periodic re-read. The watches carry metadata only
-//! (`PartialObjectMeta`, dropped once its generation is read); nothing is cached but one entry
-//! per registered target. Where a kind cannot be watched (no `list`/`watch` right on it, the
+//! (`PartialObjectMeta`, dropped once its generation is read); what is kept is 16 bytes per
+//! object of the kind (digests of its name and of its uid and generation), and a channel per
+//! registered target. Where a kind cannot be watched (no `list`/`watch` right on it, the
 //! apiserver down), its targets are marked not live and the loops fall back to re-reading a
 //! resting count every [`crate::scale::schedule::REPLICAS_REFRESH`].
 //!
@@ -45,10 +46,62 @@ type ObjectKey = (String, String);
 
 #[derive(Default)]
 struct Kind {
+    /// The stamp of every object of the kind the watch has seen, by a digest of its namespace
+    /// and name (16 bytes an object), so that a target registered after the list starts known.
+    stamps: HashMap<u64, u64>,
     targets: HashMap<ObjectKey, watch::Sender<Seen>>,
     /// Whether the watch is live (for targets registered later).
     live: bool,
     task: Option<JoinHandle<()>>,
+}
+
+impl Kind {
+    /// A view of `object` for a loop, starting from what the watch knows of it.
+    fn subscribe(&mut self, object: ObjectKey) -> watch::Receiver<Seen> {
+        let now = Seen {
+            generation: self.stamps.get(&object_digest(&object)).copied(),
+            live: self.live,
+        };
+        self.targets
+            .entry(object)
+            .or_insert_with(|| watch::channel(now).0)
+            .subscribe()
+    }
+
+    /// A (re)list ended with these objects: the watch is live and knows exactly these.
+    fn listed(&mut self, listing: Vec<(ObjectKey, Option<u64>)>) {
+        self.live = true;
+        self.stamps = listing
+            .into_iter()
+            .filter_map(|(key, stamp)| Some((object_digest(&key), stamp?)))
+            .collect();
+        for (key, sender) in &self.targets {
+            let next = Seen {
+                generation: self.stamps.get(&object_digest(key)).copied(),
+                live: true,
+            };
+            sender.send_if_modified(|s| std::mem::replace(s, next) != next);
+        }
+    }
+
+    /// An object was added, changed (`Some` stamp) or deleted (`None`).
+    fn applied(&mut self, key: &ObjectKey, stamp: Option<u64>) {
+        match stamp {
+            Some(stamp) => self.stamps.insert(object_digest(key), stamp),
+            None => self.stamps.remove(&object_digest(key)),
+        };
+        if let Some(sender) = self.targets.get(key) {
+            sender.send_if_modified(|s| std::mem::replace(&mut s.generation, stamp) != stamp);
+        }
+    }
+
+    /// The watch failed: nothing it knows can be trusted until it lists again.
+    fn failed(&mut self) {
+        self.live = false;
+        for sender in self.targets.values() {
+            sender.send_if_modified(|s| std::mem::replace(&mut s.live, false));
+        }
+    }
 }
 
 struct Inner {
@@ -163,18 +216,7 @@ impl TargetWatches {
         let object = (namespace.to_string(), name.to_string());
         let mut kinds = lock(&self.inner.kinds);
         let kind = kinds.entry(kind_key.clone()).or_default();
-        let live = kind.live;
-        let seen = kind
-            .targets
-            .entry(object.clone())
-            .or_insert_with(|| {
-                watch::channel(Seen {
-                    generation: None,
-                    live,
-                })
-                .0
-            })
-            .subscribe();
+        let seen = kind.subscribe(object.clone());
         if kind.task.is_none() {
             kind.task = Some(tokio::spawn(watch_kind(
                 self.inner.clone(),
@@ -207,53 +249,42 @@ async fn watch_kind(inner: Arc<Inner>, kind_key: KindKey, resource: ApiResource)
     // changes nothing).
     let mut listing: Vec<(ObjectKey, Option<u64>)> = Vec::new();
     while let Some(event) = events.next().await {
-        match event {
+        let change = match event {
+            Ok(watcher::Event::Init) => {
+                listing.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(meta)) => {
+                listing.extend(key_of(&meta));
+                continue;
+            }
+            Ok(event) => Ok(event),
+            Err(e) => {
+                warn!(kind = %resource.plural, error = %e, "watching scale targets; resting replica counts are re-read every 5 minutes until the watch recovers");
+                Err(())
+            }
+        };
+        let mut kinds = lock(&inner.kinds);
+        let Some(kind) = kinds.get_mut(&kind_key) else {
+            return;
+        };
+        match change {
             Ok(watcher::Event::Apply(meta)) => {
-                if let Some((key, generation)) = key_of(&meta) {
-                    set(&inner, &kind_key, &key, generation);
+                if let Some((key, stamp)) = key_of(&meta) {
+                    kind.applied(&key, stamp);
                 }
             }
             Ok(watcher::Event::Delete(meta)) => {
                 if let Some((key, _)) = key_of(&meta) {
-                    set(&inner, &kind_key, &key, None);
-                }
-            }
-            Ok(watcher::Event::Init) => listing.clear(),
-            Ok(watcher::Event::InitApply(meta)) => {
-                if let Some(entry) = key_of(&meta) {
-                    listing.push(entry);
+                    kind.applied(&key, None);
                 }
             }
             Ok(watcher::Event::InitDone) => {
-                let seen: HashMap<ObjectKey, Option<u64>> = listing.drain(..).collect();
-                let mut kinds = lock(&inner.kinds);
-                let Some(kind) = kinds.get_mut(&kind_key) else {
-                    return;
-                };
-                kind.live = true;
-                for (key, sender) in &kind.targets {
-                    let generation = seen.get(key).copied().flatten();
-                    sender.send_if_modified(|s| {
-                        let next = Seen {
-                            generation,
-                            live: true,
-                        };
-                        std::mem::replace(s, next) != next
-                    });
-                }
+                kind.listed(std::mem::take(&mut listing));
                 debug!(kind = %resource.plural, targets = kind.targets.len(), "scale targets listed");
             }
-            Err(e) => {
-                warn!(kind = %resource.plural, error = %e, "watching scale targets; resting replica counts are re-read periodically until the watch recovers");
-                let mut kinds = lock(&inner.kinds);
-                let Some(kind) = kinds.get_mut(&kind_key) else {
-                    return;
-                };
-                kind.live = false;
-                for sender in kind.targets.values() {
-                    sender.send_if_modified(|s| std::mem::replace(&mut s.live, false));
-                }
-            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(()) => kind.failed(),
         }
     }
 }
@@ -266,9 +297,63 @@ fn key_of(meta: &PartialObjectMeta<DynamicObject>) -> Option<(ObjectKey, Option<
     Some(((m.namespace.clone()?, m.name.clone()?), stamp))
 }
 
-fn set(inner: &Inner, kind_key: &KindKey, key: &ObjectKey, generation: Option<u64>) {
-    let kinds = lock(&inner.kinds);
-    if let Some(sender) = kinds.get(kind_key).and_then(|k| k.targets.get(key)) {
-        sender.send_if_modified(|s| std::mem::replace(&mut s.generation, generation) != generation);
+/// A digest of `(namespace, name)`.
+fn object_digest((namespace, name): &ObjectKey) -> u64 {
+    crate::digest::fnv1a(format!("{namespace}/{name}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ("shop".to_string(), name.to_string())
+    }
+
+    #[test]
+    fn a_target_registered_before_or_after_the_list_knows_its_generation() {
+        let mut kind = Kind::default();
+        let early = kind.subscribe(key("early"));
+        assert_eq!(*early.borrow(), Seen::default(), "nothing known yet");
+        kind.listed(vec![
+            (key("early"), Some(1)),
+            (key("late"), Some(7)),
+            (key("other"), Some(3)),
+        ]);
+        assert_eq!(
+            *early.borrow(),
+            Seen {
+                generation: Some(1),
+                live: true
+            }
+        );
+        // Registered after the list: known at once, with no event of its own.
+        let late = kind.subscribe(key("late"));
+        assert_eq!(
+            *late.borrow(),
+            Seen {
+                generation: Some(7),
+                live: true
+            }
+        );
+        // Scaled by hand, then deleted.
+        kind.applied(&key("late"), Some(8));
+        assert_eq!(late.borrow().generation, Some(8));
+        kind.applied(&key("late"), None);
+        assert_eq!(late.borrow().generation, None);
+        // A failed watch makes every view not live, until the next list.
+        kind.failed();
+        assert!(!early.borrow().live && !kind.subscribe(key("other")).borrow().live);
+        kind.listed(vec![(key("early"), Some(2))]);
+        assert_eq!(
+            *early.borrow(),
+            Seen {
+                generation: Some(2),
+                live: true
+            }
+        );
+        // Objects not registered are kept as digests only.
+        assert_eq!(kind.targets.len(), 3);
+        assert_eq!(kind.stamps.len(), 1);
     }
 }

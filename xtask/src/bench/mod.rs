@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// release, cached; run at a raised client rate, and at its default too for 1,000 objects).
     #[arg(long, value_parser = ["keda"])]
     peer: Option<String>,
+    /// The peer's client rates: `raised` (every run) and `default` (KEDA's own defaults, for the
+    /// 1,000-object Redis run only: it takes about 14 minutes to start them).
+    #[arg(long, value_delimiter = ',', default_values_t = ["raised".to_string(), "default".to_string()])]
+    peer_rates: Vec<String>,
 }
 
 /// Each scenario's objects live in a namespace of their own, `ebb-bench-<label>`: with
@@ -166,8 +170,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let peer_runs = (|| -> Result<Vec<Value>> {
                 let mut runs = Vec::new();
                 for (n, interval, broker) in ours {
-                    let mut rates = vec![peer::Rate::Raised];
-                    if n == 1_000 && broker == scale::Broker::Redis {
+                    let mut rates = Vec::new();
+                    if args.peer_rates.iter().any(|r| r == "raised") {
+                        rates.push(peer::Rate::Raised);
+                    }
+                    if n == 1_000
+                        && broker == scale::Broker::Redis
+                        && args.peer_rates.iter().any(|r| r == "default")
+                    {
                         rates.push(peer::Rate::Default);
                     }
                     for rate in rates {

@@ -74,10 +74,42 @@ pub fn install_crds(info: &ClusterInfo, keda: &Keda) -> Result<()> {
     force_apply(info, &keda.crds)
 }
 
-/// Puts ebb's CRDs back.
+/// Puts ebb's CRDs back, and takes KEDA's eventing CRDs away.
 pub fn restore_crds(info: &ClusterInfo) -> Result<()> {
     println!("==> installing ebb's CRDs again");
-    force_apply(info, &xtask::workspace_root().join("crds/manifests"))
+    force_apply(info, &xtask::workspace_root().join("crds/manifests"))?;
+    let out = kubectl(info)
+        .args([
+            "delete",
+            "crd",
+            "cloudeventsources.eventing.keda.sh",
+            "clustercloudeventsources.eventing.keda.sh",
+            "--ignore-not-found",
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "deleting KEDA's eventing CRDs: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Whether process `pid` runs (not gone, not a zombie waiting to be reaped).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
 
 fn force_apply(info: &ClusterInfo, path: &Path) -> Result<()> {

@@ -345,11 +345,21 @@ pub fn run(
         Autoscaler::Ebb(_) => interval * 3 + 120 + n as u64 / 20,
         Autoscaler::Keda(..) => interval * 3 + 300 + n as u64,
     };
+    let mut exited = false;
     wait_for(
         "every object polled once",
         Duration::from_secs(within),
-        || (process.scrape(&ns).ok()?.polled >= n as f64).then_some(()),
+        || {
+            if !peer::alive(process.pid()) {
+                exited = true;
+                return Some(());
+            }
+            (process.scrape(&ns).ok()?.polled >= n as f64).then_some(())
+        },
     )?;
+    if exited {
+        bail!("{} exited; its log is in target/bench/", autoscaler.label());
+    }
     let all_polled = process.started().elapsed();
     println!(
         "    ready after {:.1}s, every object polled after {:.1}s; warming up",

@@ -28,7 +28,7 @@ pub struct Keda {
     pub operator: PathBuf,
     /// The metrics adapter (`cmd/adapter`).
     pub adapter: PathBuf,
-    /// KEDA's CRDs (`config/crd/bases/keda.sh_*.yaml`), one directory for `kubectl apply -f`.
+    /// KEDA's CRDs (`config/crd/bases/*.yaml`), one directory for `kubectl apply -f`.
     pub crds: PathBuf,
 }
 
@@ -45,7 +45,8 @@ pub fn ensure() -> Result<Keda> {
         adapter: dir.join("bin/keda-adapter"),
         crds: dir.join("crds"),
     };
-    let stamp = dir.join(".complete");
+    // Named for what it holds: an earlier layout (without the eventing CRDs) is built again.
+    let stamp = dir.join(".complete-with-all-crds");
     fs::create_dir_all(&dir)?;
     let lock_file = fs::OpenOptions::new()
         .create(true)
@@ -131,19 +132,16 @@ pub fn ensure() -> Result<Keda> {
         run(build, &format!("go build {MODULE}/{package}"))?;
     }
 
+    // Every CRD of the release: the operator waits for its caches of each, the eventing ones
+    // (CloudEventSource, ClusterCloudEventSource) included, and exits without them.
     fs::create_dir_all(&keda.crds)?;
-    for kind in [
-        "scaledobjects",
-        "scaledjobs",
-        "triggerauthentications",
-        "clustertriggerauthentications",
-    ] {
-        let file = format!("keda.sh_{kind}.yaml");
-        fs::copy(
-            module_dir.join("config/crd/bases").join(&file),
-            keda.crds.join(&file),
-        )
-        .with_context(|| format!("copying KEDA's CRD {file}"))?;
+    for entry in fs::read_dir(module_dir.join("config/crd/bases"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let file = path.file_name().context("a CRD file's name")?;
+            fs::copy(&path, keda.crds.join(file))
+                .with_context(|| format!("copying KEDA's CRD {}", path.display()))?;
+        }
     }
     fs::write(&stamp, format!("keda=v{KEDA_VERSION}\n"))?;
     println!(
