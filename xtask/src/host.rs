@@ -163,11 +163,40 @@ pub(crate) fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let text = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .replace(' ', "")
+            .starts_with("transfer-encoding:chunked")
+    });
+    let text = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((code, text))
+}
+
+/// The body of a chunked HTTP/1.1 response (Go servers chunk large ones, KEDA's `/metrics`
+/// among them); whatever cannot be parsed ends it.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or("").trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        let (Some(chunk), Some(after)) = (rest.get(..n), rest.get(n..)) else {
+            out.push_str(rest);
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        out.push_str(chunk);
+        body = after.strip_prefix("\r\n").unwrap_or(after);
+    }
+    out
 }
 
 /// Builds the `ebb` binary (`release` or dev profile) and returns its path.
@@ -189,4 +218,15 @@ pub(crate) fn build_ebb(release: bool) -> Result<PathBuf> {
     }
     let dir = if release { "release" } else { "debug" };
     Ok(cargo_target_dir(&root).join(dir).join("ebb"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chunked_body_is_joined() {
+        let body = "5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
+        assert_eq!(super::dechunk(body), "hello, world");
+        // A line split across chunks comes back whole.
+        assert_eq!(super::dechunk("3\r\na b\r\n2\r\n 1\r\n0\r\n\r\n"), "a b 1");
+    }
 }
