@@ -366,6 +366,7 @@ pub struct Metrics {
     poll_duration: Histogram,
     scaled_job_errors: Family<ScaledJobLabels, Counter>,
     jobs_created: Counter,
+    activation_checks: Counter,
     job_loops: Gauge,
     admission_reviews: Family<Verdict, Counter>,
     admission_duration: Histogram,
@@ -459,6 +460,12 @@ impl Default for Metrics {
             "Jobs created for ScaledJobs by this replica",
             jobs_created.clone(),
         );
+        let activation_checks = Counter::default();
+        registry.register(
+            "ebb_activation_checks",
+            "Adaptive activation checks of resting ScaledObjects between their polls (each reads every trigger once)",
+            activation_checks.clone(),
+        );
         let job_loops = Gauge::default();
         registry.register(
             "ebb_scaled_job_loops",
@@ -484,6 +491,7 @@ impl Default for Metrics {
             admission_duration,
             scaled_job_errors,
             jobs_created,
+            activation_checks,
             job_loops,
             scale_loops,
             scale_writes,
@@ -666,6 +674,11 @@ impl Metrics {
     /// Sets the number of running ScaledJob poll loops.
     pub fn set_job_loops(&self, n: usize) {
         self.job_loops.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an adaptive activation check.
+    pub fn count_activation_check(&self) {
+        self.activation_checks.inc();
     }
 
     /// Counts a failed metric read, by the error's label.

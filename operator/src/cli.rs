@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Watch ScaledObjects in this namespace only (default: every namespace).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Adaptive activation: reads a second, per server (a Redis, a RabbitMQ over AMQP), that
+    /// checks of resting objects between their polls may make; 0 turns them off.
+    #[arg(long, env = "EBB_ACTIVATION_BUDGET", default_value_t = crate::scale::budget::DEFAULT_PER_SERVER, value_parser = budget)]
+    pub activation_budget: f64,
     /// Elect a leader through a Lease so that several replicas can run and exactly one
     /// writes.
     #[arg(long, env = "EBB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
@@ -153,6 +157,16 @@ pub enum LogFormat {
 }
 
 /// A bound token's life: a Go duration from 1h to 6h, as KEDA accepts it.
+/// A budget of reads a second: a finite number, 0 or more.
+fn budget(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "expected a number of reads a second, 0 or more, got {text:?}"
+        )),
+    }
+}
+
 fn token_expiry(text: &str) -> Result<std::time::Duration, String> {
     let hour = std::time::Duration::from_secs(3600);
     match ebb_scalers::trigger::parse_go_duration(text) {

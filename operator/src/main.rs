@@ -43,6 +43,7 @@ async fn run() -> anyhow::Result<()> {
                 filepath_auth_root_path,
                 bound_service_account_token_expiry,
                 watch_namespace,
+                activation_budget,
                 leader_elect,
                 lease_name,
                 identity,
@@ -82,6 +83,7 @@ async fn run() -> anyhow::Result<()> {
             ctx.watch_namespace = watch_namespace.filter(|ns| !ns.is_empty());
             ctx.file_path_root = filepath_auth_root_path;
             ctx.token_expiry = bound_service_account_token_expiry;
+            ctx.activation = ebb_operator::scale::budget::Budgets::new(activation_budget);
             let ctx = Arc::new(ctx);
             // One shutdown signal for every task: the servers, the election and the controller.
             let shutdown = Shutdown::on_signal();

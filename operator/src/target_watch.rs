@@ -11,7 +11,7 @@
 //! object of the kind (digests of its name and of its uid and generation), and a channel per
 //! registered target. Where a kind cannot be watched (no `list`/`watch` right on it, the
 //! apiserver down), its targets are marked not live and the loops fall back to re-reading a
-//! resting count every [`crate::scale::schedule::REPLICAS_REFRESH`].
+//! resting count every `REPLICAS_REFRESH` (5 minutes, `scale/schedule.rs`).
 //!
 //! Watches start with a kind's first registered target and stop with its last, so a replica
 //! that runs no loops (a standby) watches nothing.

@@ -25,6 +25,14 @@ pub trait Scaler: Send + Sync {
     /// Releases what the scaler holds (a pooled connection's reference, a stream).
     async fn close(&self) {}
 
+    /// The server this trigger reads, when one read is cheap enough to be made between polls
+    /// while the target rests (adaptive activation: a Redis list's length, a queue's depth
+    /// over AMQP). Triggers naming the same server share one budget of such reads a second.
+    /// None (the default): only the polls read it.
+    fn activation_server(&self) -> Option<String> {
+        None
+    }
+
     /// The push side of the scaler, if it can announce activity without being polled.
     fn as_push(&self) -> Option<&dyn PushScaler> {
         None

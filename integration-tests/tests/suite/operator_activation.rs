@@ -234,3 +234,45 @@ async fn an_external_push_activates_at_once_and_the_stream_survives_a_plugin_res
     assert!(latency < Duration::from_secs(1), "{latency:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without the annotation, a resting object whose triggers are cheap to read (a Redis list) is
+/// checked between its polls within the server's budget of adaptive checks: polled once an
+/// hour, it activates within seconds of its first item.
+#[tokio::test]
+async fn adaptive_checks_activate_an_hourly_object_without_the_annotation() {
+    let env = setup("operator-adaptive").await;
+    let _ebb = env.start_ebb();
+    let mut redis = env.redis(9).await;
+    let list = unique_name("adaptive");
+    redis.del(&[&list]).await;
+    let address = env.redis_address().to_string();
+    env.create::<Deployment>(serde_json::to_value(deployment("plain", 0, &[])).expect("json"))
+        .await;
+    let mut so = scaled_object("plain", &address, &list, "");
+    so["metadata"]["annotations"] = json!({});
+    env.create::<ScaledObject>(so).await;
+    eventually("the HPA keda-hpa-plain", DEADLINE, || async {
+        env.api::<HorizontalPodAutoscaler>()
+            .get("keda-hpa-plain")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(env.replicas("plain").await, Ok(0));
+
+    redis.rpush(&list, &["job"]).await;
+    let pushed = Instant::now();
+    env.await_replicas(
+        "plain",
+        "activated by an adaptive check",
+        Duration::from_secs(10),
+        |n| n == 1,
+    )
+    .await;
+    println!(
+        "activated {} ms after the push",
+        pushed.elapsed().as_millis()
+    );
+    redis.del(&[&list]).await;
+    env.delete_scaled_objects().await;
+}

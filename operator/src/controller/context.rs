@@ -59,6 +59,8 @@ pub struct Context {
     pub(super) scaled_objects: Mutex<Option<Store<ScaledObject>>>,
     /// Per ScaledObject, the HPA ebb last applied. An HPA still stored so needs no apply.
     pub(super) applied: Mutex<HashMap<String, AppliedHpa>>,
+    /// Adaptive activation's budgets of reads per server.
+    pub activation: Arc<crate::scale::budget::Budgets>,
     /// The scale targets' metadata watches (made at first use, in `watch_namespace`).
     targets: std::sync::OnceLock<crate::target_watch::TargetWatches>,
 }
@@ -114,6 +116,9 @@ impl Context {
             scaled_objects: Mutex::new(None),
             applied: Mutex::new(HashMap::new()),
             targets: std::sync::OnceLock::new(),
+            activation: crate::scale::budget::Budgets::new(
+                crate::scale::budget::DEFAULT_PER_SERVER,
+            ),
         }
     }
 

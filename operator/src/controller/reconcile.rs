@@ -382,6 +382,14 @@ async fn start_loop(
         store: ctx.store.clone(),
         nudge: ctx.loops.nudger(&namespace, &name),
         rebuild_after: built.scalers.rebuild_after,
+        activation: ctx.activation.seat(
+            built
+                .scalers
+                .triggers
+                .iter()
+                .map(|t| t.scaler.activation_server())
+                .collect(),
+        ),
         generation: ctx.targets().register(
             &built.target.gvkr,
             &built.target.namespace,

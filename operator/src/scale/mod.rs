@@ -1,5 +1,6 @@
 //! The scale loop: per-ScaledObject polling and the decisions it takes.
 
+pub mod budget;
 pub mod composite;
 pub mod decision;
 pub mod evaluate;

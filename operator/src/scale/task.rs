@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::admin::{Metrics, SeriesKey};
 use crate::events::{EventType, Events, Note};
 use crate::metric_store::{MetricStore, Published};
+use crate::scale::budget;
 use crate::scale::composite::Composite;
 use crate::scale::decision::{self, Activity, Decision, Observation, Settings, TriggerOutcome};
 use crate::scale::evaluate::{self, Evaluation, Inputs};
@@ -67,6 +68,9 @@ pub struct ScaleLoop {
     pub rebuild_after: Option<Duration>,
     /// What the target's metadata watch says: whether a resting count still holds.
     pub generation: TargetGeneration,
+    /// Its share of its servers' budgets of adaptive activation checks, when every trigger is
+    /// cheap to read (see [`crate::scale::budget`]).
+    pub activation: Option<budget::Seat>,
 }
 
 /// The decision's settings for `so`, defaults applied.
@@ -215,6 +219,16 @@ impl ScaleLoop {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        // Without the annotation, adaptive checks within the servers' budgets, at a phase of
+        // the object's own.
+        let adaptive = self
+            .activation
+            .as_ref()
+            .filter(|_| activation_interval.is_none());
+        let mut next_check = adaptive.map(|seat| {
+            let every = seat.interval(interval).unwrap_or(interval);
+            tokio::time::Instant::now() + schedule::first_poll_delay(&uid, every)
+        });
         // A negative reading is reported once per loop, not at every poll.
         let mut warned_negative = false;
         // `external-push` triggers' activity streams, open for the loop's life.
@@ -234,6 +248,8 @@ impl ScaleLoop {
                 scheduled = ticks.tick() => Wake::Poll(scheduled),
                 // The fast activation path: a check between polls while at rest.
                 Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => Wake::Check,
+                // Adaptive checks while at rest.
+                () = async { if let Some(at) = next_check { tokio::time::sleep_until(at).await } }, if at_rest && next_check.is_some() => Wake::Adaptive,
                 // A push: poll now, whatever the interval.
                 Some(pushed) = pushes.next(&object_key), if pushes.any() => Wake::Push(pushed),
                 () = async { if let Some(at) = renew_at { tokio::time::sleep_until(at).await } }, if renew_at.is_some() && !rebuild_requested => Wake::Renew,
@@ -261,6 +277,25 @@ impl ScaleLoop {
                         return;
                     };
                     self.metrics.observe_poll_duration(poll_started.elapsed());
+                    results
+                }
+                // The budget's interval now (its server's objects come and go); with no room,
+                // no check, and a look again one pollingInterval later.
+                Wake::Adaptive => {
+                    let every = adaptive.and_then(|seat| seat.interval(interval));
+                    next_check = Some(tokio::time::Instant::now() + every.unwrap_or(interval));
+                    if every.is_none() {
+                        continue;
+                    }
+                    let Some(results) =
+                        until_stopped(&mut stop, poll::poll(&self.triggers, POLL_TIMEOUT)).await
+                    else {
+                        return;
+                    };
+                    self.metrics.count_activation_check();
+                    if !results.iter().any(|r| r.outcome == TriggerOutcome::Active) {
+                        continue;
+                    }
                     results
                 }
                 // Only a check that finds a trigger active goes on to a full poll (so
@@ -604,6 +639,8 @@ enum Wake {
     Poll(tokio::time::Instant),
     /// A fast activation check is due.
     Check,
+    /// An adaptive activation check is due.
+    Adaptive,
     /// `external-push` triggers pushed their activity (by trigger index).
     Push(BTreeMap<usize, bool>),
     /// Expiring credentials are to be renewed: the scalers are built again.

@@ -902,6 +902,15 @@ fn http_client(tls: &ClientTls, timeout: Duration) -> Result<reqwest::Client, St
 
 #[async_trait]
 impl Scaler for RabbitMqScaler {
+    /// Over AMQP only: a passive declare is one round trip on the shared connection, where a
+    /// management API read costs the broker a whole HTTP request.
+    fn activation_server(&self) -> Option<String> {
+        match self.backend {
+            Backend::Amqp(_) => Some(self.source_name.clone()),
+            Backend::Http(_) => None,
+        }
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: self.config.metric_name.clone(),

@@ -134,6 +134,10 @@ impl RedisListScaler {
 
 #[async_trait]
 impl Scaler for RedisListScaler {
+    fn activation_server(&self) -> Option<String> {
+        Some(self.lease.source_name())
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: self.config.metric_name.clone(),

@@ -214,6 +214,10 @@ fn name_of(group: &HashMap<String, Value>) -> Option<&str> {
 
 #[async_trait]
 impl Scaler for RedisStreamsScaler {
+    fn activation_server(&self) -> Option<String> {
+        Some(self.lease.source_name())
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: self.config.metric_name.clone(),
