@@ -5,9 +5,13 @@
 //! sampled, and the trials do not crowd the apiserver at once. The groups run side by side,
 //! their pushes interleaved. Beside them, idle objects polled every 30 s:
 //!
-//! - plain polling at `pollingInterval: 1` and `pollingInterval: 30`;
+//! - `pollingInterval: 1` and `pollingInterval: 30` without annotations (for ebb, adaptive
+//!   checks within `--activation-budget`, default 200 a second for the one Redis);
 //! - `pollingInterval: 30` with the fast activation path
-//!   (`ebb.sh/activation-polling-interval-ms: "250"`).
+//!   (`ebb.sh/activation-polling-interval-ms: "250"`), which KEDA ignores.
+//!
+//! Redis's own count of the commands it processed (`INFO stats`) over the trials gives the
+//! broker's load.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,11 +25,21 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
+use super::peer::{self, Rate};
 use super::{
     commit, create_objects, end_scenario, idle_redis_objects, machine, namespace, object_pair,
     redis_trigger, start_ebb, wait_polled, write_result,
 };
-use crate::host::kubectl;
+use crate::host::{kubectl, redis_output, wait_for};
+
+/// The autoscaler the trials measure.
+#[derive(Clone, Copy)]
+pub enum Autoscaler<'a> {
+    /// A release `ebb run` with these extra arguments (`--activation-budget 0`, say).
+    Ebb(&'a Path, &'a [&'a str]),
+    /// KEDA's operator at a client rate.
+    Keda(&'a xtask::cluster::keda::Keda, Rate),
+}
 
 const TRIALS: usize = 100;
 const LABEL: &str = "activation";
@@ -57,11 +71,34 @@ const GROUPS: [Group; 3] = [
 ];
 
 /// Runs every group beside `idle` idle objects.
-pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Result<Value> {
+pub fn run(
+    info: &ClusterInfo,
+    autoscaler: Autoscaler<'_>,
+    idle: usize,
+    quick: bool,
+) -> Result<Value> {
+    let (who, label) = match autoscaler {
+        Autoscaler::Ebb(_, []) => ("ebb".to_string(), format!("{LABEL}-{idle}")),
+        Autoscaler::Ebb(_, extra) => (
+            format!("ebb {}", extra.join(" ")),
+            format!(
+                "{LABEL}-{idle}-{}",
+                extra.join("").replace("--", "").replace(' ', "")
+            ),
+        ),
+        Autoscaler::Keda(_, rate) => (
+            format!(
+                "KEDA v{}, {}",
+                xtask::cluster::keda::KEDA_VERSION,
+                rate.describe()
+            ),
+            format!("{LABEL}-{idle}-{}", rate.label()),
+        ),
+    };
     println!(
-        "==> activation: {TRIALS} trials each of pollingInterval 1s, 30s, and 30s with the fast activation path ({FAST_MS} ms), beside {idle} idle ScaledObjects polled every 30s"
+        "==> activation ({who}): {TRIALS} trials each of pollingInterval 1s, 30s, and 30s with the fast activation path ({FAST_MS} ms), beside {idle} idle ScaledObjects polled every 30s"
     );
-    let ns = namespace(LABEL);
+    let ns = namespace(&label);
     let mut items = idle_redis_objects(&ns, "idle", idle, 30);
     for group in &GROUPS {
         for i in 0..TRIALS {
@@ -85,8 +122,28 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
     empty_trial_lists(&mut redis)?;
     create_objects(info, &ns, &items)?;
     let total = idle + GROUPS.len() * TRIALS;
-    let ebb = start_ebb(info, binary, LABEL, &["--metrics-api-addr", "off"])?;
-    wait_polled(total, Duration::from_secs(200 + total as u64 / 20))?;
+    let running = match autoscaler {
+        Autoscaler::Ebb(binary, extra) => {
+            let mut args = vec!["--metrics-api-addr", "off"];
+            args.extend_from_slice(extra);
+            let ebb = start_ebb(info, binary, &label, &args)?;
+            wait_polled(total, Duration::from_secs(200 + total as u64 / 20))?;
+            Running::Ebb(ebb)
+        }
+        Autoscaler::Keda(keda, rate) => {
+            let keda = peer::start(info, keda, &ns, &label, rate, false)?;
+            wait_for(
+                "every object polled once",
+                Duration::from_secs(600 + total as u64),
+                || {
+                    let text = peer::scrape().ok()?;
+                    (peer::loop_latencies(&text, &ns).len() >= total).then_some(())
+                },
+            )?;
+            Running::Keda(keda)
+        }
+    };
+    let commands_before = redis_commands()?;
 
     // Every Deployment's spec.replicas as it changes.
     let mut watch = kubectl(info)
@@ -155,6 +212,8 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
             seen.entry(name).or_insert(when);
         }
     }
+    let commands_per_s = (redis_commands()? - commands_before) / start.elapsed().as_secs_f64();
+    println!("    Redis processed {commands_per_s:.0} commands a second during the trials");
     let mut groups = serde_json::Map::new();
     for group in &GROUPS {
         let mut latencies: Vec<f64> = pushed
@@ -202,16 +261,33 @@ pub fn run(info: &ClusterInfo, binary: &Path, idle: usize, quick: bool) -> Resul
     let _ = watch.wait();
     let result = json!({
         "scenario": "activation",
+        "autoscaler": who,
         "idle_objects": idle,
+        "redis_commands_per_s": commands_per_s,
         "groups": groups,
         "machine": machine(),
         "commit": commit(),
     });
-    write_result(LABEL, &result)?;
+    write_result(&label, &result)?;
     end_scenario(info, &ns, !quick)?;
-    drop(ebb);
+    drop(running);
     empty_trial_lists(&mut redis)?;
     Ok(result)
+}
+
+/// The autoscaler running the trials (stopped when dropped).
+enum Running {
+    Ebb(#[allow(dead_code)] super::Running),
+    Keda(#[allow(dead_code)] peer::Running),
+}
+
+/// Commands the dev Redis has processed since it started (`INFO stats`).
+fn redis_commands() -> Result<f64> {
+    let info = redis_output(&["INFO", "stats"])?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no total_commands_processed in Redis's INFO stats")
 }
 
 /// Deletes every trial's list.
@@ -246,8 +322,10 @@ fn command(redis: &mut TcpStream, args: &[&str]) -> Result<()> {
 /// Prints the activation summary.
 pub fn print_table(result: &Value) {
     println!(
-        "==> summary (activation, {} idle objects beside)",
-        result["idle_objects"]
+        "==> summary (activation, {}, {} idle objects beside; Redis {:.0} commands/s)",
+        result["autoscaler"].as_str().unwrap_or("ebb"),
+        result["idle_objects"],
+        result["redis_commands_per_s"].as_f64().unwrap_or(f64::NAN)
     );
     println!(
         "    {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// 1,000-object Redis run only: it takes about 14 minutes to start them).
     #[arg(long, value_delimiter = ',', default_values_t = ["raised".to_string(), "default".to_string()])]
     peer_rates: Vec<String>,
+    /// Idle objects beside the activation trials, comma-separated: the scenario runs once per
+    /// number (default 1,000; 100 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    activation_idle: Vec<usize>,
 }
 
 /// Each scenario's objects live in a namespace of their own, `ebb-bench-<label>`: with
@@ -197,11 +201,40 @@ pub fn run(args: BenchArgs) -> Result<()> {
             peer::restore_crds(&info)?;
             scale_runs.extend(peer_runs?);
         }
-        let activation = if wanted("activation") {
-            Some(activation::run(&info, &binary, beside, args.quick)?)
-        } else {
-            None
-        };
+        let mut activations = Vec::new();
+        if wanted("activation") {
+            let idle_counts = if args.activation_idle.is_empty() {
+                vec![beside]
+            } else {
+                args.activation_idle.clone()
+            };
+            for &idle in &idle_counts {
+                activations.push(activation::run(
+                    &info,
+                    activation::Autoscaler::Ebb(&binary, &[]),
+                    idle,
+                    args.quick,
+                )?);
+            }
+            if args.peer.as_deref() == Some("keda") {
+                let keda = xtask::cluster::keda::ensure()?;
+                peer::install_crds(&info, &keda)?;
+                let runs = (|| -> Result<Vec<Value>> {
+                    let mut runs = Vec::new();
+                    for &idle in &idle_counts {
+                        runs.push(activation::run(
+                            &info,
+                            activation::Autoscaler::Keda(&keda, peer::Rate::Raised),
+                            idle,
+                            args.quick,
+                        )?);
+                    }
+                    Ok(runs)
+                })();
+                peer::restore_crds(&info)?;
+                activations.extend(runs?);
+            }
+        }
         let metrics_api = if wanted("metrics-api") {
             Some(metrics_api::run(&info, &binary, beside, args.quick)?)
         } else {
@@ -214,7 +247,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         scale::print_table(&scale_runs);
         scale::print_side_by_side(&scale_runs)?;
-        if let Some(a) = &activation {
+        for a in &activations {
             activation::print_table(a);
         }
         if let Some(m) = &metrics_api {
