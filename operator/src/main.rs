@@ -15,6 +15,7 @@ use ebb_operator::{admin, admission, leader, metrics_api};
 /// The binary's allocator: jemalloc gives freed memory back to the system after its decay time.
 /// With glibc's malloc ebb kept about 20 MiB above its baseline after 1,000 ScaledObjects came
 /// and went (jemalloc: 7 MiB); at rest both hold the same (docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

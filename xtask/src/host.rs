@@ -209,6 +209,11 @@ pub(crate) fn build_ebb(release: bool) -> Result<PathBuf> {
     if release {
         cargo.arg("--release");
     }
+    // BENCH_EBB_FEATURES: features of the benchmarked build (`system-allocator`, for a heap
+    // profiler that intercepts malloc).
+    if let Ok(features) = std::env::var("BENCH_EBB_FEATURES") {
+        cargo.args(["--features", &features]);
+    }
     let status = cargo
         .args(["--quiet", "--package", "ebb-operator", "--bin", "ebb"])
         .current_dir(&root)

@@ -225,9 +225,14 @@ impl ScaleLoop {
             .activation
             .as_ref()
             .filter(|_| activation_interval.is_none());
+        // On the poll grid: checks due in the same step wake the process once, and their
+        // reads go out together on the shared connection.
         let mut next_check = adaptive.map(|seat| {
             let every = seat.interval(interval).unwrap_or(interval);
-            tokio::time::Instant::now() + schedule::first_poll_delay(&uid, every)
+            schedule::on_grid(
+                tokio::time::Instant::now() + schedule::first_poll_delay(&uid, every),
+                schedule::grid_epoch(),
+            )
         });
         // A negative reading is reported once per loop, not at every poll.
         let mut warned_negative = false;
@@ -283,7 +288,10 @@ impl ScaleLoop {
                 // no check, and a look again one pollingInterval later.
                 Wake::Adaptive => {
                     let every = adaptive.and_then(|seat| seat.interval(interval));
-                    next_check = Some(tokio::time::Instant::now() + every.unwrap_or(interval));
+                    next_check = Some(schedule::on_grid(
+                        tokio::time::Instant::now() + every.unwrap_or(interval),
+                        schedule::grid_epoch(),
+                    ));
                     if every.is_none() {
                         continue;
                     }
