@@ -31,6 +31,24 @@ fn scaled_object(name: &str, address: &str, list: &str, fast_ms: &str) -> serde_
     })
 }
 
+/// Waits for the HPA of ScaledObject `name` (its loop runs from then on) and checks that the
+/// target still rests at 0.
+async fn until_resting_with_hpa(env: &integration_tests::TestEnv, name: &str) {
+    let hpa = format!("keda-hpa-{name}");
+    eventually(&format!("the HPA {hpa}"), DEADLINE, || async {
+        env.api::<HorizontalPodAutoscaler>()
+            .get(&hpa)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(
+        env.replicas(name).await,
+        Ok(0),
+        "{name} rests before the push"
+    );
+}
+
 #[tokio::test]
 async fn the_fast_path_activates_an_hourly_object_within_seconds_and_a_bad_value_is_reported() {
     let env = setup("operator-activation").await;
@@ -50,14 +68,7 @@ async fn the_fast_path_activates_an_hourly_object_within_seconds_and_a_bad_value
         .await;
 
     // The loop runs once its HPA exists; the list is empty, so nothing activates yet.
-    eventually("the HPA keda-hpa-fast", DEADLINE, || async {
-        env.api::<HorizontalPodAutoscaler>()
-            .get("keda-hpa-fast")
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    assert_eq!(env.replicas("fast").await, Ok(0));
+    until_resting_with_hpa(&env, "fast").await;
 
     redis.rpush(&list, &["job"]).await;
     let pushed = Instant::now();
@@ -251,14 +262,7 @@ async fn adaptive_checks_activate_an_hourly_object_without_the_annotation() {
     let mut so = scaled_object("plain", &address, &list, "");
     so["metadata"]["annotations"] = json!({});
     env.create::<ScaledObject>(so).await;
-    eventually("the HPA keda-hpa-plain", DEADLINE, || async {
-        env.api::<HorizontalPodAutoscaler>()
-            .get("keda-hpa-plain")
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    assert_eq!(env.replicas("plain").await, Ok(0));
+    until_resting_with_hpa(&env, "plain").await;
 
     redis.rpush(&list, &["job"]).await;
     let pushed = Instant::now();

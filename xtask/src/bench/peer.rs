@@ -71,13 +71,13 @@ impl Rate {
 /// Puts KEDA's CRDs in place of ebb's (the stored objects stay: the schemas are compatible).
 pub fn install_crds(info: &ClusterInfo, keda: &Keda) -> Result<()> {
     println!("==> installing KEDA v{KEDA_VERSION}'s CRDs");
-    force_apply(info, &keda.crds)
+    crate::host::apply(info, &keda.crds)
 }
 
 /// Puts ebb's CRDs back, and takes KEDA's eventing CRDs away.
 pub fn restore_crds(info: &ClusterInfo) -> Result<()> {
     println!("==> installing ebb's CRDs again");
-    force_apply(info, &xtask::workspace_root().join("crds/manifests"))?;
+    crate::host::apply(info, &xtask::workspace_root().join("crds/manifests"))?;
     let out = kubectl(info)
         .args([
             "delete",
@@ -110,21 +110,6 @@ pub fn alive(pid: u32) -> bool {
             Some(state != "Z" && state != "X")
         })
         .unwrap_or(false)
-}
-
-fn force_apply(info: &ClusterInfo, path: &Path) -> Result<()> {
-    let out = kubectl(info)
-        .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(path)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply -f {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The certificates KEDA's two programs share: `ca.crt`, `tls.crt`, `tls.key` (the operator's

@@ -105,6 +105,19 @@ pub fn cache_root() -> PathBuf {
     PathBuf::from(home).join(".cache/ebb")
 }
 
+/// Holds `<root>/<file>` locked (exclusively, waiting for another holder) until dropped: one
+/// build or fetch into a cache at a time, across checkouts.
+pub fn lock_cache(root: &Path, file: &str) -> Result<nix::fcntl::Flock<fs::File>> {
+    fs::create_dir_all(root)?;
+    let lock_file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(file))?;
+    nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", root.join(file).display()))
+}
+
 /// The cache directory of the pinned Kubernetes version: `<cache>/k8s-v<version>`.
 fn version_dir() -> PathBuf {
     cache_root().join(format!("k8s-v{KUBERNETES_VERSION}"))
@@ -116,13 +129,7 @@ pub fn ensure() -> Result<Binaries> {
     let dir = version_dir();
     fs::create_dir_all(&dir)?;
     // Two checkouts (a developer's and CI's) must not build into one cache at the same time.
-    let lock_file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("build.lock"))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking the build cache: {e}"))?;
+    let _lock = lock_cache(&root, "build.lock")?;
 
     let binaries = Binaries::cached();
     let stamp = binaries.bin.join(".versions");

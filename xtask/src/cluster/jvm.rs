@@ -129,13 +129,7 @@ pub fn ensure() -> Result<()> {
     let root = cache_root();
     fs::create_dir_all(&root)?;
     // One fetch at a time per cache, as for the Kubernetes build.
-    let lock_file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("jvm.lock"))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking the JVM cache: {e}"))?;
+    let _lock = super::binaries::lock_cache(&root, "jvm.lock")?;
     for bundle in BUNDLES {
         let stamp = bundle.dir().join(".complete");
         if fs::read_to_string(&stamp).ok().as_deref() == Some(bundle.manifest().as_str()) {

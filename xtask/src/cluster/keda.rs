@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::binaries::{cache_root, go_command, run};
+use super::binaries::{cache_root, go_command, lock_cache, run};
 
 /// The pinned KEDA release (v2.21.1 asks for Go 1.27; this machine has 1.26).
 pub const KEDA_VERSION: &str = "2.21.0";
@@ -48,13 +48,7 @@ pub fn ensure() -> Result<Keda> {
     // Named for what it holds: an earlier layout (without the eventing CRDs) is built again.
     let stamp = dir.join(".complete-with-all-crds");
     fs::create_dir_all(&dir)?;
-    let lock_file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("build.lock"))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking the build cache: {e}"))?;
+    let _lock = lock_cache(&root, "build.lock")?;
     if stamp.exists() && keda.operator.exists() && keda.adapter.exists() {
         println!("  KEDA v{KEDA_VERSION}: cached in {}", dir.display());
         return Ok(keda);
