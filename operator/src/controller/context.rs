@@ -259,6 +259,11 @@ impl Context {
         )
     }
 
+    /// The running controller's cache of ScaledObjects, if one runs.
+    pub(super) fn scaled_object_cache(&self) -> Option<Store<ScaledObject>> {
+        lock(&self.scaled_objects).clone()
+    }
+
     /// Resolves once the running controller has filled its authentication caches.
     pub async fn authentications_cached(&self) {
         let mut ready = self.auth_ready.subscribe();

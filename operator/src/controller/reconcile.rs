@@ -27,6 +27,7 @@ use crate::admission::checks::{self, Neighbours};
 use crate::events::{EventType, Note};
 use crate::hpa::{PausedDirections, desired_hpa, hpa_name};
 use crate::scale::composite::{Composite, hpa_metrics};
+use crate::scale::object::LoopObject;
 use crate::scale::schedule;
 use crate::scale::task::{ScaleLoop, short};
 use crate::status::{self, Status, Wanted};
@@ -371,7 +372,7 @@ async fn start_loop(
         trigger_types(so),
     );
     let scale_loop = ScaleLoop {
-        so: so.clone(),
+        so: LoopObject::new(so.clone(), ctx.scaled_object_cache()),
         target: built.target.clone(),
         triggers: built.scalers.triggers.clone(),
         composite: checked.composite,

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod fallback;
 pub mod formula;
 pub mod nudge;
+pub mod object;
 pub mod poll;
 pub mod push;
 pub mod schedule;

@@ -27,6 +27,7 @@ use crate::scale::decision::{self, Activity, Decision, Observation, Settings, Tr
 use crate::scale::evaluate::{self, Evaluation, Inputs};
 use crate::scale::fallback;
 use crate::scale::nudge::Nudger;
+use crate::scale::object::LoopObject;
 use crate::scale::poll::{self, PolledTrigger, TriggerResult};
 use crate::scale::push::{self, Pushes};
 use crate::scale::schedule;
@@ -43,8 +44,9 @@ pub const REBUILD_AFTER: Duration = Duration::from_secs(30);
 
 /// Everything a scale loop needs, fixed for one generation of the object.
 pub struct ScaleLoop {
-    /// The object as it was when the loop started.
-    pub so: Arc<ScaledObject>,
+    /// The object as it was when the loop started, or the watch cache's copy of it once the
+    /// two differ only in status.
+    pub so: LoopObject,
     /// Its scale target.
     pub target: Target,
     /// Its scalers.
@@ -147,11 +149,12 @@ impl ScaleLoop {
     /// Runs until `stop` turns true (or its sender goes). It stops only between polls or while
     /// waiting for a source, never halfway through writing the status or `/scale`.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let so = &self.so;
+        // Dropped before the loop: an idle loop holds no copy of its object of its own.
+        let so = self.so.get();
         let spec = &so.spec;
         let interval = schedule::polling_interval(spec);
-        let settings = settings(so);
-        let force_activation = annotation(so, ANNOTATION_FORCE_ACTIVATION);
+        let settings = settings(&so);
+        let force_activation = annotation(&so, ANNOTATION_FORCE_ACTIVATION);
         let refresh = last_active_refresh(
             settings.cooldown,
             SignedDuration::try_from(interval).unwrap_or(SignedDuration::from_secs(30)),
@@ -238,11 +241,12 @@ impl ScaleLoop {
         let mut warned_negative = false;
         // `external-push` triggers' activity streams, open for the loop's life.
         let mut pushes = Pushes::open(&self.triggers);
-        let object_key = key(so);
+        let object_key = key(&so);
         // Credentials that expire (bound tokens) are renewed by building the scalers again.
         let renew_at = self
             .rebuild_after
             .map(|after| tokio::time::Instant::now() + after);
+        drop(so);
         loop {
             // Not known yet (before the first poll) counts as at rest: the first check may
             // come before the first poll.
@@ -270,11 +274,8 @@ impl ScaleLoop {
                 Wake::Poll(scheduled) => {
                     let lag = scheduled.elapsed();
                     self.metrics.observe_poll_lag(lag);
-                    self.metrics.record_loop_latency(
-                        &self.so.namespace().unwrap_or_default(),
-                        &self.so.name_any(),
-                        lag,
-                    );
+                    self.metrics.record_loop_latency(&namespace, &name, lag);
+                    self.so.follow_cache();
                     let poll_started = Instant::now();
                     let Some(results) =
                         until_stopped(&mut stop, poll::poll(&self.triggers, POLL_TIMEOUT)).await
@@ -329,7 +330,9 @@ impl ScaleLoop {
                     results
                 }
             };
-            self.record_series(&results);
+            let so = self.so.get();
+            let spec = &so.spec;
+            self.record_series(&so, &results);
             if !warned_negative
                 && let Some((metric, value)) = results
                     .iter()
@@ -468,15 +471,14 @@ impl ScaleLoop {
                 && started.elapsed() >= REBUILD_AFTER
             {
                 rebuild_requested = true;
-                info!(scaledobject = %key(so), "a trigger keeps failing; rebuilding its scalers");
+                info!(scaledobject = %key(&so), "a trigger keeps failing; rebuilding its scalers");
                 self.nudge.rebuild();
             }
         }
     }
 
     /// Publishes the readings for `/metrics`.
-    fn record_series(&self, results: &[TriggerResult]) {
-        let so = &self.so;
+    fn record_series(&self, so: &ScaledObject, results: &[TriggerResult]) {
         for result in results {
             // KEDA's `scaler` label: the trigger's name, or its scaler's name.
             let scaler = so
@@ -514,7 +516,7 @@ impl ScaleLoop {
         match self.target.replicas().await {
             Ok(n) => Some(n),
             Err(e) => {
-                warn!(scaledobject = %key(&self.so), error = %e, "reading the scale target");
+                warn!(scaledobject = %key(&self.so.get()), error = %e, "reading the scale target");
                 self.set_conditions(&[(
                     CONDITION_READY,
                     Status::False,
@@ -537,7 +539,7 @@ impl ScaleLoop {
                     Decision::Activate { .. } => ("KEDAScaleTargetActivated", "Activated"),
                     _ => ("KEDAScaleTargetScaled", "Scaled"),
                 };
-                info!(scaledobject = %key(&self.so), from = current, to = replicas, "{verb} scale target");
+                info!(scaledobject = %key(&self.so.get()), from = current, to = replicas, "{verb} scale target");
                 self.event(
                     EventType::Normal,
                     reason,
@@ -550,7 +552,7 @@ impl ScaleLoop {
                 true
             }
             Err(e) => {
-                warn!(scaledobject = %key(&self.so), error = %e, "scaling the target");
+                warn!(scaledobject = %key(&self.so.get()), error = %e, "scaling the target");
                 let reason = match decided {
                     Decision::Deactivate { .. } => "KEDAScaleTargetDeactivationFailed",
                     _ => "KEDAScaleTargetActivationFailed",
@@ -600,7 +602,7 @@ impl ScaleLoop {
                 match self
                     .api
                     .patch_status(
-                        &self.so.name_any(),
+                        &self.so.get().name_any(),
                         &PatchParams::default(),
                         &Patch::Merge(&patch),
                     )
@@ -611,7 +613,7 @@ impl ScaleLoop {
                         true
                     }
                     Err(e) => {
-                        warn!(scaledobject = %key(&self.so), error = %e, "writing status");
+                        warn!(scaledobject = %key(&self.so.get()), error = %e, "writing status");
                         false
                     }
                 }
@@ -631,8 +633,10 @@ impl ScaleLoop {
             action: "Scale",
             note,
         };
-        if let Err(e) = self.events.publish(&note, &self.so.object_ref(&())).await {
-            warn!(scaledobject = %key(&self.so), error = %e, "publishing an event");
+        // Boxed: the publish future (about 4 KiB) is not part of every idle loop's state.
+        let so = self.so.get();
+        if let Err(e) = Box::pin(self.events.publish(&note, &so.object_ref(&()))).await {
+            warn!(scaledobject = %key(&so), error = %e, "publishing an event");
         } else {
             self.metrics.count_write("event");
         }

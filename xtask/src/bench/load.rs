@@ -166,17 +166,47 @@ fn send(
     Ok(code)
 }
 
-/// Sends GETs for `paths` (round robin) from `concurrency` connections for `duration`.
+/// Sends GETs for `paths` (round robin) from `concurrency` connections for `duration`, each
+/// connection sending its next request as soon as the last is answered (closed loop).
 pub fn run(
     target: &Target,
     paths: &[String],
     concurrency: usize,
     duration: Duration,
 ) -> Result<Outcome> {
+    drive(target, paths, concurrency, duration, None)
+}
+
+/// Sends GETs for `paths` (round robin) at `rate` requests a second for `duration`, whatever
+/// the answers' pace (open loop), spread over `connections` keep-alive connections. Each
+/// request has its slot on a fixed schedule, and its latency is counted from that slot, not
+/// from when a busy connection got to send it: a slow server is not allowed to slow the load
+/// down and hide its own queueing.
+pub fn run_at_rate(
+    target: &Target,
+    paths: &[String],
+    rate: f64,
+    connections: usize,
+    duration: Duration,
+) -> Result<Outcome> {
+    if !rate.is_finite() || rate <= 0.0 {
+        bail!("an open-loop rate must be above 0, not {rate}");
+    }
+    drive(target, paths, connections, duration, Some(rate))
+}
+
+fn drive(
+    target: &Target,
+    paths: &[String],
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Result<Outcome> {
     let config = config(target)?;
     if paths.is_empty() {
         bail!("no paths to ask for");
     }
+    let concurrency = concurrency.max(1);
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = (0..concurrency)
@@ -187,10 +217,20 @@ pub fn run(
                 let (mut errors, mut first_error) = (0u64, None);
                 let mut stream = None;
                 let mut i = worker;
-                while Instant::now() < deadline {
+                loop {
+                    // Request i's slot: now (closed loop), or started + i / rate.
+                    let slot = match rate {
+                        None => Instant::now(),
+                        Some(rate) => started + Duration::from_secs_f64(i as f64 / rate),
+                    };
+                    if slot >= deadline {
+                        break;
+                    }
+                    if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
                     let path = &paths[i % paths.len()];
                     i += concurrency;
-                    let sent = Instant::now();
                     let answer = (|| {
                         if stream.is_none() {
                             stream = Some(connect(&target, &config)?);
@@ -203,7 +243,7 @@ pub fn run(
                         )
                     })();
                     match answer {
-                        Ok(200) => latencies.push(sent.elapsed()),
+                        Ok(200) => latencies.push(slot.elapsed()),
                         Ok(code) => {
                             errors += 1;
                             first_error.get_or_insert_with(|| format!("{path}: HTTP {code}"));

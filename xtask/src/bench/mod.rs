@@ -235,11 +235,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 activations.extend(runs?);
             }
         }
-        let metrics_api = if wanted("metrics-api") {
-            Some(metrics_api::run(&info, &binary, beside, args.quick)?)
-        } else {
-            None
-        };
+        let mut metrics_apis = Vec::new();
+        if wanted("metrics-api") {
+            metrics_apis.push(metrics_api::run(
+                &info,
+                metrics_api::Server::Ebb(&binary),
+                beside,
+                args.quick,
+            )?);
+            if args.peer.as_deref() == Some("keda") {
+                let keda = xtask::cluster::keda::ensure()?;
+                peer::install_crds(&info, &keda)?;
+                let run =
+                    metrics_api::run(&info, metrics_api::Server::Keda(&keda), beside, args.quick);
+                peer::restore_crds(&info)?;
+                metrics_apis.push(run?);
+            }
+        }
         let admission = if wanted("admission") {
             Some(admission::run(&info, &binary, beside)?)
         } else {
@@ -250,7 +262,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for a in &activations {
             activation::print_table(a);
         }
-        if let Some(m) = &metrics_api {
+        for m in &metrics_apis {
             metrics_api::print_table(m);
         }
         if let Some(a) = &admission {

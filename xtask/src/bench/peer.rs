@@ -128,6 +128,12 @@ fn cert_dir() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
+/// The CA that signed the adapter's serving certificate (PEM).
+pub fn ca() -> Result<Vec<u8>> {
+    let path = cert_dir()?.join("ca.crt");
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
 /// A running KEDA.
 pub struct Running {
     _operator: Ebb,
