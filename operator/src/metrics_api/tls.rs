@@ -291,6 +291,9 @@ pub async fn serve(
                 }
             },
         };
+        // Answers go out as soon as they are written: a response in two writes (HTTP/2's
+        // HEADERS and DATA frames) would otherwise wait on Nagle for the peer's ACK.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let route = route.clone();
         tokio::spawn(async move {

@@ -22,6 +22,25 @@ pub fn first_poll_delay(uid: &str, interval: Duration) -> Duration {
     Duration::from_millis(hash % millis)
 }
 
+/// A new loop polls first within this long of its start (at a point derived from its uid), not
+/// at its phase, which may be up to a pollingInterval away: after ebb starts, 10,000 objects
+/// at 30 s are all polled as soon as their loops run, and the loops' start is itself spread by
+/// the controller's pace. KEDA polls at once when a loop starts.
+pub const FIRST_POLL_SPREAD: Duration = Duration::from_secs(5);
+
+/// Delay before a new loop's first poll (see [`FIRST_POLL_SPREAD`]); with a pollingInterval of
+/// 5 s or less, the same as [`first_poll_delay`], and the first poll is the phase's.
+pub fn early_poll_delay(uid: &str, interval: Duration) -> Duration {
+    first_poll_delay(uid, interval.min(FIRST_POLL_SPREAD))
+}
+
+/// Whether the poll due at `tick` on the loop's phase is left out because an early first poll
+/// at `early` came less than half an interval before it: the second poll then comes between
+/// half an interval and one and a half after the first, and the ones after it on the phase.
+pub fn skips_tick(early: Option<Instant>, tick: Instant, interval: Duration) -> bool {
+    early.is_some_and(|at| tick >= at && tick < at + interval / 2)
+}
+
 /// Every loop's polls fall on one grid of this step, counted from the process's start: loops
 /// whose polls fall in the same step wake together, their reads go out together on the shared
 /// broker connections, and the process wakes once per step rather than once per poll. A whole
@@ -130,6 +149,32 @@ pub fn activation_polling(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_new_loop_polls_within_seconds_and_then_on_its_phase() {
+        let interval = Duration::from_secs(30);
+        for uid in ["a", "b", "c", "0d1e2f", "uid-1234"] {
+            let early = early_poll_delay(uid, interval);
+            assert!(early < FIRST_POLL_SPREAD, "{uid}: {early:?}");
+            // Short intervals keep their phase as the first poll.
+            assert_eq!(
+                early_poll_delay(uid, Duration::from_secs(5)),
+                first_poll_delay(uid, Duration::from_secs(5))
+            );
+        }
+        let start = Instant::now();
+        let early = Some(start + Duration::from_secs(2));
+        // A phase tick 10 s after the early poll is too close: left out; 16 s is not.
+        assert!(skips_tick(early, start + Duration::from_secs(12), interval));
+        assert!(!skips_tick(
+            early,
+            start + Duration::from_secs(18),
+            interval
+        ));
+        // A tick before the early poll, or with no early poll, is kept.
+        assert!(!skips_tick(early, start + Duration::from_secs(1), interval));
+        assert!(!skips_tick(None, start + Duration::from_secs(12), interval));
+    }
+
     use super::*;
 
     #[test]

@@ -217,6 +217,13 @@ impl ScaleLoop {
         // A poll late by more than a few milliseconds is followed by the next one due on the
         // same grid, not one interval after it.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The first poll, within seconds of the start (none when the phase comes first).
+        let mut early = Some(schedule::on_grid(
+            tokio::time::Instant::now() + schedule::early_poll_delay(&uid, interval),
+            schedule::grid_epoch(),
+        ));
+        // The early poll made, when it was: the phase's tick just after it is left out.
+        let mut early_made = None;
         let mut activation_ticks = activation_interval.map(|every| {
             let mut t = tokio::time::interval(every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,6 +262,7 @@ impl ScaleLoop {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => Wake::Stop,
                 scheduled = ticks.tick() => Wake::Poll(scheduled),
+                () = async { if let Some(at) = early { tokio::time::sleep_until(at).await } }, if early.is_some() => Wake::Poll(early.unwrap_or_else(tokio::time::Instant::now)),
                 // The fast activation path: a check between polls while at rest.
                 Some(_) = async { Some(activation_ticks.as_mut()?.tick().await) }, if at_rest && activation_ticks.is_some() => Wake::Check,
                 // Adaptive checks while at rest.
@@ -272,6 +280,13 @@ impl ScaleLoop {
                     continue;
                 }
                 Wake::Poll(scheduled) => {
+                    if early == Some(scheduled) {
+                        early_made = early;
+                    } else if schedule::skips_tick(early_made, scheduled, interval) {
+                        continue;
+                    }
+                    // Whichever came first, the early poll is not made after another.
+                    early = None;
                     let lag = scheduled.elapsed();
                     self.metrics.observe_poll_lag(lag);
                     self.metrics.record_loop_latency(&namespace, &name, lag);
