@@ -261,15 +261,11 @@ struct ClusterLookups {
 #[async_trait]
 impl Lookups for ClusterLookups {
     fn neighbours(&self, so: &ScaledObject, namespace: &str) -> Neighbours {
-        Neighbours::of(
+        Neighbours::from_caches(
             so,
             namespace,
-            self.caches
-                .scaled_objects
-                .state()
-                .iter()
-                .map(|o| o.as_ref()),
-            self.caches.hpas.state().iter().map(|h| h.as_ref()),
+            Some(&self.caches.scaled_objects),
+            Some(&self.caches.hpas),
         )
     }
 

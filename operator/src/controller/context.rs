@@ -243,20 +243,9 @@ impl Context {
     /// controller runs).
     pub(super) fn neighbours(&self, so: &ScaledObject) -> Neighbours {
         let namespace = so.namespace().unwrap_or_default();
-        let scaled_objects = lock(&self.scaled_objects)
-            .as_ref()
-            .map(|store| store.state())
-            .unwrap_or_default();
-        let hpas = lock(&self.hpas)
-            .as_ref()
-            .map(|store| store.state())
-            .unwrap_or_default();
-        Neighbours::of(
-            so,
-            &namespace,
-            scaled_objects.iter().map(|o| o.as_ref()),
-            hpas.iter().map(|h| h.as_ref()),
-        )
+        let scaled_objects = lock(&self.scaled_objects).clone();
+        let hpas = lock(&self.hpas).clone();
+        Neighbours::from_caches(so, &namespace, scaled_objects.as_ref(), hpas.as_ref())
     }
 
     /// The running controller's cache of ScaledObjects, if one runs.

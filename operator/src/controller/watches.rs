@@ -15,7 +15,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, controller, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admission::checks::slim_hpa_metadata;
 use crate::digest;
@@ -151,8 +151,14 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
+            match result {
+                Ok(_) => {}
+                // A reconcile queued for an object deleted since (deleting thousands queues
+                // one each): nothing to do, and nothing to warn of.
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    debug!(object = %object, "reconcile skipped: the object is gone");
+                }
+                Err(e) => warn!(error = %e, "reconcile failed"),
             }
         })
         .await;
