@@ -149,9 +149,15 @@ impl Trigger {
                             None => {
                                 missing_env = Some(self.error(
                                     &env_key,
-                                    format!(
-                                        "environment variable {var:?} is not set in the scale target's container"
-                                    ),
+                                    if looks_like_env_name(var) {
+                                        format!(
+                                            "environment variable {var:?} is not set in the scale target's container"
+                                        )
+                                    } else {
+                                        // A connection string put where its variable's name
+                                        // belongs holds a password: not repeated.
+                                        "the environment variable it names is not set in the scale target's container (the name is not shown: it is not a variable's name, and may be a connection string with a password)".to_string()
+                                    },
                                 ));
                                 None
                             }
@@ -399,8 +405,36 @@ pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
         .then(|| std::time::Duration::from_nanos(nanos as u64))
 }
 
+/// Whether `name` looks like an environment variable's name (letters, digits, `_`, `.`, `-`),
+/// so that an error may quote it.
+fn looks_like_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_connection_string_in_a_from_env_field_is_not_repeated_in_the_error() {
+        let t = Trigger {
+            index: 0,
+            trigger_type: "mysql".into(),
+            metadata: [(
+                "connectionStringFromEnv".to_string(),
+                "u:hunter2@tcp(h:3306)/d".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let err = t
+            .lookup("connectionString", &[Source::Env])
+            .expect_err("not set");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("connectionStringFromEnv"), "{err}");
+    }
+
     #[test]
     fn booleans_and_durations_read_as_go_reads_them() {
         use super::{parse_bool, parse_go_duration};
