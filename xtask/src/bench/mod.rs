@@ -151,8 +151,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
         if args.peer.as_deref() == Some("keda") {
-            let keda = xtask::cluster::keda::ensure()?;
-            peer::install_crds(&info, &keda)?;
             let ours: Vec<(usize, u64, scale::Broker)> = scale_runs
                 .iter()
                 .filter_map(|r| {
@@ -171,7 +169,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     ))
                 })
                 .collect();
-            let peer_runs = (|| -> Result<Vec<Value>> {
+            let peer_runs = peer::with_keda(&info, |keda| {
                 let mut runs = Vec::new();
                 for (n, interval, broker) in ours {
                     let mut rates = Vec::new();
@@ -187,7 +185,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     for rate in rates {
                         runs.push(scale::run(
                             &info,
-                            scale::Autoscaler::Keda(&keda, rate),
+                            scale::Autoscaler::Keda(keda, rate),
                             n,
                             interval,
                             broker,
@@ -197,9 +195,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     }
                 }
                 Ok(runs)
-            })();
-            peer::restore_crds(&info)?;
-            scale_runs.extend(peer_runs?);
+            })?;
+            scale_runs.extend(peer_runs);
         }
         let mut activations = Vec::new();
         if wanted("activation") {
@@ -217,22 +214,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 )?);
             }
             if args.peer.as_deref() == Some("keda") {
-                let keda = xtask::cluster::keda::ensure()?;
-                peer::install_crds(&info, &keda)?;
-                let runs = (|| -> Result<Vec<Value>> {
+                let runs = peer::with_keda(&info, |keda| {
                     let mut runs = Vec::new();
                     for &idle in &idle_counts {
                         runs.push(activation::run(
                             &info,
-                            activation::Autoscaler::Keda(&keda, peer::Rate::Raised),
+                            activation::Autoscaler::Keda(keda, peer::Rate::Raised),
                             idle,
                             args.quick,
                         )?);
                     }
                     Ok(runs)
-                })();
-                peer::restore_crds(&info)?;
-                activations.extend(runs?);
+                })?;
+                activations.extend(runs);
             }
         }
         let mut metrics_apis = Vec::new();
@@ -244,12 +238,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 args.quick,
             )?);
             if args.peer.as_deref() == Some("keda") {
-                let keda = xtask::cluster::keda::ensure()?;
-                peer::install_crds(&info, &keda)?;
-                let run =
-                    metrics_api::run(&info, metrics_api::Server::Keda(&keda), beside, args.quick);
-                peer::restore_crds(&info)?;
-                metrics_apis.push(run?);
+                metrics_apis.push(peer::with_keda(&info, |keda| {
+                    metrics_api::run(&info, metrics_api::Server::Keda(keda), beside, args.quick)
+                })?);
             }
         }
         let admission = if wanted("admission") {

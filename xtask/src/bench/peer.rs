@@ -69,13 +69,13 @@ impl Rate {
 }
 
 /// Puts KEDA's CRDs in place of ebb's (the stored objects stay: the schemas are compatible).
-pub fn install_crds(info: &ClusterInfo, keda: &Keda) -> Result<()> {
+fn install_crds(info: &ClusterInfo, keda: &Keda) -> Result<()> {
     println!("==> installing KEDA v{KEDA_VERSION}'s CRDs");
     crate::host::apply(info, &keda.crds)
 }
 
 /// Puts ebb's CRDs back, and takes KEDA's eventing CRDs away.
-pub fn restore_crds(info: &ClusterInfo) -> Result<()> {
+fn restore_crds(info: &ClusterInfo) -> Result<()> {
     println!("==> installing ebb's CRDs again");
     crate::host::apply(info, &xtask::workspace_root().join("crds/manifests"))?;
     let out = kubectl(info)
@@ -94,6 +94,16 @@ pub fn restore_crds(info: &ClusterInfo) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `f` with KEDA built and its CRDs in place of ebb's, and puts ebb's back afterwards,
+/// whether `f` succeeded or not.
+pub fn with_keda<T>(info: &ClusterInfo, f: impl FnOnce(&Keda) -> Result<T>) -> Result<T> {
+    let keda = xtask::cluster::keda::ensure()?;
+    install_crds(info, &keda)?;
+    let result = f(&keda);
+    restore_crds(info)?;
+    result
 }
 
 /// Whether process `pid` runs (not gone, not a zombie waiting to be reaped).
