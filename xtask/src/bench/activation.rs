@@ -70,14 +70,9 @@ const GROUPS: [Group; 3] = [
     },
 ];
 
-/// Runs every group beside `idle` idle objects.
-pub fn run(
-    info: &ClusterInfo,
-    autoscaler: Autoscaler<'_>,
-    idle: usize,
-    quick: bool,
-) -> Result<Value> {
-    let (who, label) = match autoscaler {
+/// What the results call `autoscaler`, and the result's file name.
+fn who_and_label(autoscaler: Autoscaler<'_>, idle: usize) -> (String, String) {
+    match autoscaler {
         Autoscaler::Ebb(_, []) => ("ebb".to_string(), format!("{LABEL}-{idle}")),
         Autoscaler::Ebb(_, extra) => (
             format!("ebb {}", extra.join(" ")),
@@ -94,12 +89,18 @@ pub fn run(
             ),
             format!("{LABEL}-{idle}-{}", rate.label()),
         ),
-    };
+    }
+}
+
+fn announce(who: &str, idle: usize, beside: &str) {
     println!(
-        "==> activation ({who}): {TRIALS} trials each of pollingInterval 1s, 30s, and 30s with the fast activation path ({FAST_MS} ms), beside {idle} idle ScaledObjects polled every 30s"
+        "==> activation ({who}): {TRIALS} trials each of pollingInterval 1s, 30s, and 30s with the fast activation path ({FAST_MS} ms), beside {idle} idle ScaledObjects polled every 30s{beside}"
     );
-    let ns = namespace(&label);
-    let mut items = idle_redis_objects(&ns, "idle", idle, 30);
+}
+
+/// The trials' ScaledObjects and Deployments in `ns`.
+fn trial_objects(ns: &str) -> Vec<Value> {
+    let mut items = Vec::new();
     for group in &GROUPS {
         for i in 0..TRIALS {
             let name = format!("{}-{i:03}", group.prefix);
@@ -109,7 +110,7 @@ pub fn run(
                 json!({})
             };
             items.extend(object_pair(
-                &ns,
+                ns,
                 &name,
                 group.interval,
                 redis_trigger(&format!("bench:{name}")),
@@ -117,6 +118,21 @@ pub fn run(
             ));
         }
     }
+    items
+}
+
+/// Runs every group beside `idle` idle objects of its own.
+pub fn run(
+    info: &ClusterInfo,
+    autoscaler: Autoscaler<'_>,
+    idle: usize,
+    quick: bool,
+) -> Result<Value> {
+    let (who, label) = who_and_label(autoscaler, idle);
+    announce(&who, idle, "");
+    let ns = namespace(&label);
+    let mut items = idle_redis_objects(&ns, "idle", idle, 30);
+    items.extend(trial_objects(&ns));
     let mut redis =
         TcpStream::connect(("127.0.0.1", ports::REDIS)).context("connecting to Redis")?;
     empty_trial_lists(&mut redis)?;
@@ -143,11 +159,60 @@ pub fn run(
             Running::Keda(keda)
         }
     };
-    let commands_before = redis_commands()?;
+    let result = trials(info, &ns, &mut redis, &who, idle, quick)?;
+    write_result(&label, &result)?;
+    end_scenario(info, &ns, !quick)?;
+    drop(running);
+    empty_trial_lists(&mut redis)?;
+    Ok(result)
+}
 
+/// Runs every group inside a scale run, whose `idle` objects in `ns` (polled every 30 s, the
+/// windows measured) are the ones beside: the trial objects are added to its namespace, and
+/// measured once `scrape` (the running autoscaler's `/metrics`) shows each polled. The scale
+/// run deletes them with its namespace.
+pub fn beside_scale_run(
+    info: &ClusterInfo,
+    autoscaler: Autoscaler<'_>,
+    ns: &str,
+    idle: usize,
+    quick: bool,
+    scrape: impl Fn() -> Result<String>,
+) -> Result<Value> {
+    let (who, label) = who_and_label(autoscaler, idle);
+    announce(&who, idle, " (the scale run's)");
+    let mut redis =
+        TcpStream::connect(("127.0.0.1", ports::REDIS)).context("connecting to Redis")?;
+    empty_trial_lists(&mut redis)?;
+    create_objects(info, ns, &trial_objects(ns))?;
+    // Both autoscalers report each object's last loop as
+    // keda_internal_scale_loop_latency_seconds{namespace, resource}.
+    let total = idle + GROUPS.len() * TRIALS;
+    wait_for(
+        "every trial object polled once",
+        Duration::from_secs(300 + total as u64 / 10),
+        || (peer::loop_latencies(&scrape().ok()?, ns).len() >= total).then_some(()),
+    )?;
+    let result = trials(info, ns, &mut redis, &who, idle, quick)?;
+    write_result(&label, &result)?;
+    empty_trial_lists(&mut redis)?;
+    Ok(result)
+}
+
+/// The trials proper, on objects that have each been polled once: the pushes, each
+/// Deployment's first `spec.replicas >= 1`, the latencies by group, Redis's load.
+fn trials(
+    info: &ClusterInfo,
+    ns: &str,
+    redis: &mut TcpStream,
+    who: &str,
+    idle: usize,
+    quick: bool,
+) -> Result<Value> {
+    let commands_before = redis_commands()?;
     // Every Deployment's spec.replicas as it changes.
     let mut watch = kubectl(info)
-        .args(["get", "deployments", "-n", &ns, "-w"])
+        .args(["get", "deployments", "-n", ns, "-w"])
         .args(["-o", "jsonpath={.metadata.name} {.spec.replicas}{\"\\n\"}"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -198,7 +263,7 @@ pub fn run(
                 seen.entry(name).or_insert(when);
             }
         }
-        command(&mut redis, &["RPUSH", &format!("bench:{name}"), "job"])?;
+        command(redis, &["RPUSH", &format!("bench:{name}"), "job"])?;
         pushed.insert(name, Instant::now());
     }
     // Each group's trials get their interval + 30 s after the last push of the group.
@@ -268,10 +333,6 @@ pub fn run(
         "machine": machine(),
         "commit": commit(),
     });
-    write_result(&label, &result)?;
-    end_scenario(info, &ns, !quick)?;
-    drop(running);
-    empty_trial_lists(&mut redis)?;
     Ok(result)
 }
 

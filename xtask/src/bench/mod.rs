@@ -112,19 +112,37 @@ pub fn run(args: BenchArgs) -> Result<()> {
         crate::host::apply(&info, &xtask::workspace_root().join("crds/manifests"))?;
         clear_namespaces(&info)?;
         let binary = crate::host::build_ebb(true)?;
+        // The activation trials run inside a scale run on as many idle Redis objects polled
+        // every 30 s (the same objects, started once); on their own for other numbers.
+        let idle_counts = if !wanted("activation") {
+            vec![]
+        } else if args.activation_idle.is_empty() {
+            vec![beside]
+        } else {
+            args.activation_idle.clone()
+        };
+        let trials_inside = |n: usize, interval: u64, broker: scale::Broker| {
+            broker == scale::Broker::Redis && interval == 30 && idle_counts.contains(&n)
+        };
         let mut scale_runs = Vec::new();
+        let mut activations = Vec::new();
         if wanted("scale") {
             for &n in &objects {
                 for &interval in &args.intervals {
-                    scale_runs.push(scale::run(
-                        &info,
-                        scale::Autoscaler::Ebb(&binary),
-                        n,
-                        interval,
-                        scale::Broker::Redis,
-                        windows,
-                        args.quick,
-                    )?);
+                    keep(
+                        &mut scale_runs,
+                        &mut activations,
+                        scale::run(
+                            &info,
+                            scale::Autoscaler::Ebb(&binary),
+                            n,
+                            interval,
+                            scale::Broker::Redis,
+                            windows,
+                            args.quick,
+                            trials_inside(n, interval, scale::Broker::Redis),
+                        )?,
+                    );
                 }
             }
         }
@@ -139,16 +157,33 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 continue;
             }
             for &interval in &args.intervals {
-                scale_runs.push(scale::run(
-                    &info,
-                    scale::Autoscaler::Ebb(&binary),
-                    1_000,
-                    interval,
-                    broker,
-                    windows,
-                    args.quick,
-                )?);
+                keep(
+                    &mut scale_runs,
+                    &mut activations,
+                    scale::run(
+                        &info,
+                        scale::Autoscaler::Ebb(&binary),
+                        1_000,
+                        interval,
+                        broker,
+                        windows,
+                        args.quick,
+                        false,
+                    )?,
+                );
             }
+        }
+        let inside: Vec<usize> = activations
+            .iter()
+            .filter_map(|a| a["idle_objects"].as_u64().map(|n| n as usize))
+            .collect();
+        for &idle in idle_counts.iter().filter(|n| !inside.contains(n)) {
+            activations.push(activation::run(
+                &info,
+                activation::Autoscaler::Ebb(&binary, &[]),
+                idle,
+                args.quick,
+            )?);
         }
         if args.peer.as_deref() == Some("keda") {
             let ours: Vec<(usize, u64, scale::Broker)> = scale_runs
@@ -169,64 +204,48 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     ))
                 })
                 .collect();
-            let peer_runs = peer::with_keda(&info, |keda| {
-                let mut runs = Vec::new();
-                for (n, interval, broker) in ours {
-                    let mut rates = Vec::new();
-                    if args.peer_rates.iter().any(|r| r == "raised") {
-                        rates.push(peer::Rate::Raised);
+            let wants_peer = !ours.is_empty() || !idle_counts.is_empty();
+            if wants_peer {
+                peer::with_keda(&info, |keda| {
+                    for (n, interval, broker) in ours {
+                        let mut rates = Vec::new();
+                        if args.peer_rates.iter().any(|r| r == "raised") {
+                            rates.push(peer::Rate::Raised);
+                        }
+                        if n == 1_000
+                            && broker == scale::Broker::Redis
+                            && args.peer_rates.iter().any(|r| r == "default")
+                        {
+                            rates.push(peer::Rate::Default);
+                        }
+                        for rate in rates {
+                            keep(
+                                &mut scale_runs,
+                                &mut activations,
+                                scale::run(
+                                    &info,
+                                    scale::Autoscaler::Keda(keda, rate),
+                                    n,
+                                    interval,
+                                    broker,
+                                    windows,
+                                    args.quick,
+                                    rate == peer::Rate::Raised
+                                        && trials_inside(n, interval, broker),
+                                )?,
+                            );
+                        }
                     }
-                    if n == 1_000
-                        && broker == scale::Broker::Redis
-                        && args.peer_rates.iter().any(|r| r == "default")
-                    {
-                        rates.push(peer::Rate::Default);
-                    }
-                    for rate in rates {
-                        runs.push(scale::run(
-                            &info,
-                            scale::Autoscaler::Keda(keda, rate),
-                            n,
-                            interval,
-                            broker,
-                            windows,
-                            args.quick,
-                        )?);
-                    }
-                }
-                Ok(runs)
-            })?;
-            scale_runs.extend(peer_runs);
-        }
-        let mut activations = Vec::new();
-        if wanted("activation") {
-            let idle_counts = if args.activation_idle.is_empty() {
-                vec![beside]
-            } else {
-                args.activation_idle.clone()
-            };
-            for &idle in &idle_counts {
-                activations.push(activation::run(
-                    &info,
-                    activation::Autoscaler::Ebb(&binary, &[]),
-                    idle,
-                    args.quick,
-                )?);
-            }
-            if args.peer.as_deref() == Some("keda") {
-                let runs = peer::with_keda(&info, |keda| {
-                    let mut runs = Vec::new();
-                    for &idle in &idle_counts {
-                        runs.push(activation::run(
+                    for &idle in idle_counts.iter().filter(|n| !inside.contains(n)) {
+                        activations.push(activation::run(
                             &info,
                             activation::Autoscaler::Keda(keda, peer::Rate::Raised),
                             idle,
                             args.quick,
                         )?);
                     }
-                    Ok(runs)
+                    Ok(())
                 })?;
-                activations.extend(runs);
             }
         }
         let mut metrics_apis = Vec::new();
@@ -269,6 +288,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         cluster::down()?;
     }
     result
+}
+
+/// Keeps a scale run's result, and the result of the activation trials it ran, if any.
+fn keep(
+    scale_runs: &mut Vec<Value>,
+    activations: &mut Vec<Value>,
+    (run, activation): (Value, Option<Value>),
+) {
+    scale_runs.push(run);
+    activations.extend(activation);
 }
 
 /// A benchmarked `ebb run` (release build, no leader election, watching one scenario's

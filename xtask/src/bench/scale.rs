@@ -5,7 +5,9 @@
 //! loops) starts against them; once every object has been polled and ebb has then written
 //! nothing for max(interval, 30 s) (10 s with `--quick`), it is measured over consecutive
 //! windows of max(2 intervals, 60 s) (one window of 20 s with `--quick`), and each figure is
-//! reported as the windows' median and spread.
+//! reported as the windows' median and spread. With the activation scenario asked for at the
+//! same number of objects, its trials then run beside these objects (Redis at 30 s), so the
+//! autoscaler is started on them once, not twice.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +17,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use xtask::cluster::{ClusterInfo, ports};
 
+use super::activation;
 use super::peer::{self, Rate};
 use super::{
     Histogram, commit, cpu_seconds, create_objects, end_scenario, histogram, machine,
@@ -65,6 +68,13 @@ impl Process {
         match self {
             Process::Ebb(r) => r.ready,
             Process::Keda(r) => r.ready,
+        }
+    }
+    /// Its `/metrics` text.
+    fn metrics(&self) -> Result<String> {
+        match self {
+            Process::Ebb(_) => scrape(),
+            Process::Keda(_) => peer::scrape(),
         }
     }
     /// What its metrics say: the poll lag, requests by `"<verb> <resource>"` (KEDA's by verb
@@ -242,8 +252,9 @@ fn is_write(key: &str) -> bool {
         .any(|read| key.starts_with(read))
 }
 
-/// One run: objects created, the autoscaler started, `windows` windows measured, objects
-/// deleted.
+/// One run: objects created, the autoscaler started, `windows` windows measured, then (with
+/// `activation_trials`, Redis at 30 s only) the activation scenario's trials beside these
+/// objects, objects deleted. The scale result, and the activation result if any.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     info: &ClusterInfo,
@@ -253,7 +264,11 @@ pub fn run(
     broker: Broker,
     windows: usize,
     quick: bool,
-) -> Result<Value> {
+    activation_trials: bool,
+) -> Result<(Value, Option<Value>)> {
+    if activation_trials && (broker != Broker::Redis || interval != 30) {
+        bail!("the activation trials run beside idle Redis objects polled every 30 s only");
+    }
     let window = if quick {
         Duration::from_secs(20)
     } else {
@@ -463,6 +478,23 @@ pub fn run(
     }
     write_result(&label, &result)?;
 
+    let activation = if activation_trials {
+        let autoscaler = match autoscaler {
+            Autoscaler::Ebb(binary) => activation::Autoscaler::Ebb(binary, &[]),
+            Autoscaler::Keda(keda, rate) => activation::Autoscaler::Keda(keda, rate),
+        };
+        Some(activation::beside_scale_run(
+            info,
+            autoscaler,
+            &ns,
+            n,
+            quick,
+            || process.metrics(),
+        )?)
+    } else {
+        None
+    };
+
     // The autoscaler removes its finalizers while it runs.
     end_scenario(info, &ns, !quick)?;
     drop(process);
@@ -472,7 +504,7 @@ pub fn run(
         Broker::Kafka => delete_topics(info)?,
         Broker::Redis | Broker::ScaledJobRedis => {}
     }
-    Ok(result)
+    Ok((result, activation))
 }
 
 /// The topics of the Kafka variant: its objects' groups spread over these many.
