@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # ebb's image: a static (musl) `ebb` binary on distroless, running as non-root.
 #   docker build --build-arg EBB_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t ebb:dev .
-# Not built in CI here (no container engine on the build machine); kept correct by inspection.
+# For users with a container engine. CI has none: `cargo xtask image` builds the same image
+# (same binary, user, entrypoint, command, ports and labels) without one, as an OCI archive in
+# target/image/, and the suite unpacks it and runs its binary (docs/operations.md, "The image").
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
@@ -18,6 +20,12 @@ RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
 
 # CA certificates (for brokers over TLS) and nothing else.
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG EBB_GIT_COMMIT=unknown
+ARG EBB_VERSION=0.1.0
+LABEL org.opencontainers.image.title="ebb" \
+      org.opencontainers.image.version="${EBB_VERSION}" \
+      org.opencontainers.image.revision="${EBB_GIT_COMMIT}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/ebb /ebb
 USER 65532:65532
 # 6443: the external metrics API (HTTPS); 8080: /healthz, /readyz, /metrics.

@@ -5,6 +5,7 @@ mod chaos;
 mod demo;
 mod fuzz;
 mod host;
+mod image;
 mod suite;
 
 use anyhow::Result;
@@ -41,6 +42,9 @@ enum Command {
     /// Run the fault and churn tests at length on the dev cluster (not part of the suite, which
     /// runs them once): each fault several times, 1,000 ScaledObjects churned.
     Chaos(chaos::ChaosArgs),
+    /// Build ebb's container image without a container engine: the static (musl) binary and an
+    /// OCI image layout and archive in target/image/.
+    Image(image::ImageArgs),
     /// Run the fuzz targets (fuzz/) under libFuzzer for N seconds each (needs rustup; installs
     /// the nightly toolchain if missing).
     Fuzz(fuzz::FuzzArgs),
@@ -108,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Image(args) => image::run(args).map(|_| ()),
         Command::Chaos(args) => chaos::run(args),
     }
 }

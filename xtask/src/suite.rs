@@ -31,7 +31,9 @@ pub fn run(args: TestArgs) -> Result<()> {
     println!(
         "    integration tests against a real local Kubernetes, Redis, RabbitMQ, PostgreSQL, MariaDB,"
     );
-    println!("    Prometheus, Kafka, NATS and an SQS server, then the demo");
+    println!(
+        "    Prometheus, Kafka, NATS and an SQS server (with the container image built first), then the demo"
+    );
 
     // protoc (for the external scaler's gRPC code) comes from Debian like the servers, and the
     // build needs it before clippy runs: a fresh machine installs the packages first.
@@ -67,6 +69,10 @@ pub fn run(args: TestArgs) -> Result<()> {
             "build the ebb binary",
             crate::host::build_ebb_binary,
         )?;
+        // The image's test in the suite unpacks and runs what this step writes.
+        step(&mut steps, "container image (static build, OCI archive)", || {
+            crate::image::run(crate::image::ImageArgs::default()).map(|_| ())
+        })?;
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
         // Two test binaries: the suite's tests side by side, then the disruptive ones (they
         // kill and restart shared servers, or time what other tests would slow) one at a time.

@@ -28,6 +28,7 @@ mod examples;
 mod explain;
 mod external_scaler;
 mod extreme_values;
+mod image;
 mod kafka_scaler;
 mod kubernetes_workload_scaler;
 mod metrics_api;

@@ -23,18 +23,30 @@ const REQUIRED: [(&str, &str); 12] = [
     ("/usr/bin/mvn", "maven"),
 ];
 
+/// Debian's umoci: `cargo xtask image` reads its image back with it, and the image's test
+/// unpacks it with it.
+pub const UMOCI: &str = "/usr/bin/umoci";
+
 /// Installs the packages whose programs are missing.
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = REQUIRED
+    if !ensure_programs(&REQUIRED)? {
+        println!(
+            "  redis-server, rabbitmq-server, postgresql, mariadb-server, prometheus, openssl, protoc, java, maven: installed"
+        );
+    }
+    Ok(())
+}
+
+/// Installs, with apt, the Debian package of each (program, package) whose program is missing;
+/// whether it installed any.
+pub fn ensure_programs(programs: &[(&str, &str)]) -> Result<bool> {
+    let missing: Vec<&str> = programs
         .iter()
         .filter(|(program, _)| !Path::new(program).exists())
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
-        println!(
-            "  redis-server, rabbitmq-server, postgresql, mariadb-server, prometheus, openssl, protoc, java, maven: installed"
-        );
-        return Ok(());
+        return Ok(false);
     }
     println!("  installing {} with apt-get", missing.join(" "));
     let sudo = !nix::unistd::geteuid().is_root();
@@ -42,12 +54,12 @@ pub fn ensure() -> Result<()> {
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(missing.iter());
     apt(sudo, &args)?;
-    for (program, package) in REQUIRED {
+    for (program, package) in programs {
         if !Path::new(program).exists() {
             bail!("{package} was installed but {program} is still missing");
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn apt(sudo: bool, args: &[&str]) -> Result<()> {
