@@ -214,9 +214,13 @@ pub(crate) fn build_ebb(release: bool) -> Result<PathBuf> {
     if let Ok(features) = std::env::var("BENCH_EBB_FEATURES") {
         cargo.args(["--features", &features]);
     }
+    // Cargo's own output ("Compiling ...", and its progress bar on a terminal) goes to the
+    // terminal: nothing reads it, and the build can take minutes.
     let status = cargo
-        .args(["--quiet", "--package", "ebb-operator", "--bin", "ebb"])
+        .args(["--package", "ebb-operator", "--bin", "ebb"])
         .current_dir(&root)
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
         .status()?;
     if !status.success() {
         bail!("building ebb failed ({status})");

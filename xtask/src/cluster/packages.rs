@@ -27,6 +27,10 @@ const REQUIRED: [(&str, &str); 12] = [
 /// unpacks it with it.
 pub const UMOCI: &str = "/usr/bin/umoci";
 
+/// Debian's rsvg-convert (librsvg2-bin): `cargo xtask demo` renders its chart to PNG with it
+/// when it is there, and the chart's test renders one with it.
+pub const RSVG_CONVERT: &str = "/usr/bin/rsvg-convert";
+
 /// Installs the packages whose programs are missing.
 pub fn ensure() -> Result<()> {
     if !ensure_programs(&REQUIRED)? {

@@ -5,17 +5,19 @@
 //! worker and a RabbitMQ queue worker, and a ScaledJob running one Job per item of another Redis
 //! list), then drives idle, a burst and a drain while a live table shows each ScaledObject's
 //! queue (as ebb reads it), activity, the HPA's desired count and the Deployment's replicas, and
-//! the ScaledJob's list, activity and running Jobs. It ends with a summary and an SVG chart in
-//! `target/demo/`.
+//! the ScaledJob's list, activity and running Jobs. It ends with a summary and a chart in
+//! `target/demo/` (`demo.svg`, and `demo.png` when rsvg-convert is installed).
 
-use std::fmt::Write as _;
+mod chart;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::host::{Ebb, apply, build_ebb, http, kubectl, redis, redis_output, wait_for};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use xtask::cluster::{self, ClusterInfo, metrics_api, ports};
+use xtask::cluster::{self, ClusterInfo, metrics_api, packages, ports};
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
@@ -165,6 +167,12 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
     let mut samples = Vec::new();
     let mut phase = "idle";
     let mut burst_done = false;
+    // When the demo published the burst, started draining, and first read every queue empty.
+    let mut phases = chart::Phases {
+        burst_at: BURST_AT,
+        drain_at: None,
+        drained_at: None,
+    };
     let mut first_replica: [Option<f64>; 2] = [None, None];
     let mut back_to_zero: [Option<f64>; 2] = [None, None];
     let mut peak = [0_i64; 2];
@@ -189,8 +197,12 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
             cmd.extend(items.iter().map(String::as_str));
             redis(&cmd)?;
             burst_done = true;
-        } else if burst_done && t >= 40.0 {
-            phase = "drain";
+            phases.burst_at = t;
+        } else if burst_done && t >= DRAIN_AT {
+            if phases.drain_at.is_none() {
+                phase = "drain";
+                phases.drain_at = Some(t);
+            }
             // Workers that finish 3 jobs and 2 messages every second between them.
             redis(&["LPOP", REDIS_LIST, "3"])?;
             http(
@@ -201,6 +213,14 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
             )?;
         }
         let rows = observe(info)?;
+        if phases.drain_at.is_some()
+            && phases.drained_at.is_none()
+            && rows.iter().all(|r| r.queue == Some(0.0))
+        {
+            // The drain goes on, but finds nothing: idle until ebb brings the workers to zero.
+            phases.drained_at = Some(t);
+            phase = "idle";
+        }
         for (i, (name, row)) in WORKERS.iter().zip(&rows).enumerate() {
             println!(
                 "{:>4.0}s  {:<6}  {:<16} {:>6} {:>7} {:>8} {:>9}  {}",
@@ -269,9 +289,13 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
         renders.peak,
         renders.done_at.unwrap_or(f64::NAN)
     );
-    let chart = out_dir.join("demo.svg");
-    std::fs::write(&chart, svg(&samples))?;
-    println!("    chart: {}", chart.display());
+    println!(
+        "    phases: idle, burst at {:.1}s, drain from {:.1}s, every queue empty at {:.1}s, idle until zero",
+        phases.burst_at,
+        phases.drain_at.unwrap_or(f64::NAN),
+        phases.drained_at.unwrap_or(f64::NAN)
+    );
+    write_chart(&out_dir, &samples, &phases)?;
     let mut wrong = Vec::new();
     for (i, name) in WORKERS.iter().enumerate() {
         let series: Vec<(f64, Option<f64>, i64)> = samples
@@ -305,6 +329,55 @@ fn demo(info: &ClusterInfo, ebb: &mut Option<Ebb>) -> Result<()> {
 
 /// When the burst comes, in seconds from the start.
 const BURST_AT: f64 = 10.0;
+/// When the drain starts.
+const DRAIN_AT: f64 = 40.0;
+
+/// Writes `demo.svg`, and `demo.png` (1,000 px wide) when rsvg-convert is installed; a PNG that
+/// cannot be made is reported, not failed on.
+fn write_chart(out_dir: &Path, samples: &[Sample], phases: &chart::Phases) -> Result<()> {
+    let series: Vec<chart::Series> = WORKERS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| chart::Series {
+            name,
+            points: samples
+                .iter()
+                .map(|s| chart::Point {
+                    at: s.at,
+                    queue: s.rows[i].queue,
+                    replicas: s.rows[i].replicas,
+                })
+                .collect(),
+        })
+        .collect();
+    let svg = out_dir.join("demo.svg");
+    std::fs::write(&svg, chart::svg(&series, phases))?;
+    println!("    chart: {}", svg.display());
+    let png = out_dir.join("demo.png");
+    let _ = std::fs::remove_file(&png);
+    if !Path::new(packages::RSVG_CONVERT).exists() {
+        println!(
+            "    no PNG: {} is not installed (Debian's librsvg2-bin)",
+            packages::RSVG_CONVERT
+        );
+        return Ok(());
+    }
+    match Command::new(packages::RSVG_CONVERT)
+        .args(["--width", "1000", "--format", "png", "--output"])
+        .arg(&png)
+        .arg(&svg)
+        .output()
+    {
+        Ok(out) if out.status.success() => println!("    chart: {}", png.display()),
+        Ok(out) => println!(
+            "    no PNG: rsvg-convert failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => println!("    no PNG: running rsvg-convert: {e}"),
+    }
+    Ok(())
+}
 
 /// Checks one worker's samples (time, queue as ebb read it, replicas) against what the demo
 /// shows: 0 while idle, replicas after the burst, more than one at the peak (the HPA), down to
@@ -522,70 +595,6 @@ fn publish(body: &str) -> Result<()> {
         bail!("publishing to {QUEUE}: {code} {text}");
     }
     Ok(())
-}
-
-/// Queue length and replicas over time, one panel per worker.
-fn svg(samples: &[Sample]) -> String {
-    let (width, panel, margin) = (720.0, 220.0, 40.0);
-    let end = samples.last().map(|s| s.at).unwrap_or(1.0).max(1.0);
-    let mut out = String::new();
-    let height = margin + panel * WORKERS.len() as f64;
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    for (i, name) in WORKERS.iter().enumerate() {
-        let top = margin / 2.0 + panel * i as f64;
-        let plot_h = panel - 60.0;
-        let queue_max = samples
-            .iter()
-            .filter_map(|s| s.rows[i].queue)
-            .fold(1.0_f64, f64::max);
-        let replicas_max = samples
-            .iter()
-            .map(|s| s.rows[i].replicas as f64)
-            .fold(1.0_f64, f64::max);
-        let x = |t: f64| margin + (width - 2.0 * margin) * t / end;
-        let line = |value: &dyn Fn(&Sample) -> Option<f64>, max: f64| {
-            samples
-                .iter()
-                .filter_map(|s| {
-                    value(s).map(|v| {
-                        format!(
-                            "{:.1},{:.1}",
-                            x(s.at),
-                            top + 20.0 + plot_h * (1.0 - v / max)
-                        )
-                    })
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let _ = writeln!(
-            out,
-            r#"<text x="{margin}" y="{:.1}" font-weight="bold">{name}: queue (blue, max {queue_max:.0}) and replicas (orange, max {replicas_max:.0}) over {end:.0} s</text>"#,
-            top + 12.0
-        );
-        let _ = writeln!(
-            out,
-            r##"<rect x="{margin}" y="{:.1}" width="{:.1}" height="{plot_h:.1}" fill="none" stroke="#ccc"/>"##,
-            top + 20.0,
-            width - 2.0 * margin
-        );
-        let _ = writeln!(
-            out,
-            r##"<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{}"/>"##,
-            line(&|s| s.rows[i].queue, queue_max)
-        );
-        let _ = writeln!(
-            out,
-            r##"<polyline fill="none" stroke="#ff7f0e" stroke-width="2" points="{}"/>"##,
-            line(&|s| Some(s.rows[i].replicas as f64), replicas_max)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
 }
 
 #[cfg(test)]
