@@ -19,7 +19,7 @@ pub const BUILD: &str = concat!(
     name = "ebb",
     version = BUILD,
     about = "Event-driven autoscaling for Kubernetes, speaking KEDA's keda.sh/v1alpha1 API",
-    after_help = "Examples:\n  ebb run --namespace ebb-system\n  ebb explain shop/orders-worker\n  ebb crds | kubectl apply --server-side -f -\n\nKubernetes access comes from the in-cluster ServiceAccount or the kubeconfig (KUBECONFIG, ~/.kube/config). Docs: docs/configuration.md"
+    after_help = "Examples:\n  ebb run --namespace ebb-system\n  ebb explain shop/orders-worker\n  ebb get -A\n  ebb crds | kubectl apply --server-side -f -\n\nKubernetes access comes from the in-cluster ServiceAccount or the kubeconfig (KUBECONFIG, ~/.kube/config). Installed as `kubectl-ebb` on the PATH, it is kubectl's plugin: `kubectl ebb get`, `kubectl ebb explain`. Docs: docs/configuration.md"
 )]
 pub struct Cli {
     /// The subcommand.
@@ -47,7 +47,81 @@ pub enum Command {
     Explain {
         /// The ScaledObject or ScaledJob, as `<namespace>/<name>`.
         object: String,
+        /// Which cluster.
+        #[command(flatten)]
+        kube: KubeArgs,
     },
+    /// List ScaledObjects in one table: target, bounds, replicas, trigger types, each metric's
+    /// reading against its HPA target, Ready and Active, and the decision ebb takes next.
+    #[command(
+        after_help = "Reads the objects' status, targets and HPAs, and each metric through ebb's external metrics API via the apiserver (as the HPA does), with the kubeconfig's credentials. `ebb explain <namespace>/<name>` says the same about one object in full.\n\nExamples:\n  ebb get -n shop\n  ebb get -A\n  kubectl ebb get orders-worker -n shop -o yaml"
+    )]
+    Get(GetArgs),
+}
+
+/// The cluster a client command talks to: the kubeconfig's current context unless told.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct KubeArgs {
+    /// The kubeconfig file (default: KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+}
+
+/// `ebb get`'s arguments, as kubectl spells them.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// One ScaledObject's name (default: all in the namespace).
+    pub name: Option<String>,
+    /// The namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "name")]
+    pub all_namespaces: bool,
+    /// Print documents instead of the table.
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `-o`: the documents' format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// JSON, indented.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The name users type for this program: `kubectl ebb` when it was installed as kubectl's
+/// plugin (`kubectl-ebb` on the PATH), `ebb` otherwise.
+pub fn invoked_as(argv0: &std::ffi::OsStr) -> &'static str {
+    let file = std::path::Path::new(argv0)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    if file.starts_with("kubectl-ebb") {
+        "kubectl ebb"
+    } else {
+        "ebb"
+    }
+}
+
+/// Parses the command line, or prints the error or help and exits as clap does.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = invoked_as(&argv0);
+    let matches = Cli::command()
+        .bin_name(name)
+        .display_name(name)
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// `ebb run`'s settings.
@@ -156,7 +230,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A bound token's life: a Go duration from 1h to 6h, as KEDA accepts it.
 /// A budget of reads a second: a finite number, 0 or more.
 fn budget(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -167,6 +240,7 @@ fn budget(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A bound token's life: a Go duration from 1h to 6h, as KEDA accepts it.
 fn token_expiry(text: &str) -> Result<std::time::Duration, String> {
     let hour = std::time::Duration::from_secs(3600);
     match ebb_scalers::trigger::parse_go_duration(text) {
@@ -232,6 +306,51 @@ mod tests {
             flag.get_env().and_then(|e| e.to_str()),
             Some("KEDA_CLUSTER_OBJECT_NAMESPACE")
         );
+    }
+
+    #[test]
+    fn get_takes_kubectls_flags() {
+        let parsed = Cli::try_parse_from([
+            "ebb",
+            "get",
+            "orders",
+            "-n",
+            "shop",
+            "-o",
+            "yaml",
+            "--context",
+            "prod",
+        ])
+        .expect("parses");
+        let Command::Get(args) = parsed.command else {
+            panic!("not get")
+        };
+        assert_eq!(args.name.as_deref(), Some("orders"));
+        assert_eq!(args.namespace.as_deref(), Some("shop"));
+        assert_eq!(args.output, Some(OutputFormat::Yaml));
+        assert_eq!(args.kube.context.as_deref(), Some("prod"));
+        let Command::Get(args) = Cli::try_parse_from(["ebb", "get", "-A", "-o", "json"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not get")
+        };
+        assert!(args.all_namespaces && args.output == Some(OutputFormat::Json));
+        // A name and every namespace do not go together; an unknown format is refused.
+        assert!(Cli::try_parse_from(["ebb", "get", "orders", "-A"]).is_err());
+        assert!(Cli::try_parse_from(["ebb", "get", "-o", "wide"]).is_err());
+    }
+
+    #[test]
+    fn installed_as_kubectl_ebb_it_names_itself_so() {
+        for (argv0, name) in [
+            ("/usr/local/bin/kubectl-ebb", "kubectl ebb"),
+            ("kubectl-ebb", "kubectl ebb"),
+            ("/usr/local/bin/ebb", "ebb"),
+            ("./target/debug/ebb", "ebb"),
+        ] {
+            assert_eq!(invoked_as(std::ffi::OsStr::new(argv0)), name, "{argv0}");
+        }
     }
 
     #[test]

@@ -110,6 +110,16 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
             source,
         })?
         .ok_or_else(|| ExplainError::NotFound(object.to_string()))?;
+    Ok(facts(client, &so).await)
+}
+
+/// The facts about a ScaledObject already read: its target's count, its HPA and each of its
+/// metrics through the external metrics API. What cannot be read is said in the facts.
+pub async fn facts(client: &Client, so: &ScaledObject) -> Facts {
+    let namespace = so.namespace().unwrap_or_default();
+    let namespace = namespace.as_str();
+    let name = so.name_any();
+    let object = format!("{namespace}/{name}");
     let now = Timestamp::now();
     let status = so.status.clone().unwrap_or_default();
     let spec = &so.spec;
@@ -119,7 +129,7 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
         Err(e) => Err(e.to_string()),
     };
     let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace)
-        .get_opt(&hpa_name(&so))
+        .get_opt(&hpa_name(so))
         .await
         .ok()
         .flatten();
@@ -181,13 +191,13 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
     let annotations = so.annotations();
     let paused = if let Some(n) = annotations.get(ANNOTATION_PAUSED_REPLICAS) {
         Some(format!("paused-replicas: {n}"))
-    } else if task::pause_annotation(&so, ANNOTATION_PAUSED) {
+    } else if task::pause_annotation(so, ANNOTATION_PAUSED) {
         Some("paused".to_string())
     } else {
         None
     };
     let last_active = status.last_active_time.as_ref().map(|t| t.0);
-    let activity = if task::annotation(&so, ANNOTATION_FORCE_ACTIVATION)
+    let activity = if task::annotation(so, ANNOTATION_FORCE_ACTIVATION)
         || metrics.iter().any(|m| m.active == Some(true))
     {
         Activity::Active
@@ -198,7 +208,7 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
     };
     let decision = match (&paused, &replicas) {
         (None, Ok(current)) => Some(decision::decide(
-            &task::settings(&so),
+            &task::settings(so),
             &Observation {
                 current_replicas: *current,
                 activity,
@@ -234,8 +244,8 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
             ),
         }
     });
-    Ok(Facts {
-        object: object.to_string(),
+    Facts {
+        object,
         target: format!(
             "{} {}",
             status
@@ -257,7 +267,7 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
         last_active,
         decision,
         now,
-    })
+    }
 }
 
 fn condition(conditions: &[Condition], type_: &str) -> String {

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod digest;
 pub mod events;
 pub mod explain;
+pub mod get;
 pub mod hpa;
 pub mod jobs;
 pub mod leader;

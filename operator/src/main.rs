@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use clap::Parser;
-use ebb_operator::cli::{BUILD, Cli, Command, LogFormat, RunArgs, cluster_objects_namespace};
+use ebb_operator::cli::{
+    BUILD, Command, GetArgs, KubeArgs, LogFormat, OutputFormat, RunArgs, cluster_objects_namespace,
+};
 use ebb_operator::controller::{Context, ControllerEnd};
 use ebb_operator::supervise::{Shutdown, Stopped, supervise};
 use ebb_operator::{admin, admission, leader, metrics_api};
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match ebb_operator::cli::parse().command {
         Command::Run(args) => {
             let RunArgs {
                 namespace,
@@ -199,12 +200,8 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Version => println!("ebb {BUILD}"),
-        Command::Explain { object } => {
-            let mut config = kube::Config::infer().await?;
-            // A 503 from the metrics API is an answer (the metric cannot be read now), not a
-            // reason to ask again for minutes, as kube's default retry policy would.
-            config.default_retry = false;
-            let client = kube::Client::try_from(config)?;
+        Command::Explain { object, kube } => {
+            let (client, _) = cli_client(&kube).await?;
             // A ScaledObject, a ScaledJob, or both when both kinds have the name.
             let (namespace, name) = object.split_once('/').unwrap_or_default();
             let scaled_object = match ebb_operator::explain::gather(&client, &object).await {
@@ -226,6 +223,7 @@ async fn run() -> anyhow::Result<()> {
                 print!("{}", ebb_operator::jobs::explain::render(facts));
             }
         }
+        Command::Get(args) => get(args).await?,
         Command::Crds => {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
@@ -236,6 +234,48 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A client for `ebb explain` and `ebb get`, and the namespace the kubeconfig's context names.
+async fn cli_client(args: &KubeArgs) -> anyhow::Result<(kube::Client, String)> {
+    let options = kube::config::KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(file, &options).await?
+        }
+        None if args.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await?,
+    };
+    // A 503 from the metrics API is an answer (the metric cannot be read now), not a reason to
+    // ask again for minutes, as kube's default retry policy would.
+    config.default_retry = false;
+    let namespace = config.default_namespace.clone();
+    Ok((kube::Client::try_from(config)?, namespace))
+}
+
+/// `ebb get`: the table, or the documents with `-o`.
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    use ebb_operator::get::{self, Scope};
+    let (client, default_namespace) = cli_client(&args.kube).await?;
+    let namespace = args.namespace.unwrap_or(default_namespace);
+    let scope = match (args.all_namespaces, args.name) {
+        (true, _) => Scope::All,
+        (false, Some(name)) => Scope::Object { namespace, name },
+        (false, None) => Scope::Namespace(namespace),
+    };
+    let rows = get::gather(&client, &scope).await?;
+    let documents = get::documents(&rows, &scope);
+    match args.output {
+        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&documents)?),
+        Some(OutputFormat::Yaml) => print!("{}", serde_norway::to_string(&documents)?),
+        None if rows.is_empty() => eprintln!("{}", get::nothing_found(&scope)),
+        None => print!("{}", get::table(&rows, scope == Scope::All)),
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ mod external_scaler;
 mod extreme_values;
 mod image;
 mod kafka_scaler;
+mod kubectl_plugin;
 mod kubernetes_workload_scaler;
 mod metrics_api;
 mod metrics_api_scaler;
