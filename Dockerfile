@@ -28,7 +28,8 @@ LABEL org.opencontainers.image.title="ebb" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/ebb /ebb
 USER 65532:65532
-# 6443: the external metrics API (HTTPS); 8080: /healthz, /readyz, /metrics.
-EXPOSE 6443 8080
+# 6443: the external metrics API (HTTPS); 8080: /healthz, /readyz, /metrics; 9443: the
+# admission webhook (HTTPS, with --admission-addr as deploy/ sets it).
+EXPOSE 6443 8080 9443
 ENTRYPOINT ["/ebb"]
 CMD ["run", "--log-format=json"]

@@ -31,8 +31,8 @@ pub const TARGET: &str = "x86_64-unknown-linux-musl";
 const USER: u32 = 65532;
 /// The CA bundle copied into the image (Debian's `ca-certificates`), at the same path.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// Where the Dockerfile's description of the image lives, for the image's source label.
-const SOURCE: &str = "https://example.invalid/ebb";
+/// The source repository, for the image's source label: the workspace's `repository`.
+const SOURCE: &str = env!("CARGO_PKG_REPOSITORY");
 
 /// Builds the image; returns the archive's path.
 pub fn run(args: ImageArgs) -> Result<PathBuf> {
@@ -312,7 +312,7 @@ impl Image {
                 "Entrypoint": ["/ebb"],
                 "Cmd": ["run", "--log-format=json"],
                 "WorkingDir": "/",
-                "ExposedPorts": {"6443/tcp": {}, "8080/tcp": {}},
+                "ExposedPorts": {"6443/tcp": {}, "8080/tcp": {}, "9443/tcp": {}},
                 "Labels": labels,
             },
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},

@@ -606,6 +606,11 @@ fn the_values_schema_refuses_unknown_keys_wrong_enums_and_wrong_types() {
             "image.pullPolicy=always",
             "at '/image/pullPolicy': value must be one of '', 'Always', 'IfNotPresent', 'Never'",
         ),
+        // The one APIService the chart creates and the HPA reads.
+        (
+            "metricsApi.apiservice=v1beta1.custom.metrics.k8s.io",
+            "at '/metricsApi/apiservice': value must be 'v1beta1.external.metrics.k8s.io'",
+        ),
         // A wrong type, or a number below its minimum.
         (
             "replicaCount=two",

@@ -1,6 +1,7 @@
 //! Every shell command in README.md, docs/ and the examples' and chart's READMEs, checked
 //! against this build and the local cluster, so a reader can paste them:
-//! - `cargo xtask ...` and `ebb ...`: the subcommand and every flag exist (`--help` appended).
+//! - `cargo xtask ...`, `ebb ...` and `kubectl ebb ...` (the plugin): the subcommand and every
+//!   flag exist (`--help` appended).
 //! - `kubectl` reads (`get`, `describe`, `events`, `logs`, `auth can-i`, ...): run as written;
 //!   the object may be missing here (the docs name a user's objects), nothing else may fail.
 //! - `kubectl` writes (`apply`, `delete`, `patch`, `scale`, `rollout restart`, ...): run with
@@ -181,6 +182,10 @@ impl Checker<'_> {
     }
 
     fn kubectl(&self, args: &[String], fed: bool) -> Result<Checked, String> {
+        // kubectl's plugin `kubectl-ebb` is this build's `ebb`.
+        if args.first().is_some_and(|a| a == "ebb") {
+            return self.help(&integration_tests::ebb_binary(), &args[1..]);
+        }
         let verb = args
             .iter()
             .find(|a| !a.starts_with('-'))
