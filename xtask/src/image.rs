@@ -167,7 +167,11 @@ impl Stamp {
         let git = |args: &[&str]| -> Result<String> {
             let out = Command::new("git").args(args).current_dir(root).output()?;
             if !out.status.success() {
-                bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "git {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
@@ -488,13 +492,13 @@ mod tests {
 
     #[test]
     fn the_same_files_give_the_same_image() {
-        let a = Image::assemble(&rootfs(b"ebb".to_vec(), b"ca".to_vec()), "0.1.0", &stamp())
-            .unwrap();
-        let b = Image::assemble(&rootfs(b"ebb".to_vec(), b"ca".to_vec()), "0.1.0", &stamp())
-            .unwrap();
+        let a =
+            Image::assemble(&rootfs(b"ebb".to_vec(), b"ca".to_vec()), "0.1.0", &stamp()).unwrap();
+        let b =
+            Image::assemble(&rootfs(b"ebb".to_vec(), b"ca".to_vec()), "0.1.0", &stamp()).unwrap();
         assert_eq!(a.manifest_digest, b.manifest_digest);
-        let c = Image::assemble(&rootfs(b"ebb2".to_vec(), b"ca".to_vec()), "0.1.0", &stamp())
-            .unwrap();
+        let c =
+            Image::assemble(&rootfs(b"ebb2".to_vec(), b"ca".to_vec()), "0.1.0", &stamp()).unwrap();
         assert_ne!(a.layer_digest, c.layer_digest);
     }
 

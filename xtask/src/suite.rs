@@ -70,9 +70,11 @@ pub fn run(args: TestArgs) -> Result<()> {
             crate::host::build_ebb_binary,
         )?;
         // The image's test in the suite unpacks and runs what this step writes.
-        step(&mut steps, "container image (static build, OCI archive)", || {
-            crate::image::run(crate::image::ImageArgs::default()).map(|_| ())
-        })?;
+        step(
+            &mut steps,
+            "container image (static build, OCI archive)",
+            || crate::image::run(crate::image::ImageArgs::default()).map(|_| ()),
+        )?;
         step(&mut steps, "dev cluster up", || cluster::up().map(|_| ()))?;
         // Two test binaries: the suite's tests side by side, then the disruptive ones (they
         // kill and restart shared servers, or time what other tests would slow) one at a time.

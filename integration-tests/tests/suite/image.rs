@@ -138,7 +138,9 @@ fn the_image_archive_holds_a_static_ebb_that_runs_as_the_dockerfile_says() {
     let rootfs = bundle.join("rootfs");
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
     assert!(
-        passwd.lines().any(|l| l.starts_with("nonroot:x:65532:65532:")),
+        passwd
+            .lines()
+            .any(|l| l.starts_with("nonroot:x:65532:65532:")),
         "{passwd}"
     );
     let ca = std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
