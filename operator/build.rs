@@ -5,15 +5,9 @@
 use std::process::Command;
 
 fn main() {
-    let commit = std::env::var("EBB_GIT_COMMIT").ok().or_else(|| {
-        Command::new("git")
-            .args(["rev-parse", "--short=12", "HEAD"])
-            .output()
-            .ok()
-            .filter(|out| out.status.success())
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .map(|s| s.trim().to_string())
-    });
+    let commit = std::env::var("EBB_GIT_COMMIT")
+        .ok()
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
     println!(
         "cargo:rustc-env=EBB_GIT_COMMIT={}",
         commit.unwrap_or_else(|| "unknown".into())
@@ -34,10 +28,34 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=EBB_RUSTC_VERSION={rustc_version}");
     println!("cargo:rerun-if-env-changed=EBB_GIT_COMMIT");
-    // The commit changes with HEAD (and with the branch it points at).
-    for path in ["../.git/HEAD", "../.git/refs/heads"] {
-        if std::path::Path::new(path).exists() {
-            println!("cargo:rerun-if-changed={path}");
+    // The commit changes with HEAD (and with the branch it points at). Asked of git, so that a
+    // worktree (whose `.git` is a file) is followed too: its HEAD is in its own git directory,
+    // the branches in the common one.
+    for (question, paths) in [
+        ("--absolute-git-dir", &["HEAD"][..]),
+        ("--git-common-dir", &["refs/heads", "packed-refs"][..]),
+    ] {
+        let Some(dir) = git(&["rev-parse", question]) else {
+            continue;
+        };
+        // Relative answers are relative to the package's directory, the script's own.
+        let dir = std::env::current_dir().unwrap_or_default().join(dir);
+        for path in paths {
+            let path = dir.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
     }
+}
+
+/// What git answers, trimmed, when it answers.
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_string())
 }

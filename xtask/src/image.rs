@@ -38,13 +38,13 @@ const SOURCE: &str = env!("CARGO_PKG_REPOSITORY");
 pub fn run(args: ImageArgs) -> Result<PathBuf> {
     let started = Instant::now();
     let root = xtask::workspace_root();
+    let stamp = Stamp::of_head(&root)?;
     let binary = match args.binary {
         Some(path) => path,
-        None => build_static_binary(&root)?,
+        None => build_static_binary(&root, &stamp.commit)?,
     };
     let built = Instant::now();
     let version = env!("CARGO_PKG_VERSION");
-    let stamp = Stamp::of_head(&root)?;
     println!("==> writing the OCI image (target/image/)");
     let ebb = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     let ca = std::fs::read(CA_BUNDLE)
@@ -103,13 +103,18 @@ fn file_mib(path: &Path) -> Result<f64> {
 
 /// Builds the stripped static `ebb` (release profile, musl), installing the musl target and
 /// Debian's `musl-tools` when missing.
-fn build_static_binary(root: &Path) -> Result<PathBuf> {
+///
+/// The commit is handed to the build as `EBB_GIT_COMMIT` (as the Dockerfile does), so `ebb
+/// version` names the image's commit: the build script's own check of `.git` is not reliable
+/// across worktrees sharing a target directory.
+fn build_static_binary(root: &Path, commit: &str) -> Result<PathBuf> {
     ensure_musl_target()?;
     xtask::cluster::packages::ensure_programs(&[("/usr/bin/musl-gcc", "musl-tools")])?;
     println!("==> building the static ebb (cargo build --release --target {TARGET})");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--locked", "--target", TARGET])
         .args(["--package", "ebb-operator", "--bin", "ebb"])
+        .env("EBB_GIT_COMMIT", commit.get(..12).unwrap_or(commit))
         .current_dir(root)
         .status()
         .context("running cargo")?;
