@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ebb_crds::ScaledObject;
 use integration_tests::{
-    TestEnv, deployment, ebb_binary, ensure, eventually, expect_failure, expect_success, setup,
-    unique_name,
+    TestEnv, deployment, ebb_binary, ensure, eventually, expect_failure, expect_success,
+    scaled_object_for, setup, unique_name,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
@@ -110,12 +110,9 @@ async fn kubectl_finds_the_plugin_and_its_get_and_explain_read_the_cluster() {
     let list_key = unique_name("jobs");
     env.create::<Deployment>(serde_json::to_value(deployment("worker", 0, &[])).expect("json"))
         .await;
-    env.create::<ScaledObject>(json!({
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "worker"},
-        "spec": {
-            "scaleTargetRef": {"name": "worker"},
+    env.create::<ScaledObject>(scaled_object_for(
+        "worker",
+        json!({
             "pollingInterval": 1,
             "cooldownPeriod": 30,
             "maxReplicaCount": 10,
@@ -123,8 +120,8 @@ async fn kubectl_finds_the_plugin_and_its_get_and_explain_read_the_cluster() {
                 "address": env.redis_address(),
                 "databaseIndex": "7", "listName": list_key, "listLength": "5"
             }}]
-        }
-    }))
+        }),
+    ))
     .await;
 
     // At rest: the table shows the trigger, its reading over the HPA's target, the conditions
