@@ -1,13 +1,16 @@
 //! Stamps the `ebb` binary with its git commit and target triple, for `ebb version`, and the
 //! compiler's version, for `keda_build_info`.
-//! `EBB_GIT_COMMIT` overrides the commit (an image build has no `.git`).
+//! `EBB_GIT_COMMIT` overrides the commit (an image build has no `.git`); it is cut to twelve
+//! digits, so the full commit can be given, as the image's revision label has it.
 
 use std::process::Command;
 
 fn main() {
+    // Twelve hex digits, also when the full commit is given (an image's revision label).
     let commit = std::env::var("EBB_GIT_COMMIT")
         .ok()
-        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .map(|c| c.chars().take(12).collect::<String>());
     println!(
         "cargo:rustc-env=EBB_GIT_COMMIT={}",
         commit.unwrap_or_else(|| "unknown".into())

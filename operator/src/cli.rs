@@ -105,7 +105,7 @@ pub fn invoked_as(argv0: &std::ffi::OsStr) -> &'static str {
         .file_name()
         .and_then(|f| f.to_str())
         .unwrap_or_default();
-    if file.starts_with("kubectl-ebb") {
+    if file == "kubectl-ebb" || file == "kubectl-ebb.exe" {
         "kubectl ebb"
     } else {
         "ebb"
@@ -348,6 +348,8 @@ mod tests {
             ("kubectl-ebb", "kubectl ebb"),
             ("/usr/local/bin/ebb", "ebb"),
             ("./target/debug/ebb", "ebb"),
+            // Another plugin whose name begins the same.
+            ("/usr/local/bin/kubectl-ebb-extra", "ebb"),
         ] {
             assert_eq!(invoked_as(std::ffi::OsStr::new(argv0)), name, "{argv0}");
         }

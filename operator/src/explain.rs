@@ -20,7 +20,7 @@ use crate::hpa::hpa_name;
 use crate::metrics_api::request::SELECTOR_LABEL;
 use crate::scale::decision::{self, Activity, Decision, Direction, Observation};
 use crate::scale::task;
-use crate::target::Target;
+use crate::target::Kinds;
 
 /// Why there is nothing to explain.
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +110,13 @@ pub async fn gather(client: &Client, object: &str) -> Result<Facts, ExplainError
             source,
         })?
         .ok_or_else(|| ExplainError::NotFound(object.to_string()))?;
-    Ok(facts(client, &so).await)
+    Ok(facts(client, &crate::target::Kinds::default(), &so).await)
 }
 
 /// The facts about a ScaledObject already read: its target's count, its HPA and each of its
-/// metrics through the external metrics API. What cannot be read is said in the facts.
-pub async fn facts(client: &Client, so: &ScaledObject) -> Facts {
+/// metrics through the external metrics API. What cannot be read is said in the facts. Kinds
+/// found through discovery are kept in `kinds`, so that many objects need one lookup per kind.
+pub async fn facts(client: &Client, kinds: &Kinds, so: &ScaledObject) -> Facts {
     let namespace = so.namespace().unwrap_or_default();
     let namespace = namespace.as_str();
     let name = so.name_any();
@@ -124,9 +125,15 @@ pub async fn facts(client: &Client, so: &ScaledObject) -> Facts {
     let status = so.status.clone().unwrap_or_default();
     let spec = &so.spec;
 
-    let replicas = match Target::resolve(client, &spec.scale_target_ref, namespace).await {
-        Ok(target) => target.replicas().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    let (replicas, kind_label) = match kinds
+        .resolve(client, &spec.scale_target_ref, namespace)
+        .await
+    {
+        Ok(target) => (
+            target.replicas().await.map_err(|e| e.to_string()),
+            Some(target.kind_label),
+        ),
+        Err(e) => (Err(e.to_string()), None),
     };
     let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace)
         .get_opt(&hpa_name(so))
@@ -248,10 +255,19 @@ pub async fn facts(client: &Client, so: &ScaledObject) -> Facts {
         object,
         target: format!(
             "{} {}",
-            status
-                .scale_target_kind
-                .clone()
-                .unwrap_or_else(|| "apps/v1.Deployment".into()),
+            kind_label
+                .or_else(|| status.scale_target_kind.clone())
+                .unwrap_or_else(|| format!(
+                    "{}.{}",
+                    spec.scale_target_ref
+                        .api_version
+                        .as_deref()
+                        .unwrap_or("apps/v1"),
+                    spec.scale_target_ref
+                        .kind
+                        .as_deref()
+                        .unwrap_or("Deployment")
+                )),
             spec.scale_target_ref.name
         ),
         replicas,

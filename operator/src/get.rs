@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::explain::{self, Facts};
 use crate::scale::decision::Decision;
+use crate::target::Kinds;
 
 /// How many objects are read at once (each is a few reads: target, HPA, one per metric).
 const CONCURRENT_READS: usize = 8;
@@ -36,6 +37,20 @@ pub enum Scope {
     },
 }
 
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => write!(f, "listing ScaledObjects in every namespace"),
+            Scope::Namespace(namespace) => {
+                write!(f, "listing ScaledObjects in namespace {namespace}")
+            }
+            Scope::Object { namespace, name } => {
+                write!(f, "reading ScaledObject {namespace}/{name}")
+            }
+        }
+    }
+}
+
 /// Why nothing could be listed.
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
@@ -43,8 +58,13 @@ pub enum GetError {
     #[error("ScaledObject {0} not found")]
     NotFound(String),
     /// The apiserver failed.
-    #[error("listing ScaledObjects: {0}")]
-    Api(#[from] kube::Error),
+    #[error("{scope}: {source}")]
+    Api {
+        /// What was asked.
+        scope: Scope,
+        /// Why it failed.
+        source: kube::Error,
+    },
 }
 
 /// One ScaledObject's line.
@@ -64,32 +84,41 @@ pub struct Row {
 
 /// Reads the rows of `scope`, sorted by namespace and name as kubectl sorts them.
 pub async fn gather(client: &Client, scope: &Scope) -> Result<Vec<Row>, GetError> {
+    let failed = |source| GetError::Api {
+        scope: scope.clone(),
+        source,
+    };
     let objects = match scope {
         Scope::All => {
             Api::<ScaledObject>::all(client.clone())
                 .list(&ListParams::default())
-                .await?
+                .await
+                .map_err(failed)?
                 .items
         }
         Scope::Namespace(namespace) => {
             Api::<ScaledObject>::namespaced(client.clone(), namespace)
                 .list(&ListParams::default())
-                .await?
+                .await
+                .map_err(failed)?
                 .items
         }
         Scope::Object { namespace, name } => {
             match Api::<ScaledObject>::namespaced(client.clone(), namespace)
                 .get_opt(name)
-                .await?
+                .await
+                .map_err(failed)?
             {
                 Some(so) => vec![so],
                 None => return Err(GetError::NotFound(format!("{namespace}/{name}"))),
             }
         }
     };
+    // One discovery lookup per kind of target, not one per object.
+    let kinds = &Kinds::default();
     let mut rows: Vec<Row> = futures::stream::iter(objects)
         .map(|so| async move {
-            let facts = explain::facts(client, &so).await;
+            let facts = explain::facts(client, kinds, &so).await;
             Row {
                 namespace: so.namespace().unwrap_or_default(),
                 name: so.name_any(),
@@ -241,8 +270,10 @@ fn dash_if_empty(text: String) -> String {
     if text.is_empty() { "-".into() } else { text }
 }
 
-/// Each metric's reading over its HPA target, as `kubectl get hpa` shows targets: `12/5 (avg)`,
-/// `<unknown>/5 (avg)` when the metrics API cannot give it.
+/// Each metric's value as the metrics API serves it (the total, not `kubectl get hpa`'s average
+/// per pod) and its HPA target: `12 (target 5/pod)` for an `AverageValue` target, which the HPA
+/// compares with the total divided by the replicas, `12 (target 10)` for a `Value` one;
+/// `<unknown>` when the metrics API cannot give the value.
 fn readings(f: &Facts) -> String {
     f.metrics
         .iter()
@@ -250,14 +281,14 @@ fn readings(f: &Facts) -> String {
             let value = m.value.as_deref().unwrap_or("<unknown>");
             match &m.target {
                 Some((kind, quantity)) if kind == "AverageValue" => {
-                    format!("{value}/{quantity} (avg)")
+                    format!("{value} (target {quantity}/pod)")
                 }
-                Some((_, quantity)) => format!("{value}/{quantity}"),
+                Some((_, quantity)) => format!("{value} (target {quantity})"),
                 None => value.to_string(),
             }
         })
         .collect::<Vec<_>>()
-        .join(",")
+        .join(", ")
 }
 
 fn condition(f: &Facts, type_: &str) -> String {
@@ -397,7 +428,7 @@ mod tests {
         assert!(
             lines[1].contains("Deployment/orders-worker")
                 && lines[1].contains("redis,rabbitmq")
-                && lines[1].contains("12/5 (avg),<unknown>/10")
+                && lines[1].contains("12 (target 5/pod), <unknown> (target 10)")
                 && lines[1].contains("active (HPA)")
                 && lines[1].ends_with("3m20s"),
             "{table}"

@@ -213,15 +213,17 @@ async fn run() -> anyhow::Result<()> {
             if scaled_object.is_none() && scaled_job.is_none() {
                 anyhow::bail!("ScaledObject or ScaledJob {object} not found");
             }
+            let mut text = String::new();
             if let Some(facts) = &scaled_object {
-                print!("{}", ebb_operator::explain::render(facts));
+                text.push_str(&ebb_operator::explain::render(facts));
             }
             if let Some(facts) = &scaled_job {
                 if scaled_object.is_some() {
-                    println!();
+                    text.push('\n');
                 }
-                print!("{}", ebb_operator::jobs::explain::render(facts));
+                text.push_str(&ebb_operator::jobs::explain::render(facts));
             }
+            write_stdout(&text)?;
         }
         Command::Get(args) => get(args).await?,
         Command::Crds => {
@@ -271,13 +273,27 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     };
     let rows = get::gather(&client, &scope).await?;
     let documents = get::documents(&rows, &scope);
-    match args.output {
-        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&documents)?),
-        Some(OutputFormat::Yaml) => print!("{}", serde_norway::to_string(&documents)?),
-        None if rows.is_empty() => eprintln!("{}", get::nothing_found(&scope)),
-        None => print!("{}", get::table(&rows, scope == Scope::All)),
+    let text = match args.output {
+        Some(OutputFormat::Json) => serde_json::to_string_pretty(&documents)? + "\n",
+        Some(OutputFormat::Yaml) => serde_norway::to_string(&documents)?,
+        None if rows.is_empty() => {
+            eprintln!("{}", get::nothing_found(&scope));
+            return Ok(());
+        }
+        None => get::table(&rows, scope == Scope::All),
+    };
+    write_stdout(&text)
+}
+
+/// Writes `text` to stdout; a reader that stops early (`ebb get -A | head`) ends the output
+/// quietly instead of failing.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The names the aggregator and local clients reach the metrics API by: the Service

@@ -7,7 +7,8 @@
 //! the image is the commit's (or `SOURCE_DATE_EPOCH`), so the same commit and the same CA bundle
 //! give the same digests. Written to `target/image/oci/` (a layout directory, as `umoci` and
 //! `skopeo copy oci:` read it) and `target/image/ebb-<version>.oci.tar` (an OCI archive, as
-//! `skopeo copy oci-archive:`, `podman load` and `docker load` read it).
+//! `skopeo copy oci-archive:` and `podman load` read it, with docker save's `manifest.json`
+//! beside the layout for `docker load`; no engine is on the build machine to try them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +32,8 @@ pub const TARGET: &str = "x86_64-unknown-linux-musl";
 const USER: u32 = 65532;
 /// The CA bundle copied into the image (Debian's `ca-certificates`), at the same path.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The image's repository, as `deploy/` and the chart's `image.repository` name it.
+pub const REPOSITORY: &str = "ghcr.io/ebb-sh/ebb";
 /// The source repository, for the image's source label: the workspace's `repository`.
 const SOURCE: &str = env!("CARGO_PKG_REPOSITORY");
 
@@ -314,13 +317,15 @@ impl Image {
             "os": "linux",
             "config": {
                 "User": format!("{USER}:{USER}"),
+                // distroless's environment and working directory, which the Dockerfile's
+                // final stage inherits.
                 "Env": [
-                    "PATH=/usr/local/bin:/usr/bin:/bin",
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     format!("SSL_CERT_FILE={CA_BUNDLE}"),
                 ],
                 "Entrypoint": ["/ebb"],
                 "Cmd": ["run", "--log-format=json"],
-                "WorkingDir": "/",
+                "WorkingDir": "/home/nonroot",
                 "ExposedPorts": {"6443/tcp": {}, "8080/tcp": {}, "9443/tcp": {}},
                 "Labels": labels,
             },
@@ -365,7 +370,11 @@ impl Image {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": self.manifest_digest,
                 "size": self.manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": self.version},
+                "annotations": {
+                    "org.opencontainers.image.ref.name": self.version,
+                    // The full name, for loaders that take it from here (containerd's).
+                    "io.containerd.image.name": self.reference(),
+                },
             }],
         }))?;
         let blob = |digest: &str| format!("blobs/sha256/{}", &digest["sha256:".len()..]);
@@ -379,6 +388,22 @@ impl Image {
             (blob(&self.config_digest), self.config.clone()),
             (blob(&self.layer_digest), self.layer.clone()),
         ])
+    }
+
+    /// The image's name and tag, as `deploy/` and the chart's defaults pull it.
+    fn reference(&self) -> String {
+        format!("{REPOSITORY}:{}", self.version)
+    }
+
+    /// `manifest.json` of `docker save`'s format, beside the OCI layout in the archive, for
+    /// `docker load` of engines that read only that format (it names the image too).
+    fn docker_manifest(&self) -> Result<Vec<u8>> {
+        let blob = |digest: &str| format!("blobs/sha256/{}", &digest["sha256:".len()..]);
+        Ok(serde_json::to_vec(&json!([{
+            "Config": blob(&self.config_digest),
+            "RepoTags": [self.reference()],
+            "Layers": [blob(&self.layer_digest)],
+        }]))?)
     }
 
     fn write_layout(&self, dir: &Path) -> Result<()> {
@@ -398,7 +423,9 @@ impl Image {
         for dir in ["blobs/", "blobs/sha256/"] {
             append(&mut out, dir, 0o755, 0, None, self.epoch)?;
         }
-        for (name, bytes) in self.files()? {
+        let mut files = self.files()?;
+        files.push(("manifest.json".into(), self.docker_manifest()?));
+        for (name, bytes) in files {
             append(&mut out, &name, 0o644, 0, Some(&bytes), self.epoch)?;
         }
         std::fs::write(path, out.into_inner()?)

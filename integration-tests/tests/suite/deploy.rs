@@ -463,6 +463,18 @@ fn combinations() -> Vec<Combination> {
             },
         },
         Combination {
+            // `--set` makes a number of a tag of digits; the schema takes it.
+            name: "a tag of digits",
+            values: &["--set", "image.tag=20261205"],
+            changes: &["Deployment/ebb"],
+            took_effect: |rendered, _| {
+                assert_eq!(
+                    container(rendered).get("image"),
+                    Some(&json!("ghcr.io/ebb-sh/ebb:20261205"))
+                );
+            },
+        },
+        Combination {
             name: "plain logs",
             values: &["--set", "logFormat=plain"],
             changes: &["Deployment/ebb"],
@@ -605,6 +617,11 @@ fn the_values_schema_refuses_unknown_keys_wrong_enums_and_wrong_types() {
         (
             "image.pullPolicy=always",
             "at '/image/pullPolicy': value must be one of '', 'Always', 'IfNotPresent', 'Never'",
+        ),
+        // Without leader election, one replica only.
+        (
+            "leaderElection=false",
+            "at '/replicaCount': value must be 1",
         ),
         // The one APIService the chart creates and the HPA reads.
         (

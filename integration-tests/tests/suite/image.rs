@@ -37,6 +37,30 @@ fn blob(dir: &Path, digest: &str) -> Value {
     serde_json::from_slice(&bytes).expect("a JSON blob")
 }
 
+/// The keys of the Dockerfile's `LABEL` instruction, sorted.
+fn dockerfile_labels() -> Vec<String> {
+    let text = std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("Dockerfile");
+    let mut keys: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches("LABEL").trim())
+        .filter(|l| l.starts_with("org.opencontainers.image."))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// `image.repository` of the chart's values (what deploy/ pulls too).
+fn chart_repository() -> String {
+    let values = std::fs::read_to_string(workspace_root().join("deploy/helm/ebb/values.yaml"))
+        .expect("values.yaml");
+    let values: Value = serde_norway::from_str(&values).expect("values.yaml is YAML");
+    values["image"]["repository"]
+        .as_str()
+        .expect("image.repository")
+        .to_string()
+}
+
 /// The Dockerfile's instruction `name` (the first), as written.
 fn dockerfile(name: &str) -> String {
     let text = std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("Dockerfile");
@@ -110,13 +134,54 @@ fn the_image_archive_holds_a_static_ebb_that_runs_as_the_dockerfile_says() {
         head.trim(),
         "the image was built from this commit (run `cargo xtask image` again)"
     );
-    for label in [
-        "org.opencontainers.image.title",
-        "org.opencontainers.image.created",
-        "org.opencontainers.image.source",
-        "org.opencontainers.image.licenses",
-    ] {
-        assert!(labels[label].is_string(), "label {label}: {labels}");
+    // The same labels as the Dockerfile's, each set; the Dockerfile's version is the workspace's.
+    let mut keys: Vec<&String> = labels.as_object().expect("labels").keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        dockerfile_labels().iter().collect::<Vec<_>>(),
+        "LABEL"
+    );
+    for (key, value) in labels.as_object().expect("labels") {
+        assert!(
+            value.as_str().is_some_and(|v| !v.is_empty()),
+            "label {key}: {labels}"
+        );
+    }
+    let text = std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("Dockerfile");
+    assert_eq!(
+        text.lines()
+            .find_map(|l| l.strip_prefix("ARG EBB_VERSION=")),
+        Some(VERSION),
+        "the Dockerfile's EBB_VERSION is the workspace's version"
+    );
+
+    // Named as deploy/ and the chart pull it, for the loaders that take the name from the
+    // archive: containerd's annotation, and docker save's manifest.json beside the layout.
+    let reference = format!("{}:{VERSION}", chart_repository());
+    assert_eq!(
+        entry["annotations"]["io.containerd.image.name"],
+        reference.as_str()
+    );
+    let docker: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(docker[0]["RepoTags"], serde_json::json!([reference]));
+    let config_path = docker[0]["Config"].as_str().expect("Config");
+    assert_eq!(
+        config_path,
+        manifest["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", "blobs/sha256/")
+    );
+    for path in std::iter::once(config_path).chain(
+        docker[0]["Layers"]
+            .as_array()
+            .expect("Layers")
+            .iter()
+            .filter_map(Value::as_str),
+    ) {
+        assert!(layout.join(path).is_file(), "manifest.json names {path}");
     }
 
     // Unpacked by umoci into a runtime bundle: its root filesystem and runtime config.

@@ -136,7 +136,7 @@ async fn kubectl_finds_the_plugin_and_its_get_and_explain_read_the_cluster() {
             ("MAX", "10"),
             ("REPLICAS", "0"),
             ("TRIGGERS", "redis"),
-            ("READINGS", "0/5 (avg)"),
+            ("READINGS", "0 (target 5/pod)"),
             ("READY", "True"),
             ("ACTIVE", "False"),
             ("DECISION", "at rest"),
@@ -175,7 +175,7 @@ async fn kubectl_finds_the_plugin_and_its_get_and_explain_read_the_cluster() {
         let table = stdout(&kubectl(&env, &plugins, &["ebb", "get", "-n", &ns]), "get")?;
         let row = row(&table, "worker")?;
         ensure(
-            cell(&row, "READINGS") == "12/5 (avg)"
+            cell(&row, "READINGS") == "12 (target 5/pod)"
                 && cell(&row, "ACTIVE") == "True"
                 && cell(&row, "DECISION") == "active (HPA)",
             || table.clone(),

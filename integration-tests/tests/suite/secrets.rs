@@ -5,8 +5,9 @@
 //! Some are accepted and scale their targets 0 -> 1 -> 0; others are refused (a wrong
 //! password, a malformed URL carrying a password, a server that is not there) and reported.
 //! Then every log line, every Event, every ScaledObject's status, every HPA, `/metrics`, the
-//! metrics API's answers through the aggregator and `ebb explain`'s output are searched for
-//! each secret value, as written and base64-encoded: none may appear.
+//! metrics API's answers through the aggregator, and the output of `ebb explain` and `ebb get`
+//! (its table and `-o json`) are searched for each secret value, as written and base64-encoded:
+//! none may appear.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -511,6 +512,24 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         );
         reports.push((
             format!("ebb explain {name}"),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    // `ebb get` prints every metric's error too: the table and the documents.
+    for format in [None, Some("json")] {
+        let mut args = vec!["get", "-n", env.namespace.as_str()];
+        args.extend(format.iter().flat_map(|f| ["-o", *f]));
+        let out = std::process::Command::new(integration_tests::ebb_binary())
+            .env("KUBECONFIG", &env.cluster.kubeconfig)
+            .args(&args)
+            .output()
+            .expect("ebb get");
+        reports.push((
+            format!("ebb {}", args.join(" ")),
             format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),

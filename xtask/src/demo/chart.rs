@@ -331,10 +331,13 @@ fn panel(
     let mut segments: Vec<Vec<String>> = vec![Vec::new()];
     for p in points {
         match p.queue.filter(|q| q.is_finite()) {
-            Some(q) => segments
-                .last_mut()
-                .expect("one segment at least")
-                .push(format!("{:.1},{:.1}", x(p.at), y(q, queue_max))),
+            Some(q) => {
+                let point = format!("{:.1},{:.1}", x(p.at), y(q, queue_max));
+                match segments.last_mut() {
+                    Some(segment) => segment.push(point),
+                    None => segments.push(vec![point]),
+                }
+            }
             None => segments.push(Vec::new()),
         }
     }
@@ -525,7 +528,8 @@ mod tests {
         std::fs::write(&svg_path, &chart).unwrap();
         let _ = std::fs::remove_file(&png_path);
         let out = Command::new(xtask::cluster::packages::RSVG_CONVERT)
-            .args(["--width", "1000", "--format", "png", "--output"])
+            // At the SVG's own size: the PNG's width is the chart's, not one asked for.
+            .args(["--format", "png", "--output"])
             .arg(&png_path)
             .arg(&svg_path)
             .output()
