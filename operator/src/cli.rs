@@ -54,7 +54,7 @@ pub enum Command {
     /// List ScaledObjects in one table: target, bounds, replicas, trigger types, each metric's
     /// reading against its HPA target, Ready and Active, and the decision ebb takes next.
     #[command(
-        after_help = "Reads the objects' status, targets and HPAs, and each metric through ebb's external metrics API via the apiserver (as the HPA does), with the kubeconfig's credentials. `ebb explain <namespace>/<name>` says the same about one object in full.\n\nExamples:\n  ebb get -n shop\n  ebb get -A\n  kubectl ebb get orders-worker -n shop -o yaml"
+        after_help = "Reads the objects' status, targets and HPAs, and each metric through ebb's external metrics API via the apiserver (as the HPA does), with the kubeconfig's credentials. `ebb explain <namespace>/<name>` says the same about one object in full.\n\nExamples:\n  ebb get -n shop\n  ebb get -A\n  kubectl ebb get orders-worker -n shop -o yaml\n  kubectl ebb get -n shop -o name"
     )]
     Get(GetArgs),
 }
@@ -73,13 +73,13 @@ pub struct KubeArgs {
 /// `ebb get`'s arguments, as kubectl spells them.
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// One ScaledObject's name (default: all in the namespace).
-    pub name: Option<String>,
+    /// ScaledObjects' names (default: all in the namespace).
+    pub names: Vec<String>,
     /// The namespace (default: the kubeconfig context's, else `default`).
     #[arg(short, long)]
     pub namespace: Option<String>,
     /// Every namespace.
-    #[arg(short = 'A', long, conflicts_with = "name")]
+    #[arg(short = 'A', long, conflicts_with = "names")]
     pub all_namespaces: bool,
     /// Print documents instead of the table.
     #[arg(short, long, value_enum)]
@@ -96,6 +96,8 @@ pub enum OutputFormat {
     Json,
     /// YAML.
     Yaml,
+    /// `scaledobject.keda.sh/<name>`, one a line.
+    Name,
 }
 
 /// The name users type for this program: `kubectl ebb` when it was installed as kubectl's
@@ -325,7 +327,7 @@ mod tests {
         let Command::Get(args) = parsed.command else {
             panic!("not get")
         };
-        assert_eq!(args.name.as_deref(), Some("orders"));
+        assert_eq!(args.names, ["orders"]);
         assert_eq!(args.namespace.as_deref(), Some("shop"));
         assert_eq!(args.output, Some(OutputFormat::Yaml));
         assert_eq!(args.kube.context.as_deref(), Some("prod"));
@@ -336,6 +338,14 @@ mod tests {
             panic!("not get")
         };
         assert!(args.all_namespaces && args.output == Some(OutputFormat::Json));
+        let Command::Get(args) = Cli::try_parse_from(["ebb", "get", "a", "b", "-o", "name"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not get")
+        };
+        assert_eq!(args.names, ["a", "b"]);
+        assert_eq!(args.output, Some(OutputFormat::Name));
         // A name and every namespace do not go together; an unknown format is refused.
         assert!(Cli::try_parse_from(["ebb", "get", "orders", "-A"]).is_err());
         assert!(Cli::try_parse_from(["ebb", "get", "-o", "wide"]).is_err());

@@ -28,12 +28,12 @@ pub enum Scope {
     All,
     /// One namespace.
     Namespace(String),
-    /// One object.
-    Object {
-        /// Its namespace.
+    /// Named objects of one namespace.
+    Objects {
+        /// Their namespace.
         namespace: String,
-        /// Its name.
-        name: String,
+        /// Their names, in the order given.
+        names: Vec<String>,
     },
 }
 
@@ -44,8 +44,12 @@ impl std::fmt::Display for Scope {
             Scope::Namespace(namespace) => {
                 write!(f, "listing ScaledObjects in namespace {namespace}")
             }
-            Scope::Object { namespace, name } => {
-                write!(f, "reading ScaledObject {namespace}/{name}")
+            Scope::Objects { namespace, names } => {
+                write!(
+                    f,
+                    "reading ScaledObjects {} in namespace {namespace}",
+                    names.join(", ")
+                )
             }
         }
     }
@@ -54,7 +58,7 @@ impl std::fmt::Display for Scope {
 /// Why nothing could be listed.
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
-    /// The named object does not exist.
+    /// Named objects do not exist: `namespace/name`, comma-separated.
     #[error("ScaledObject {0} not found")]
     NotFound(String),
     /// The apiserver failed.
@@ -103,15 +107,19 @@ pub async fn gather(client: &Client, scope: &Scope) -> Result<Vec<Row>, GetError
                 .map_err(failed)?
                 .items
         }
-        Scope::Object { namespace, name } => {
-            match Api::<ScaledObject>::namespaced(client.clone(), namespace)
-                .get_opt(name)
-                .await
-                .map_err(failed)?
-            {
-                Some(so) => vec![so],
-                None => return Err(GetError::NotFound(format!("{namespace}/{name}"))),
+        Scope::Objects { namespace, names } => {
+            let api = Api::<ScaledObject>::namespaced(client.clone(), namespace);
+            let (mut found, mut missing) = (Vec::new(), Vec::new());
+            for name in names {
+                match api.get_opt(name).await.map_err(failed)? {
+                    Some(so) => found.push(so),
+                    None => missing.push(format!("{namespace}/{name}")),
+                }
             }
+            if !missing.is_empty() {
+                return Err(GetError::NotFound(missing.join(", ")));
+            }
+            found
         }
     };
     // One discovery lookup per kind of target, not one per object.
@@ -241,11 +249,18 @@ pub fn document(row: &Row) -> Value {
     })
 }
 
-/// The documents of `rows` as kubectl prints several objects: a `List` of them, or the object
-/// itself when one was named.
+/// `-o name`: one `scaledobject.keda.sh/<name>` line per row, as kubectl prints names.
+pub fn names(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|r| format!("scaledobject.keda.sh/{}\n", r.name))
+        .collect()
+}
+
+/// The documents of `rows` as kubectl prints several objects: a `List` of them, or the item
+/// itself when exactly one was named.
 pub fn documents(rows: &[Row], scope: &Scope) -> Value {
     match (scope, rows) {
-        (Scope::Object { .. }, [row]) => document(row),
+        (Scope::Objects { names, .. }, [row]) if names.len() == 1 => document(row),
         _ => json!({
             "apiVersion": "v1",
             "kind": "List",
@@ -478,14 +493,18 @@ mod tests {
         assert_eq!(item["metrics"][1]["failures"], 2);
         assert_eq!(item["conditions"]["Ready"], "True");
         assert_eq!(item["decision"], "active (HPA)");
-        let one = documents(
-            &rows,
-            &Scope::Object {
-                namespace: "shop".into(),
-                name: "orders".into(),
-            },
-        );
+        let named = |names: &[&str]| Scope::Objects {
+            namespace: "shop".into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        let one = documents(&rows, &named(&["orders"]));
         assert_eq!(one["metadata"]["name"], "orders");
+        // Several names give a List, even of one found.
+        assert_eq!(
+            documents(&rows, &named(&["orders", "orders"]))["kind"],
+            "List"
+        );
+        assert_eq!(names(&rows), "scaledobject.keda.sh/orders\n");
     }
 
     #[test]

@@ -266,20 +266,24 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     use ebb_operator::get::{self, Scope};
     let (client, default_namespace) = cli_client(&args.kube).await?;
     let namespace = args.namespace.unwrap_or(default_namespace);
-    let scope = match (args.all_namespaces, args.name) {
+    let scope = match (args.all_namespaces, args.names.is_empty()) {
         (true, _) => Scope::All,
-        (false, Some(name)) => Scope::Object { namespace, name },
-        (false, None) => Scope::Namespace(namespace),
+        (false, false) => Scope::Objects {
+            namespace,
+            names: args.names,
+        },
+        (false, true) => Scope::Namespace(namespace),
     };
     let rows = get::gather(&client, &scope).await?;
     let documents = get::documents(&rows, &scope);
     let text = match args.output {
         Some(OutputFormat::Json) => serde_json::to_string_pretty(&documents)? + "\n",
         Some(OutputFormat::Yaml) => serde_norway::to_string(&documents)?,
-        None if rows.is_empty() => {
+        Some(OutputFormat::Name) | None if rows.is_empty() => {
             eprintln!("{}", get::nothing_found(&scope));
             return Ok(());
         }
+        Some(OutputFormat::Name) => get::names(&rows),
         None => get::table(&rows, scope == Scope::All),
     };
     write_stdout(&text)

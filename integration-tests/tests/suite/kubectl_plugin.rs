@@ -211,6 +211,20 @@ async fn kubectl_finds_the_plugin_and_its_get_and_explain_read_the_cluster() {
     assert_eq!(one["metadata"]["name"], "worker", "{yaml_text}");
     assert_eq!(one["metrics"][0]["value"], "12", "{yaml_text}");
 
+    // -o name, of two named objects (kubectl's habit of several names).
+    let names = expect_success(
+        &kubectl(
+            &env,
+            &plugins,
+            &["ebb", "get", "worker", "worker", "-n", &ns, "-o", "name"],
+        ),
+        "kubectl ebb get worker worker -o name",
+    );
+    assert_eq!(
+        names,
+        "scaledobject.keda.sh/worker\nscaledobject.keda.sh/worker\n"
+    );
+
     // -A: every namespace, the namespace first.
     let all = expect_success(
         &kubectl(&env, &plugins, &["ebb", "get", "-A"]),
@@ -232,11 +246,15 @@ async fn kubectl_finds_the_plugin_and_its_get_and_explain_read_the_cluster() {
         format!("No resources found in {empty_ns} namespace.")
     );
     let err = expect_failure(
-        &kubectl(&env, &plugins, &["ebb", "get", "nobody", "-n", &ns]),
-        "kubectl ebb get nobody",
+        &kubectl(
+            &env,
+            &plugins,
+            &["ebb", "get", "worker", "nobody", "nor-me", "-n", &ns],
+        ),
+        "kubectl ebb get worker nobody nor-me",
     );
     assert!(
-        err.contains(&format!("ScaledObject {ns}/nobody not found")),
+        err.contains(&format!("ScaledObject {ns}/nobody, {ns}/nor-me not found")),
         "{err}"
     );
 
